@@ -1,0 +1,106 @@
+//! `chat-client`: connects a REQ socket, sends each line, shows each reply.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use zmq_chat::address::{AddressError, DEFAULT_ADDRESS, Role};
+use zmq_chat::cli::{self, EXIT_CODES_HELP};
+use zmq_chat::client::{ChatClient, ClientEnd};
+use zmq_chat::display::escape_for_terminal;
+use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
+use zmq_chat::shutdown::Shutdown;
+use zmq_chat::terminal::{self, End, LineSource, Prompt, Screen, ScriptLines};
+
+const PROGRAM: &str = "chat-client";
+
+/// Chat over ZeroMQ: send a message to a chat-server, wait for its reply.
+///
+/// With a terminal, you type at a prompt (/help lists commands). Without one
+/// (stdin is a pipe or file), each stdin line is sent as one message and each
+/// reply is printed as one line: `printf 'a\nb\n' | chat-client`. The server
+/// may start after the client: messages wait until it appears.
+#[derive(Parser)]
+#[command(version, after_help = EXIT_CODES_HELP)]
+struct Args {
+    /// The server: IP:PORT, HOST:PORT, [IPv6]:PORT, a bare IP or host (port
+    /// 8877), tcp://… or ipc://…
+    #[arg(short, long, value_name = "ADDR", default_value = DEFAULT_ADDRESS)]
+    connect: String,
+
+    /// Show at most this many bytes of a received reply (the rest is
+    /// reported, not shown)
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    max_size: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            if error
+                .downcast_ref::<zmq_chat::error::ChatError>()
+                .is_some_and(|e| e.is_broken_pipe())
+            {
+                return ExitCode::from(cli::EXIT_OK);
+            }
+            match error.downcast_ref::<AddressError>() {
+                Some(address_error) => {
+                    eprintln!(
+                        "{PROGRAM}: {error:#}{}",
+                        cli::accepted_forms_hint(address_error)
+                    );
+                    ExitCode::from(cli::EXIT_USAGE)
+                }
+                None => {
+                    eprintln!("{PROGRAM}: {error:#}");
+                    ExitCode::from(cli::EXIT_FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<u8> {
+    let endpoint = cli::endpoint_from_flag(&args.connect, Role::Connect)
+        .with_context(|| format!("invalid --connect address '{}'", args.connect))?;
+    let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
+    let context = zmq::Context::new();
+    let mut client = ChatClient::connect(&context, &endpoint)?;
+    let interactive = terminal::stdin_is_interactive();
+    let screen = Screen::new(PROGRAM, "server", interactive);
+    screen.status(&format!(
+        "chatting with {}; type a message, /help lists commands",
+        client.endpoint()
+    ));
+
+    let mut lines: Box<dyn LineSource> = if interactive {
+        Box::new(Prompt::new("you> ")?)
+    } else {
+        Box::new(ScriptLines::from_stdin(PROGRAM))
+    };
+    let end = client.run(lines.as_mut(), &screen, &shutdown, args.max_size)?;
+    Ok(match end {
+        ClientEnd::Finished(End::Interrupted) if !interactive => cli::EXIT_INTERRUPTED,
+        ClientEnd::Finished(_) => cli::EXIT_OK,
+        ClientEnd::ServerGone { unanswered } => {
+            screen.notice(&format!(
+                "the server at {} closed the connection before replying; the chat has ended",
+                client.endpoint()
+            ));
+            screen.notice(&format!(
+                "unanswered message: {}",
+                escape_for_terminal(&unanswered)
+            ));
+            cli::EXIT_FAILURE
+        }
+        ClientEnd::InterruptedWaiting { unanswered } => {
+            screen.notice(&format!(
+                "interrupted; unanswered message: {}",
+                escape_for_terminal(&unanswered)
+            ));
+            cli::EXIT_INTERRUPTED
+        }
+    })
+}

@@ -1,0 +1,98 @@
+//! `chat-server`: binds a REP socket and answers each message in turn.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use zmq_chat::address::{AddressError, DEFAULT_ADDRESS, Role};
+use zmq_chat::cli::{self, EXIT_CODES_HELP};
+use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
+use zmq_chat::server::{ChatServer, ReplySource};
+use zmq_chat::shutdown::Shutdown;
+use zmq_chat::terminal::{self, End, Prompt, Screen, ScriptLines};
+
+const PROGRAM: &str = "chat-server";
+
+/// Chat over ZeroMQ: wait for a client's message, show it, send your reply.
+///
+/// With a terminal, you type each reply at a prompt (/help lists commands).
+/// Without one (stdin is a pipe or file), each stdin line is the reply to the
+/// next message and each message is printed as one line: `yes ok | chat-server`
+/// answers everything. The bound endpoint is printed on stderr as
+/// `chat-server: listening on tcp://IP:PORT` as soon as it is ready.
+#[derive(Parser)]
+#[command(version, after_help = EXIT_CODES_HELP)]
+struct Args {
+    /// Where to listen: IP:PORT, HOST:PORT, [IPv6]:PORT, a bare IP or host
+    /// (port 8877), *:PORT or 0.0.0.0:PORT for all interfaces, tcp://… or
+    /// ipc://…; port 0 or * picks a free port
+    #[arg(short, long, value_name = "ADDR", default_value = DEFAULT_ADDRESS)]
+    bind: String,
+
+    /// Reply to every message with the message itself, without an operator
+    /// (for tests, bots and benchmarks)
+    #[arg(long)]
+    echo: bool,
+
+    /// Show at most this many bytes of a received message (the rest is
+    /// reported, not shown)
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    max_size: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            if error
+                .downcast_ref::<zmq_chat::error::ChatError>()
+                .is_some_and(|e| e.is_broken_pipe())
+            {
+                return ExitCode::from(cli::EXIT_OK);
+            }
+            match error.downcast_ref::<AddressError>() {
+                Some(address_error) => {
+                    eprintln!(
+                        "{PROGRAM}: {error:#}{}",
+                        cli::accepted_forms_hint(address_error)
+                    );
+                    ExitCode::from(cli::EXIT_USAGE)
+                }
+                None => {
+                    eprintln!("{PROGRAM}: {error:#}");
+                    ExitCode::from(cli::EXIT_FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<u8> {
+    let endpoint = cli::endpoint_from_flag(&args.bind, Role::Bind)
+        .with_context(|| format!("invalid --bind address '{}'", args.bind))?;
+    let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
+    let context = zmq::Context::new();
+    let server = ChatServer::bind(&context, &endpoint)?;
+    let interactive = !args.echo && terminal::stdin_is_interactive();
+    let screen = Screen::new(PROGRAM, "client", interactive);
+    screen.notice(&format!("listening on {}", server.endpoint()));
+    screen.status("each message you receive waits for your reply; /help lists commands");
+
+    let mut prompt;
+    let mut script;
+    let replies = if args.echo {
+        ReplySource::Echo
+    } else if interactive {
+        prompt = Prompt::new("reply> ")?;
+        ReplySource::Operator(&mut prompt)
+    } else {
+        script = ScriptLines::from_stdin(PROGRAM);
+        ReplySource::Operator(&mut script)
+    };
+    let end = server.run(replies, &screen, &shutdown, args.max_size)?;
+    Ok(match end {
+        End::Interrupted if !interactive => cli::EXIT_INTERRUPTED,
+        End::Eof | End::Quit | End::Interrupted => cli::EXIT_OK,
+    })
+}

@@ -1,0 +1,34 @@
+//! What the two binaries share on the command line: address flags, exit codes.
+
+use crate::address::{ACCEPTED_FORMS, Address, AddressError, Endpoint, Role};
+
+/// Exit status: the chat ended normally (end of input, `/quit`, Ctrl-C at the prompt).
+pub const EXIT_OK: u8 = 0;
+/// Exit status: something failed at run time (port in use, server gone, I/O error).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status: the command line is wrong (unknown flag, malformed address, unknown host).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: a signal (Ctrl-C in script mode, SIGTERM) stopped the program mid-chat.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The exit-status table shown at the end of `--help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit status:
+  0    the chat ended normally: end of input, /quit, Ctrl-D or Ctrl-C at the prompt
+  1    a runtime error: address in use, permission denied, the peer went away
+  2    a usage error: unknown flag, malformed address, unknown host
+  130  interrupted by a signal while a message was in flight (its text is printed)";
+
+/// Parses and resolves an address flag.
+pub fn endpoint_from_flag(text: &str, role: Role) -> Result<Endpoint, AddressError> {
+    Address::parse(text, role)?.resolve()
+}
+
+/// The list of accepted forms, appended to errors about the address's shape
+/// (not to an unknown host, where the form was right).
+pub fn accepted_forms_hint(error: &AddressError) -> String {
+    match error {
+        AddressError::UnknownHost(_) => String::new(),
+        _ => format!(" (accepted: {ACCEPTED_FORMS})"),
+    }
+}

@@ -1,0 +1,39 @@
+//! Ctrl-C and termination signals, turned into a flag the loops check.
+//!
+//! The loops never block for longer than [`crate::transport::TICK`], so a
+//! signal ends the program through its normal exit path: sockets closed,
+//! terminal restored, a final line saying why.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once SIGINT, SIGTERM or SIGHUP has arrived.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+}
+
+impl Shutdown {
+    /// Installs handlers for SIGINT, SIGTERM and SIGHUP that set the flag.
+    pub fn install() -> std::io::Result<Shutdown> {
+        let shutdown = Shutdown::default();
+        for signal in [
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGHUP,
+        ] {
+            signal_hook::flag::register(signal, Arc::clone(&shutdown.flag))?;
+        }
+        Ok(shutdown)
+    }
+
+    /// Whether the program has been asked to stop.
+    pub fn requested(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Asks the program to stop (used by tests and by in-process callers).
+    pub fn request(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,268 @@
+//! ZeroMQ sockets set up the way the chat needs them, with errors a user can act on.
+//!
+//! Both ends share the same options: IPv6 when the endpoint needs it, a
+//! bounded linger so a final reply is flushed but exit never hangs, and
+//! `ZMQ_MAXMSGSIZE` so a hostile peer cannot make us buffer without limit.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::address::Endpoint;
+use crate::message::WIRE_LIMIT_BYTES;
+use crate::shutdown::Shutdown;
+
+/// How long `close` may spend flushing unsent messages (the server's last reply).
+const LINGER: Duration = Duration::from_millis(1000);
+
+/// How often blocking waits wake up to notice Ctrl-C.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// A socket operation that failed, with the endpoint involved.
+#[derive(Debug)]
+pub enum TransportError {
+    /// `bind` failed: the address is taken, not ours, or needs privileges.
+    Bind { endpoint: String, cause: zmq::Error },
+    /// `connect` failed (it only fails on malformed endpoints; unreachable
+    /// peers are retried in the background by ZeroMQ).
+    Connect { endpoint: String, cause: zmq::Error },
+    /// Any other ZeroMQ call failed.
+    Zmq(zmq::Error),
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportError::Bind { endpoint, cause } => {
+                write!(f, "cannot bind {endpoint}: {}", explain_bind_error(*cause))
+            }
+            TransportError::Connect { endpoint, cause } => {
+                write!(f, "cannot connect to {endpoint}: {cause}")
+            }
+            TransportError::Zmq(cause) => write!(f, "ZeroMQ error: {cause}"),
+        }
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+impl From<zmq::Error> for TransportError {
+    fn from(cause: zmq::Error) -> Self {
+        TransportError::Zmq(cause)
+    }
+}
+
+fn explain_bind_error(cause: zmq::Error) -> String {
+    match cause {
+        zmq::Error::EADDRINUSE => {
+            "address already in use (another program, perhaps another chat-server, listens there; \
+             stop it or choose another port)"
+                .into()
+        }
+        zmq::Error::EACCES => {
+            "permission denied (ports below 1024 need administrator rights; use a port above 1023)"
+                .into()
+        }
+        zmq::Error::EADDRNOTAVAIL | zmq::Error::ENODEV => {
+            "this machine has no such address (use one of its own IPs, or 0.0.0.0 / * for all)"
+                .into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Options shared by every chat socket.
+fn configure(socket: &zmq::Socket, endpoint: &Endpoint) -> Result<(), zmq::Error> {
+    socket.set_ipv6(endpoint.needs_ipv6())?;
+    socket.set_linger(LINGER.as_millis() as i32)?;
+    socket.set_maxmsgsize(WIRE_LIMIT_BYTES as i64)?;
+    Ok(())
+}
+
+/// Creates a socket of `kind` and binds it; returns it with the endpoint
+/// actually bound (the real port when a wildcard port was asked for).
+pub fn bind(
+    context: &zmq::Context,
+    kind: zmq::SocketType,
+    endpoint: &Endpoint,
+) -> Result<(zmq::Socket, String), TransportError> {
+    let socket = context.socket(kind)?;
+    configure(&socket, endpoint)?;
+    let text = endpoint.to_string();
+    socket.bind(&text).map_err(|cause| TransportError::Bind {
+        endpoint: text.clone(),
+        cause,
+    })?;
+    let bound = socket.get_last_endpoint()?.unwrap_or(text);
+    Ok((socket, bound))
+}
+
+/// Creates a socket of `kind` and connects it. The peer need not exist yet:
+/// ZeroMQ keeps retrying and delivers queued messages once it appears.
+pub fn connect(
+    context: &zmq::Context,
+    kind: zmq::SocketType,
+    endpoint: &Endpoint,
+) -> Result<zmq::Socket, TransportError> {
+    let socket = context.socket(kind)?;
+    configure(&socket, endpoint)?;
+    // Retry quickly at first so a server that appears is found at once, but
+    // back off so a long absence does not mean a connection attempt every 100 ms.
+    socket.set_reconnect_ivl(100)?;
+    socket.set_reconnect_ivl_max(1000)?;
+    let text = endpoint.to_string();
+    socket
+        .connect(&text)
+        .map_err(|cause| TransportError::Connect {
+            endpoint: text,
+            cause,
+        })?;
+    Ok(socket)
+}
+
+/// What happened to a socket's connections, from its ZeroMQ monitor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    /// A peer completed the ZMTP handshake: the connection is usable.
+    Connected,
+    /// An established connection was lost (peer closed, died, or timed out).
+    Disconnected,
+    /// Something answered but did not speak ZMTP, or spoke it wrongly.
+    HandshakeFailed,
+    /// An event the chat does not act on.
+    Other,
+}
+
+/// A socket monitor: tells when the peer behind a socket comes and goes.
+pub struct ConnectionWatch {
+    events: zmq::Socket,
+}
+
+impl ConnectionWatch {
+    /// Starts monitoring `socket`. Events are queued until read.
+    pub fn attach(context: &zmq::Context, socket: &zmq::Socket) -> Result<Self, zmq::Error> {
+        static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let endpoint = format!("inproc://zmq-chat-monitor-{id}");
+        let wanted = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
+            | zmq::SocketEvent::DISCONNECTED as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32;
+        socket.monitor(&endpoint, wanted)?;
+        let events = context.socket(zmq::PAIR)?;
+        events.connect(&endpoint)?;
+        Ok(ConnectionWatch { events })
+    }
+
+    /// The next queued event, without waiting.
+    pub fn try_next(&self) -> Result<Option<ConnectionEvent>, zmq::Error> {
+        match self.events.recv_multipart(zmq::DONTWAIT) {
+            Ok(frames) => Ok(Some(parse_event(&frames))),
+            Err(zmq::Error::EAGAIN) => Ok(None),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// The monitor socket, for `zmq::poll` beside the watched socket.
+    pub fn socket(&self) -> &zmq::Socket {
+        &self.events
+    }
+}
+
+/// Monitor messages are two frames: 2 bytes event id and 4 bytes value
+/// (little-endian, as libzmq writes them), then the endpoint.
+fn parse_event(frames: &[Vec<u8>]) -> ConnectionEvent {
+    let Some(head) = frames.first().filter(|head| head.len() >= 2) else {
+        return ConnectionEvent::Other;
+    };
+    let id = u16::from_le_bytes([head[0], head[1]]);
+    match id {
+        id if id == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 => ConnectionEvent::Connected,
+        id if id == zmq::SocketEvent::DISCONNECTED as u16 => ConnectionEvent::Disconnected,
+        id if id == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16
+            || id == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u16 =>
+        {
+            ConnectionEvent::HandshakeFailed
+        }
+        _ => ConnectionEvent::Other,
+    }
+}
+
+/// What ended a wait for an incoming message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A whole message, as its frames.
+    Message(Vec<Vec<u8>>),
+    /// The watch reported a lost connection before any message came.
+    ConnectionLost,
+    /// Ctrl-C or a termination signal.
+    Interrupted,
+    /// The caller's `still_wanted` check said to stop waiting.
+    Abandoned,
+}
+
+/// Waits for the next message on `socket`, waking up every [`TICK`] to notice
+/// Ctrl-C or that `still_wanted` turned false, and (when a watch is given)
+/// returning early if the connection drops.
+pub fn receive(
+    socket: &zmq::Socket,
+    watch: Option<&ConnectionWatch>,
+    shutdown: &Shutdown,
+    mut still_wanted: impl FnMut() -> bool,
+) -> Result<Received, zmq::Error> {
+    loop {
+        // Fast path: a reply that is already here costs one system call, not a poll.
+        match socket.recv_multipart(zmq::DONTWAIT) {
+            Ok(frames) => return Ok(Received::Message(frames)),
+            Err(zmq::Error::EAGAIN) => {}
+            Err(zmq::Error::EINTR) => {}
+            Err(other) => return Err(other),
+        }
+        if shutdown.requested() {
+            return Ok(Received::Interrupted);
+        }
+        if !still_wanted() {
+            return Ok(Received::Abandoned);
+        }
+        if let Some(watch) = watch {
+            while let Some(event) = watch.try_next()? {
+                if event == ConnectionEvent::Disconnected {
+                    return Ok(Received::ConnectionLost);
+                }
+            }
+        }
+        let mut items = vec![socket.as_poll_item(zmq::POLLIN)];
+        if let Some(watch) = watch {
+            items.push(watch.socket().as_poll_item(zmq::POLLIN));
+        }
+        match zmq::poll(&mut items, TICK.as_millis() as i64) {
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(other) => return Err(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monitor_frames_are_decoded_without_panicking() {
+        let event = |id: u16| {
+            vec![
+                [id.to_le_bytes().as_slice(), &[0, 0, 0, 0]].concat(),
+                b"tcp://x".to_vec(),
+            ]
+        };
+        let disconnected = zmq::SocketEvent::DISCONNECTED as u16;
+        let connected = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16;
+        assert_eq!(
+            parse_event(&event(disconnected)),
+            ConnectionEvent::Disconnected
+        );
+        assert_eq!(parse_event(&event(connected)), ConnectionEvent::Connected);
+        assert_eq!(parse_event(&event(0xffff)), ConnectionEvent::Other);
+        assert_eq!(parse_event(&[]), ConnectionEvent::Other);
+        assert_eq!(parse_event(&[vec![1]]), ConnectionEvent::Other);
+    }
+}

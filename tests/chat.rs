@@ -1,0 +1,183 @@
+//! End-to-end chats between the real `chat-server` and `chat-client`
+//! binaries in script mode, over real sockets on ephemeral ports.
+
+mod common;
+
+use common::{CLIENT, Proc, free_port, run_to_end};
+
+/// A conversation of several turns with non-ASCII text: each side sees
+/// exactly what the other typed, one line per message, in order.
+#[test]
+fn multi_message_chat_both_ways_with_non_ascii_text() {
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+    let mut client = Proc::spawn(CLIENT, &["--connect", &endpoint]);
+
+    let turns = [
+        ("héllo wörld", "grüße ☕"),
+        ("你好，世界", "こんにちは 🎉"),
+        ("third: ok?", "ok!"),
+    ];
+    for (question, answer) in turns {
+        client.send_line(question);
+        assert_eq!(server.stdout_line(), question);
+        server.send_line(answer);
+        assert_eq!(client.stdout_line(), answer);
+    }
+    client.close_stdin();
+    assert!(client.wait().success());
+    server.close_stdin();
+    assert!(server.wait().success(), "server should end cleanly on EOF");
+}
+
+/// Two clients talk to one server at once; REP routes each reply back to the
+/// client that asked, so each client sees only its own echoes.
+#[test]
+fn two_clients_each_get_their_own_replies() {
+    let (_server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
+    let mut alice = Proc::spawn(CLIENT, &["--connect", &endpoint]);
+    let mut bob = Proc::spawn(CLIENT, &["--connect", &endpoint]);
+    for round in 0..20 {
+        alice.send_line(&format!("alice {round}"));
+        bob.send_line(&format!("bob {round}"));
+    }
+    for round in 0..20 {
+        assert_eq!(alice.stdout_line(), format!("alice {round}"));
+        assert_eq!(bob.stdout_line(), format!("bob {round}"));
+    }
+}
+
+/// Time independence: a client may start first; its message waits and is
+/// answered as soon as a server binds the address.
+#[test]
+fn client_started_before_the_server_is_answered_when_it_appears() {
+    let port = free_port().to_string();
+    let address = format!("127.0.0.1:{port}");
+    let mut client = Proc::spawn(CLIENT, &["--connect", &address]);
+    client.send_line("anyone there?");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    client.assert_running();
+
+    let (mut server, _) = Proc::server(&["--bind", &address]);
+    assert_eq!(server.stdout_line(), "anyone there?");
+    server.send_line("yes, now");
+    assert_eq!(client.stdout_line(), "yes, now");
+}
+
+/// `--bind 127.0.0.1:0` picks a free port and reports it in the ready line;
+/// a client can use the reported endpoint as its --connect address.
+#[test]
+fn ready_line_reports_the_real_port() {
+    let (_server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
+    let port: u16 = endpoint
+        .strip_prefix("tcp://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected endpoint {endpoint}"))
+        .parse()
+        .expect("a numeric port");
+    assert_ne!(port, 0);
+    let (status, stdout, _) = run_to_end(
+        CLIENT,
+        &["--connect", &format!("127.0.0.1:{port}")],
+        "ping\n",
+    );
+    assert!(status.success());
+    assert_eq!(stdout, "ping");
+}
+
+/// The wildcard port form `*` works like 0, and `*:PORT` binds all interfaces.
+#[test]
+fn wildcard_port_and_all_interfaces() {
+    let (_server, endpoint) = Proc::server(&["--bind", "*:*", "--echo"]);
+    let port = endpoint.rsplit(':').next().unwrap();
+    let (status, stdout, _) = run_to_end(
+        CLIENT,
+        &["--connect", &format!("127.0.0.1:{port}")],
+        "all\n",
+    );
+    assert!(status.success());
+    assert_eq!(stdout, "all");
+}
+
+/// IPv6 really works: the server binds [::1] and a client chats over it.
+#[test]
+fn chat_over_ipv6_loopback() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: this machine has no IPv6 loopback");
+        return;
+    }
+    let (_server, endpoint) = Proc::server(&["--bind", "[::1]:0", "--echo"]);
+    assert!(endpoint.starts_with("tcp://[::1]:"), "endpoint {endpoint}");
+    let port = endpoint.rsplit(':').next().unwrap();
+    let (status, stdout, _) = run_to_end(
+        CLIENT,
+        &["--connect", &format!("[::1]:{port}")],
+        "over v6\n",
+    );
+    assert!(status.success());
+    assert_eq!(stdout, "over v6");
+}
+
+/// Chat over a Unix domain socket (`ipc://`) on one machine.
+#[test]
+fn chat_over_ipc() {
+    let dir = std::env::temp_dir().join(format!("zmq-chat-ipc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let address = format!("ipc://{}/chat.sock", dir.display());
+    let (_server, endpoint) = Proc::server(&["--bind", &address, "--echo"]);
+    assert_eq!(endpoint, address);
+    let (status, stdout, _) = run_to_end(CLIENT, &["--connect", &address], "local\n");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success());
+    assert_eq!(stdout, "local");
+}
+
+/// Script mode: `printf 'a\nb\n' | chat-client` prints one line per reply on
+/// stdout, nothing else, and ends with 0 at EOF.
+#[test]
+fn script_client_prints_exactly_one_line_per_reply() {
+    let (_server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
+    let (status, stdout, stderr) = run_to_end(
+        CLIENT,
+        &["--connect", &endpoint],
+        "a\nb\n\nlast line without newline",
+    );
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(stdout, "a\nb\n\nlast line without newline");
+    assert!(
+        !stderr.contains("waiting"),
+        "no status chatter in script mode: {stderr}"
+    );
+}
+
+/// `yes ok | chat-server` style: the server answers each message with the
+/// next stdin line, and ends with 0 when its input ends while idle.
+#[test]
+fn script_server_replies_with_stdin_lines_and_exits_at_eof() {
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+    server.send_line("first reply");
+    server.send_line("second reply");
+    let (status, stdout, _) = run_to_end(CLIENT, &["--connect", &endpoint], "q1\nq2\n");
+    assert!(status.success());
+    assert_eq!(stdout, "first reply\nsecond reply");
+    assert_eq!(server.stdout_line(), "q1");
+    assert_eq!(server.stdout_line(), "q2");
+    server.close_stdin();
+    assert_eq!(server.wait().code(), Some(0));
+}
+
+/// When the server's operator stops while a client waits for a reply, the
+/// client is told the chat ended (and shown its unanswered message) instead
+/// of waiting forever.
+#[test]
+fn client_is_told_when_the_server_quits_while_it_waits() {
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+    let mut client = Proc::spawn(CLIENT, &["--connect", &endpoint]);
+    client.send_line("will you answer?");
+    assert_eq!(server.stdout_line(), "will you answer?");
+    server.close_stdin();
+    server.stderr_line_containing("unanswered");
+    assert_eq!(server.wait().code(), Some(0));
+
+    client.stderr_line_containing("closed the connection before replying; the chat has ended");
+    client.stderr_line_containing("unanswered message: will you answer?");
+    assert_eq!(client.wait().code(), Some(1));
+}

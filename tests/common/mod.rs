@@ -1,0 +1,215 @@
+//! Helpers shared by the integration tests: spawn the real binaries, feed
+//! their stdin, and read what they print, with a deadline on every wait.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Long enough for a loaded CI machine, short enough that a hang fails fast.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub const SERVER: &str = env!("CARGO_BIN_EXE_chat-server");
+pub const CLIENT: &str = env!("CARGO_BIN_EXE_chat-client");
+
+/// A running binary whose output is collected line by line.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    seen_stderr: Vec<String>,
+}
+
+fn line_reader(stream: impl Read + Send + 'static) -> Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+impl Proc {
+    /// Starts `program` with `args`, stdin, stdout and stderr all piped.
+    pub fn spawn(program: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(program)
+            .args(args)
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let stdout = line_reader(child.stdout.take().unwrap());
+        let stderr = line_reader(child.stderr.take().unwrap());
+        let name = program.rsplit('/').next().unwrap_or(program).to_string();
+        Proc {
+            name,
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+            seen_stderr: Vec::new(),
+        }
+    }
+
+    /// Starts `chat-server` with `args` and waits for its ready line;
+    /// returns it with the endpoint it reported.
+    pub fn server(args: &[&str]) -> (Proc, String) {
+        let mut server = Proc::spawn(SERVER, args);
+        let ready = server.stderr_line_containing("listening on ");
+        let endpoint = ready.rsplit(' ').next().unwrap().to_string();
+        (server, endpoint)
+    }
+
+    /// Writes one line to the program's stdin.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        writeln!(stdin, "{line}")
+            .and_then(|_| stdin.flush())
+            .expect("write to stdin");
+    }
+
+    /// Closes stdin: the program sees end of input.
+    pub fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    /// The next stdout line, or a panic naming what was expected.
+    pub fn stdout_line(&mut self) -> String {
+        match self.stdout.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(_) => {
+                let stderr = self.drain_stderr();
+                panic!(
+                    "{}: no stdout line within {DEADLINE:?}; stderr so far: {stderr:?}",
+                    self.name
+                )
+            }
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; returns it.
+    pub fn stderr_line_containing(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        if let Some(line) = self.seen_stderr.iter().find(|line| line.contains(needle)) {
+            return line.clone();
+        }
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen_stderr.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "{}: no stderr line containing {needle:?}; stderr was {:?}",
+            self.name, self.seen_stderr
+        );
+    }
+
+    /// Every stderr line printed so far.
+    pub fn drain_stderr(&mut self) -> Vec<String> {
+        while let Ok(line) = self.stderr.try_recv() {
+            self.seen_stderr.push(line);
+        }
+        self.seen_stderr.clone()
+    }
+
+    /// Every remaining stdout line up to end of output (after the process exited).
+    pub fn remaining_stdout(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stdout.recv_timeout(DEADLINE) {
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// Waits for the process to exit, within the deadline.
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let stderr = self.drain_stderr();
+                panic!(
+                    "{} did not exit within {DEADLINE:?}; stderr: {stderr:?}",
+                    self.name
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts the process is still running.
+    pub fn assert_running(&mut self) {
+        if self.child.try_wait().unwrap().is_some() {
+            let stderr = self.drain_stderr();
+            panic!("{} exited early; stderr: {stderr:?}", self.name);
+        }
+    }
+
+    /// The process id, for sending signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a binary to completion with `input` on stdin; returns its exit
+/// status, stdout and stderr.
+pub fn run_to_end(program: &str, args: &[&str], input: &str) -> (ExitStatus, String, String) {
+    let mut proc = Proc::spawn(program, args);
+    if let Some(mut stdin) = proc.stdin.take() {
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+    }
+    let status = proc.wait();
+    let stdout = proc.remaining_stdout().join("\n");
+    let mut stderr = proc.drain_stderr();
+    while let Ok(line) = proc.stderr.recv_timeout(Duration::from_millis(200)) {
+        stderr.push(line);
+    }
+    (status, stdout, stderr.join("\n"))
+}
+
+/// A TCP port that was free a moment ago, for tests that must start a client
+/// before its server exists (a server started first reports its own port).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain ZeroMQ socket of `kind` with a receive deadline, as a plain
+/// pyzmq program would create it.
+pub fn plain_socket(context: &zmq::Context, kind: zmq::SocketType) -> zmq::Socket {
+    let socket = context.socket(kind).unwrap();
+    socket.set_rcvtimeo(DEADLINE.as_millis() as i32).unwrap();
+    socket.set_linger(0).unwrap();
+    socket
+}
