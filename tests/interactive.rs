@@ -1,0 +1,111 @@
+//! Interactive mode, driven through a pseudo-terminal as a person would:
+//! typing at the rustyline prompt, using history, `/help`, `/quit`, Ctrl-D
+//! and Ctrl-C, and reading what the screen shows. (rexpect reads the screen
+//! byte by byte as Latin-1, so the expected texts here are ASCII; non-ASCII
+//! chats are covered in script mode.)
+
+mod common;
+
+use std::process::Command;
+
+use common::{CLIENT, DEADLINE, Proc, SERVER};
+use rexpect::process::WaitStatus;
+use rexpect::session::PtySession;
+
+fn in_terminal(program: &str, args: &[&str]) -> PtySession {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env("TERM", "xterm")
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_BACKTRACE");
+    rexpect::session::spawn_command(command, Some(DEADLINE.as_millis() as u64))
+        .expect("spawn in a pty")
+}
+
+fn exit_code(session: &PtySession) -> Option<i32> {
+    match session.process().wait().expect("wait for the process") {
+        WaitStatus::Exited(_, code) => Some(code),
+        _ => None,
+    }
+}
+
+/// A person chats from the client's prompt: labels show who said what, a
+/// status line says the client waits, Up-arrow recalls history, /help lists
+/// the commands and /quit ends with exit code 0.
+#[test]
+fn client_prompt_chat_with_history_help_and_quit() {
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+    let mut client = in_terminal(CLIENT, &["--connect", &endpoint]);
+
+    client.exp_string("you> ").unwrap();
+    client.send_line("hello from a tty").unwrap();
+    client.exp_string("waiting for the server's reply").unwrap();
+    assert_eq!(server.stdout_line(), "hello from a tty");
+    server.send_line("hi human \x1b[2J");
+    client.exp_string("server> hi human \\x1b[2J").unwrap();
+
+    client.exp_string("you> ").unwrap();
+    client.send("\x1b[A").unwrap(); // Up arrow: the previous line comes back.
+    client.send_line("").unwrap();
+    assert_eq!(server.stdout_line(), "hello from a tty");
+    server.send_line("again");
+    client.exp_string("server> again").unwrap();
+
+    client.send_line("/help").unwrap();
+    client.exp_string("/quit").unwrap();
+    client.send_line("/quit").unwrap();
+    client.exp_eof().unwrap();
+    assert_eq!(exit_code(&client), Some(0));
+}
+
+/// Ctrl-D at the client's prompt ends the chat cleanly.
+#[test]
+fn ctrl_d_at_the_client_prompt_ends_cleanly() {
+    let (_server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
+    let mut client = in_terminal(CLIENT, &["--connect", &endpoint]);
+    client.exp_string("you> ").unwrap();
+    client.send_control('d').unwrap();
+    client.exp_eof().unwrap();
+    assert_eq!(exit_code(&client), Some(0));
+}
+
+/// The server's operator sees each message with its sender's label, replies
+/// at the "reply>" prompt, and ends with Ctrl-C at that prompt: the server
+/// exits 0 and the waiting client is told the chat ended.
+#[test]
+fn server_operator_replies_at_the_prompt_and_ctrl_c_ends_cleanly() {
+    let port = common::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut server = in_terminal(SERVER, &["--bind", &address]);
+    server.exp_string("listening on tcp://127.0.0.1:").unwrap();
+    server.exp_string("waiting for a message").unwrap();
+
+    let mut client = Proc::spawn(CLIENT, &["--connect", &address]);
+    client.send_line("question?");
+    server.exp_string("client> question?").unwrap();
+    server.exp_string("reply> ").unwrap();
+    server.send_line("answer!").unwrap();
+    assert_eq!(client.stdout_line(), "answer!");
+
+    client.send_line("are you there?");
+    server.exp_string("client> are you there?").unwrap();
+    server.exp_string("reply> ").unwrap();
+    server.send_control('c').unwrap();
+    server.exp_eof().unwrap();
+    assert_eq!(exit_code(&server), Some(0));
+    client.stderr_line_containing("the chat has ended");
+    assert_eq!(client.wait().code(), Some(1));
+}
+
+/// Ctrl-C while the server waits for a message (no prompt active) ends it
+/// cleanly too, without a panic or backtrace.
+#[test]
+fn ctrl_c_while_the_server_waits_ends_cleanly() {
+    let mut server = in_terminal(SERVER, &["--bind", "127.0.0.1:0"]);
+    server.exp_string("waiting for a message").unwrap();
+    server.send_control('c').unwrap();
+    let rest = server.exp_eof().unwrap();
+    assert!(!rest.contains("panicked"), "{rest}");
+    assert_eq!(exit_code(&server), Some(0));
+}
