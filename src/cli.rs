@@ -1,6 +1,10 @@
-//! What the two binaries share on the command line: address flags, exit codes.
+//! What the binaries and examples share on the command line: address flags,
+//! exit codes, and how a fatal error is reported.
+
+use std::process::ExitCode;
 
 use crate::address::{ACCEPTED_FORMS, Address, AddressError, Endpoint, Role};
+use crate::error::ChatError;
 
 /// Exit status: the chat ended normally (end of input, `/quit`, Ctrl-C at the prompt).
 pub const EXIT_OK: u8 = 0;
@@ -30,5 +34,32 @@ pub fn accepted_forms_hint(error: &AddressError) -> String {
     match error {
         AddressError::UnknownHost(_) => String::new(),
         _ => format!(" (accepted: {ACCEPTED_FORMS})"),
+    }
+}
+
+/// Reports a fatal error as one line, `program: what went wrong`, and picks
+/// the exit code: 2 for a bad address, 0 for a closed stdout (`| head`), 1
+/// otherwise.
+pub fn report(program: &str, error: &anyhow::Error) -> ExitCode {
+    let broken_pipe = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<ChatError>()
+            .is_some_and(ChatError::is_broken_pipe)
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return ExitCode::from(EXIT_OK);
+    }
+    match error.downcast_ref::<AddressError>() {
+        Some(address_error) => {
+            eprintln!("{program}: {error:#}{}", accepted_forms_hint(address_error));
+            ExitCode::from(EXIT_USAGE)
+        }
+        None => {
+            eprintln!("{program}: {error:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }

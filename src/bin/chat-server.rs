@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use zmq_chat::address::{AddressError, DEFAULT_ADDRESS, Role};
+use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli::{self, EXIT_CODES_HELP};
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
 use zmq_chat::server::{ChatServer, ReplySource};
@@ -44,27 +44,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
         Ok(code) => ExitCode::from(code),
-        Err(error) => {
-            if error
-                .downcast_ref::<zmq_chat::error::ChatError>()
-                .is_some_and(|e| e.is_broken_pipe())
-            {
-                return ExitCode::from(cli::EXIT_OK);
-            }
-            match error.downcast_ref::<AddressError>() {
-                Some(address_error) => {
-                    eprintln!(
-                        "{PROGRAM}: {error:#}{}",
-                        cli::accepted_forms_hint(address_error)
-                    );
-                    ExitCode::from(cli::EXIT_USAGE)
-                }
-                None => {
-                    eprintln!("{PROGRAM}: {error:#}");
-                    ExitCode::from(cli::EXIT_FAILURE)
-                }
-            }
-        }
+        Err(error) => cli::report(PROGRAM, &error),
     }
 }
 
