@@ -189,6 +189,22 @@ impl LineSource for ScriptLines {
     }
 }
 
+impl ScriptLines {
+    /// The next line if one is ready, without waiting: `None` when stdin has
+    /// nothing new, `Line::End(End::Eof)` once it has ended. A line returned
+    /// here is consumed; one only peeked by `is_exhausted` is returned again.
+    pub fn poll_line(&mut self) -> Option<io::Result<Line>> {
+        if let Some(peeked) = self.peeked.take() {
+            return Some(peeked.map(Line::Text));
+        }
+        match self.lines.try_recv() {
+            Ok(line) => Some(line.map(Line::Text)),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => Some(Ok(Line::End(End::Eof))),
+        }
+    }
+}
+
 /// What the user sees: received messages on stdout, the rest on stderr.
 pub struct Screen {
     program: &'static str,

@@ -213,3 +213,28 @@ pub fn plain_socket(context: &zmq::Context, kind: zmq::SocketType) -> zmq::Socke
     socket.set_linger(0).unwrap();
     socket
 }
+
+/// The path of a compiled example (`cargo test` builds the examples first).
+pub fn example(name: &str) -> String {
+    let test_binary = std::env::current_exe().expect("current_exe");
+    let profile_dir = test_binary
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --examples`",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
+}
+
+impl Proc {
+    /// Waits for a stderr line containing `needle` and returns its last word
+    /// (where the programs print the endpoint they bound).
+    pub fn endpoint_after(&mut self, needle: &str) -> String {
+        let line = self.stderr_line_containing(needle);
+        line.rsplit(' ').next().unwrap_or_default().to_string()
+    }
+}

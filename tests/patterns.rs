@@ -1,0 +1,430 @@
+//! The four messaging patterns under examples/, each run as separate
+//! processes on ephemeral ports, checked by what they print.
+
+mod common;
+
+use common::{Proc, example, run_to_end};
+
+/// Pair over TCP: both sides send whenever they like and each receives what
+/// the other typed, in both directions, with no turn-taking.
+#[test]
+fn pair_over_tcp_sends_both_ways() {
+    let pair = example("pair");
+    let mut left = Proc::spawn(&pair, &["bind", "--address", "127.0.0.1:0"]);
+    let endpoint = left.endpoint_after("listening on");
+    let mut right = Proc::spawn(&pair, &["connect", "--address", &endpoint]);
+
+    // Two messages in a row from one side: no lock-step.
+    right.send_line("hello from the connecting side");
+    right.send_line("and again, before any answer");
+    left.send_line("hello from the binding side ☕");
+    assert_eq!(
+        left.stdout_line(),
+        "received: hello from the connecting side"
+    );
+    assert_eq!(left.stdout_line(), "received: and again, before any answer");
+    assert_eq!(
+        right.stdout_line(),
+        "received: hello from the binding side ☕"
+    );
+
+    right.close_stdin();
+    assert!(right.wait().success(), "EOF ends the pair cleanly");
+}
+
+/// Pair over inproc://: two threads of one process signal each other.
+#[test]
+fn pair_between_threads_over_inproc() {
+    let (status, stdout, _) = run_to_end(&example("pair"), &["threads", "--steps", "4"], "");
+    assert!(status.success());
+    let lines: Vec<&str> = stdout.lines().collect();
+    for step in 1..=4 {
+        assert!(
+            lines.contains(&format!("main: worker says 'step {step} done'").as_str()),
+            "{stdout}"
+        );
+    }
+    assert!(
+        lines.contains(&"worker: main thread says 'all steps seen, stop'"),
+        "{stdout}"
+    );
+}
+
+/// Request/reply: three clients against one server, each gets replies to its
+/// own requests only, and REQ refuses a second send before the reply.
+#[test]
+fn reqrep_serves_several_clients_in_lock_step() {
+    let reqrep = example("reqrep");
+    let mut server = Proc::spawn(
+        &reqrep,
+        &["server", "--bind", "127.0.0.1:0", "--work-ms", "5"],
+    );
+    let endpoint = server.endpoint_after("listening on");
+    let clients: Vec<Proc> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|name| {
+            Proc::spawn(
+                &reqrep,
+                &[
+                    "client",
+                    "--connect",
+                    &endpoint,
+                    "--name",
+                    name,
+                    "--count",
+                    "4",
+                ],
+            )
+        })
+        .collect();
+    for (mut client, name) in clients.into_iter().zip(["alice", "bob", "carol"]) {
+        let refused = client.stdout_line();
+        assert!(
+            refused.starts_with(&format!(
+                "{name}: a second send before the reply is refused"
+            )),
+            "{refused}"
+        );
+        for number in 1..=4 {
+            let line = client.stdout_line();
+            assert!(line.starts_with(&format!("{name}: got reply #")), "{line}");
+            assert!(
+                line.ends_with(&format!("to '{name} request {number}'")),
+                "{line}"
+            );
+        }
+        assert!(client.wait().success());
+    }
+    let served: Vec<String> = (0..12).map(|_| server.stdout_line()).collect();
+    assert!(
+        served
+            .iter()
+            .all(|line| line.starts_with("server: request #"))
+    );
+}
+
+/// Publish/subscribe with the ready handshake: each subscriber sees exactly
+/// its topics, every message from 1 to COUNT, none of the other topics.
+#[test]
+fn pubsub_filters_by_topic_and_loses_nothing_after_ready() {
+    let pubsub = example("pubsub");
+    let mut publisher = Proc::spawn(
+        &pubsub,
+        &[
+            "publisher",
+            "--bind",
+            "127.0.0.1:0",
+            "--topics",
+            "weather,sports,news",
+            "--count",
+            "200",
+            "--subscribers",
+            "2",
+        ],
+    );
+    let endpoint = publisher.endpoint_after("listening on");
+    let mut weather = Proc::spawn(
+        &pubsub,
+        &[
+            "subscriber",
+            "--connect",
+            &endpoint,
+            "--topics",
+            "weather",
+            "--name",
+            "w",
+        ],
+    );
+    let mut both = Proc::spawn(
+        &pubsub,
+        &[
+            "subscriber",
+            "--connect",
+            &endpoint,
+            "--topics",
+            "sports,news",
+            "--name",
+            "sn",
+        ],
+    );
+    publisher.stderr_line_containing("(2/2)");
+
+    let weather_lines = weather.remaining_stdout();
+    assert_eq!(
+        weather_lines.len(),
+        200,
+        "every weather message after ready"
+    );
+    for (index, line) in weather_lines.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("weather {} ", index + 1)),
+            "{line}"
+        );
+    }
+    weather.stderr_line_containing("weather: received 200 (seq 1..200), 0 missing");
+
+    let both_lines = both.remaining_stdout();
+    assert_eq!(both_lines.len(), 400);
+    assert!(
+        both_lines
+            .iter()
+            .all(|line| line.starts_with("sports ") || line.starts_with("news "))
+    );
+    both.stderr_line_containing("news: received 200 (seq 1..200), 0 missing");
+    both.stderr_line_containing("sports: received 200 (seq 1..200), 0 missing");
+    assert!(weather.wait().success() && both.wait().success());
+}
+
+/// Through the XSUB/XPUB proxy: the publisher and the subscriber only know
+/// the proxy's two addresses, never each other's, and everything arrives.
+#[test]
+fn pubsub_through_a_proxy() {
+    let pubsub = example("pubsub");
+    let mut proxy = Proc::spawn(
+        &pubsub,
+        &[
+            "proxy",
+            "--frontend",
+            "127.0.0.1:0",
+            "--backend",
+            "127.0.0.1:0",
+        ],
+    );
+    let for_publishers = proxy.endpoint_after("publishers connect to");
+    let for_subscribers = proxy.endpoint_after("subscribers connect to");
+
+    let mut subscriber = Proc::spawn(
+        &pubsub,
+        &[
+            "subscriber",
+            "--connect",
+            &for_subscribers,
+            "--topics",
+            "weather",
+            "--name",
+            "far",
+        ],
+    );
+    let mut publisher = Proc::spawn(
+        &pubsub,
+        &[
+            "publisher",
+            "--connect",
+            &for_publishers,
+            "--topics",
+            "weather,sports",
+            "--count",
+            "50",
+            "--subscribers",
+            "1",
+        ],
+    );
+    publisher.stderr_line_containing("subscriber far is ready (1/1)");
+    let lines = subscriber.remaining_stdout();
+    assert_eq!(lines.len(), 50, "{lines:?}");
+    assert!(lines.iter().all(|line| line.starts_with("weather ")));
+    subscriber.stderr_line_containing("weather: received 50 (seq 1..50), 0 missing");
+    proxy.assert_running();
+}
+
+/// Push/pull: two workers share 200 tasks; the sink gets every result
+/// exactly once (count and checksum) and both workers did some of the work.
+#[test]
+fn pipeline_spreads_work_and_collects_every_result_once() {
+    let pipeline = example("pipeline");
+    let mut sink = Proc::spawn(&pipeline, &["sink", "--bind", "127.0.0.1:0", "--quiet"]);
+    let sink_at = sink.endpoint_after("sink listening on");
+    let tasks_port = common::free_port().to_string();
+    let urgent_port = common::free_port().to_string();
+    let tasks_at = format!("127.0.0.1:{tasks_port}");
+    let urgent_at = format!("127.0.0.1:{urgent_port}");
+    let worker_args = |name: &'static str| {
+        vec![
+            "worker",
+            "--tasks-from",
+            &tasks_at,
+            "--urgent-from",
+            &urgent_at,
+            "--sink",
+            &sink_at,
+            "--name",
+            name,
+            "--quiet",
+        ]
+    };
+    let _a = Proc::spawn(&pipeline, &worker_args("a"));
+    let _b = Proc::spawn(&pipeline, &worker_args("b"));
+    let ventilator_args = [
+        "ventilator",
+        "--bind",
+        &tasks_at,
+        "--urgent-bind",
+        &urgent_at,
+        "--sink",
+        &sink_at,
+        "--tasks",
+        "200",
+        "--urgent",
+        "10",
+        "--work-ms",
+        "1",
+        "--workers",
+        "2",
+    ];
+    let (status, _, stderr) = run_to_end(&pipeline, &ventilator_args, "");
+    assert!(status.success(), "{stderr}");
+
+    let summary = sink.remaining_stdout();
+    assert_eq!(
+        summary[0],
+        "sink: 210 results (200 normal, 10 urgent), 0 duplicates, 0 missing, checksum 22155 = expected 22155"
+    );
+    let per_worker = &summary[1];
+    let counts: Vec<u64> = per_worker
+        .trim_start_matches("sink: per worker: ")
+        .split(' ')
+        .map(|entry| entry.split('=').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 2, "both workers took tasks: {per_worker}");
+    assert!(
+        counts.iter().all(|&count| count >= 50),
+        "work is spread: {per_worker}"
+    );
+    assert_eq!(summary[2], "sink: every task's result arrived exactly once");
+    assert!(sink.wait().success());
+}
+
+/// A worker that joins after the batch started: still every result exactly once.
+#[test]
+fn pipeline_exactly_once_with_a_late_worker() {
+    let pipeline = example("pipeline");
+    let mut sink = Proc::spawn(&pipeline, &["sink", "--bind", "127.0.0.1:0", "--quiet"]);
+    let sink_at = sink.endpoint_after("sink listening on");
+    let tasks_at = format!("127.0.0.1:{}", common::free_port());
+    let urgent_at = format!("127.0.0.1:{}", common::free_port());
+    let worker_args = |name: &'static str| {
+        vec![
+            "worker",
+            "--tasks-from",
+            &tasks_at,
+            "--urgent-from",
+            &urgent_at,
+            "--sink",
+            &sink_at,
+            "--name",
+            name,
+            "--quiet",
+        ]
+    };
+    let _early = Proc::spawn(&pipeline, &worker_args("early"));
+    let mut ventilator = Proc::spawn(
+        &pipeline,
+        &[
+            "ventilator",
+            "--bind",
+            &tasks_at,
+            "--urgent-bind",
+            &urgent_at,
+            "--sink",
+            &sink_at,
+            "--tasks",
+            "100",
+            "--work-ms",
+            "5",
+        ],
+    );
+    ventilator.stderr_line_containing("sent 100 normal");
+    let _late = Proc::spawn(&pipeline, &worker_args("late"));
+
+    let summary = sink.remaining_stdout();
+    assert_eq!(
+        summary[0],
+        "sink: 100 results (100 normal), 0 duplicates, 0 missing, checksum 5050 = expected 5050"
+    );
+    assert_eq!(summary[2], "sink: every task's result arrived exactly once");
+}
+
+/// Priority: with a backlog of normal tasks queued at one worker, the urgent
+/// tasks sent after them are all done before the remaining normal ones.
+#[test]
+fn urgent_tasks_overtake_the_normal_backlog() {
+    let pipeline = example("pipeline");
+    let mut sink = Proc::spawn(&pipeline, &["sink", "--bind", "127.0.0.1:0"]);
+    let sink_at = sink.endpoint_after("sink listening on");
+    let tasks_at = format!("127.0.0.1:{}", common::free_port());
+    let urgent_at = format!("127.0.0.1:{}", common::free_port());
+    let _worker = Proc::spawn(
+        &pipeline,
+        &[
+            "worker",
+            "--tasks-from",
+            &tasks_at,
+            "--urgent-from",
+            &urgent_at,
+            "--sink",
+            &sink_at,
+            "--name",
+            "solo",
+        ],
+    );
+    let (status, _, stderr) = run_to_end(
+        &pipeline,
+        &[
+            "ventilator",
+            "--bind",
+            &tasks_at,
+            "--urgent-bind",
+            &urgent_at,
+            "--sink",
+            &sink_at,
+            "--tasks",
+            "60",
+            "--urgent",
+            "5",
+            "--work-ms",
+            "10",
+        ],
+        "",
+    );
+    assert!(status.success(), "{stderr}");
+
+    let lines = sink.remaining_stdout();
+    let order: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("result "))
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(order.len(), 65, "{lines:?}");
+    let first_urgent = order
+        .iter()
+        .position(|kind| *kind == "urgent")
+        .expect("urgent results");
+    assert!(
+        order[first_urgent..first_urgent + 5]
+            .iter()
+            .all(|kind| *kind == "urgent"),
+        "urgent done together: {order:?}"
+    );
+    let normal_after = order[first_urgent + 5..].len();
+    assert!(
+        normal_after >= 40,
+        "urgent overtook a backlog of {normal_after} normal tasks (expected at least 40): {order:?}"
+    );
+}
+
+/// Examples reuse the chat's address parsing: a bad address is a one-line
+/// usage error with exit code 2.
+#[test]
+fn examples_reject_bad_addresses_like_the_chat() {
+    for (name, args) in [
+        ("pair", vec!["connect", "--address", "127.0.0.1:99999"]),
+        ("reqrep", vec!["server", "--bind", "udp://x"]),
+        ("pubsub", vec!["subscriber", "--connect", "*:5556"]),
+        ("pipeline", vec!["sink", "--bind", "bad host:1"]),
+    ] {
+        let (status, _, stderr) = run_to_end(&example(name), &args, "");
+        assert_eq!(status.code(), Some(2), "{name}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.starts_with(&format!("{name}: ")), "{stderr}");
+    }
+}
