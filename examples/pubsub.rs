@@ -1,8 +1,9 @@
 //! Publish/subscribe: a publisher sends topic-prefixed messages, each
 //! subscriber receives only the topics it subscribed to.
 //!
-//! Every message is one frame, `TOPIC SEQ TEXT`; a subscription is a prefix.
-//! A subscriber filters on `weather` and sees `weather 1 …`, never `sports …`.
+//! Every message is one frame, `TOPIC SEQ/COUNT TEXT`; a subscription is a
+//! prefix. A subscriber filters on `weather` and sees `weather 1/10 …`, never
+//! `sports …`.
 //!
 //! **Slow joiners.** A SUB socket's subscription travels to the publisher
 //! asynchronously, so messages published before it arrives are lost to that
@@ -254,6 +255,7 @@ struct TopicTally {
     received: u64,
     first: Option<u64>,
     last: u64,
+    count: u64,
     ended: bool,
 }
 
@@ -306,10 +308,12 @@ fn subscribe(
             continue;
         }
         println!("{}", escape_for_terminal(&text));
-        if let Ok(sequence) = sequence.parse::<u64>() {
+        let (sequence, count) = sequence.split_once('/').unwrap_or((sequence, "0"));
+        if let (Ok(sequence), Ok(count)) = (sequence.parse::<u64>(), count.parse::<u64>()) {
             tally.received += 1;
             tally.first.get_or_insert(sequence);
             tally.last = sequence;
+            tally.count = count;
         }
         thread::sleep(options.delay);
     }

@@ -12,6 +12,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status: the command line is wrong (unknown flag, malformed address, unknown host).
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status: no server answered within the give-up time (the message is printed).
+pub const EXIT_GAVE_UP: u8 = 3;
 /// Exit status: a signal (Ctrl-C in script mode, SIGTERM) stopped the program mid-chat.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
@@ -21,6 +23,8 @@ Exit status:
   0    the chat ended normally: end of input, /quit, Ctrl-D or Ctrl-C at the prompt
   1    a runtime error: address in use, permission denied, the peer went away
   2    a usage error: unknown flag, malformed address, unknown host
+  3    chat-client in script mode: no server came back within --give-up
+       (the unanswered message is printed on stderr)
   130  interrupted by a signal while a message was in flight (its text is printed)";
 
 /// Parses and resolves an address flag.

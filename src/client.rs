@@ -1,25 +1,65 @@
-//! The client side of the chat: a REQ socket that sends a message and waits
-//! for the reply before the next one.
+//! The client side of the chat: send a message, wait for its reply, survive
+//! the server dying, freezing or restarting in between.
 //!
-//! REQ enforces lock-step (send, then receive, then send), so the loop can
-//! never get ahead of the server. A socket monitor tells a lost connection
-//! apart from a slow reply, so a client whose server quit is told so instead
-//! of waiting forever.
+//! With REQ/REP a client waiting for a reply cannot tell a slow human from a
+//! dead server, and a plain receive timeout would give up on a slow typist.
+//! Here liveness is judged by the *connection*, not by the reply:
+//!
+//! * ZMTP heartbeats (`ZMQ_HEARTBEAT_IVL`/`_TIMEOUT`) are answered by the
+//!   server's ZeroMQ I/O thread whatever its operator is doing, so a live
+//!   server is never given up on; a frozen or unreachable one stops
+//!   answering and ZeroMQ drops the connection after the liveness timeout.
+//! * A killed server's connection closes at once.
+//! * The socket monitor reports both as a lost connection. The client says
+//!   so, lets ZeroMQ reconnect, and when a server is back re-sends the pending
+//!   message with the same id (see [`crate::envelope`]), so the server
+//!   answers it exactly once. If none is back within the give-up time, the
+//!   message is handed back to the caller unsent.
+//!
+//! The socket is a DEALER doing REQ's lock-step itself: it sends
+//! `[id, "", text]` and ignores replies whose id is not the pending one (the
+//! answer to a copy that crossed a reconnect).
+
+use std::hash::{BuildHasher, RandomState};
+use std::time::{Duration, Instant};
 
 use crate::address::Endpoint;
+use crate::envelope::{Enveloped, MessageId};
 use crate::error::ChatError;
 use crate::message::Incoming;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
-use crate::transport::{self, ConnectionEvent, ConnectionWatch, Received, TransportError};
+use crate::transport::{self, ConnectionEvent, ConnectionWatch, TICK, TransportError};
+
+/// How the client judges that a server is gone.
+#[derive(Clone, Copy, Debug)]
+pub struct Liveness {
+    /// A connection silent this long (no heartbeat answered) is dropped.
+    pub timeout: Duration,
+    /// How long to wait for a server to be reachable again before handing
+    /// the pending message back.
+    pub give_up: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            timeout: Duration::from_secs(3),
+            give_up: Duration::from_secs(30),
+        }
+    }
+}
 
 /// How a client session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEnd {
     /// Input ended, or the user quit, with every message answered.
     Finished(End),
-    /// The server went away while this message waited for its reply.
-    ServerGone { unanswered: String },
+    /// No server was reachable within the give-up time; this message was not
+    /// answered (it may or may not have been delivered).
+    GaveUp { unanswered: String },
+    /// The server's operator ended the chat while this message waited.
+    ServerEnded { unanswered: String },
     /// Interrupted while this message waited for its reply.
     InterruptedWaiting { unanswered: String },
 }
@@ -30,21 +70,39 @@ pub struct ChatClient {
     watch: ConnectionWatch,
     connected: bool,
     endpoint: String,
+    session: u64,
+    sequence: u64,
+    liveness: Liveness,
+}
+
+/// What ended the wait for one reply.
+enum Waited {
+    Reply(Vec<Vec<u8>>),
+    Ended,
+    GaveUp,
+    Interrupted,
 }
 
 impl ChatClient {
-    /// Connects a REQ socket to `endpoint`; the server may appear later.
+    /// Connects to `endpoint`; the server may appear later.
     pub fn connect(
         context: &zmq::Context,
         endpoint: &Endpoint,
+        liveness: Liveness,
     ) -> Result<ChatClient, TransportError> {
-        let socket = transport::connect(context, zmq::REQ, endpoint)?;
+        let socket = transport::connect(context, zmq::DEALER, endpoint)?;
+        let timeout = liveness.timeout.as_millis().clamp(10, i32::MAX as u128) as i32;
+        socket.set_heartbeat_ivl((timeout / 3).max(10))?;
+        socket.set_heartbeat_timeout(timeout)?;
         let watch = ConnectionWatch::attach(context, &socket)?;
         Ok(ChatClient {
             socket,
             watch,
             connected: false,
             endpoint: endpoint.to_string(),
+            session: RandomState::new().hash_one((std::process::id(), Instant::now())),
+            sequence: 0,
+            liveness,
         })
     }
 
@@ -54,7 +112,7 @@ impl ChatClient {
     }
 
     /// Sends each line from `lines` and shows each reply, until input ends,
-    /// a signal arrives, or the server goes away.
+    /// a signal arrives, or a message cannot be answered.
     pub fn run(
         &mut self,
         lines: &mut dyn LineSource,
@@ -67,35 +125,117 @@ impl ChatClient {
                 Line::Text(text) => text,
                 Line::End(end) => return Ok(ClientEnd::Finished(end)),
             };
-            // Events that happened while the user was typing describe the past;
-            // only a disconnection *during* the wait below means "gone now".
-            self.catch_up_with_connection_events()?;
-            self.socket.send(text.as_bytes(), 0)?;
-            if self.connected {
-                screen.status("waiting for the server's reply… (Ctrl-C to quit)");
-            } else {
-                screen.status(&format!(
-                    "no server at {} yet; the message will be delivered when one appears (Ctrl-C to quit)",
-                    self.endpoint
-                ));
-            }
-            match transport::receive(&self.socket, Some(&self.watch), shutdown, || true)? {
-                Received::Message(frames) => {
-                    screen.show(&Incoming::decode(frames, max_message_bytes))?
-                }
-                Received::ConnectionLost => return Ok(ClientEnd::ServerGone { unanswered: text }),
-                Received::Interrupted | Received::Abandoned => {
+            self.sequence += 1;
+            let id = MessageId {
+                session: self.session,
+                sequence: self.sequence,
+            };
+            match self.exchange(id, &text, screen, shutdown)? {
+                Waited::Reply(body) => screen.show(&Incoming::decode(body, max_message_bytes))?,
+                Waited::Ended => return Ok(ClientEnd::ServerEnded { unanswered: text }),
+                Waited::GaveUp => return Ok(ClientEnd::GaveUp { unanswered: text }),
+                Waited::Interrupted => {
                     return Ok(ClientEnd::InterruptedWaiting { unanswered: text });
                 }
             }
         }
     }
 
-    fn catch_up_with_connection_events(&mut self) -> Result<(), zmq::Error> {
+    /// Sends one message and waits for its reply, re-sending it whenever a
+    /// lost connection is re-established.
+    fn exchange(
+        &mut self,
+        id: MessageId,
+        text: &str,
+        screen: &Screen,
+        shutdown: &Shutdown,
+    ) -> Result<Waited, ChatError> {
+        // Events from while the user was typing describe the past; only what
+        // happens from now on concerns this message.
+        self.catch_up_with_connection_events(screen)?;
+        let request = [id.to_frame(), Vec::new(), text.as_bytes().to_vec()];
+        self.socket.send_multipart(&request, 0)?;
+        let mut lost_since = if self.connected {
+            screen.status("waiting for the server's reply… (Ctrl-C to quit)");
+            None
+        } else {
+            screen.status(&format!(
+                "no server at {} yet; the message will be delivered when one appears",
+                self.endpoint
+            ));
+            Some(Instant::now())
+        };
+        // Only a connection lost *after* the send may have taken the message
+        // with it; one that was down before still has it queued.
+        let mut resend_on_connect = false;
+        loop {
+            if shutdown.requested() {
+                return Ok(Waited::Interrupted);
+            }
+            match self.socket.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => match Enveloped::split(frames.clone(), 0) {
+                    Some(reply) if reply.id == Some(id) && reply.ended => return Ok(Waited::Ended),
+                    Some(reply) if reply.id == Some(id) => return Ok(Waited::Reply(reply.body)),
+                    // The answer to an earlier copy, or to an earlier message.
+                    Some(reply) if reply.id.is_some() => continue,
+                    // A peer that dropped our envelope: take what it sent.
+                    _ => return Ok(Waited::Reply(frames)),
+                },
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
+                Err(error) => return Err(error.into()),
+            }
+            while let Some(event) = self.watch.try_next()? {
+                match event {
+                    ConnectionEvent::Disconnected if self.connected => {
+                        self.connected = false;
+                        lost_since = Some(Instant::now());
+                        resend_on_connect = true;
+                        screen.notice(&format!(
+                            "lost the connection to the server at {}; waiting up to {} s for it to come back",
+                            self.endpoint,
+                            self.liveness.give_up.as_secs_f32()
+                        ));
+                    }
+                    ConnectionEvent::Connected => {
+                        self.connected = true;
+                        lost_since = None;
+                        if std::mem::take(&mut resend_on_connect) {
+                            // The copy sent on the lost connection may never have
+                            // arrived; the server drops this one if it did.
+                            self.socket.send_multipart(&request, 0)?;
+                            screen.notice(
+                                "connected to the server again; re-sent the unanswered message",
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if lost_since.is_some_and(|since| since.elapsed() >= self.liveness.give_up) {
+                return Ok(Waited::GaveUp);
+            }
+            let mut items = [
+                self.socket.as_poll_item(zmq::POLLIN),
+                self.watch.socket().as_poll_item(zmq::POLLIN),
+            ];
+            match zmq::poll(&mut items, TICK.as_millis() as i64) {
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    fn catch_up_with_connection_events(&mut self, screen: &Screen) -> Result<(), zmq::Error> {
         while let Some(event) = self.watch.try_next()? {
             match event {
                 ConnectionEvent::Connected => self.connected = true,
-                ConnectionEvent::Disconnected => self.connected = false,
+                ConnectionEvent::Disconnected => {
+                    if self.connected {
+                        screen
+                            .status("(the connection to the server dropped while you were typing)");
+                    }
+                    self.connected = false;
+                }
                 ConnectionEvent::HandshakeFailed | ConnectionEvent::Other => {}
             }
         }

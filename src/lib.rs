@@ -14,6 +14,8 @@
 //! - [`address`]: user text (`host:port`, `[::1]:port`, `tcp://…`) → endpoint.
 //! - [`message`]: the wire format, decoding whatever a peer sends.
 //! - [`display`]: escaping a peer's text so it cannot drive the terminal.
+//! - [`envelope`]: the message id a chat-client keeps in the REQ envelope,
+//!   which makes re-sending after a reconnect safe.
 //! - [`transport`]: sockets with the chat's options, bind errors, the
 //!   connection monitor and the interruptible receive.
 //! - [`server`] / [`client`]: the REP and REQ loops, independent of where
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod client;
 pub mod command;
 pub mod display;
+pub mod envelope;
 pub mod error;
 pub mod message;
 pub mod server;

@@ -1,15 +1,32 @@
-//! The server side of the chat: a REP socket that answers each message in turn.
+//! The server side of the chat: answers each message in turn, exactly once.
 //!
-//! REP enforces lock-step: after receiving a request it must send exactly one
-//! reply before it may receive again, and ZeroMQ routes that reply back to the
-//! client that asked. Several clients are therefore served one at a time.
+//! The socket is a ROUTER doing what a REP socket does (take one request,
+//! answer it, take the next; each reply goes back along the request's
+//! envelope), plus what REP cannot:
+//!
+//! * it sees the chat-client's message id (see [`crate::envelope`]), so a
+//!   message re-sent after a reconnect is answered once: a copy of a message
+//!   already answered gets the same reply again, without asking the operator;
+//! * with `ZMQ_ROUTER_MANDATORY` a reply to a client that has vanished fails
+//!   instead of disappearing, and the operator is told;
+//! * when the operator ends the chat with a message pending, the waiting
+//!   chat-client is told the end was deliberate.
+//!
+//! Plain REQ peers (pyzmq) see a normal REP server.
+
+use std::collections::{HashMap, VecDeque};
 
 use crate::address::Endpoint;
+use crate::envelope::{Enveloped, MessageId};
 use crate::error::ChatError;
 use crate::message::Incoming;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
 use crate::transport::{self, Received, TransportError};
+
+/// How many client sessions the server remembers the last answer of. Old
+/// sessions are forgotten first, so memory stays flat under any load.
+const REMEMBERED_SESSIONS: usize = 4096;
 
 /// Where the server's replies come from.
 pub enum ReplySource<'a> {
@@ -23,13 +40,19 @@ pub enum ReplySource<'a> {
 pub struct ChatServer {
     socket: zmq::Socket,
     endpoint: String,
+    answers: AnswerMemory,
 }
 
 impl ChatServer {
-    /// Binds a REP socket on `endpoint`.
+    /// Binds the server's socket on `endpoint`.
     pub fn bind(context: &zmq::Context, endpoint: &Endpoint) -> Result<ChatServer, TransportError> {
-        let (socket, endpoint) = transport::bind(context, zmq::REP, endpoint)?;
-        Ok(ChatServer { socket, endpoint })
+        let (socket, endpoint) = transport::bind(context, zmq::ROUTER, endpoint)?;
+        socket.set_router_mandatory(true)?;
+        Ok(ChatServer {
+            socket,
+            endpoint,
+            answers: AnswerMemory::default(),
+        })
     }
 
     /// The endpoint actually bound, with the real port.
@@ -40,7 +63,7 @@ impl ChatServer {
     /// Serves messages until the reply source ends or a signal arrives.
     /// Messages are shown with at most `max_message_bytes` of text.
     pub fn run(
-        &self,
+        &mut self,
         mut replies: ReplySource<'_>,
         screen: &Screen,
         shutdown: &Shutdown,
@@ -62,22 +85,169 @@ impl ChatServer {
                 Received::Abandoned => return Ok(End::Eof),
                 Received::ConnectionLost => continue,
             };
-            match &mut replies {
+            // Skip the routing id (frame 0): it may be any bytes, even empty.
+            let Some(request) = Enveloped::split(frames, 1) else {
+                screen.notice(
+                    "ignored a message without a REQ envelope (from a DEALER or raw peer?)",
+                );
+                continue;
+            };
+            if let Some(id) = request.id {
+                match self.answers.recall(id) {
+                    Recall::New => {}
+                    Recall::Answered(reply) => {
+                        let reply = reply.to_vec();
+                        screen.notice(&format!(
+                            "message #{} arrived again after a reconnect; sent its reply again",
+                            id.sequence
+                        ));
+                        self.deliver(request.envelope, reply, screen)?;
+                        continue;
+                    }
+                    Recall::Stale => continue,
+                }
+            }
+            let reply: Vec<Vec<u8>> = match &mut replies {
                 ReplySource::Echo => {
-                    screen.show(&Incoming::decode(frames.clone(), max_message_bytes))?;
-                    self.socket.send_multipart(frames, 0)?;
+                    screen.show(&Incoming::decode(request.body.clone(), max_message_bytes))?;
+                    request.body
                 }
                 ReplySource::Operator(lines) => {
-                    screen.show(&Incoming::decode(frames, max_message_bytes))?;
+                    screen.show(&Incoming::decode(request.body, max_message_bytes))?;
                     match lines.next_line(shutdown)? {
-                        Line::Text(reply) => self.socket.send(reply.as_bytes(), 0)?,
+                        Line::Text(reply) => vec![reply.into_bytes()],
                         Line::End(end) => {
-                            screen.notice("ending with the last message unanswered; its sender will see the chat end");
+                            self.say_goodbye(request.envelope, request.id);
+                            screen.notice("ending with the last message unanswered; its sender is told the chat ended");
                             return Ok(end);
                         }
                     }
                 }
+            };
+            if let Some(id) = request.id {
+                self.answers.remember(id, reply.clone());
+            }
+            self.deliver(request.envelope, reply, screen)?;
+        }
+    }
+
+    /// Sends `reply` along `envelope`. A client that has gone is not an error
+    /// for the server: the operator is told, and a chat-client that comes back
+    /// gets the reply when it re-sends its message.
+    fn deliver(
+        &self,
+        envelope: Vec<Vec<u8>>,
+        reply: Vec<Vec<u8>>,
+        screen: &Screen,
+    ) -> Result<(), ChatError> {
+        let mut frames = envelope;
+        frames.extend(reply);
+        match self.socket.send_multipart(frames, 0) {
+            Ok(()) => Ok(()),
+            Err(zmq::Error::EHOSTUNREACH) => {
+                screen.notice("the reply could not be delivered: that client has disconnected");
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Tells a waiting chat-client that the operator ended the chat. Best
+    /// effort: a plain REQ peer cannot be told without a fake reply.
+    fn say_goodbye(&self, mut envelope: Vec<Vec<u8>>, id: Option<MessageId>) {
+        let Some(id) = id else { return };
+        if let Some(frame) = envelope
+            .iter_mut()
+            .find(|frame| MessageId::parse(frame).is_some())
+        {
+            *frame = id.ended_frame();
+            envelope.push(Vec::new());
+            let _ = self.socket.send_multipart(envelope, 0);
+        }
+    }
+}
+
+/// What the server knows of a message id.
+enum Recall<'a> {
+    /// Not seen before: show it and get a reply.
+    New,
+    /// Already answered with this reply.
+    Answered(&'a [Vec<u8>]),
+    /// Older than the session's last message: a late duplicate, dropped.
+    Stale,
+}
+
+/// The last answer given to each recent client session.
+#[derive(Default)]
+struct AnswerMemory {
+    last: HashMap<u64, (u64, Vec<Vec<u8>>)>,
+    order: VecDeque<u64>,
+}
+
+impl AnswerMemory {
+    fn recall(&self, id: MessageId) -> Recall<'_> {
+        match self.last.get(&id.session) {
+            Some((sequence, reply)) if *sequence == id.sequence => Recall::Answered(reply),
+            Some((sequence, _)) if *sequence > id.sequence => Recall::Stale,
+            _ => Recall::New,
+        }
+    }
+
+    fn remember(&mut self, id: MessageId, reply: Vec<Vec<u8>>) {
+        if self.last.insert(id.session, (id.sequence, reply)).is_none() {
+            self.order.push_back(id.session);
+            if self.order.len() > REMEMBERED_SESSIONS
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.last.remove(&oldest);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_memory_recognises_copies_and_forgets_old_sessions() {
+        let mut memory = AnswerMemory::default();
+        let id = MessageId {
+            session: 1,
+            sequence: 5,
+        };
+        assert!(matches!(memory.recall(id), Recall::New));
+        memory.remember(id, vec![b"five".to_vec()]);
+        assert!(
+            matches!(memory.recall(id), Recall::Answered(reply) if reply == [b"five".to_vec()])
+        );
+        assert!(matches!(
+            memory.recall(MessageId {
+                session: 1,
+                sequence: 4
+            }),
+            Recall::Stale
+        ));
+        assert!(matches!(
+            memory.recall(MessageId {
+                session: 1,
+                sequence: 6
+            }),
+            Recall::New
+        ));
+        for session in 2..(REMEMBERED_SESSIONS as u64 + 10) {
+            memory.remember(
+                MessageId {
+                    session,
+                    sequence: 1,
+                },
+                vec![],
+            );
+        }
+        assert!(memory.last.len() <= REMEMBERED_SESSIONS);
+        assert!(
+            matches!(memory.recall(id), Recall::New),
+            "the oldest session was forgotten"
+        );
     }
 }

@@ -55,12 +55,17 @@ pub trait LineSource {
     fn is_exhausted(&mut self) -> bool {
         false
     }
+
+    /// Offers `text` for sending again: the prompt shows it, ready to edit.
+    /// Script input ignores the offer (the caller prints the text instead).
+    fn offer(&mut self, _text: &str) {}
 }
 
 /// The interactive prompt: rustyline editing, history and `/commands`.
 pub struct Prompt {
     editor: DefaultEditor,
     prompt: String,
+    offered: Option<String>,
 }
 
 impl Prompt {
@@ -70,6 +75,7 @@ impl Prompt {
         Ok(Prompt {
             editor,
             prompt: prompt.to_string(),
+            offered: None,
         })
     }
 }
@@ -80,7 +86,11 @@ impl LineSource for Prompt {
             if shutdown.requested() {
                 return Ok(Line::End(End::Interrupted));
             }
-            let line = match self.editor.readline(&self.prompt) {
+            let read = match self.offered.take() {
+                Some(text) => self.editor.readline_with_initial(&self.prompt, (&text, "")),
+                None => self.editor.readline(&self.prompt),
+            };
+            let line = match read {
                 Ok(line) => line,
                 Err(ReadlineError::Eof) => return Ok(Line::End(End::Eof)),
                 Err(ReadlineError::Interrupted) => return Ok(Line::End(End::Interrupted)),
@@ -102,6 +112,10 @@ impl LineSource for Prompt {
                 }
             }
         }
+    }
+
+    fn offer(&mut self, text: &str) {
+        self.offered = Some(text.to_string());
     }
 }
 

@@ -177,7 +177,7 @@ fn client_is_told_when_the_server_quits_while_it_waits() {
     server.stderr_line_containing("unanswered");
     assert_eq!(server.wait().code(), Some(0));
 
-    client.stderr_line_containing("closed the connection before replying; the chat has ended");
+    client.stderr_line_containing("operator ended the chat before replying; the chat has ended");
     client.stderr_line_containing("unanswered message: will you answer?");
     assert_eq!(client.wait().code(), Some(1));
 }

@@ -1,12 +1,13 @@
 //! `chat-client`: connects a REQ socket, sends each line, shows each reply.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli::{self, EXIT_CODES_HELP};
-use zmq_chat::client::{ChatClient, ClientEnd};
+use zmq_chat::client::{ChatClient, ClientEnd, Liveness};
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
 use zmq_chat::shutdown::Shutdown;
@@ -28,6 +29,16 @@ struct Args {
     #[arg(short, long, value_name = "ADDR", default_value = DEFAULT_ADDRESS)]
     connect: String,
 
+    /// Seconds without a heartbeat answer after which a frozen or
+    /// unreachable server counts as gone (a slow operator never does)
+    #[arg(long, value_name = "SECS", default_value_t = 3.0, value_parser = parse_seconds)]
+    liveness: f64,
+
+    /// Seconds to wait for a lost server to come back before handing the
+    /// unanswered message back (script mode then exits with code 3)
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_seconds)]
+    give_up: f64,
+
     /// Show at most this many bytes of a received reply (the rest is
     /// reported, not shown)
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
@@ -47,7 +58,11 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         .with_context(|| format!("invalid --connect address '{}'", args.connect))?;
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
     let context = zmq::Context::new();
-    let mut client = ChatClient::connect(&context, &endpoint)?;
+    let liveness = Liveness {
+        timeout: Duration::from_secs_f64(args.liveness),
+        give_up: Duration::from_secs_f64(args.give_up),
+    };
+    let mut client = ChatClient::connect(&context, &endpoint, liveness)?;
     let interactive = terminal::stdin_is_interactive();
     let screen = Screen::new(PROGRAM, "server", interactive);
     screen.status(&format!(
@@ -60,27 +75,48 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     } else {
         Box::new(ScriptLines::from_stdin(PROGRAM))
     };
-    let end = client.run(lines.as_mut(), &screen, &shutdown, args.max_size)?;
-    Ok(match end {
-        ClientEnd::Finished(End::Interrupted) if !interactive => cli::EXIT_INTERRUPTED,
-        ClientEnd::Finished(_) => cli::EXIT_OK,
-        ClientEnd::ServerGone { unanswered } => {
-            screen.notice(&format!(
-                "the server at {} closed the connection before replying; the chat has ended",
-                client.endpoint()
-            ));
-            screen.notice(&format!(
-                "unanswered message: {}",
-                escape_for_terminal(&unanswered)
-            ));
-            cli::EXIT_FAILURE
-        }
-        ClientEnd::InterruptedWaiting { unanswered } => {
-            screen.notice(&format!(
-                "interrupted; unanswered message: {}",
-                escape_for_terminal(&unanswered)
-            ));
-            cli::EXIT_INTERRUPTED
-        }
-    })
+    loop {
+        let end = client.run(lines.as_mut(), &screen, &shutdown, args.max_size)?;
+        let shown = |text: &str| escape_for_terminal(text).into_owned();
+        return Ok(match end {
+            ClientEnd::Finished(End::Interrupted) if !interactive => cli::EXIT_INTERRUPTED,
+            ClientEnd::Finished(_) => cli::EXIT_OK,
+            ClientEnd::GaveUp { unanswered } => {
+                screen.notice(&format!(
+                    "no server answered at {} within {} s; unanswered message: {}",
+                    client.endpoint(),
+                    args.give_up,
+                    shown(&unanswered)
+                ));
+                if interactive {
+                    screen.status("the message is back at the prompt: press Enter to send it again, or edit it");
+                    lines.offer(&unanswered);
+                    continue;
+                }
+                cli::EXIT_GAVE_UP
+            }
+            ClientEnd::ServerEnded { unanswered } => {
+                screen.notice(
+                    "the server's operator ended the chat before replying; the chat has ended",
+                );
+                screen.notice(&format!("unanswered message: {}", shown(&unanswered)));
+                cli::EXIT_FAILURE
+            }
+            ClientEnd::InterruptedWaiting { unanswered } => {
+                screen.notice(&format!(
+                    "interrupted; unanswered message: {}",
+                    shown(&unanswered)
+                ));
+                cli::EXIT_INTERRUPTED
+            }
+        });
+    }
+}
+
+/// Parses a positive number of seconds, fractions allowed ("0.5").
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 => Ok(seconds),
+        _ => Err(format!("'{text}' is not a positive number of seconds")),
+    }
 }

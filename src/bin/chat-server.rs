@@ -53,7 +53,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         .with_context(|| format!("invalid --bind address '{}'", args.bind))?;
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
     let context = zmq::Context::new();
-    let server = ChatServer::bind(&context, &endpoint)?;
+    let mut server = ChatServer::bind(&context, &endpoint)?;
     let interactive = !args.echo && terminal::stdin_is_interactive();
     let screen = Screen::new(PROGRAM, "client", interactive);
     screen.notice(&format!("listening on {}", server.endpoint()));

@@ -1,0 +1,160 @@
+//! The request/reply envelope, and the message id the chat keeps in it.
+//!
+//! ZeroMQ's REQ/REP puts routing frames before an empty delimiter frame; the
+//! chat text (one UTF-8 frame) comes after it. A REP socket copies whatever
+//! frames precede the delimiter into its reply without showing them to the
+//! application, and a plain REQ socket sends only the delimiter. So the
+//! chat-client can put a message id there, `zc1:SESSION:SEQ`, and:
+//!
+//! * a plain pyzmq REP server echoes it back without noticing;
+//! * `chat-server` (a ROUTER) reads it to recognise a message re-sent after a
+//!   reconnect, answering it once however many copies arrive;
+//! * a plain pyzmq REQ client simply has no id, and is served as before.
+
+use std::fmt;
+
+const ID_PREFIX: &str = "zc1:";
+/// Appended to the id of the last reply a server sends when its operator ends
+/// the chat, so a waiting client knows the end was deliberate.
+const ENDED_SUFFIX: &str = ":ended";
+
+/// Identifies one message of one client session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MessageId {
+    /// Random per client process.
+    pub session: u64,
+    /// 1 for the first message of the session, then +1 per message.
+    pub sequence: u64,
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{ID_PREFIX}{:016x}:{}", self.session, self.sequence)
+    }
+}
+
+impl MessageId {
+    /// The id as an envelope frame.
+    pub fn to_frame(self) -> Vec<u8> {
+        self.to_string().into_bytes()
+    }
+
+    /// The frame marking the server's goodbye for this message.
+    pub fn ended_frame(self) -> Vec<u8> {
+        format!("{self}{ENDED_SUFFIX}").into_bytes()
+    }
+
+    /// Parses an envelope frame; `None` for frames that are not chat ids.
+    pub fn parse(frame: &[u8]) -> Option<(MessageId, bool)> {
+        let text = std::str::from_utf8(frame).ok()?.strip_prefix(ID_PREFIX)?;
+        let (text, ended) = match text.strip_suffix(ENDED_SUFFIX) {
+            Some(text) => (text, true),
+            None => (text, false),
+        };
+        let (session, sequence) = text.split_once(':')?;
+        let session = u64::from_str_radix(session, 16).ok()?;
+        let sequence = sequence.parse().ok()?;
+        Some((MessageId { session, sequence }, ended))
+    }
+}
+
+/// A message split into its envelope and its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enveloped {
+    /// Every frame up to and including the empty delimiter (for a ROUTER,
+    /// the peer's routing id first). Sent back in front of the reply.
+    pub envelope: Vec<Vec<u8>>,
+    /// The chat id found in the envelope, if the peer is a chat-client.
+    pub id: Option<MessageId>,
+    /// Whether the id carried the "chat ended" mark.
+    pub ended: bool,
+    /// The frames after the delimiter: the message itself.
+    pub body: Vec<Vec<u8>>,
+}
+
+impl Enveloped {
+    /// Splits at the first empty frame after `skip` leading frames (a ROUTER
+    /// passes 1, for the routing id that may itself be any bytes).
+    /// `None` when there is no delimiter: not a REQ/REP-style message.
+    pub fn split(mut frames: Vec<Vec<u8>>, skip: usize) -> Option<Enveloped> {
+        let delimiter = skip + frames.iter().skip(skip).position(Vec::is_empty)?;
+        let body = frames.split_off(delimiter + 1);
+        let found = frames[skip..delimiter]
+            .iter()
+            .find_map(|frame| MessageId::parse(frame));
+        let (id, ended) = match found {
+            Some((id, ended)) => (Some(id), ended),
+            None => (None, false),
+        };
+        Some(Enveloped {
+            envelope: frames,
+            id,
+            ended,
+            body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ids_round_trip_through_frames() {
+        let id = MessageId {
+            session: 0xdead_beef,
+            sequence: 42,
+        };
+        assert_eq!(MessageId::parse(&id.to_frame()), Some((id, false)));
+        assert_eq!(MessageId::parse(&id.ended_frame()), Some((id, true)));
+        assert_eq!(MessageId::parse(b"not an id"), None);
+        assert_eq!(MessageId::parse(b"zc1:xyz:1"), None);
+        assert_eq!(MessageId::parse(b"\xff\xfe"), None);
+    }
+
+    #[test]
+    fn a_router_message_from_a_chat_client_splits_into_its_parts() {
+        let id = MessageId {
+            session: 7,
+            sequence: 1,
+        };
+        let frames = vec![
+            b"\0route".to_vec(),
+            id.to_frame(),
+            vec![],
+            b"hello".to_vec(),
+        ];
+        let split = Enveloped::split(frames, 1).unwrap();
+        assert_eq!(
+            split.envelope,
+            vec![b"\0route".to_vec(), id.to_frame(), vec![]]
+        );
+        assert_eq!(split.id, Some(id));
+        assert_eq!(split.body, vec![b"hello".to_vec()]);
+    }
+
+    #[test]
+    fn a_plain_req_peer_has_no_id_and_an_empty_routing_id_is_not_the_delimiter() {
+        let split =
+            Enveloped::split(vec![vec![], vec![], b"hi".to_vec(), b"there".to_vec()], 1).unwrap();
+        assert_eq!(split.id, None);
+        assert_eq!(split.envelope.len(), 2);
+        assert_eq!(split.body, vec![b"hi".to_vec(), b"there".to_vec()]);
+    }
+
+    #[test]
+    fn no_delimiter_means_no_envelope() {
+        assert_eq!(
+            Enveloped::split(vec![b"route".to_vec(), b"raw".to_vec()], 1),
+            None
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn splitting_never_panics(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..8), 0..6), skip in 0usize..3) {
+            let _ = Enveloped::split(frames, skip);
+        }
+    }
+}
