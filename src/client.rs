@@ -90,10 +90,11 @@ impl ChatClient {
         endpoint: &Endpoint,
         liveness: Liveness,
     ) -> Result<ChatClient, TransportError> {
-        let socket = transport::connect(context, zmq::DEALER, endpoint)?;
         let timeout = liveness.timeout.as_millis().clamp(10, i32::MAX as u128) as i32;
-        socket.set_heartbeat_ivl((timeout / 3).max(10))?;
-        socket.set_heartbeat_timeout(timeout)?;
+        let socket = transport::connect_tuned(context, zmq::DEALER, endpoint, |socket| {
+            socket.set_heartbeat_ivl((timeout / 3).max(10))?;
+            socket.set_heartbeat_timeout(timeout)
+        })?;
         let watch = ConnectionWatch::attach(context, &socket)?;
         Ok(ChatClient {
             socket,

@@ -86,6 +86,7 @@ impl LineSource for Prompt {
             if shutdown.requested() {
                 return Ok(Line::End(End::Interrupted));
             }
+            let _blocked = shutdown.at_prompt();
             let read = match self.offered.take() {
                 Some(text) => self.editor.readline_with_initial(&self.prompt, (&text, "")),
                 None => self.editor.readline(&self.prompt),

@@ -104,12 +104,24 @@ pub fn connect(
     kind: zmq::SocketType,
     endpoint: &Endpoint,
 ) -> Result<zmq::Socket, TransportError> {
+    connect_tuned(context, kind, endpoint, |_| Ok(()))
+}
+
+/// Like [`connect`], with extra options applied by `tune` before connecting
+/// (options such as heartbeats only affect connections made after them).
+pub fn connect_tuned(
+    context: &zmq::Context,
+    kind: zmq::SocketType,
+    endpoint: &Endpoint,
+    tune: impl FnOnce(&zmq::Socket) -> Result<(), zmq::Error>,
+) -> Result<zmq::Socket, TransportError> {
     let socket = context.socket(kind)?;
     configure(&socket, endpoint)?;
     // Retry quickly at first so a server that appears is found at once, but
     // back off so a long absence does not mean a connection attempt every 100 ms.
     socket.set_reconnect_ivl(100)?;
     socket.set_reconnect_ivl_max(1000)?;
+    tune(&socket)?;
     let text = endpoint.to_string();
     socket
         .connect(&text)

@@ -109,3 +109,30 @@ fn ctrl_c_while_the_server_waits_ends_cleanly() {
     assert!(!rest.contains("panicked"), "{rest}");
     assert_eq!(exit_code(&server), Some(0));
 }
+
+/// Interactive give-up: when the server is gone for longer than --give-up,
+/// the unanswered message comes back at the prompt; Enter sends it again,
+/// and a server that has come back answers it.
+#[test]
+fn given_up_message_is_offered_again_at_the_prompt() {
+    let address = format!("127.0.0.1:{}", common::free_port());
+    let (mut server, _) = Proc::server(&["--bind", &address]);
+    let mut client = in_terminal(
+        CLIENT,
+        &["--connect", &address, "--liveness", "0.5", "--give-up", "1"],
+    );
+    client.exp_string("you> ").unwrap();
+    client.send_line("do not lose me").unwrap();
+    assert_eq!(server.stdout_line(), "do not lose me");
+    server.signal("KILL");
+    client
+        .exp_string("unanswered message: do not lose me")
+        .unwrap();
+    client.exp_string("you> do not lose me").unwrap();
+
+    let (mut back, _) = Proc::server(&["--bind", &address]);
+    client.send_line("").unwrap(); // Enter: send the offered text as it is
+    assert_eq!(back.stdout_line(), "do not lose me");
+    back.send_line("got it this time");
+    client.exp_string("server> got it this time").unwrap();
+}
