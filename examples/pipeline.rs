@@ -30,16 +30,15 @@
 //! cargo run --example pipeline -- ventilator --workers 2 --urgent 5     # terminal 4
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
 use std::process::ExitCode;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use zmq_chat::address::{Endpoint, Role};
 use zmq_chat::cli;
 use zmq_chat::shutdown::Shutdown;
-use zmq_chat::transport::{self, ConnectionEvent, ConnectionWatch, Received, TICK};
+use zmq_chat::transport::{self, ConnectionEvent, ConnectionWatch, TICK};
 
 const PROGRAM: &str = "pipeline";
 
@@ -192,12 +191,16 @@ fn ventilate(
     workers: usize,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
-    let (normal, normal_bound) = transport::bind(context, zmq::PUSH, normal_at)?;
-    let (urgent, urgent_bound) = transport::bind(context, zmq::PUSH, urgent_at)?;
+    // Monitors go on before binding, or a worker that connects at once
+    // would never be counted.
+    let normal = transport::socket_for(context, zmq::PUSH, normal_at)?;
+    let urgent = transport::socket_for(context, zmq::PUSH, urgent_at)?;
     let watches = [
         ConnectionWatch::attach(context, &normal)?,
         ConnectionWatch::attach(context, &urgent)?,
     ];
+    let normal_bound = transport::bind_socket(&normal, normal_at)?;
+    let urgent_bound = transport::bind_socket(&urgent, urgent_at)?;
     eprintln!(
         "{PROGRAM}: ventilator: normal tasks on {normal_bound}, urgent tasks on {urgent_bound}"
     );
@@ -243,6 +246,25 @@ fn ventilate(
     Ok(())
 }
 
+/// How often a busy worker looks at the urgent lane. Checking an empty
+/// socket costs system calls, so a worker racing through cheap tasks checks
+/// at most this often; any task that takes longer is always followed by a
+/// check. An urgent task thus waits behind at most this much normal work.
+const URGENT_CHECK_INTERVAL: Duration = Duration::from_micros(100);
+
+/// How long an idle worker waits on the normal lane before it looks at the
+/// urgent lane again: the longest an urgent task waits for an idle worker.
+const IDLE_WAIT: Duration = Duration::from_millis(1);
+
+/// Receives without waiting; false when nothing is queued.
+fn try_receive(socket: &zmq::Socket, message: &mut zmq::Message) -> Result<bool, zmq::Error> {
+    match socket.recv(message, zmq::DONTWAIT) {
+        Ok(()) => Ok(true),
+        Err(zmq::Error::EAGAIN) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 fn work(
     context: &zmq::Context,
     endpoints: &[Endpoint; 3],
@@ -251,39 +273,54 @@ fn work(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     let normal = transport::connect(context, zmq::PULL, &endpoints[0])?;
+    normal.set_rcvtimeo(IDLE_WAIT.as_millis() as i32)?;
     let urgent = transport::connect(context, zmq::PULL, &endpoints[1])?;
     let sink = transport::connect(context, zmq::PUSH, &endpoints[2])?;
     eprintln!("{PROGRAM}: worker {name} ready");
+    let mut task = zmq::Message::new();
+    let mut result = Vec::with_capacity(64);
+    let mut urgent_checked: Option<Instant> = None;
     while !shutdown.requested() {
-        // Priority: the urgent lane is always emptied before a normal task is taken.
-        let task = match urgent.recv_bytes(zmq::DONTWAIT) {
-            Ok(task) => task,
-            Err(zmq::Error::EAGAIN) => match normal.recv_bytes(zmq::DONTWAIT) {
-                Ok(task) => task,
-                Err(zmq::Error::EAGAIN) => {
-                    let mut items = [
-                        urgent.as_poll_item(zmq::POLLIN),
-                        normal.as_poll_item(zmq::POLLIN),
-                    ];
-                    match zmq::poll(&mut items, TICK.as_millis() as i64) {
-                        Ok(_) | Err(zmq::Error::EINTR) => continue,
-                        Err(error) => return Err(error.into()),
-                    }
+        // Priority: the urgent lane is looked at before every normal task
+        // (at most every URGENT_CHECK_INTERVAL while tasks are very cheap).
+        let check_urgent = urgent_checked.is_none_or(|at| at.elapsed() >= URGENT_CHECK_INTERVAL);
+        let took_urgent = check_urgent && try_receive(&urgent, &mut task)?;
+        if check_urgent {
+            urgent_checked = Some(Instant::now());
+        }
+        if !took_urgent && !try_receive(&normal, &mut task)? {
+            // Nothing queued: block on the normal lane for at most IDLE_WAIT
+            // (one wake-up when a task comes, cheaper than polling both
+            // lanes), then look at the urgent lane again.
+            match normal.recv(&mut task, 0) {
+                Ok(()) => {}
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
+                    urgent_checked = None;
+                    continue;
                 }
                 Err(error) => return Err(error.into()),
-            },
-            Err(error) => return Err(error.into()),
-        };
-        let task = String::from_utf8_lossy(&task).into_owned();
-        let mut fields = task.split(' ');
+            }
+        }
+        let mut fields = task.split(|&byte| byte == b' ');
         let (Some(kind), Some(id), cost) = (fields.next(), fields.next(), fields.next()) else {
-            eprintln!("{PROGRAM}: worker {name}: ignoring malformed task {task:?}");
+            eprintln!("{PROGRAM}: worker {name}: ignoring malformed task");
             continue;
         };
-        let cost: u64 = cost.and_then(|c| c.parse().ok()).unwrap_or(0);
-        thread::sleep(Duration::from_millis(cost));
-        sink.send(format!("result {kind} {id} {name}").as_bytes(), 0)?;
+        let cost = std::str::from_utf8(cost.unwrap_or_default())
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if cost > 0 {
+            thread::sleep(Duration::from_millis(cost));
+            urgent_checked = None;
+        }
+        result.clear();
+        for part in [b"result ".as_slice(), kind, b" ", id, b" ", name.as_bytes()] {
+            result.extend_from_slice(part);
+        }
+        sink.send(&result[..], 0)?;
         if !quiet {
+            let (kind, id) = (String::from_utf8_lossy(kind), String::from_utf8_lossy(id));
             println!("worker {name}: did {kind} task {id}");
         }
     }
@@ -294,12 +331,60 @@ fn work(
 #[derive(Default)]
 struct Tally {
     expected: Option<(u64, u64)>,
-    seen: HashSet<u64>,
+    seen: SeenIds,
     received: u64,
     duplicates: u64,
     checksum: u64,
-    per_worker: BTreeMap<String, u64>,
-    per_kind: BTreeMap<String, u64>,
+    per_worker: Counts,
+    per_kind: Counts,
+}
+
+/// Which task ids have a result: one bit per id (ids are dense, from 1).
+#[derive(Default)]
+struct SeenIds {
+    bits: Vec<u64>,
+    len: u64,
+}
+
+/// Ids above this are malformed: the bitmap would otherwise grow without bound.
+const MAX_TASK_ID: u64 = 1 << 32;
+
+impl SeenIds {
+    /// Marks `id` seen; false if it already was.
+    fn insert(&mut self, id: u64) -> bool {
+        let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
+        if word >= self.bits.len() {
+            self.bits.resize(word + 1, 0);
+        }
+        let fresh = self.bits[word] & bit == 0;
+        self.bits[word] |= bit;
+        self.len += u64::from(fresh);
+        fresh
+    }
+}
+
+/// Counts per key, for the few keys (workers, kinds) a batch has: a short
+/// list is faster to scan than a map is to hash, and allocates once per key.
+#[derive(Default)]
+struct Counts(Vec<(Vec<u8>, u64)>);
+
+impl Counts {
+    fn add(&mut self, key: &[u8]) {
+        match self.0.iter_mut().find(|(known, _)| known == key) {
+            Some((_, count)) => *count += 1,
+            None => self.0.push((key.to_vec(), 1)),
+        }
+    }
+
+    fn sorted(&self) -> Vec<(String, u64)> {
+        let mut counts: Vec<(String, u64)> = self
+            .0
+            .iter()
+            .map(|(key, n)| (String::from_utf8_lossy(key).into_owned(), *n))
+            .collect();
+        counts.sort();
+        counts
+    }
 }
 
 fn collect(
@@ -311,36 +396,57 @@ fn collect(
     let (socket, bound) = transport::bind(context, zmq::PULL, endpoint)?;
     eprintln!("{PROGRAM}: sink listening on {bound}");
     let mut tally = Tally::default();
+    let mut message = zmq::Message::new();
     while tally
         .expected
-        .is_none_or(|(total, _)| tally.seen.len() as u64 != total)
+        .is_none_or(|(total, _)| tally.seen.len != total)
     {
-        let Received::Message(frames) = transport::receive(&socket, None, shutdown, || true)?
-        else {
-            eprintln!("{PROGRAM}: sink interrupted");
-            break;
-        };
-        let text = String::from_utf8_lossy(&frames.concat()).into_owned();
-        let fields: Vec<&str> = text.split(' ').collect();
-        match fields.as_slice() {
-            ["batch", total, checksum] => {
-                tally.expected = total.parse().ok().zip(checksum.parse().ok());
+        match socket.recv(&mut message, 0) {
+            Ok(()) => {}
+            // The receive timeout: a chance to notice Ctrl-C.
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) if !shutdown.requested() => continue,
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
+                eprintln!("{PROGRAM}: sink interrupted");
+                break;
             }
-            ["result", kind, id, worker] => {
-                let Ok(id) = id.parse::<u64>() else { continue };
+            Err(error) => return Err(error.into()),
+        }
+        let mut fields = message.split(|&byte| byte == b' ');
+        let parse = |field: Option<&[u8]>| std::str::from_utf8(field?).ok()?.parse::<u64>().ok();
+        match (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) {
+            (Some(b"batch"), total, checksum, None, None) => {
+                tally.expected = parse(total).zip(parse(checksum));
+            }
+            (Some(b"result"), Some(kind), id, Some(worker), None) => {
+                let Some(id) = parse(id).filter(|&id| id <= MAX_TASK_ID) else {
+                    continue;
+                };
                 tally.received += 1;
                 if !tally.seen.insert(id) {
                     tally.duplicates += 1;
                     continue;
                 }
                 tally.checksum += id;
-                *tally.per_worker.entry(worker.to_string()).or_default() += 1;
-                *tally.per_kind.entry(kind.to_string()).or_default() += 1;
+                tally.per_worker.add(worker);
+                tally.per_kind.add(kind);
                 if !quiet {
+                    let (kind, worker) = (
+                        String::from_utf8_lossy(kind),
+                        String::from_utf8_lossy(worker),
+                    );
                     println!("result {kind} {id} from {worker}");
                 }
             }
-            _ => eprintln!("{PROGRAM}: sink: ignoring malformed message {text:?}"),
+            _ => eprintln!(
+                "{PROGRAM}: sink: ignoring malformed message {:?}",
+                String::from_utf8_lossy(&message)
+            ),
         }
     }
     Ok(report(&tally))
@@ -348,21 +454,23 @@ fn collect(
 
 fn report(tally: &Tally) -> ExitCode {
     let (total, checksum) = tally.expected.unwrap_or((0, 0));
-    let missing = total.saturating_sub(tally.seen.len() as u64);
+    let missing = total.saturating_sub(tally.seen.len);
     let kinds: Vec<String> = tally
         .per_kind
+        .sorted()
         .iter()
         .map(|(kind, n)| format!("{n} {kind}"))
         .collect();
     let workers: Vec<String> = tally
         .per_worker
+        .sorted()
         .iter()
         .map(|(worker, n)| format!("{worker}={n}"))
         .collect();
     let exact = missing == 0 && tally.duplicates == 0 && tally.checksum == checksum;
     println!(
         "sink: {} results ({}), {} duplicates, {missing} missing, checksum {} {} expected {checksum}",
-        tally.seen.len(),
+        tally.seen.len,
         kinds.join(", "),
         tally.duplicates,
         tally.checksum,

@@ -29,7 +29,7 @@ use crate::error::ChatError;
 use crate::message::Incoming;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
-use crate::transport::{self, ConnectionEvent, ConnectionWatch, TICK, TransportError};
+use crate::transport::{self, ConnectionEvent, ConnectionWatch, TransportError};
 
 /// How the client judges that a server is gone.
 #[derive(Clone, Copy, Debug)]
@@ -91,11 +91,16 @@ impl ChatClient {
         liveness: Liveness,
     ) -> Result<ChatClient, TransportError> {
         let timeout = liveness.timeout.as_millis().clamp(10, i32::MAX as u128) as i32;
+        // The monitor is attached before connecting, or a server that is
+        // already up could complete its handshake unseen.
+        let mut watch = None;
         let socket = transport::connect_tuned(context, zmq::DEALER, endpoint, |socket| {
             socket.set_heartbeat_ivl((timeout / 3).max(10))?;
-            socket.set_heartbeat_timeout(timeout)
+            socket.set_heartbeat_timeout(timeout)?;
+            watch = Some(ConnectionWatch::attach(context, socket)?);
+            Ok(())
         })?;
-        let watch = ConnectionWatch::attach(context, &socket)?;
+        let watch = watch.expect("the tune step attaches the monitor");
         Ok(ChatClient {
             socket,
             watch,
@@ -152,8 +157,12 @@ impl ChatClient {
         shutdown: &Shutdown,
     ) -> Result<Waited, ChatError> {
         // Events from while the user was typing describe the past; only what
-        // happens from now on concerns this message.
-        self.catch_up_with_connection_events(screen)?;
+        // happens from now on concerns this message. Reading them only serves
+        // the status line, so script mode skips it (a disconnection is still
+        // seen during the wait below).
+        if screen.is_interactive() {
+            self.catch_up_with_connection_events(screen)?;
+        }
         let request = [id.to_frame(), Vec::new(), text.as_bytes().to_vec()];
         self.socket.send_multipart(&request, 0)?;
         let mut lost_since = if self.connected {
@@ -173,7 +182,8 @@ impl ChatClient {
             if shutdown.requested() {
                 return Ok(Waited::Interrupted);
             }
-            match self.socket.recv_multipart(zmq::DONTWAIT) {
+            // Blocks until a reply or the socket's receive timeout (one tick).
+            match self.socket.recv_multipart(0) {
                 Ok(frames) => match Enveloped::split(frames.clone(), 0) {
                     Some(reply) if reply.id == Some(id) && reply.ended => return Ok(Waited::Ended),
                     Some(reply) if reply.id == Some(id) => return Ok(Waited::Reply(reply.body)),
@@ -214,14 +224,6 @@ impl ChatClient {
             }
             if lost_since.is_some_and(|since| since.elapsed() >= self.liveness.give_up) {
                 return Ok(Waited::GaveUp);
-            }
-            let mut items = [
-                self.socket.as_poll_item(zmq::POLLIN),
-                self.watch.socket().as_poll_item(zmq::POLLIN),
-            ];
-            match zmq::poll(&mut items, TICK.as_millis() as i64) {
-                Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(error) => return Err(error.into()),
             }
         }
     }

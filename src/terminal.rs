@@ -7,9 +7,7 @@
 //!   line is one message, each received message is exactly one stdout line,
 //!   and everything else goes to stderr.
 
-use std::io::{self, BufRead, IsTerminal, Write};
-use std::sync::mpsc;
-use std::thread;
+use std::io::{self, IsTerminal, Write};
 
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
@@ -120,53 +118,111 @@ impl LineSource for Prompt {
     }
 }
 
-/// Script input: one message per stdin line, read on a helper thread so the
-/// main loop can still notice Ctrl-C while stdin is silent.
+/// Script input: one message per stdin line.
+///
+/// Stdin is read on the calling thread, but only after `poll` says it has
+/// data, so the loops can still notice Ctrl-C while stdin is silent and no
+/// helper thread has to be woken for every line.
 pub struct ScriptLines {
-    lines: mpsc::Receiver<io::Result<String>>,
-    /// A line taken from the channel by [`LineSource::is_exhausted`].
-    peeked: Option<io::Result<String>>,
+    program: &'static str,
+    /// Bytes read but not yet returned as lines.
+    pending: Vec<u8>,
+    /// Where to resume looking for a newline in `pending`.
+    scanned: usize,
+    ended: bool,
+    number: u64,
 }
 
+const READ_CHUNK: usize = 64 * 1024;
+
 impl ScriptLines {
-    /// Starts reading stdin.
+    /// Reads stdin as script input; `program` prefixes warnings.
     pub fn from_stdin(program: &'static str) -> ScriptLines {
-        let (sender, lines) = mpsc::sync_channel(64);
-        thread::spawn(move || {
-            let mut stdin = io::stdin().lock();
-            let mut buffer = Vec::new();
-            let mut number = 0u64;
-            loop {
-                buffer.clear();
-                match stdin.read_until(b'\n', &mut buffer) {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        number += 1;
-                        let line = match String::from_utf8(buffer.clone()) {
-                            Ok(line) => line,
-                            Err(_) => {
-                                eprintln!(
-                                    "{program}: input line {number} is not valid UTF-8; bad bytes sent as \u{FFFD}"
-                                );
-                                String::from_utf8_lossy(&buffer).into_owned()
-                            }
-                        };
-                        let line = strip_line_ending(&line).to_string();
-                        if sender.send(Ok(line)).is_err() {
-                            break;
-                        }
-                    }
-                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                    Err(error) => {
-                        let _ = sender.send(Err(error));
-                        break;
-                    }
+        ScriptLines {
+            program,
+            pending: Vec::new(),
+            scanned: 0,
+            ended: false,
+            number: 0,
+        }
+    }
+
+    /// A complete line from what was read, if there is one; at end of input,
+    /// the unterminated rest counts as a last line.
+    fn take_line(&mut self) -> Option<String> {
+        let end = match self.pending[self.scanned..]
+            .iter()
+            .position(|&b| b == b'\n')
+        {
+            Some(offset) => self.scanned + offset + 1,
+            None if self.ended && !self.pending.is_empty() => self.pending.len(),
+            None => {
+                self.scanned = self.pending.len();
+                return None;
+            }
+        };
+        let bytes: Vec<u8> = self.pending.drain(..end).collect();
+        self.scanned = 0;
+        self.number += 1;
+        let line = match String::from_utf8(bytes) {
+            Ok(line) => line,
+            Err(error) => {
+                eprintln!(
+                    "{}: input line {} is not valid UTF-8; bad bytes sent as \u{FFFD}",
+                    self.program, self.number
+                );
+                String::from_utf8_lossy(error.as_bytes()).into_owned()
+            }
+        };
+        Some(strip_line_ending(&line).to_string())
+    }
+
+    /// Waits up to `timeout` for stdin to be readable, then reads what is
+    /// there (never blocking on a read that has no data).
+    fn fill(&mut self, timeout: std::time::Duration) -> io::Result<()> {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let mut items = [zmq::PollItem::from_fd(io::stdin().as_raw_fd(), zmq::POLLIN)];
+        match zmq::poll(&mut items, timeout.as_millis() as i64) {
+            Ok(0) | Err(zmq::Error::EINTR) => return Ok(()),
+            Ok(_) => {}
+            Err(error) => return Err(io::Error::other(error)),
+        }
+        let start = self.pending.len();
+        self.pending.resize(start + READ_CHUNK, 0);
+        let read = loop {
+            match io::stdin().lock().read(&mut self.pending[start..]) {
+                Ok(read) => break read,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    self.pending.truncate(start);
+                    return Err(error);
                 }
             }
-        });
-        ScriptLines {
-            lines,
-            peeked: None,
+        };
+        self.pending.truncate(start + read);
+        if read == 0 {
+            self.ended = true;
+        }
+        Ok(())
+    }
+
+    /// The next line if one is ready, without waiting: `None` when stdin has
+    /// nothing new, `Line::End(End::Eof)` once it has ended.
+    pub fn poll_line(&mut self) -> Option<io::Result<Line>> {
+        if let Some(line) = self.take_line() {
+            return Some(Ok(Line::Text(line)));
+        }
+        if self.ended {
+            return Some(Ok(Line::End(End::Eof)));
+        }
+        if let Err(error) = self.fill(std::time::Duration::ZERO) {
+            return Some(Err(error));
+        }
+        match self.take_line() {
+            Some(line) => Some(Ok(Line::Text(line))),
+            None if self.ended => Some(Ok(Line::End(End::Eof))),
+            None => None,
         }
     }
 }
@@ -174,49 +230,33 @@ impl ScriptLines {
 impl LineSource for ScriptLines {
     fn next_line(&mut self, shutdown: &Shutdown) -> io::Result<Line> {
         loop {
+            if let Some(line) = self.take_line() {
+                return Ok(Line::Text(line));
+            }
+            if self.ended {
+                return Ok(Line::End(End::Eof));
+            }
             if shutdown.requested() {
                 return Ok(Line::End(End::Interrupted));
             }
-            if let Some(peeked) = self.peeked.take() {
-                return peeked.map(Line::Text);
-            }
-            match self.lines.recv_timeout(TICK) {
-                Ok(Ok(line)) => return Ok(Line::Text(line)),
-                Ok(Err(error)) => return Err(error),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(Line::End(End::Eof)),
-            }
+            self.fill(TICK)?;
         }
     }
 
     fn is_exhausted(&mut self) -> bool {
-        if self.peeked.is_some() {
+        if self.has_complete_line() {
             return false;
         }
-        match self.lines.try_recv() {
-            Ok(line) => {
-                self.peeked = Some(line);
-                false
-            }
-            Err(mpsc::TryRecvError::Empty) => false,
-            Err(mpsc::TryRecvError::Disconnected) => true,
+        if !self.ended && self.fill(std::time::Duration::ZERO).is_err() {
+            return true;
         }
+        self.ended && self.pending.is_empty()
     }
 }
 
 impl ScriptLines {
-    /// The next line if one is ready, without waiting: `None` when stdin has
-    /// nothing new, `Line::End(End::Eof)` once it has ended. A line returned
-    /// here is consumed; one only peeked by `is_exhausted` is returned again.
-    pub fn poll_line(&mut self) -> Option<io::Result<Line>> {
-        if let Some(peeked) = self.peeked.take() {
-            return Some(peeked.map(Line::Text));
-        }
-        match self.lines.try_recv() {
-            Ok(line) => Some(line.map(Line::Text)),
-            Err(mpsc::TryRecvError::Empty) => None,
-            Err(mpsc::TryRecvError::Disconnected) => Some(Ok(Line::End(End::Eof))),
-        }
+    fn has_complete_line(&self) -> bool {
+        self.pending.contains(&b'\n')
     }
 }
 

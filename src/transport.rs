@@ -76,6 +76,9 @@ fn configure(socket: &zmq::Socket, endpoint: &Endpoint) -> Result<(), zmq::Error
     socket.set_ipv6(endpoint.needs_ipv6())?;
     socket.set_linger(LINGER.as_millis() as i32)?;
     socket.set_maxmsgsize(WIRE_LIMIT_BYTES as i64)?;
+    // Blocking receives wake up every tick so loops can notice Ctrl-C and
+    // the connection monitor; a message wakes them at once.
+    socket.set_rcvtimeo(TICK.as_millis() as i32)?;
     Ok(())
 }
 
@@ -88,13 +91,31 @@ pub fn bind(
 ) -> Result<(zmq::Socket, String), TransportError> {
     let socket = context.socket(kind)?;
     configure(&socket, endpoint)?;
+    let bound = bind_socket(&socket, endpoint)?;
+    Ok((socket, bound))
+}
+
+/// Creates a socket of `kind` with the chat's options, not yet bound or
+/// connected, for callers that must do something first (attach a monitor
+/// before any peer can connect, say); then use [`bind_socket`].
+pub fn socket_for(
+    context: &zmq::Context,
+    kind: zmq::SocketType,
+    endpoint: &Endpoint,
+) -> Result<zmq::Socket, TransportError> {
+    let socket = context.socket(kind)?;
+    configure(&socket, endpoint)?;
+    Ok(socket)
+}
+
+/// Binds an existing socket; returns the endpoint actually bound.
+pub fn bind_socket(socket: &zmq::Socket, endpoint: &Endpoint) -> Result<String, TransportError> {
     let text = endpoint.to_string();
     socket.bind(&text).map_err(|cause| TransportError::Bind {
         endpoint: text.clone(),
         cause,
     })?;
-    let bound = socket.get_last_endpoint()?.unwrap_or(text);
-    Ok((socket, bound))
+    Ok(socket.get_last_endpoint()?.unwrap_or(text))
 }
 
 /// Creates a socket of `kind` and connects it. The peer need not exist yet:
@@ -213,9 +234,13 @@ pub enum Received {
     Abandoned,
 }
 
-/// Waits for the next message on `socket`, waking up every [`TICK`] to notice
-/// Ctrl-C or that `still_wanted` turned false, and (when a watch is given)
-/// returning early if the connection drops.
+/// Waits for the next message on `socket` (which must have a receive
+/// timeout, as every socket made here has), waking up every [`TICK`] to
+/// notice Ctrl-C or that `still_wanted` turned false, and (when a watch is
+/// given) returning early if the connection drops.
+///
+/// A blocking receive with a timeout costs one wake-up per message, where
+/// polling the socket and its monitor would cost several system calls.
 pub fn receive(
     socket: &zmq::Socket,
     watch: Option<&ConnectionWatch>,
@@ -223,11 +248,9 @@ pub fn receive(
     mut still_wanted: impl FnMut() -> bool,
 ) -> Result<Received, zmq::Error> {
     loop {
-        // Fast path: a reply that is already here costs one system call, not a poll.
-        match socket.recv_multipart(zmq::DONTWAIT) {
+        match socket.recv_multipart(0) {
             Ok(frames) => return Ok(Received::Message(frames)),
-            Err(zmq::Error::EAGAIN) => {}
-            Err(zmq::Error::EINTR) => {}
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
             Err(other) => return Err(other),
         }
         if shutdown.requested() {
@@ -242,14 +265,6 @@ pub fn receive(
                     return Ok(Received::ConnectionLost);
                 }
             }
-        }
-        let mut items = vec![socket.as_poll_item(zmq::POLLIN)];
-        if let Some(watch) = watch {
-            items.push(watch.socket().as_poll_item(zmq::POLLIN));
-        }
-        match zmq::poll(&mut items, TICK.as_millis() as i64) {
-            Ok(_) | Err(zmq::Error::EINTR) => {}
-            Err(other) => return Err(other),
         }
     }
 }

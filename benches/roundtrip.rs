@@ -1,0 +1,605 @@
+//! The chat measured against its floor, side by side in one run.
+//!
+//! `cargo bench` (add `-- --quick` for a short run). Every measurement runs
+//! as real processes on 127.0.0.1:
+//!
+//! 1. chat round trip: `chat-client` in script mode against `chat-server --echo`;
+//! 2. baselines: a bare `zmq` REQ/REP ping-pong and a bare `std::net` TCP
+//!    ping-pong (TCP_NODELAY, length-prefixed), same sizes and counts;
+//! 3. start-up of each binary to ready / to its first reply;
+//! 4. peak RSS of both binaries, and the server's RSS before and after
+//!    100,000 messages;
+//! 5. the push/pull example's throughput against a bare PUSH/PULL pipeline.
+//!
+//! The baseline peers are this same executable started with a `--role-…`
+//! argument, so nothing but the code under test differs between rows.
+//! Runs are interleaved (chat, zmq, tcp, chat, …) so drift hits all alike.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_chat-server");
+const CLIENT: &str = env!("CARGO_BIN_EXE_chat-client");
+const WARM_UP: usize = 200;
+
+struct Settings {
+    messages: usize,
+    runs: usize,
+    pipeline_messages: usize,
+    memory_messages: usize,
+    startups: usize,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(role) = args.iter().find(|arg| arg.starts_with("--role-")) {
+        let value = |index: usize| {
+            args.iter()
+                .skip_while(|a| *a != role)
+                .nth(index)
+                .cloned()
+                .unwrap_or_default()
+        };
+        return run_role(role, &value(1), &value(2));
+    }
+    let settings = if args.iter().any(|arg| arg == "--quick") {
+        Settings {
+            messages: 2_000,
+            runs: 3,
+            pipeline_messages: 50_000,
+            memory_messages: 10_000,
+            startups: 5,
+        }
+    } else {
+        Settings {
+            messages: 10_000,
+            runs: 5,
+            pipeline_messages: 500_000,
+            memory_messages: 100_000,
+            startups: 20,
+        }
+    };
+    let mut table = Table::default();
+    for size in [32, 1024] {
+        let mut chat = Vec::new();
+        let mut zmq_rr = Vec::new();
+        let mut tcp = Vec::new();
+        for _ in 0..settings.runs {
+            chat.push(chat_round_trip(size, settings.messages));
+            zmq_rr.push(zmq_round_trip(size, settings.messages));
+            tcp.push(tcp_round_trip(size, settings.messages));
+        }
+        let zmq_median = median(&zmq_rr);
+        table.time_row(
+            &format!("chat round trip, {size} B"),
+            &chat,
+            Some((zmq_median, "zmq REQ/REP")),
+        );
+        table.time_row(&format!("zmq REQ/REP round trip, {size} B"), &zmq_rr, None);
+        table.time_row(
+            &format!("TCP round trip, {size} B"),
+            &tcp,
+            Some((zmq_median, "zmq REQ/REP")),
+        );
+    }
+
+    let server_ready: Vec<Duration> = (0..settings.startups).map(|_| server_startup()).collect();
+    table.time_row("chat-server start to ready line", &server_ready, None);
+    let client_first: Vec<Duration> = (0..settings.startups).map(|_| client_startup()).collect();
+    table.time_row("chat-client start to first reply", &client_first, None);
+
+    let memory = chat_memory(settings.memory_messages);
+    table.note(format!(
+        "chat-client peak RSS: {} KiB",
+        memory.client_peak_kib
+    ));
+    table.note(format!(
+        "chat-server peak RSS: {} KiB",
+        memory.server_peak_kib
+    ));
+    table.note(format!(
+        "chat-server RSS before / after {} messages: {} KiB / {} KiB",
+        settings.memory_messages, memory.server_rss_before_kib, memory.server_rss_after_kib
+    ));
+
+    let mut example = Vec::new();
+    let mut bare = Vec::new();
+    for _ in 0..settings.runs {
+        example.push(pipeline_example(settings.pipeline_messages));
+        bare.push(pipeline_bare(settings.pipeline_messages));
+    }
+    table.rate_row(
+        "push/pull example (msg/s)",
+        &example,
+        Some(median_rate(&bare)),
+    );
+    table.rate_row("bare PUSH/PULL pipeline (msg/s)", &bare, None);
+    table.print(&settings);
+}
+
+// ---------------------------------------------------------------- roles
+
+/// What a child started with `--role-NAME A B` does.
+fn run_role(role: &str, first: &str, second: &str) {
+    let context = zmq::Context::new();
+    match role {
+        "--role-zmq-echo" => {
+            let socket = context.socket(zmq::REP).unwrap();
+            socket.bind("tcp://127.0.0.1:*").unwrap();
+            println!("{}", socket.get_last_endpoint().unwrap().unwrap());
+            loop {
+                let message = socket.recv_msg(0).unwrap();
+                socket.send(message, 0).unwrap();
+            }
+        }
+        "--role-zmq-client" => {
+            // The bare client runs in its own process, like chat-client, and
+            // times only the round trips after warm-up.
+            let (endpoint, size_and_count) = (first, second);
+            let (size, count) = size_and_count.split_once('x').unwrap();
+            let (size, count): (usize, usize) = (size.parse().unwrap(), count.parse().unwrap());
+            let socket = context.socket(zmq::REQ).unwrap();
+            socket.connect(endpoint).unwrap();
+            let payload = vec![b'x'; size];
+            let mut reply = zmq::Message::new();
+            let mut started = Instant::now();
+            for index in 0..WARM_UP + count {
+                if index == WARM_UP {
+                    started = Instant::now();
+                }
+                socket.send(&payload[..], 0).unwrap();
+                socket.recv(&mut reply, 0).unwrap();
+                assert_eq!(reply.len(), size);
+            }
+            println!("{}", started.elapsed().as_nanos() / count as u128);
+        }
+        "--role-tcp-echo" => {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            println!("{}", listener.local_addr().unwrap());
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_nodelay(true).unwrap();
+            let mut buffer = Vec::new();
+            loop {
+                let mut length = [0u8; 4];
+                if stream.read_exact(&mut length).is_err() {
+                    return;
+                }
+                buffer.resize(u32::from_le_bytes(length) as usize + 4, 0);
+                buffer[..4].copy_from_slice(&length);
+                stream.read_exact(&mut buffer[4..]).unwrap();
+                stream.write_all(&buffer).unwrap();
+            }
+        }
+        "--role-bare-sink" => {
+            let socket = context.socket(zmq::PULL).unwrap();
+            socket.bind("tcp://127.0.0.1:*").unwrap();
+            println!("{}", socket.get_last_endpoint().unwrap().unwrap());
+            let total: usize = first.parse().unwrap();
+            for _ in 0..total {
+                socket.recv_msg(0).unwrap();
+            }
+        }
+        "--role-bare-worker" => {
+            let tasks = context.socket(zmq::PULL).unwrap();
+            tasks.connect(first).unwrap();
+            let sink = context.socket(zmq::PUSH).unwrap();
+            sink.connect(second).unwrap();
+            loop {
+                let task = tasks.recv_msg(0).unwrap();
+                sink.send(task, 0).unwrap();
+            }
+        }
+        "--role-bare-ventilator" => {
+            let socket = context.socket(zmq::PUSH).unwrap();
+            socket.set_linger(-1).unwrap();
+            socket.bind(first).unwrap();
+            let total: usize = second.parse().unwrap();
+            // Time is measured from the "sending" line, so this wait for the
+            // worker to connect is not counted (the example waits too).
+            std::thread::sleep(Duration::from_millis(300));
+            eprintln!("bare ventilator: sending");
+            for id in 1..=total {
+                socket.send(format!("normal {id} 0").as_bytes(), 0).unwrap();
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn spawn_role(role: &str, args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg(role)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    if !matches!(role, "--role-bare-worker" | "--role-bare-ventilator") {
+        // Servers print their endpoint, the bare client its result.
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+    }
+    (child, line.trim().to_string())
+}
+
+struct Reaper(Vec<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- round trips
+
+struct ChatMemory {
+    client_peak_kib: u64,
+    server_peak_kib: u64,
+    server_rss_before_kib: u64,
+    server_rss_after_kib: u64,
+}
+
+fn start_echo_server() -> (Child, String) {
+    let mut server = Command::new(SERVER)
+        .args(["--bind", "127.0.0.1:0", "--echo"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let endpoint = ready.trim().rsplit(' ').next().unwrap().to_string();
+    (server, endpoint)
+}
+
+/// Runs `chat-client` in script mode over `count` lines of `size` bytes,
+/// stdin from a file and stdout to a file as a script would; returns the
+/// wall time of the whole process and checks every reply arrived.
+fn timed_chat_client(endpoint: &str, size: usize, count: usize) -> Duration {
+    let dir = std::env::temp_dir().join(format!("zmq-chat-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, output) = (dir.join("in"), dir.join("out"));
+    let line = format!("{}\n", "x".repeat(size));
+    std::fs::write(&input, line.repeat(count)).unwrap();
+    let started = Instant::now();
+    let status = Command::new(CLIENT)
+        .args(["--connect", endpoint])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(std::fs::File::create(&output).unwrap())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::metadata(&output).unwrap().len(),
+        ((size + 1) * count) as u64,
+        "every reply arrived"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    elapsed
+}
+
+/// The chat's time per round trip, start-up excluded: the difference between
+/// a client session of WARM_UP + `messages` round trips and one of WARM_UP,
+/// divided by `messages`.
+fn chat_round_trip(size: usize, messages: usize) -> Duration {
+    let (server, endpoint) = start_echo_server();
+    let _reaper = Reaper(vec![server]);
+    let short = timed_chat_client(&endpoint, size, WARM_UP);
+    let long = timed_chat_client(&endpoint, size, WARM_UP + messages);
+    long.saturating_sub(short) / messages as u32
+}
+
+/// Peak RSS of both binaries over `messages` round trips, and the server's
+/// RSS before and after them. Stdin stays open so /proc can still be read.
+fn chat_memory(messages: usize) -> ChatMemory {
+    let (server, endpoint) = start_echo_server();
+    let server_pid = server.id();
+    let mut reaper = Reaper(vec![server]);
+    let mut client = Command::new(CLIENT)
+        .args(["--connect", &endpoint])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client_pid = client.id();
+    let mut stdin = client.stdin.take().unwrap();
+    let mut replies = BufReader::new(client.stdout.take().unwrap());
+    reaper.0.push(client);
+    let total = WARM_UP + messages;
+    let writer = std::thread::spawn(move || {
+        for _ in 0..total {
+            stdin
+                .write_all(b"memory probe 32 bytes long......\n")
+                .unwrap();
+        }
+        stdin // kept open until the probe below is read
+    });
+    let mut reply = String::new();
+    let mut server_rss_before_kib = 0;
+    for index in 0..total {
+        if index == WARM_UP {
+            server_rss_before_kib = proc_status_kib(server_pid, "VmRSS");
+        }
+        reply.clear();
+        replies.read_line(&mut reply).unwrap();
+    }
+    let stdin = writer.join().unwrap();
+    let memory = ChatMemory {
+        client_peak_kib: proc_status_kib(client_pid, "VmHWM"),
+        server_peak_kib: proc_status_kib(server_pid, "VmHWM"),
+        server_rss_before_kib,
+        server_rss_after_kib: proc_status_kib(server_pid, "VmRSS"),
+    };
+    drop(stdin);
+    memory
+}
+
+fn zmq_round_trip(size: usize, messages: usize) -> Duration {
+    let (server, endpoint) = spawn_role("--role-zmq-echo", &[]);
+    let _reaper = Reaper(vec![server]);
+    let (mut client, nanos) = spawn_role(
+        "--role-zmq-client",
+        &[&endpoint, &format!("{size}x{messages}")],
+    );
+    let _ = client.wait();
+    Duration::from_nanos(nanos.parse().unwrap())
+}
+
+fn tcp_round_trip(size: usize, messages: usize) -> Duration {
+    let (child, address) = spawn_role("--role-tcp-echo", &[]);
+    let _reaper = Reaper(vec![child]);
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut frame = (size as u32).to_le_bytes().to_vec();
+    frame.extend(std::iter::repeat_n(b'x', size));
+    let mut reply = vec![0u8; frame.len()];
+    let mut started = Instant::now();
+    for index in 0..WARM_UP + messages {
+        if index == WARM_UP {
+            started = Instant::now();
+        }
+        stream.write_all(&frame).unwrap();
+        stream.read_exact(&mut reply).unwrap();
+    }
+    started.elapsed() / messages as u32
+}
+
+// ---------------------------------------------------------------- start-up
+
+fn server_startup() -> Duration {
+    let started = Instant::now();
+    let (server, _) = start_echo_server();
+    let elapsed = started.elapsed();
+    drop(Reaper(vec![server]));
+    elapsed
+}
+
+fn client_startup() -> Duration {
+    let (server, endpoint) = start_echo_server();
+    let mut reaper = Reaper(vec![server]);
+    let started = Instant::now();
+    let mut client = Command::new(CLIENT)
+        .args(["--connect", &endpoint])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    client.stdin.as_mut().unwrap().write_all(b"ping\n").unwrap();
+    let mut reply = String::new();
+    BufReader::new(client.stdout.as_mut().unwrap())
+        .read_line(&mut reply)
+        .unwrap();
+    let elapsed = started.elapsed();
+    reaper.0.push(client);
+    elapsed
+}
+
+// ---------------------------------------------------------------- pipelines
+
+fn free_endpoint() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// Messages per second from the ventilator's "sending" line to the sink's exit.
+fn time_pipeline(mut ventilator: Child, sink: &mut Child, messages: usize) -> f64 {
+    let mut lines = BufReader::new(ventilator.stderr.take().unwrap()).lines();
+    let started = loop {
+        let line = lines.next().expect("ventilator output").unwrap();
+        if line.contains("sending") {
+            break Instant::now();
+        }
+    };
+    sink.wait().unwrap();
+    let elapsed = started.elapsed();
+    let _ = ventilator.wait();
+    messages as f64 / elapsed.as_secs_f64()
+}
+
+fn pipeline_example(messages: usize) -> f64 {
+    let example = example_path("pipeline");
+    let (tasks, urgent) = (free_endpoint(), free_endpoint());
+    let mut sink = Command::new(&example)
+        .args(["sink", "--bind", "127.0.0.1:0", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(sink.stderr.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let sink_at = ready.trim().rsplit(' ').next().unwrap().to_string();
+    let worker = Command::new(&example)
+        .args([
+            "worker",
+            "--tasks-from",
+            &tasks,
+            "--urgent-from",
+            &urgent,
+            "--sink",
+            &sink_at,
+            "--quiet",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _reaper = Reaper(vec![worker]);
+    let count = messages.to_string();
+    let ventilator = Command::new(&example)
+        .args([
+            "ventilator",
+            "--bind",
+            &tasks,
+            "--urgent-bind",
+            &urgent,
+            "--sink",
+            &sink_at,
+        ])
+        .args(["--tasks", &count, "--work-ms", "0", "--workers", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The example's sink also receives the batch announcement.
+    time_pipeline(ventilator, &mut sink, messages)
+}
+
+fn pipeline_bare(messages: usize) -> f64 {
+    let count = messages.to_string();
+    let (mut sink, sink_at) = spawn_role("--role-bare-sink", &[&count]);
+    let tasks = format!("tcp://{}", free_endpoint());
+    let (worker, _) = spawn_role("--role-bare-worker", &[&tasks, &sink_at]);
+    let _reaper = Reaper(vec![worker]);
+    let (ventilator, _) = spawn_role("--role-bare-ventilator", &[&tasks, &count]);
+    let rate = time_pipeline(ventilator, &mut sink, messages);
+    let _ = sink.wait();
+    rate
+}
+
+fn example_path(name: &str) -> String {
+    let bench = std::env::current_exe().unwrap();
+    let profile = bench.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = profile.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --release --examples`",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
+}
+
+// ---------------------------------------------------------------- reporting
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn median(values: &[Duration]) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+fn median_rate(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<String>,
+    notes: Vec<String>,
+}
+
+fn micros(duration: Duration) -> String {
+    format!("{:.1} µs", duration.as_secs_f64() * 1e6)
+}
+
+impl Table {
+    fn time_row(&mut self, name: &str, values: &[Duration], baseline: Option<(Duration, &str)>) {
+        let mut sorted = values.to_vec();
+        sorted.sort();
+        let median = median(values);
+        let ratio = baseline.map_or(String::new(), |(base, label)| {
+            format!("{:.3}x {label}", median.as_secs_f64() / base.as_secs_f64())
+        });
+        let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+        let n = values.len();
+        self.rows.push(format!(
+            "| {name} | {} | {} | {} | {n} | {ratio} |",
+            micros(median),
+            micros(min),
+            micros(max)
+        ));
+    }
+
+    fn rate_row(&mut self, name: &str, values: &[f64], baseline: Option<f64>) {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let median = median_rate(values);
+        let ratio = baseline.map_or(String::new(), |base| format!("{:.3}x bare", median / base));
+        let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+        let n = values.len();
+        self.rows.push(format!(
+            "| {name} | {median:.0} | {min:.0} | {max:.0} | {n} | {ratio} |"
+        ));
+    }
+
+    fn note(&mut self, note: String) {
+        self.notes.push(note);
+    }
+
+    fn print(&self, settings: &Settings) {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines().find_map(|l| {
+                    l.strip_prefix("model name")
+                        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+                })
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!("machine: {cores} cores, {cpu}");
+        println!(
+            "settings: {} round trips per run after {WARM_UP} warm-up, {} pipeline messages, {} start-ups",
+            settings.messages, settings.pipeline_messages, settings.startups
+        );
+        println!();
+        println!("| measurement | median | min | max | runs | ratio |");
+        println!("|---|---|---|---|---|---|");
+        for row in &self.rows {
+            println!("{row}");
+        }
+        println!();
+        for note in &self.notes {
+            println!("- {note}");
+        }
+    }
+}
