@@ -184,13 +184,14 @@ impl ChatClient {
             }
             // Blocks until a reply or the socket's receive timeout (one tick).
             match self.socket.recv_multipart(0) {
-                Ok(frames) => match Enveloped::split(frames.clone(), 0) {
-                    Some(reply) if reply.id == Some(id) && reply.ended => return Ok(Waited::Ended),
-                    Some(reply) if reply.id == Some(id) => return Ok(Waited::Reply(reply.body)),
+                Ok(frames) => match Enveloped::split(frames, 0) {
+                    Ok(reply) if reply.id == Some(id) && reply.ended => return Ok(Waited::Ended),
+                    Ok(reply) if reply.id == Some(id) => return Ok(Waited::Reply(reply.body)),
                     // The answer to an earlier copy, or to an earlier message.
-                    Some(reply) if reply.id.is_some() => continue,
-                    // A peer that dropped our envelope: take what it sent.
-                    _ => return Ok(Waited::Reply(frames)),
+                    Ok(reply) if reply.id.is_some() => continue,
+                    // A peer that dropped or rewrote our envelope: take what it sent.
+                    Ok(reply) => return Ok(Waited::Reply(reply.body)),
+                    Err(frames) => return Ok(Waited::Reply(frames)),
                 },
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
                 Err(error) => return Err(error.into()),

@@ -75,9 +75,13 @@ pub struct Enveloped {
 impl Enveloped {
     /// Splits at the first empty frame after `skip` leading frames (a ROUTER
     /// passes 1, for the routing id that may itself be any bytes).
-    /// `None` when there is no delimiter: not a REQ/REP-style message.
-    pub fn split(mut frames: Vec<Vec<u8>>, skip: usize) -> Option<Enveloped> {
-        let delimiter = skip + frames.iter().skip(skip).position(Vec::is_empty)?;
+    /// Gives the frames back unchanged when there is no delimiter: not a
+    /// REQ/REP-style message.
+    pub fn split(mut frames: Vec<Vec<u8>>, skip: usize) -> Result<Enveloped, Vec<Vec<u8>>> {
+        let Some(position) = frames.iter().skip(skip).position(Vec::is_empty) else {
+            return Err(frames);
+        };
+        let delimiter = skip + position;
         let body = frames.split_off(delimiter + 1);
         let found = frames[skip..delimiter]
             .iter()
@@ -86,7 +90,7 @@ impl Enveloped {
             Some((id, ended)) => (Some(id), ended),
             None => (None, false),
         };
-        Some(Enveloped {
+        Ok(Enveloped {
             envelope: frames,
             id,
             ended,
@@ -145,10 +149,8 @@ mod tests {
 
     #[test]
     fn no_delimiter_means_no_envelope() {
-        assert_eq!(
-            Enveloped::split(vec![b"route".to_vec(), b"raw".to_vec()], 1),
-            None
-        );
+        let frames = vec![b"route".to_vec(), b"raw".to_vec()];
+        assert_eq!(Enveloped::split(frames.clone(), 1), Err(frames));
     }
 
     proptest! {

@@ -86,7 +86,7 @@ impl ChatServer {
                 Received::ConnectionLost => continue,
             };
             // Skip the routing id (frame 0): it may be any bytes, even empty.
-            let Some(request) = Enveloped::split(frames, 1) else {
+            let Ok(request) = Enveloped::split(frames, 1) else {
                 screen.notice(
                     "ignored a message without a REQ envelope (from a DEALER or raw peer?)",
                 );

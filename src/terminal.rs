@@ -125,8 +125,11 @@ impl LineSource for Prompt {
 /// helper thread has to be woken for every line.
 pub struct ScriptLines {
     program: &'static str,
-    /// Bytes read but not yet returned as lines.
+    /// Bytes read from stdin; those before `consumed` were returned already.
     pending: Vec<u8>,
+    /// Start of the bytes not yet returned as lines. Lines are taken by
+    /// moving this offset; the buffer is compacted once per read, not per line.
+    consumed: usize,
     /// Where to resume looking for a newline in `pending`.
     scanned: usize,
     ended: bool,
@@ -141,6 +144,7 @@ impl ScriptLines {
         ScriptLines {
             program,
             pending: Vec::new(),
+            consumed: 0,
             scanned: 0,
             ended: false,
             number: 0,
@@ -150,31 +154,29 @@ impl ScriptLines {
     /// A complete line from what was read, if there is one; at end of input,
     /// the unterminated rest counts as a last line.
     fn take_line(&mut self) -> Option<String> {
-        let end = match self.pending[self.scanned..]
-            .iter()
-            .position(|&b| b == b'\n')
-        {
-            Some(offset) => self.scanned + offset + 1,
-            None if self.ended && !self.pending.is_empty() => self.pending.len(),
+        let scan_from = self.scanned.max(self.consumed);
+        let end = match self.pending[scan_from..].iter().position(|&b| b == b'\n') {
+            Some(offset) => scan_from + offset + 1,
+            None if self.ended && self.consumed < self.pending.len() => self.pending.len(),
             None => {
                 self.scanned = self.pending.len();
                 return None;
             }
         };
-        let bytes: Vec<u8> = self.pending.drain(..end).collect();
-        self.scanned = 0;
+        let bytes = &self.pending[self.consumed..end];
+        self.consumed = end;
         self.number += 1;
-        let line = match String::from_utf8(bytes) {
-            Ok(line) => line,
-            Err(error) => {
+        let line = match std::str::from_utf8(bytes) {
+            Ok(line) => strip_line_ending(line).to_string(),
+            Err(_) => {
                 eprintln!(
                     "{}: input line {} is not valid UTF-8; bad bytes sent as \u{FFFD}",
                     self.program, self.number
                 );
-                String::from_utf8_lossy(error.as_bytes()).into_owned()
+                strip_line_ending(&String::from_utf8_lossy(bytes)).to_string()
             }
         };
-        Some(strip_line_ending(&line).to_string())
+        Some(line)
     }
 
     /// Waits up to `timeout` for stdin to be readable, then reads what is
@@ -188,6 +190,9 @@ impl ScriptLines {
             Ok(_) => {}
             Err(error) => return Err(io::Error::other(error)),
         }
+        self.pending.drain(..self.consumed);
+        self.scanned = self.scanned.saturating_sub(self.consumed);
+        self.consumed = 0;
         let start = self.pending.len();
         self.pending.resize(start + READ_CHUNK, 0);
         let read = loop {
@@ -250,13 +255,13 @@ impl LineSource for ScriptLines {
         if !self.ended && self.fill(std::time::Duration::ZERO).is_err() {
             return true;
         }
-        self.ended && self.pending.is_empty()
+        self.ended && self.consumed == self.pending.len()
     }
 }
 
 impl ScriptLines {
     fn has_complete_line(&self) -> bool {
-        self.pending.contains(&b'\n')
+        self.pending[self.consumed..].contains(&b'\n')
     }
 }
 
