@@ -184,6 +184,13 @@ impl ChatClient {
             }
             // Blocks until a reply or the socket's receive timeout (one tick).
             match self.socket.recv_multipart(0) {
+                // Fast path: the reply carries exactly our id frame (compared
+                // as bytes, no parsing), the delimiter, then the text.
+                Ok(mut frames)
+                    if frames.len() >= 3 && frames[0] == request[0] && frames[1].is_empty() =>
+                {
+                    return Ok(Waited::Reply(frames.split_off(2)));
+                }
                 Ok(frames) => match Enveloped::split(frames, 0) {
                     Ok(reply) if reply.id == Some(id) && reply.ended => return Ok(Waited::Ended),
                     Ok(reply) if reply.id == Some(id) => return Ok(Waited::Reply(reply.body)),

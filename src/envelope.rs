@@ -34,9 +34,31 @@ impl fmt::Display for MessageId {
 }
 
 impl MessageId {
-    /// The id as an envelope frame.
+    /// The id as an envelope frame (what `Display` shows, built without the
+    /// formatting machinery: it is made once per message sent).
     pub fn to_frame(self) -> Vec<u8> {
-        self.to_string().into_bytes()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut frame = Vec::with_capacity(ID_PREFIX.len() + 16 + 1 + 20);
+        frame.extend_from_slice(ID_PREFIX.as_bytes());
+        frame.extend(
+            (0..16)
+                .rev()
+                .map(|nibble| HEX[((self.session >> (nibble * 4)) & 0xf) as usize]),
+        );
+        frame.push(b':');
+        let mut digits = [0u8; 20];
+        let mut rest = self.sequence;
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        frame.extend_from_slice(&digits[start..]);
+        frame
     }
 
     /// The frame marking the server's goodbye for this message.
@@ -103,6 +125,14 @@ impl Enveloped {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn frames_match_the_display_form() {
+        for (session, sequence) in [(0, 0), (1, 1), (0xdead_beef, 42), (u64::MAX, u64::MAX)] {
+            let id = MessageId { session, sequence };
+            assert_eq!(id.to_frame(), id.to_string().into_bytes());
+        }
+    }
 
     #[test]
     fn ids_round_trip_through_frames() {
