@@ -55,7 +55,7 @@ fn main() {
     } else {
         Settings {
             messages: 10_000,
-            runs: 5,
+            runs: 9,
             pipeline_messages: 500_000,
             memory_messages: 100_000,
             startups: 20,

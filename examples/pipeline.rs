@@ -87,7 +87,7 @@ enum PipelineRole {
         urgent_from: String,
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5558")]
         sink: String,
-        /// Name reported with each result (default: worker-PID)
+        /// Name reported with each result (default: wPID)
         #[arg(long)]
         name: Option<String>,
         /// Do not print a line per task (for throughput measurements)
@@ -154,7 +154,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 cli::endpoint_from_flag(&urgent_from, Role::Connect)?,
                 cli::endpoint_from_flag(&sink, Role::Connect)?,
             ];
-            let name = name.unwrap_or_else(|| format!("worker-{}", std::process::id()));
+            let name = name.unwrap_or_else(|| format!("w{}", std::process::id()));
             work(&context, &endpoints, &name, quiet, &shutdown)?;
             Ok(ExitCode::SUCCESS)
         }

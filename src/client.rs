@@ -127,9 +127,15 @@ impl ChatClient {
         max_message_bytes: usize,
     ) -> Result<ClientEnd, ChatError> {
         loop {
+            if !lines.has_ready_line() {
+                screen.flush()?;
+            }
             let text = match lines.next_line(shutdown)? {
                 Line::Text(text) => text,
-                Line::End(end) => return Ok(ClientEnd::Finished(end)),
+                Line::End(end) => {
+                    screen.flush()?;
+                    return Ok(ClientEnd::Finished(end));
+                }
             };
             self.sequence += 1;
             let id = MessageId {
@@ -200,7 +206,8 @@ impl ChatClient {
                     Ok(reply) => return Ok(Waited::Reply(reply.body)),
                     Err(frames) => return Ok(Waited::Reply(frames)),
                 },
-                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
+                // A whole tick without a reply: show what is buffered meanwhile.
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => screen.flush()?,
                 Err(error) => return Err(error.into()),
             }
             while let Some(event) = self.watch.try_next()? {

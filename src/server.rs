@@ -77,12 +77,21 @@ impl ChatServer {
                 ReplySource::Operator(lines) => lines.is_exhausted(),
                 ReplySource::Echo => false,
             };
-            let received =
-                transport::receive(&self.socket, None, shutdown, || !input_ended(&mut replies))?;
+            // Each tick without a message is also the moment to show what is buffered.
+            let received = transport::receive(&self.socket, None, shutdown, || {
+                let _ = screen.flush();
+                !input_ended(&mut replies)
+            })?;
             let frames = match received {
                 Received::Message(frames) => frames,
-                Received::Interrupted => return Ok(End::Interrupted),
-                Received::Abandoned => return Ok(End::Eof),
+                Received::Interrupted => {
+                    screen.flush()?;
+                    return Ok(End::Interrupted);
+                }
+                Received::Abandoned => {
+                    screen.flush()?;
+                    return Ok(End::Eof);
+                }
                 Received::ConnectionLost => continue,
             };
             // Skip the routing id (frame 0): it may be any bytes, even empty.
@@ -114,9 +123,14 @@ impl ChatServer {
                 }
                 ReplySource::Operator(lines) => {
                     screen.show(&Incoming::decode(request.body, max_message_bytes))?;
+                    // The operator must see the message before answering it.
+                    if !lines.has_ready_line() {
+                        screen.flush()?;
+                    }
                     match lines.next_line(shutdown)? {
                         Line::Text(reply) => vec![reply.into_bytes()],
                         Line::End(end) => {
+                            screen.flush()?;
                             self.say_goodbye(request.envelope, request.id);
                             screen.notice("ending with the last message unanswered; its sender is told the chat ended");
                             return Ok(end);

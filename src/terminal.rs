@@ -7,7 +7,10 @@
 //!   line is one message, each received message is exactly one stdout line,
 //!   and everything else goes to stderr.
 
-use std::io::{self, IsTerminal, Write};
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::os::fd::AsFd;
 
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
@@ -51,6 +54,12 @@ pub trait LineSource {
     /// Whether input has ended with no line left to read, checked without
     /// blocking. A server uses it to stop listening once it cannot reply.
     fn is_exhausted(&mut self) -> bool {
+        false
+    }
+
+    /// Whether a line can be returned without waiting (script input that is
+    /// already buffered). Loops flush their output when it cannot.
+    fn has_ready_line(&mut self) -> bool {
         false
     }
 
@@ -248,6 +257,16 @@ impl LineSource for ScriptLines {
         }
     }
 
+    fn has_ready_line(&mut self) -> bool {
+        if self.has_complete_line() {
+            return true;
+        }
+        if !self.ended {
+            let _ = self.fill(std::time::Duration::ZERO);
+        }
+        self.has_complete_line() || (self.ended && self.consumed < self.pending.len())
+    }
+
     fn is_exhausted(&mut self) -> bool {
         if self.has_complete_line() {
             return false;
@@ -271,6 +290,9 @@ pub struct Screen {
     peer: &'static str,
     interactive: bool,
     colour: bool,
+    /// Stdout, buffered by us: flushed after every line for a person, and in
+    /// script mode whenever the program is about to wait (see [`Screen::flush`]).
+    out: RefCell<BufWriter<File>>,
 }
 
 const BOLD_CYAN: &str = "\x1b[1;36m";
@@ -285,11 +307,21 @@ impl Screen {
             && io::stderr().is_terminal()
             && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
             && std::env::var("TERM").map_or(true, |term| term != "dumb");
+        // Our own buffer over fd 1: std's stdout flushes at every newline,
+        // a system call per message that script mode does not need.
+        let stdout = io::stdout().as_fd().try_clone_to_owned().map(File::from);
+        let out = RefCell::new(BufWriter::new(stdout.unwrap_or_else(|_| {
+            File::options()
+                .write(true)
+                .open("/dev/null")
+                .expect("/dev/null opens")
+        })));
         Screen {
             program,
             peer,
             interactive,
             colour,
+            out,
         }
     }
 
@@ -302,7 +334,7 @@ impl Screen {
     /// stderr about anything unusual in it.
     pub fn show(&self, incoming: &Incoming) -> io::Result<()> {
         let text = escape_for_terminal(&incoming.text);
-        let mut out = io::stdout().lock();
+        let mut out = self.out.borrow_mut();
         if self.interactive {
             let (on, off) = if self.colour {
                 (BOLD_CYAN, RESET)
@@ -313,11 +345,22 @@ impl Screen {
         } else {
             writeln!(out, "{text}")?;
         }
-        out.flush()?;
+        if self.interactive {
+            out.flush()?;
+        }
+        drop(out);
         for anomaly in &incoming.anomalies {
             self.notice(&format!("note: {anomaly}"));
         }
         Ok(())
+    }
+
+    /// Writes out buffered messages. Script-mode loops call it whenever they
+    /// are about to wait (for input, or for a peer for a whole tick), so a
+    /// reader never waits on output the program is sitting on, while a busy
+    /// stream of messages costs one write per buffer, not one per line.
+    pub fn flush(&self) -> io::Result<()> {
+        self.out.borrow_mut().flush()
     }
 
     /// A status line for a person (what the program is waiting for); silent in
