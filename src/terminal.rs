@@ -164,7 +164,7 @@ impl ScriptLines {
     /// the unterminated rest counts as a last line.
     fn take_line(&mut self) -> Option<String> {
         let scan_from = self.scanned.max(self.consumed);
-        let end = match self.pending[scan_from..].iter().position(|&b| b == b'\n') {
+        let end = match memchr::memchr(b'\n', &self.pending[scan_from..]) {
             Some(offset) => scan_from + offset + 1,
             None if self.ended && self.consumed < self.pending.len() => self.pending.len(),
             None => {
@@ -280,7 +280,7 @@ impl LineSource for ScriptLines {
 
 impl ScriptLines {
     fn has_complete_line(&self) -> bool {
-        self.pending[self.consumed..].contains(&b'\n')
+        memchr::memchr(b'\n', &self.pending[self.consumed..]).is_some()
     }
 }
 
