@@ -41,7 +41,7 @@ pub fn escape_for_terminal(text: &str) -> Cow<'_, str> {
 /// checked 32 bytes at a time without early exit inside a block so the
 /// compiler can vectorise it (a per-character test costs ~9 instructions a byte).
 fn is_plain_ascii(bytes: &[u8]) -> bool {
-    let plain = |b: u8| (b >= 0x20) & (b < 0x7f) & (b != b'\\');
+    let plain = |b: u8| (0x20..0x7f).contains(&b) & (b != b'\\');
     let mut blocks = bytes.chunks_exact(32);
     let blocks_plain = blocks
         .by_ref()
