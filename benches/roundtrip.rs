@@ -246,20 +246,26 @@ struct ChatMemory {
     server_rss_after_kib: u64,
 }
 
-fn start_echo_server() -> (Child, String) {
-    let mut server = Command::new(SERVER)
-        .args(["--bind", "127.0.0.1:0", "--echo"])
+/// Starts `program` with `args` and returns it with the endpoint it reports
+/// as the last word of its first stderr line ("… listening on ENDPOINT").
+fn start_listener(program: &str, args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut ready = String::new();
-    BufReader::new(server.stderr.take().unwrap())
+    BufReader::new(child.stderr.take().unwrap())
         .read_line(&mut ready)
         .unwrap();
     let endpoint = ready.trim().rsplit(' ').next().unwrap().to_string();
-    (server, endpoint)
+    (child, endpoint)
+}
+
+fn start_echo_server() -> (Child, String) {
+    start_listener(SERVER, &["--bind", "127.0.0.1:0", "--echo"])
 }
 
 /// Runs `chat-client` in script mode over `count` lines of `size` bytes,
@@ -437,17 +443,8 @@ fn time_pipeline(mut ventilator: Child, sink: &mut Child, messages: usize) -> f6
 fn pipeline_example(messages: usize) -> f64 {
     let example = example_path("pipeline");
     let (tasks, urgent) = (free_endpoint(), free_endpoint());
-    let mut sink = Command::new(&example)
-        .args(["sink", "--bind", "127.0.0.1:0", "--quiet"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(sink.stderr.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    let sink_at = ready.trim().rsplit(' ').next().unwrap().to_string();
+    let (mut sink, sink_at) =
+        start_listener(&example, &["sink", "--bind", "127.0.0.1:0", "--quiet"]);
     let worker = Command::new(&example)
         .args([
             "worker",

@@ -227,41 +227,74 @@ fn pubsub_through_a_proxy() {
     proxy.assert_running();
 }
 
+/// A running pipeline sink and the addresses its workers and ventilator use.
+struct Pipeline {
+    program: String,
+    sink: Proc,
+    sink_at: String,
+    tasks_at: String,
+    urgent_at: String,
+}
+
+impl Pipeline {
+    /// Starts the sink (`--quiet` prints only the summary) on a free port.
+    fn start(quiet_sink: bool) -> Pipeline {
+        let program = example("pipeline");
+        let mut args = vec!["sink", "--bind", "127.0.0.1:0"];
+        if quiet_sink {
+            args.push("--quiet");
+        }
+        let mut sink = Proc::spawn(&program, &args);
+        let sink_at = sink.endpoint_after("sink listening on");
+        let tasks_at = format!("127.0.0.1:{}", common::free_port());
+        let urgent_at = format!("127.0.0.1:{}", common::free_port());
+        Pipeline {
+            program,
+            sink,
+            sink_at,
+            tasks_at,
+            urgent_at,
+        }
+    }
+
+    fn worker(&self, name: &str, quiet: bool) -> Proc {
+        let mut args = vec![
+            "worker",
+            "--tasks-from",
+            &self.tasks_at,
+            "--urgent-from",
+            &self.urgent_at,
+        ];
+        args.extend(["--sink", &self.sink_at, "--name", name]);
+        if quiet {
+            args.push("--quiet");
+        }
+        Proc::spawn(&self.program, &args)
+    }
+
+    /// Starts a ventilator with `batch` flags (`--tasks`, `--urgent`, …).
+    fn ventilator(&self, batch: &[&str]) -> Proc {
+        let mut args = vec![
+            "ventilator",
+            "--bind",
+            &self.tasks_at,
+            "--urgent-bind",
+            &self.urgent_at,
+        ];
+        args.extend(["--sink", &self.sink_at]);
+        args.extend_from_slice(batch);
+        Proc::spawn(&self.program, &args)
+    }
+}
+
 /// Push/pull: two workers share 200 tasks; the sink gets every result
 /// exactly once (count and checksum) and both workers did some of the work.
 #[test]
 fn pipeline_spreads_work_and_collects_every_result_once() {
-    let pipeline = example("pipeline");
-    let mut sink = Proc::spawn(&pipeline, &["sink", "--bind", "127.0.0.1:0", "--quiet"]);
-    let sink_at = sink.endpoint_after("sink listening on");
-    let tasks_port = common::free_port().to_string();
-    let urgent_port = common::free_port().to_string();
-    let tasks_at = format!("127.0.0.1:{tasks_port}");
-    let urgent_at = format!("127.0.0.1:{urgent_port}");
-    let worker_args = |name: &'static str| {
-        vec![
-            "worker",
-            "--tasks-from",
-            &tasks_at,
-            "--urgent-from",
-            &urgent_at,
-            "--sink",
-            &sink_at,
-            "--name",
-            name,
-            "--quiet",
-        ]
-    };
-    let _a = Proc::spawn(&pipeline, &worker_args("a"));
-    let _b = Proc::spawn(&pipeline, &worker_args("b"));
-    let ventilator_args = [
-        "ventilator",
-        "--bind",
-        &tasks_at,
-        "--urgent-bind",
-        &urgent_at,
-        "--sink",
-        &sink_at,
+    let mut pipeline = Pipeline::start(true);
+    let _a = pipeline.worker("a", true);
+    let _b = pipeline.worker("b", true);
+    let mut ventilator = pipeline.ventilator(&[
         "--tasks",
         "200",
         "--urgent",
@@ -270,11 +303,10 @@ fn pipeline_spreads_work_and_collects_every_result_once() {
         "1",
         "--workers",
         "2",
-    ];
-    let (status, _, stderr) = run_to_end(&pipeline, &ventilator_args, "");
-    assert!(status.success(), "{stderr}");
+    ]);
+    assert!(ventilator.wait().success());
 
-    let summary = sink.remaining_stdout();
+    let summary = pipeline.sink.remaining_stdout();
     assert_eq!(
         summary[0],
         "sink: 210 results (200 normal, 10 urgent), 0 duplicates, 0 missing, checksum 22155 = expected 22155"
@@ -291,52 +323,19 @@ fn pipeline_spreads_work_and_collects_every_result_once() {
         "work is spread: {per_worker}"
     );
     assert_eq!(summary[2], "sink: every task's result arrived exactly once");
-    assert!(sink.wait().success());
+    assert!(pipeline.sink.wait().success());
 }
 
 /// A worker that joins after the batch started: still every result exactly once.
 #[test]
 fn pipeline_exactly_once_with_a_late_worker() {
-    let pipeline = example("pipeline");
-    let mut sink = Proc::spawn(&pipeline, &["sink", "--bind", "127.0.0.1:0", "--quiet"]);
-    let sink_at = sink.endpoint_after("sink listening on");
-    let tasks_at = format!("127.0.0.1:{}", common::free_port());
-    let urgent_at = format!("127.0.0.1:{}", common::free_port());
-    let worker_args = |name: &'static str| {
-        vec![
-            "worker",
-            "--tasks-from",
-            &tasks_at,
-            "--urgent-from",
-            &urgent_at,
-            "--sink",
-            &sink_at,
-            "--name",
-            name,
-            "--quiet",
-        ]
-    };
-    let _early = Proc::spawn(&pipeline, &worker_args("early"));
-    let mut ventilator = Proc::spawn(
-        &pipeline,
-        &[
-            "ventilator",
-            "--bind",
-            &tasks_at,
-            "--urgent-bind",
-            &urgent_at,
-            "--sink",
-            &sink_at,
-            "--tasks",
-            "100",
-            "--work-ms",
-            "5",
-        ],
-    );
+    let mut pipeline = Pipeline::start(true);
+    let _early = pipeline.worker("early", true);
+    let mut ventilator = pipeline.ventilator(&["--tasks", "100", "--work-ms", "5"]);
     ventilator.stderr_line_containing("sent 100 normal");
-    let _late = Proc::spawn(&pipeline, &worker_args("late"));
+    let _late = pipeline.worker("late", true);
 
-    let summary = sink.remaining_stdout();
+    let summary = pipeline.sink.remaining_stdout();
     assert_eq!(
         summary[0],
         "sink: 100 results (100 normal), 0 duplicates, 0 missing, checksum 5050 = expected 5050"
@@ -348,51 +347,17 @@ fn pipeline_exactly_once_with_a_late_worker() {
 /// tasks sent after them are all done before the remaining normal ones.
 #[test]
 fn urgent_tasks_overtake_the_normal_backlog() {
-    let pipeline = example("pipeline");
-    let mut sink = Proc::spawn(&pipeline, &["sink", "--bind", "127.0.0.1:0"]);
-    let sink_at = sink.endpoint_after("sink listening on");
-    let tasks_at = format!("127.0.0.1:{}", common::free_port());
-    let urgent_at = format!("127.0.0.1:{}", common::free_port());
-    let _worker = Proc::spawn(
-        &pipeline,
-        &[
-            "worker",
-            "--tasks-from",
-            &tasks_at,
-            "--urgent-from",
-            &urgent_at,
-            "--sink",
-            &sink_at,
-            "--name",
-            "solo",
-        ],
-    );
-    let (status, _, stderr) = run_to_end(
-        &pipeline,
-        &[
-            "ventilator",
-            "--bind",
-            &tasks_at,
-            "--urgent-bind",
-            &urgent_at,
-            "--sink",
-            &sink_at,
-            "--tasks",
-            "60",
-            "--urgent",
-            "5",
-            "--work-ms",
-            "10",
-        ],
-        "",
-    );
-    assert!(status.success(), "{stderr}");
+    let mut pipeline = Pipeline::start(false);
+    let _worker = pipeline.worker("solo", false);
+    let mut ventilator =
+        pipeline.ventilator(&["--tasks", "60", "--urgent", "5", "--work-ms", "10"]);
+    assert!(ventilator.wait().success());
 
-    let lines = sink.remaining_stdout();
+    let lines = pipeline.sink.remaining_stdout();
     let order: Vec<&str> = lines
         .iter()
-        .filter(|l| l.starts_with("result "))
-        .map(|l| l.split(' ').nth(1).unwrap())
+        .filter(|line| line.starts_with("result "))
+        .map(|line| line.split(' ').nth(1).unwrap())
         .collect();
     assert_eq!(order.len(), 65, "{lines:?}");
     let first_urgent = order
