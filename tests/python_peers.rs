@@ -11,7 +11,9 @@ use common::{CLIENT, Proc};
 /// The Python side, started with `python3 -c`, or `None` (and a note) when
 /// python3 or pyzmq is not installed.
 fn python(script: &str) -> Option<Proc> {
-    let probe = std::process::Command::new("python3").args(["-c", "import zmq"]).output();
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import zmq"])
+        .output();
     if !probe.is_ok_and(|output| output.status.success()) {
         eprintln!("skipped: python3 with pyzmq is not installed (pip install pyzmq)");
         return None;
@@ -35,7 +37,9 @@ for text in ["héllo from pyzmq ☕", "second"]:
     print("reply:", socket.recv().decode(), flush=True)
 "#
     );
-    let Some(mut peer) = python(&script) else { return };
+    let Some(mut peer) = python(&script) else {
+        return;
+    };
     assert_eq!(server.stdout_line(), "héllo from pyzmq ☕");
     server.send_line("grüße from Rust");
     assert_eq!(peer.stdout_line(), "reply: grüße from Rust");
@@ -61,7 +65,9 @@ for answer in ["salut 🎉", "fin"]:
     print("got:", [frame.decode() for frame in frames], flush=True)
     socket.send_string(answer)
 "#;
-    let Some(mut peer) = python(script) else { return };
+    let Some(mut peer) = python(script) else {
+        return;
+    };
     let endpoint = peer.stdout_line();
     let mut client = Proc::spawn(CLIENT, &["--connect", &endpoint]);
     client.send_line("bonjour ☕");
