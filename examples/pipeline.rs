@@ -32,7 +32,7 @@
 
 use std::process::ExitCode;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use zmq_chat::address::{Endpoint, Role};
@@ -247,14 +247,28 @@ fn ventilate(
 }
 
 /// How often a busy worker looks at the urgent lane. Checking an empty
-/// socket costs system calls, so a worker racing through cheap tasks checks
-/// at most this often; any task that takes longer is always followed by a
-/// check. An urgent task thus waits behind at most this much normal work.
-const URGENT_CHECK_INTERVAL: Duration = Duration::from_micros(100);
+/// socket costs system calls, so a worker racing through cheap tasks (no
+/// simulated cost) checks once every this many; any task with a cost is
+/// always followed by a check. An urgent task thus waits behind at most this
+/// many cheap normal tasks.
+const URGENT_CHECK_EVERY: u32 = 64;
 
 /// How long an idle worker waits on the normal lane before it looks at the
 /// urgent lane again: the longest an urgent task waits for an idle worker.
 const IDLE_WAIT: Duration = Duration::from_millis(1);
+
+/// A decimal number straight from message bytes (no UTF-8 pass); `None` for
+/// anything else, or above u64.
+fn parse_number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |number, &digit| {
+        digit
+            .is_ascii_digit()
+            .then(|| number * 10 + u64::from(digit - b'0'))
+    })
+}
 
 /// Receives without waiting; false when nothing is queued.
 fn try_receive(socket: &zmq::Socket, message: &mut zmq::Message) -> Result<bool, zmq::Error> {
@@ -279,15 +293,18 @@ fn work(
     eprintln!("{PROGRAM}: worker {name} ready");
     let mut task = zmq::Message::new();
     let mut result = Vec::with_capacity(64);
-    let mut urgent_checked: Option<Instant> = None;
+    // Cheap tasks since the urgent lane was last looked at; starts "due".
+    let mut since_urgent_check = URGENT_CHECK_EVERY;
     while !shutdown.requested() {
         // Priority: the urgent lane is looked at before every normal task
-        // (at most every URGENT_CHECK_INTERVAL while tasks are very cheap).
-        let check_urgent = urgent_checked.is_none_or(|at| at.elapsed() >= URGENT_CHECK_INTERVAL);
+        // (every URGENT_CHECK_EVERY tasks while tasks cost nothing).
+        let check_urgent = since_urgent_check >= URGENT_CHECK_EVERY;
         let took_urgent = check_urgent && try_receive(&urgent, &mut task)?;
-        if check_urgent {
-            urgent_checked = Some(Instant::now());
-        }
+        since_urgent_check = if check_urgent {
+            0
+        } else {
+            since_urgent_check + 1
+        };
         if !took_urgent && !try_receive(&normal, &mut task)? {
             // Nothing queued: block on the normal lane for at most IDLE_WAIT
             // (one wake-up when a task comes, cheaper than polling both
@@ -295,7 +312,7 @@ fn work(
             match normal.recv(&mut task, 0) {
                 Ok(()) => {}
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
-                    urgent_checked = None;
+                    since_urgent_check = URGENT_CHECK_EVERY;
                     continue;
                 }
                 Err(error) => return Err(error.into()),
@@ -306,13 +323,10 @@ fn work(
             eprintln!("{PROGRAM}: worker {name}: ignoring malformed task");
             continue;
         };
-        let cost = std::str::from_utf8(cost.unwrap_or_default())
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
+        let cost = cost.and_then(parse_number).unwrap_or(0);
         if cost > 0 {
             thread::sleep(Duration::from_millis(cost));
-            urgent_checked = None;
+            since_urgent_check = URGENT_CHECK_EVERY;
         }
         result.clear();
         for part in [b"result ".as_slice(), kind, b" ", id, b" ", name.as_bytes()] {
@@ -366,19 +380,35 @@ impl SeenIds {
 /// Counts per key, for the few keys (workers, kinds) a batch has: a short
 /// list is faster to scan than a map is to hash, and allocates once per key.
 #[derive(Default)]
-struct Counts(Vec<(Vec<u8>, u64)>);
+struct Counts {
+    counts: Vec<(Vec<u8>, u64)>,
+    /// The key added last: results come in runs from the same worker.
+    last: usize,
+}
 
 impl Counts {
     fn add(&mut self, key: &[u8]) {
-        match self.0.iter_mut().find(|(known, _)| known == key) {
-            Some((_, count)) => *count += 1,
-            None => self.0.push((key.to_vec(), 1)),
+        if let Some((known, count)) = self.counts.get_mut(self.last)
+            && known == key
+        {
+            *count += 1;
+            return;
+        }
+        match self.counts.iter().position(|(known, _)| known == key) {
+            Some(index) => {
+                self.counts[index].1 += 1;
+                self.last = index;
+            }
+            None => {
+                self.last = self.counts.len();
+                self.counts.push((key.to_vec(), 1));
+            }
         }
     }
 
     fn sorted(&self) -> Vec<(String, u64)> {
         let mut counts: Vec<(String, u64)> = self
-            .0
+            .counts
             .iter()
             .map(|(key, n)| (String::from_utf8_lossy(key).into_owned(), *n))
             .collect();
@@ -412,7 +442,7 @@ fn collect(
             Err(error) => return Err(error.into()),
         }
         let mut fields = message.split(|&byte| byte == b' ');
-        let parse = |field: Option<&[u8]>| std::str::from_utf8(field?).ok()?.parse::<u64>().ok();
+        let parse = |field: Option<&[u8]>| parse_number(field?);
         match (
             fields.next(),
             fields.next(),
