@@ -479,10 +479,10 @@ fn collect(
             ),
         }
     }
-    Ok(report(&tally))
+    Ok(report(&tally, shutdown.requested()))
 }
 
-fn report(tally: &Tally) -> ExitCode {
+fn report(tally: &Tally, interrupted: bool) -> ExitCode {
     let (total, checksum) = tally.expected.unwrap_or((0, 0));
     let missing = total.saturating_sub(tally.seen.len);
     let kinds: Vec<String> = tally
@@ -497,7 +497,11 @@ fn report(tally: &Tally) -> ExitCode {
         .iter()
         .map(|(worker, n)| format!("{worker}={n}"))
         .collect();
-    let exact = missing == 0 && tally.duplicates == 0 && tally.checksum == checksum;
+    // Without the ventilator's announcement there is nothing to be exact about.
+    let exact = tally.expected.is_some()
+        && missing == 0
+        && tally.duplicates == 0
+        && tally.checksum == checksum;
     println!(
         "sink: {} results ({}), {} duplicates, {missing} missing, checksum {} {} expected {checksum}",
         tally.seen.len,
@@ -519,9 +523,9 @@ fn report(tally: &Tally) -> ExitCode {
             "RESULTS INCOMPLETE"
         }
     );
-    if exact {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(cli::EXIT_FAILURE)
+    match (exact, interrupted) {
+        (true, _) => ExitCode::SUCCESS,
+        (false, true) => ExitCode::from(cli::EXIT_INTERRUPTED),
+        (false, false) => ExitCode::from(cli::EXIT_FAILURE),
     }
 }
