@@ -203,7 +203,7 @@ fn wait_for_ready_subscribers(
 ) -> anyhow::Result<bool> {
     let mut ready = std::collections::BTreeSet::new();
     while ready.len() < wanted {
-        let Received::Message(frames) = transport::receive(socket, None, shutdown, || true)? else {
+        let Received::Message(frames) = transport::receive(socket, shutdown, || true)? else {
             return Ok(false);
         };
         let Some(subscription) = frames.first() else {
@@ -288,8 +288,7 @@ fn subscribe(
         .all(|t| tallies.get(t).is_some_and(|tally| tally.ended))
     {
         let not_idle = || last_message.is_none_or(|at| at.elapsed() < options.idle);
-        let Received::Message(frames) = transport::receive(&socket, None, shutdown, not_idle)?
-        else {
+        let Received::Message(frames) = transport::receive(&socket, shutdown, not_idle)? else {
             break;
         };
         last_message = Some(Instant::now());

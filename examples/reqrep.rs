@@ -86,7 +86,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 fn serve(socket: &zmq::Socket, shutdown: &Shutdown, work: Duration) -> anyhow::Result<()> {
     let mut served = 0u64;
     loop {
-        let Received::Message(frames) = transport::receive(socket, None, shutdown, || true)? else {
+        let Received::Message(frames) = transport::receive(socket, shutdown, || true)? else {
             return Ok(());
         };
         served += 1;
@@ -112,7 +112,7 @@ fn ask(socket: &zmq::Socket, shutdown: &Shutdown, name: &str, count: u32) -> any
                 Ok(()) => anyhow::bail!("REQ accepted two sends in a row; lock-step broken"),
             }
         }
-        let Received::Message(frames) = transport::receive(socket, None, shutdown, || true)? else {
+        let Received::Message(frames) = transport::receive(socket, shutdown, || true)? else {
             anyhow::bail!("interrupted while waiting for the reply to request {number}");
         };
         let reply = String::from_utf8_lossy(&frames.concat()).into_owned();

@@ -41,15 +41,6 @@ pub struct Liveness {
     pub give_up: Duration,
 }
 
-impl Default for Liveness {
-    fn default() -> Self {
-        Liveness {
-            timeout: Duration::from_secs(3),
-            give_up: Duration::from_secs(30),
-        }
-    }
-}
-
 /// How a client session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEnd {
@@ -91,16 +82,13 @@ impl ChatClient {
         liveness: Liveness,
     ) -> Result<ChatClient, TransportError> {
         let timeout = liveness.timeout.as_millis().clamp(10, i32::MAX as u128) as i32;
+        let socket = transport::socket_for(context, zmq::DEALER, endpoint)?;
+        socket.set_heartbeat_ivl((timeout / 3).max(10))?;
+        socket.set_heartbeat_timeout(timeout)?;
         // The monitor is attached before connecting, or a server that is
         // already up could complete its handshake unseen.
-        let mut watch = None;
-        let socket = transport::connect_tuned(context, zmq::DEALER, endpoint, |socket| {
-            socket.set_heartbeat_ivl((timeout / 3).max(10))?;
-            socket.set_heartbeat_timeout(timeout)?;
-            watch = Some(ConnectionWatch::attach(context, socket)?);
-            Ok(())
-        })?;
-        let watch = watch.expect("the tune step attaches the monitor");
+        let watch = ConnectionWatch::attach(context, &socket)?;
+        transport::connect_socket(&socket, endpoint)?;
         Ok(ChatClient {
             socket,
             watch,

@@ -78,7 +78,7 @@ impl ChatServer {
                 ReplySource::Echo => false,
             };
             // Each tick without a message is also the moment to show what is buffered.
-            let received = transport::receive(&self.socket, None, shutdown, || {
+            let received = transport::receive(&self.socket, shutdown, || {
                 let _ = screen.flush();
                 !input_ended(&mut replies)
             })?;
@@ -92,7 +92,6 @@ impl ChatServer {
                     screen.flush()?;
                     return Ok(End::Eof);
                 }
-                Received::ConnectionLost => continue,
             };
             // Skip the routing id (frame 0): it may be any bytes, even empty.
             let Ok(request) = Enveloped::split(frames, 1) else {

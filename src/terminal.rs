@@ -302,27 +302,26 @@ const RESET: &str = "\x1b[0m";
 impl Screen {
     /// A screen for `program` (used as the prefix of notices) whose peer is
     /// labelled `peer` (for example "server") in interactive mode.
-    pub fn new(program: &'static str, peer: &'static str, interactive: bool) -> Screen {
+    ///
+    /// Fails only if neither stdout nor /dev/null can be opened.
+    pub fn new(program: &'static str, peer: &'static str, interactive: bool) -> io::Result<Screen> {
         let colour = interactive
             && io::stderr().is_terminal()
             && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
             && std::env::var("TERM").map_or(true, |term| term != "dumb");
         // Our own buffer over fd 1: std's stdout flushes at every newline,
         // a system call per message that script mode does not need.
+        // With stdout closed, output goes nowhere, as it would through std's stdout.
         let stdout = io::stdout().as_fd().try_clone_to_owned().map(File::from);
-        let out = RefCell::new(BufWriter::new(stdout.unwrap_or_else(|_| {
-            File::options()
-                .write(true)
-                .open("/dev/null")
-                .expect("/dev/null opens")
-        })));
-        Screen {
+        let stdout = stdout.or_else(|_| File::options().write(true).open("/dev/null"))?;
+        let out = RefCell::new(BufWriter::new(stdout));
+        Ok(Screen {
             program,
             peer,
             interactive,
             colour,
             out,
-        }
+        })
     }
 
     /// Whether this screen talks to a person.

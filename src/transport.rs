@@ -89,15 +89,15 @@ pub fn bind(
     kind: zmq::SocketType,
     endpoint: &Endpoint,
 ) -> Result<(zmq::Socket, String), TransportError> {
-    let socket = context.socket(kind)?;
-    configure(&socket, endpoint)?;
+    let socket = socket_for(context, kind, endpoint)?;
     let bound = bind_socket(&socket, endpoint)?;
     Ok((socket, bound))
 }
 
 /// Creates a socket of `kind` with the chat's options, not yet bound or
 /// connected, for callers that must do something first (attach a monitor
-/// before any peer can connect, say); then use [`bind_socket`].
+/// before any peer can connect, say); then use [`bind_socket`] or
+/// [`connect_socket`].
 pub fn socket_for(
     context: &zmq::Context,
     kind: zmq::SocketType,
@@ -125,32 +125,26 @@ pub fn connect(
     kind: zmq::SocketType,
     endpoint: &Endpoint,
 ) -> Result<zmq::Socket, TransportError> {
-    connect_tuned(context, kind, endpoint, |_| Ok(()))
+    let socket = socket_for(context, kind, endpoint)?;
+    connect_socket(&socket, endpoint)?;
+    Ok(socket)
 }
 
-/// Like [`connect`], with extra options applied by `tune` before connecting
-/// (options such as heartbeats only affect connections made after them).
-pub fn connect_tuned(
-    context: &zmq::Context,
-    kind: zmq::SocketType,
-    endpoint: &Endpoint,
-    tune: impl FnOnce(&zmq::Socket) -> Result<(), zmq::Error>,
-) -> Result<zmq::Socket, TransportError> {
-    let socket = context.socket(kind)?;
-    configure(&socket, endpoint)?;
+/// Connects an existing socket (see [`socket_for`]), for callers that set
+/// options or attach a monitor first: options such as heartbeats only affect
+/// connections made after them.
+pub fn connect_socket(socket: &zmq::Socket, endpoint: &Endpoint) -> Result<(), TransportError> {
     // Retry quickly at first so a server that appears is found at once, but
     // back off so a long absence does not mean a connection attempt every 100 ms.
     socket.set_reconnect_ivl(100)?;
     socket.set_reconnect_ivl_max(1000)?;
-    tune(&socket)?;
     let text = endpoint.to_string();
     socket
         .connect(&text)
         .map_err(|cause| TransportError::Connect {
             endpoint: text,
             cause,
-        })?;
-    Ok(socket)
+        })
 }
 
 /// What happened to a socket's connections, from its ZeroMQ monitor.
@@ -226,8 +220,6 @@ fn parse_event(frames: &[Vec<u8>]) -> ConnectionEvent {
 pub enum Received {
     /// A whole message, as its frames.
     Message(Vec<Vec<u8>>),
-    /// The watch reported a lost connection before any message came.
-    ConnectionLost,
     /// Ctrl-C or a termination signal.
     Interrupted,
     /// The caller's `still_wanted` check said to stop waiting.
@@ -236,14 +228,12 @@ pub enum Received {
 
 /// Waits for the next message on `socket` (which must have a receive
 /// timeout, as every socket made here has), waking up every [`TICK`] to
-/// notice Ctrl-C or that `still_wanted` turned false, and (when a watch is
-/// given) returning early if the connection drops.
+/// notice Ctrl-C or that `still_wanted` turned false.
 ///
 /// A blocking receive with a timeout costs one wake-up per message, where
-/// polling the socket and its monitor would cost several system calls.
+/// polling the socket would cost several system calls.
 pub fn receive(
     socket: &zmq::Socket,
-    watch: Option<&ConnectionWatch>,
     shutdown: &Shutdown,
     mut still_wanted: impl FnMut() -> bool,
 ) -> Result<Received, zmq::Error> {
@@ -258,13 +248,6 @@ pub fn receive(
         }
         if !still_wanted() {
             return Ok(Received::Abandoned);
-        }
-        if let Some(watch) = watch {
-            while let Some(event) = watch.try_next()? {
-                if event == ConnectionEvent::Disconnected {
-                    return Ok(Received::ConnectionLost);
-                }
-            }
         }
     }
 }

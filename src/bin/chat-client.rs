@@ -64,7 +64,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     };
     let mut client = ChatClient::connect(&context, &endpoint, liveness)?;
     let interactive = terminal::stdin_is_interactive();
-    let screen = Screen::new(PROGRAM, "server", interactive);
+    let screen = Screen::new(PROGRAM, "server", interactive).context("cannot set up stdout")?;
     screen.status(&format!(
         "chatting with {}; type a message, /help lists commands",
         client.endpoint()
@@ -75,10 +75,9 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     } else {
         Box::new(ScriptLines::from_stdin(PROGRAM))
     };
-    loop {
-        let end = client.run(lines.as_mut(), &screen, &shutdown, args.max_size)?;
-        let shown = |text: &str| escape_for_terminal(text).into_owned();
-        return Ok(match end {
+    let shown = |text: &str| escape_for_terminal(text).into_owned();
+    let code = loop {
+        break match client.run(lines.as_mut(), &screen, &shutdown, args.max_size)? {
             ClientEnd::Finished(End::Interrupted) if !interactive => cli::EXIT_INTERRUPTED,
             ClientEnd::Finished(_) => cli::EXIT_OK,
             ClientEnd::GaveUp { unanswered } => {
@@ -89,6 +88,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
                     shown(&unanswered)
                 ));
                 if interactive {
+                    // Not lost: back at the prompt, and the chat goes on.
                     screen.status("the message is back at the prompt: press Enter to send it again, or edit it");
                     lines.offer(&unanswered);
                     continue;
@@ -109,8 +109,9 @@ fn run(args: &Args) -> anyhow::Result<u8> {
                 ));
                 cli::EXIT_INTERRUPTED
             }
-        });
-    }
+        };
+    };
+    Ok(code)
 }
 
 /// Parses a positive number of seconds, fractions allowed ("0.5").

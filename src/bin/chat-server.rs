@@ -55,7 +55,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     let context = zmq::Context::new();
     let mut server = ChatServer::bind(&context, &endpoint)?;
     let interactive = !args.echo && terminal::stdin_is_interactive();
-    let screen = Screen::new(PROGRAM, "client", interactive);
+    let screen = Screen::new(PROGRAM, "client", interactive).context("cannot set up stdout")?;
     screen.notice(&format!("listening on {}", server.endpoint()));
     screen.status("each message you receive waits for your reply; /help lists commands");
 
