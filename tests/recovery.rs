@@ -15,19 +15,39 @@ fn time_until(client: &mut Proc, needle: &str) -> Duration {
     start.elapsed()
 }
 
+/// The moment every fault below starts from: a script-mode server on
+/// `address`, a client with `--liveness` and `--give-up` (seconds) that has
+/// sent `text`, and the server showing it, its reply still to come.
+fn message_waiting_at_server(
+    address: &str,
+    liveness: &str,
+    give_up: &str,
+    text: &str,
+) -> (Proc, Proc) {
+    let (mut server, endpoint) = Proc::server(&["--bind", address]);
+    let mut client = Proc::spawn(
+        CLIENT,
+        &[
+            "--connect",
+            &endpoint,
+            "--liveness",
+            liveness,
+            "--give-up",
+            give_up,
+        ],
+    );
+    client.send_line(text);
+    assert_eq!(server.stdout_line(), text);
+    (server, client)
+}
+
 /// SIGKILL the server while a client waits: the client notices within 2 s;
 /// a server restarted on the same port receives the pending message exactly
 /// once, and the chat goes on.
 #[test]
 fn killed_server_is_detected_and_its_replacement_gets_the_message_once() {
     let address = format!("127.0.0.1:{}", free_port());
-    let (mut server, _) = Proc::server(&["--bind", &address]);
-    let mut client = Proc::spawn(
-        CLIENT,
-        &["--connect", &address, "--liveness", "1", "--give-up", "20"],
-    );
-    client.send_line("pending message");
-    assert_eq!(server.stdout_line(), "pending message");
+    let (server, mut client) = message_waiting_at_server(&address, "1", "20", "pending message");
 
     server.signal("KILL");
     let detected = time_until(&mut client, "lost the connection");
@@ -55,20 +75,8 @@ fn killed_server_is_detected_and_its_replacement_gets_the_message_once() {
 /// After SIGCONT the message is answered once, not shown twice.
 #[test]
 fn frozen_server_is_detected_and_answers_once_after_it_thaws() {
-    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
-    let mut client = Proc::spawn(
-        CLIENT,
-        &[
-            "--connect",
-            &endpoint,
-            "--liveness",
-            "0.5",
-            "--give-up",
-            "20",
-        ],
-    );
-    client.send_line("are you frozen?");
-    assert_eq!(server.stdout_line(), "are you frozen?");
+    let (mut server, mut client) =
+        message_waiting_at_server("127.0.0.1:0", "0.5", "20", "are you frozen?");
 
     server.signal("STOP");
     let detected = time_until(&mut client, "lost the connection");
@@ -91,20 +99,8 @@ fn frozen_server_is_detected_and_answers_once_after_it_thaws() {
 /// unanswered message and exits with code 3 in script mode.
 #[test]
 fn client_gives_up_and_keeps_the_message() {
-    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
-    let mut client = Proc::spawn(
-        CLIENT,
-        &[
-            "--connect",
-            &endpoint,
-            "--liveness",
-            "0.5",
-            "--give-up",
-            "1",
-        ],
-    );
-    client.send_line("lost in space ☄");
-    assert_eq!(server.stdout_line(), "lost in space ☄");
+    let (server, mut client) =
+        message_waiting_at_server("127.0.0.1:0", "0.5", "1", "lost in space ☄");
     server.signal("KILL");
     client.stderr_line_containing("unanswered message: lost in space ☄");
     assert_eq!(client.wait().code(), Some(3));
@@ -114,20 +110,8 @@ fn client_gives_up_and_keeps_the_message() {
 /// liveness timeout and the give-up time, and the client waits for it.
 #[test]
 fn slow_operator_is_never_given_up_on() {
-    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
-    let mut client = Proc::spawn(
-        CLIENT,
-        &[
-            "--connect",
-            &endpoint,
-            "--liveness",
-            "0.3",
-            "--give-up",
-            "0.5",
-        ],
-    );
-    client.send_line("take your time");
-    assert_eq!(server.stdout_line(), "take your time");
+    let (mut server, mut client) =
+        message_waiting_at_server("127.0.0.1:0", "0.3", "0.5", "take your time");
     std::thread::sleep(Duration::from_secs(3));
     client.assert_running();
     server.send_line("sorry, I was thinking");
