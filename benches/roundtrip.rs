@@ -324,13 +324,7 @@ fn chat_memory(messages: usize) -> ChatMemory {
     let (server, endpoint) = start_echo_server();
     let server_pid = server.id();
     let mut reaper = Reaper(vec![server]);
-    let mut client = Command::new(CLIENT)
-        .args(["--connect", &endpoint])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut client = spawn_piped_client(&endpoint);
     let client_pid = client.id();
     let mut stdin = client.stdin.take().unwrap();
     let mut replies = BufReader::new(client.stdout.take().unwrap());
@@ -404,17 +398,22 @@ fn server_startup() -> Duration {
     elapsed
 }
 
-fn client_startup() -> Duration {
-    let (server, endpoint) = start_echo_server();
-    let mut reaper = Reaper(vec![server]);
-    let started = Instant::now();
-    let mut client = Command::new(CLIENT)
-        .args(["--connect", &endpoint])
+/// `chat-client` in script mode with stdin and stdout piped to us.
+fn spawn_piped_client(endpoint: &str) -> Child {
+    Command::new(CLIENT)
+        .args(["--connect", endpoint])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn client_startup() -> Duration {
+    let (server, endpoint) = start_echo_server();
+    let mut reaper = Reaper(vec![server]);
+    let started = Instant::now();
+    let mut client = spawn_piped_client(&endpoint);
     client.stdin.as_mut().unwrap().write_all(b"ping\n").unwrap();
     let mut reply = String::new();
     BufReader::new(client.stdout.as_mut().unwrap())
