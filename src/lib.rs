@@ -34,6 +34,7 @@ pub mod display;
 pub mod envelope;
 pub mod error;
 pub mod message;
+pub mod secure;
 pub mod server;
 pub mod shutdown;
 pub mod terminal;

@@ -1,0 +1,361 @@
+//! Key files, public keys and allow lists, in WireGuard's style: a private
+//! key file holds one base64 line and is readable by its owner only; a public
+//! key is shown and passed around as one base64 line.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::prelude::{BASE64_STANDARD, Engine};
+use snow::params::DHChoice;
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+
+/// Length of a Curve25519 key, private or public.
+pub const KEY_LEN: usize = 32;
+
+/// Why a key, key file or allow list could not be used.
+#[derive(Debug)]
+pub enum KeyError {
+    /// The file could not be read or written.
+    Io { path: PathBuf, error: io::Error },
+    /// `keygen` refuses to overwrite an existing key.
+    AlreadyExists(PathBuf),
+    /// A private key file that others may read is not trusted.
+    LoosePermissions { path: PathBuf, mode: u32 },
+    /// The text is not base64.
+    BadEncoding { what: String },
+    /// The text is base64 of the wrong number of bytes.
+    WrongLength { what: String, length: usize },
+    /// No random key could be made.
+    Random(String),
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            KeyError::AlreadyExists(path) => write!(
+                f,
+                "{} already exists; a key is never overwritten (remove it first, or choose another file)",
+                path.display()
+            ),
+            KeyError::LoosePermissions { path, mode } => write!(
+                f,
+                "private key file {} can be read by others (mode {mode:03o}); run: chmod 600 {}",
+                path.display(),
+                path.display()
+            ),
+            KeyError::Random(error) => write!(f, "cannot generate a key: {error}"),
+            KeyError::BadEncoding { what } => write!(f, "{what} is not valid base64"),
+            KeyError::WrongLength { what, length } => write!(
+                f,
+                "{what} is {length} bytes long; a key is {KEY_LEN} bytes (44 base64 characters)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
+/// A Curve25519 public key: who a peer is.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey(pub [u8; KEY_LEN]);
+
+impl PublicKey {
+    /// Parses one base64 line; `what` names it in errors ("--server-key").
+    pub fn parse(text: &str, what: &str) -> Result<PublicKey, KeyError> {
+        decode_key(text.trim(), what).map(PublicKey)
+    }
+
+    /// A short form for the screen: the first 8 base64 characters, enough
+    /// to tell peers apart and to check against the key one was given.
+    pub fn fingerprint(&self) -> String {
+        let mut text = self.to_string();
+        text.truncate(8);
+        text
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&BASE64_STANDARD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+/// A key pair: the private key and the public key derived from it.
+pub struct Identity {
+    private: [u8; KEY_LEN],
+    public: PublicKey,
+}
+
+/// Shows the public key only: a private key never reaches a log.
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({})", self.public)
+    }
+}
+
+impl Identity {
+    /// A new random key pair (fails only if the system's random number
+    /// generator does).
+    pub fn generate() -> Result<Identity, KeyError> {
+        let pair = snow::Builder::new(crate::secure::noise_params())
+            .generate_keypair()
+            .map_err(|error| KeyError::Random(error.to_string()))?;
+        let private = pair
+            .private
+            .try_into()
+            .map_err(|_| KeyError::Random("the generated key has the wrong length".to_string()))?;
+        Ok(Identity::from_private(private))
+    }
+
+    fn from_private(private: [u8; KEY_LEN]) -> Identity {
+        let mut dh = curve25519();
+        dh.set(&private);
+        let mut public = [0u8; KEY_LEN];
+        public.copy_from_slice(dh.pubkey());
+        Identity {
+            private,
+            public: PublicKey(public),
+        }
+    }
+
+    /// The private key, for the handshake.
+    pub fn private_key(&self) -> &[u8; KEY_LEN] {
+        &self.private
+    }
+
+    /// The public key, to give to peers.
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    /// Writes a new key file readable by its owner only (mode 600). Never
+    /// overwrites: an existing file is an error.
+    pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
+        let io_error = |error| KeyError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|error| match error.kind() {
+                io::ErrorKind::AlreadyExists => KeyError::AlreadyExists(path.to_path_buf()),
+                _ => io_error(error),
+            })?;
+        writeln!(file, "{}", BASE64_STANDARD.encode(self.private))
+            .and_then(|()| file.sync_all())
+            .map_err(io_error)
+    }
+
+    /// Reads a key file written by [`Identity::write_new`] (or by hand: one
+    /// base64 line). Refuses files that group or others can read.
+    pub fn load(path: &Path) -> Result<Identity, KeyError> {
+        let io_error = |error| KeyError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
+        let mode = fs::metadata(path).map_err(io_error)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::LoosePermissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        let text = fs::read_to_string(path).map_err(io_error)?;
+        let what = format!("the key in {}", path.display());
+        decode_key(text.trim(), &what).map(Identity::from_private)
+    }
+
+    /// Loads the key at `path`, first creating it if it does not exist (and
+    /// its folder, owner-only). Returns whether it was created.
+    pub fn load_or_create(path: &Path) -> Result<(Identity, bool), KeyError> {
+        if path.exists() {
+            return Identity::load(path).map(|identity| (identity, false));
+        }
+        if let Some(folder) = path
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty())
+        {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(folder)
+                .map_err(|error| KeyError::Io {
+                    path: folder.to_path_buf(),
+                    error,
+                })?;
+        }
+        let identity = Identity::generate()?;
+        identity.write_new(path)?;
+        Ok((identity, true))
+    }
+}
+
+/// Where `chat-client` keeps its key when `--key` is not given:
+/// `$XDG_CONFIG_HOME/zmq-chat/client.key`, else `~/.config/zmq-chat/client.key`.
+pub fn default_client_key_path() -> Option<PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|value| !value.is_empty())
+                .map(|home| PathBuf::from(home).join(".config"))
+        })?;
+    Some(config.join("zmq-chat").join("client.key"))
+}
+
+/// The public keys a secure server lets in.
+#[derive(Debug, Default)]
+pub struct AllowList {
+    keys: Vec<PublicKey>,
+}
+
+impl AllowList {
+    /// Reads one base64 public key per line; `#` starts a comment, blank
+    /// lines are skipped. A bad line is an error naming its line number.
+    pub fn load(path: &Path) -> Result<AllowList, KeyError> {
+        let text = fs::read_to_string(path).map_err(|error| KeyError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        AllowList::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses the text of an allow list; `name` is used in errors.
+    pub fn parse(text: &str, name: &str) -> Result<AllowList, KeyError> {
+        let mut keys = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let what = format!("line {} of {name}", number + 1);
+            keys.push(PublicKey::parse(line, &what)?);
+        }
+        Ok(AllowList { keys })
+    }
+
+    /// Whether `key` is on the list.
+    pub fn allows(&self, key: &PublicKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// How many keys the list holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the list holds no key (then nobody gets in).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+fn curve25519() -> Box<dyn snow::types::Dh> {
+    DefaultResolver
+        .resolve_dh(&DHChoice::Curve25519)
+        .expect("snow's default resolver has Curve25519")
+}
+
+fn decode_key(text: &str, what: &str) -> Result<[u8; KEY_LEN], KeyError> {
+    let bytes = BASE64_STANDARD
+        .decode(text)
+        .map_err(|_| KeyError::BadEncoding {
+            what: what.to_string(),
+        })?;
+    bytes
+        .try_into()
+        .map_err(|bytes: Vec<u8>| KeyError::WrongLength {
+            what: what.to_string(),
+            length: bytes.len(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temporary_folder(name: &str) -> PathBuf {
+        let folder =
+            std::env::temp_dir().join(format!("zmq-chat-keys-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&folder);
+        fs::create_dir_all(&folder).unwrap();
+        folder
+    }
+
+    #[test]
+    fn a_written_key_is_owner_only_and_loads_back_to_the_same_pair() {
+        let folder = temporary_folder("roundtrip");
+        let path = folder.join("server.key");
+        let identity = Identity::generate().unwrap();
+        identity.write_new(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let loaded = Identity::load(&path).unwrap();
+        assert_eq!(loaded.public_key(), identity.public_key());
+        assert_eq!(loaded.private_key(), identity.private_key());
+        assert!(matches!(
+            identity.write_new(&path),
+            Err(KeyError::AlreadyExists(_))
+        ));
+        fs::remove_dir_all(folder).unwrap();
+    }
+
+    #[test]
+    fn bad_key_files_are_refused_with_the_reason() {
+        let folder = temporary_folder("bad");
+        let loose = folder.join("loose.key");
+        Identity::generate().unwrap().write_new(&loose).unwrap();
+        fs::set_permissions(&loose, fs::Permissions::from_mode(0o644)).unwrap();
+        let error = Identity::load(&loose).unwrap_err();
+        assert!(error.to_string().contains("chmod 600"), "{error}");
+
+        let short = folder.join("short.key");
+        fs::write(&short, "AAAA\n").unwrap();
+        fs::set_permissions(&short, fs::Permissions::from_mode(0o600)).unwrap();
+        let error = Identity::load(&short).unwrap_err();
+        assert!(
+            matches!(error, KeyError::WrongLength { length: 3, .. }),
+            "{error}"
+        );
+
+        let garbage = folder.join("garbage.key");
+        fs::write(&garbage, "not base64 at all!\n").unwrap();
+        fs::set_permissions(&garbage, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            Identity::load(&garbage),
+            Err(KeyError::BadEncoding { .. })
+        ));
+        assert!(matches!(
+            Identity::load(&folder.join("missing.key")),
+            Err(KeyError::Io { .. })
+        ));
+        fs::remove_dir_all(folder).unwrap();
+    }
+
+    #[test]
+    fn public_keys_round_trip_and_allow_lists_skip_comments() {
+        let key = Identity::generate().unwrap().public_key();
+        assert_eq!(PublicKey::parse(&key.to_string(), "key").unwrap(), key);
+        assert_eq!(key.fingerprint(), key.to_string()[..8]);
+        let list = AllowList::parse(&format!("# team\n\n{key}  # alice\n"), "allow").unwrap();
+        assert_eq!(list.len(), 1);
+        assert!(list.allows(&key));
+        assert!(!list.allows(&Identity::generate().unwrap().public_key()));
+        let error = AllowList::parse("# ok\nnope\n", "allow.txt").unwrap_err();
+        assert!(error.to_string().contains("line 2 of allow.txt"), "{error}");
+    }
+}
