@@ -1,10 +1,12 @@
 //! What the binaries and examples share on the command line: address flags,
 //! exit codes, and how a fatal error is reported.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use crate::address::{ACCEPTED_FORMS, Address, AddressError, Endpoint, Role};
 use crate::error::ChatError;
+use crate::secure::keys::{Identity, KeyError, PublicKey};
 
 /// Exit status: the chat ended normally (end of input, `/quit`, Ctrl-C at the prompt).
 pub const EXIT_OK: u8 = 0;
@@ -30,6 +32,24 @@ Exit status:
 /// Parses and resolves an address flag.
 pub fn endpoint_from_flag(text: &str, role: Role) -> Result<Endpoint, AddressError> {
     Address::parse(text, role)?.resolve()
+}
+
+/// `--keygen FILE`: writes a new private key (owner-only) and prints its
+/// public key on stdout as one base64 line, as `wg genkey | wg pubkey` would.
+pub fn keygen(program: &str, path: &Path) -> Result<u8, KeyError> {
+    let identity = Identity::generate()?;
+    identity.write_new(path)?;
+    println!("{}", identity.public_key());
+    eprintln!(
+        "{program}: wrote a new private key to {} (readable by you only); its public key is above",
+        path.display()
+    );
+    Ok(EXIT_OK)
+}
+
+/// Parses a public key flag (`--server-key`), for clap.
+pub fn parse_public_key(text: &str) -> Result<PublicKey, String> {
+    PublicKey::parse(text, &format!("'{text}'")).map_err(|error| error.to_string())
 }
 
 /// The list of accepted forms, appended to errors about the address's shape

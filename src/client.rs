@@ -19,14 +19,21 @@
 //! The socket is a DEALER doing REQ's lock-step itself: it sends
 //! `[id, "", text]` and ignores replies whose id is not the pending one (the
 //! answer to a copy that crossed a reconnect).
+//!
+//! In secure mode (see [`crate::secure`]) the text is sealed: the first
+//! message of a session goes out as a handshake, and the sealed text follows
+//! when the server has proven its key. After a reconnect the client shakes
+//! hands afresh and seals the pending message again.
 
 use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use crate::address::Endpoint;
-use crate::envelope::{Enveloped, MessageId};
+use crate::envelope::{Enveloped, Mark, MessageId};
 use crate::error::ChatError;
 use crate::message::Incoming;
+use crate::secure::frame::Refusal;
+use crate::secure::session::{ClientSecurity, ClientStep, SecureFailure};
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
 use crate::transport::{self, ConnectionEvent, ConnectionWatch, TransportError};
@@ -53,6 +60,9 @@ pub enum ClientEnd {
     ServerEnded { unanswered: String },
     /// Interrupted while this message waited for its reply.
     InterruptedWaiting { unanswered: String },
+    /// The server refused the message, or secure mode failed (`reason`
+    /// says which, for the user); the message was not answered.
+    Refused { reason: String, unanswered: String },
 }
 
 /// A chat client connected (or connecting) to a server.
@@ -64,12 +74,14 @@ pub struct ChatClient {
     session: u64,
     sequence: u64,
     liveness: Liveness,
+    security: Option<ClientSecurity>,
 }
 
 /// What ended the wait for one reply.
 enum Waited {
     Reply(Vec<Vec<u8>>),
     Ended,
+    Refused(String),
     GaveUp,
     Interrupted,
 }
@@ -97,7 +109,14 @@ impl ChatClient {
             session: RandomState::new().hash_one((std::process::id(), Instant::now())),
             sequence: 0,
             liveness,
+            security: None,
         })
+    }
+
+    /// Turns on secure mode: every message is sealed for the server whose
+    /// key `security` pins, and nothing is sent until it proves it holds it.
+    pub fn require_encryption(&mut self, security: ClientSecurity) {
+        self.security = Some(security);
     }
 
     /// The endpoint this client talks to.
@@ -131,8 +150,23 @@ impl ChatClient {
                 sequence: self.sequence,
             };
             match self.exchange(id, &text, screen, shutdown)? {
-                Waited::Reply(body) => screen.show(&Incoming::decode(body, max_message_bytes))?,
+                Waited::Reply(body) => {
+                    let incoming = Incoming::decode(body, max_message_bytes);
+                    match &self.security {
+                        Some(security) => screen.show_from(
+                            &incoming,
+                            &format!("server {} (encrypted)", security.server_key().fingerprint()),
+                        )?,
+                        None => screen.show(&incoming)?,
+                    }
+                }
                 Waited::Ended => return Ok(ClientEnd::ServerEnded { unanswered: text }),
+                Waited::Refused(reason) => {
+                    return Ok(ClientEnd::Refused {
+                        reason,
+                        unanswered: text,
+                    });
+                }
                 Waited::GaveUp => return Ok(ClientEnd::GaveUp { unanswered: text }),
                 Waited::Interrupted => {
                     return Ok(ClientEnd::InterruptedWaiting { unanswered: text });
@@ -157,7 +191,11 @@ impl ChatClient {
         if screen.is_interactive() {
             self.catch_up_with_connection_events(screen)?;
         }
-        let request = [id.to_frame(), Vec::new(), text.as_bytes().to_vec()];
+        let body = match &mut self.security {
+            Some(security) => security.opening(id, text.as_bytes())?,
+            None => text.as_bytes().to_vec(),
+        };
+        let mut request = [id.to_frame(), Vec::new(), body];
         self.socket.send_multipart(&request, 0)?;
         let mut lost_since = if self.connected {
             screen.status("waiting for the server's reply… (Ctrl-C to quit)");
@@ -178,22 +216,63 @@ impl ChatClient {
             }
             // Blocks until a reply or the socket's receive timeout (one tick).
             match self.socket.recv_multipart(0) {
-                // Fast path: the reply carries exactly our id frame (compared
-                // as bytes, no parsing), the delimiter, then the text.
+                // Fast path in plain mode: the reply carries exactly our id
+                // frame (compared as bytes, no parsing), the delimiter, then the text.
                 Ok(mut frames)
-                    if frames.len() >= 3 && frames[0] == request[0] && frames[1].is_empty() =>
+                    if self.security.is_none()
+                        && frames.len() >= 3
+                        && frames[0] == request[0]
+                        && frames[1].is_empty() =>
                 {
                     return Ok(Waited::Reply(frames.split_off(2)));
                 }
-                Ok(frames) => match Enveloped::split(frames, 0) {
-                    Ok(reply) if reply.id == Some(id) && reply.ended => return Ok(Waited::Ended),
-                    Ok(reply) if reply.id == Some(id) => return Ok(Waited::Reply(reply.body)),
-                    // The answer to an earlier copy, or to an earlier message.
-                    Ok(reply) if reply.id.is_some() => continue,
-                    // A peer that dropped or rewrote our envelope: take what it sent.
-                    Ok(reply) => return Ok(Waited::Reply(reply.body)),
-                    Err(frames) => return Ok(Waited::Reply(frames)),
-                },
+                Ok(frames) => {
+                    let reply = match Enveloped::split(frames, 0) {
+                        // The answer to an earlier copy, or to an earlier message.
+                        Ok(reply) if reply.id.is_some() && reply.id != Some(id) => continue,
+                        Ok(reply) => reply,
+                        // A peer that dropped our envelope: take what it sent.
+                        Err(frames) => Enveloped {
+                            envelope: Vec::new(),
+                            id: None,
+                            mark: Mark::Normal,
+                            body: frames,
+                        },
+                    };
+                    match reply.mark {
+                        Mark::Ended => return Ok(Waited::Ended),
+                        Mark::Refused => {
+                            let reason = Incoming::decode(reply.body, 1024).text;
+                            let reason = crate::display::escape_for_terminal(&reason);
+                            return Ok(Waited::Refused(format!(
+                                "the server refused the message: {reason}"
+                            )));
+                        }
+                        Mark::Normal => {}
+                    }
+                    let Some(security) = &mut self.security else {
+                        return Ok(Waited::Reply(reply.body));
+                    };
+                    match security.step(id, text.as_bytes(), &reply.body) {
+                        Ok(ClientStep::Reply(text)) => return Ok(Waited::Reply(vec![text])),
+                        Ok(ClientStep::Send(sealed)) => {
+                            screen.notice(&format!(
+                                "encrypted chat with server {} (it proved it holds the key given with --server-key)",
+                                security.server_key().fingerprint()
+                            ));
+                            request[2] = sealed;
+                            self.socket.send_multipart(&request, 0)?;
+                        }
+                        Ok(ClientStep::Restart(hello)) => {
+                            request[2] = hello;
+                            self.socket.send_multipart(&request, 0)?;
+                        }
+                        Ok(ClientStep::Ignore) => {}
+                        Err(failure) => {
+                            return Ok(Waited::Refused(describe(&failure, &self.endpoint)));
+                        }
+                    }
+                }
                 // A whole tick without a reply: show what is buffered meanwhile.
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => screen.flush()?,
                 Err(error) => return Err(error.into()),
@@ -215,7 +294,13 @@ impl ChatClient {
                         lost_since = None;
                         if std::mem::take(&mut resend_on_connect) {
                             // The copy sent on the lost connection may never have
-                            // arrived; the server drops this one if it did.
+                            // arrived; the server drops this one if it did. In
+                            // secure mode the server may be a new one: shake
+                            // hands afresh, the message follows.
+                            if let Some(security) = &mut self.security {
+                                security.reset();
+                                request[2] = security.opening(id, text.as_bytes())?;
+                            }
                             self.socket.send_multipart(&request, 0)?;
                             screen.notice(
                                 "connected to the server again; re-sent the unanswered message",
@@ -246,5 +331,30 @@ impl ChatClient {
             }
         }
         Ok(())
+    }
+}
+
+/// What a secure-mode failure means, for the user.
+fn describe(failure: &SecureFailure, endpoint: &str) -> String {
+    match failure {
+        SecureFailure::ServerNotProven => format!(
+            "the server at {endpoint} did not prove it holds the key given with --server-key (a different server, or someone in the middle); the message was not sent"
+        ),
+        SecureFailure::ServerIsPlain => format!(
+            "the server at {endpoint} answered without encryption: it is not in secure mode (chat-server --key FILE); the message was not sent"
+        ),
+        SecureFailure::ReplyNotAuthentic => {
+            "the reply failed authentication (altered on the way?) and was not shown".to_string()
+        }
+        SecureFailure::Refused(reason, text) => {
+            let text = crate::display::escape_for_terminal(text);
+            match reason {
+                Refusal::NotAllowed => format!("the server refused this client: {text}"),
+                Refusal::HandshakeFailed => format!("the server refused the handshake: {text}"),
+                Refusal::NotAuthentic | Refusal::UnknownSession => {
+                    format!("the server refused the message: {text}")
+                }
+            }
+        }
     }
 }

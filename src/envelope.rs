@@ -17,6 +17,21 @@ const ID_PREFIX: &str = "zc1:";
 /// Appended to the id of the last reply a server sends when its operator ends
 /// the chat, so a waiting client knows the end was deliberate.
 const ENDED_SUFFIX: &str = ":ended";
+/// Appended to the id of a reply that refuses the message (plain and secure
+/// mode mismatched); the body is the reason, as text.
+const REFUSED_SUFFIX: &str = ":refused";
+
+/// What a server's reply says beyond its text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mark {
+    /// An ordinary reply (or a request).
+    #[default]
+    Normal,
+    /// The server's operator ended the chat; the message was not answered.
+    Ended,
+    /// The server refused the message; the body says why.
+    Refused,
+}
 
 /// Identifies one message of one client session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,22 +76,30 @@ impl MessageId {
         frame
     }
 
-    /// The frame marking the server's goodbye for this message.
-    pub fn ended_frame(self) -> Vec<u8> {
-        format!("{self}{ENDED_SUFFIX}").into_bytes()
+    /// The id frame carrying `mark` (the server's goodbye or refusal).
+    pub fn marked_frame(self, mark: Mark) -> Vec<u8> {
+        let suffix = match mark {
+            Mark::Normal => "",
+            Mark::Ended => ENDED_SUFFIX,
+            Mark::Refused => REFUSED_SUFFIX,
+        };
+        format!("{self}{suffix}").into_bytes()
     }
 
     /// Parses an envelope frame; `None` for frames that are not chat ids.
-    pub fn parse(frame: &[u8]) -> Option<(MessageId, bool)> {
+    pub fn parse(frame: &[u8]) -> Option<(MessageId, Mark)> {
         let text = std::str::from_utf8(frame).ok()?.strip_prefix(ID_PREFIX)?;
-        let (text, ended) = match text.strip_suffix(ENDED_SUFFIX) {
-            Some(text) => (text, true),
-            None => (text, false),
+        let (text, mark) = if let Some(text) = text.strip_suffix(ENDED_SUFFIX) {
+            (text, Mark::Ended)
+        } else if let Some(text) = text.strip_suffix(REFUSED_SUFFIX) {
+            (text, Mark::Refused)
+        } else {
+            (text, Mark::Normal)
         };
         let (session, sequence) = text.split_once(':')?;
         let session = u64::from_str_radix(session, 16).ok()?;
         let sequence = sequence.parse().ok()?;
-        Some((MessageId { session, sequence }, ended))
+        Some((MessageId { session, sequence }, mark))
     }
 }
 
@@ -88,8 +111,8 @@ pub struct Enveloped {
     pub envelope: Vec<Vec<u8>>,
     /// The chat id found in the envelope, if the peer is a chat-client.
     pub id: Option<MessageId>,
-    /// Whether the id carried the "chat ended" mark.
-    pub ended: bool,
+    /// What the id was marked with (a server's goodbye or refusal).
+    pub mark: Mark,
     /// The frames after the delimiter: the message itself.
     pub body: Vec<Vec<u8>>,
 }
@@ -108,14 +131,14 @@ impl Enveloped {
         let found = frames[skip..delimiter]
             .iter()
             .find_map(|frame| MessageId::parse(frame));
-        let (id, ended) = match found {
-            Some((id, ended)) => (Some(id), ended),
-            None => (None, false),
+        let (id, mark) = match found {
+            Some((id, mark)) => (Some(id), mark),
+            None => (None, Mark::Normal),
         };
         Ok(Enveloped {
             envelope: frames,
             id,
-            ended,
+            mark,
             body,
         })
     }
@@ -140,8 +163,10 @@ mod tests {
             session: 0xdead_beef,
             sequence: 42,
         };
-        assert_eq!(MessageId::parse(&id.to_frame()), Some((id, false)));
-        assert_eq!(MessageId::parse(&id.ended_frame()), Some((id, true)));
+        for mark in [Mark::Normal, Mark::Ended, Mark::Refused] {
+            assert_eq!(MessageId::parse(&id.marked_frame(mark)), Some((id, mark)));
+        }
+        assert_eq!(id.marked_frame(Mark::Normal), id.to_frame());
         assert_eq!(MessageId::parse(b"not an id"), None);
         assert_eq!(MessageId::parse(b"zc1:xyz:1"), None);
         assert_eq!(MessageId::parse(b"\xff\xfe"), None);

@@ -12,6 +12,9 @@ pub enum ChatError {
     Io(io::Error),
     /// A socket could not be set up or used.
     Transport(TransportError),
+    /// The Noise library failed where it cannot fail on valid input (a
+    /// message could not be sealed): a bug, reported rather than a panic.
+    Security(snow::Error),
 }
 
 impl ChatError {
@@ -27,6 +30,7 @@ impl fmt::Display for ChatError {
         match self {
             ChatError::Io(error) => write!(f, "{error}"),
             ChatError::Transport(error) => write!(f, "{error}"),
+            ChatError::Security(error) => write!(f, "encryption failed: {error}"),
         }
     }
 }
@@ -48,5 +52,11 @@ impl From<TransportError> for ChatError {
 impl From<zmq::Error> for ChatError {
     fn from(error: zmq::Error) -> Self {
         ChatError::Transport(TransportError::Zmq(error))
+    }
+}
+
+impl From<snow::Error> for ChatError {
+    fn from(error: snow::Error) -> Self {
+        ChatError::Security(error)
     }
 }

@@ -13,13 +13,21 @@
 //!   chat-client is told the end was deliberate.
 //!
 //! Plain REQ peers (pyzmq) see a normal REP server.
+//!
+//! In secure mode (see [`crate::secure`]) every message is opened before it
+//! is shown and every reply sealed before it is sent; plain messages are
+//! refused with a reason, as are encrypted ones in plain mode.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 use crate::address::Endpoint;
-use crate::envelope::{Enveloped, MessageId};
+use crate::envelope::{Enveloped, Mark, MessageId};
 use crate::error::ChatError;
 use crate::message::Incoming;
+use crate::secure::frame;
+use crate::secure::keys::PublicKey;
+use crate::secure::session::{Opened, ServerSecurity};
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
 use crate::transport::{self, Received, TransportError};
@@ -36,11 +44,25 @@ pub enum ReplySource<'a> {
     Echo,
 }
 
+/// Told to a plain peer that writes to a secure server.
+const SECURE_ONLY: &str = "this chat-server only accepts encrypted chats: connect with chat-client --server-key KEY (ask the server's operator for its key)";
+/// Told to a secure client that writes to a plain server.
+const PLAIN_ONLY: &str = "this chat-server is not in secure mode: connect without --server-key, or ask its operator to start it with --key";
+
 /// A bound chat server.
 pub struct ChatServer {
     socket: zmq::Socket,
     endpoint: String,
     answers: AnswerMemory,
+    security: Option<ServerSecurity>,
+}
+
+/// A message let in, ready to be shown and answered.
+struct Admitted {
+    body: Vec<Vec<u8>>,
+    id: Option<MessageId>,
+    /// In secure mode: the session to seal the reply with, and who sent it.
+    secure: Option<(u64, PublicKey)>,
 }
 
 impl ChatServer {
@@ -52,7 +74,13 @@ impl ChatServer {
             socket,
             endpoint,
             answers: AnswerMemory::default(),
+            security: None,
         })
+    }
+
+    /// Turns on secure mode: only encrypted chats are accepted from now on.
+    pub fn require_encryption(&mut self, security: ServerSecurity) {
+        self.security = Some(security);
     }
 
     /// The endpoint actually bound, with the real port.
@@ -100,8 +128,13 @@ impl ChatServer {
                 );
                 continue;
             };
-            if let Some(id) = request.id {
-                match self.answers.recall(id) {
+            let envelope = request.envelope;
+            let Some(message) = self.admit(&envelope, request.id, request.body, screen)? else {
+                continue;
+            };
+            let client = message.secure.map(|(_, key)| key);
+            if let Some(id) = message.id {
+                match self.answers.recall(client, id) {
                     Recall::New => {}
                     Recall::Answered(reply) => {
                         let reply = reply.to_vec();
@@ -109,19 +142,27 @@ impl ChatServer {
                             "message #{} arrived again after a reconnect; sent its reply again",
                             id.sequence
                         ));
-                        self.deliver(request.envelope, reply, screen)?;
+                        self.answer(envelope, &message, reply, screen)?;
                         continue;
                     }
                     Recall::Stale => continue,
                 }
             }
+            let label = client.map(|key| format!("client {} (encrypted)", key.fingerprint()));
+            let show = |body: Vec<Vec<u8>>| {
+                let incoming = Incoming::decode(body, max_message_bytes);
+                match &label {
+                    Some(label) => screen.show_from(&incoming, label),
+                    None => screen.show(&incoming),
+                }
+            };
             let reply: Vec<Vec<u8>> = match &mut replies {
                 ReplySource::Echo => {
-                    screen.show(&Incoming::decode(request.body.clone(), max_message_bytes))?;
-                    request.body
+                    show(message.body.clone())?;
+                    message.body.clone()
                 }
                 ReplySource::Operator(lines) => {
-                    screen.show(&Incoming::decode(request.body, max_message_bytes))?;
+                    show(message.body.clone())?;
                     // The operator must see the message before answering it.
                     if !lines.has_ready_line() {
                         screen.flush()?;
@@ -130,17 +171,105 @@ impl ChatServer {
                         Line::Text(reply) => vec![reply.into_bytes()],
                         Line::End(end) => {
                             screen.flush()?;
-                            self.say_goodbye(request.envelope, request.id);
+                            self.say_goodbye(envelope, message.id);
                             screen.notice("ending with the last message unanswered; its sender is told the chat ended");
                             return Ok(end);
                         }
                     }
                 }
             };
-            if let Some(id) = request.id {
-                self.answers.remember(id, reply.clone());
+            if let Some(id) = message.id {
+                self.answers.remember(client, id, reply.clone());
             }
-            self.deliver(request.envelope, reply, screen)?;
+            self.answer(envelope, &message, reply, screen)?;
+        }
+    }
+
+    /// Decides what to do with a request: a message to show (returned), or
+    /// something answered here and now (a handshake, a refusal).
+    fn admit(
+        &mut self,
+        envelope: &[Vec<u8>],
+        id: Option<MessageId>,
+        body: Vec<Vec<u8>>,
+        screen: &Screen,
+    ) -> Result<Option<Admitted>, ChatError> {
+        let encrypted = frame::is_secure(&body);
+        let Some(security) = &mut self.security else {
+            if encrypted {
+                screen.notice("refused an encrypted chat: this server runs in plain mode (start it with --key FILE for encrypted chats)");
+                self.refuse(envelope, id, PLAIN_ONLY, screen)?;
+                return Ok(None);
+            }
+            return Ok(Some(Admitted {
+                body,
+                id,
+                secure: None,
+            }));
+        };
+        if !encrypted {
+            screen.notice("refused a plain (unencrypted) message: this server is in secure mode");
+            self.refuse(envelope, id, SECURE_ONLY, screen)?;
+            return Ok(None);
+        }
+        match security.open(&body, id, Instant::now()) {
+            Opened::Message {
+                session,
+                client,
+                id,
+                text,
+            } => Ok(Some(Admitted {
+                body: vec![text],
+                id: Some(id),
+                secure: Some((session, client)),
+            })),
+            Opened::Answer { reply, notice } => {
+                screen.notice(&notice);
+                self.deliver(envelope.to_vec(), vec![reply], screen)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Refuses a request with `reason`: a chat-client sees the refusal mark
+    /// in the envelope, a plain REQ peer gets the reason as its reply.
+    fn refuse(
+        &self,
+        envelope: &[Vec<u8>],
+        id: Option<MessageId>,
+        reason: &str,
+        screen: &Screen,
+    ) -> Result<(), ChatError> {
+        let mut envelope = envelope.to_vec();
+        if let Some(id) = id
+            && let Some(frame) = envelope
+                .iter_mut()
+                .find(|frame| MessageId::parse(frame).is_some())
+        {
+            *frame = id.marked_frame(Mark::Refused);
+        }
+        self.deliver(envelope, vec![reason.as_bytes().to_vec()], screen)
+    }
+
+    /// Sends `reply` to `message`, sealed in secure mode.
+    fn answer(
+        &mut self,
+        envelope: Vec<Vec<u8>>,
+        message: &Admitted,
+        reply: Vec<Vec<u8>>,
+        screen: &Screen,
+    ) -> Result<(), ChatError> {
+        let (Some((session, _)), Some(security), Some(id)) =
+            (message.secure, &mut self.security, message.id)
+        else {
+            return self.deliver(envelope, reply, screen);
+        };
+        match security.seal_reply(session, id, &reply.concat()) {
+            Some(sealed) => self.deliver(envelope, vec![sealed], screen),
+            None => {
+                screen.notice("the client's session ended before the reply could be sent; it gets the reply when it sends its message again");
+                Ok(())
+            }
         }
     }
 
@@ -173,7 +302,7 @@ impl ChatServer {
             .iter_mut()
             .find(|frame| MessageId::parse(frame).is_some())
         {
-            *frame = id.ended_frame();
+            *frame = id.marked_frame(Mark::Ended);
             envelope.push(Vec::new());
             let _ = self.socket.send_multipart(envelope, 0);
         }
@@ -190,25 +319,30 @@ enum Recall<'a> {
     Stale,
 }
 
+/// A client session as the answer memory knows it: in secure mode the
+/// client's key is part of it, so no client can claim another's session.
+type SessionKey = (Option<PublicKey>, u64);
+
 /// The last answer given to each recent client session.
 #[derive(Default)]
 struct AnswerMemory {
-    last: HashMap<u64, (u64, Vec<Vec<u8>>)>,
-    order: VecDeque<u64>,
+    last: HashMap<SessionKey, (u64, Vec<Vec<u8>>)>,
+    order: VecDeque<SessionKey>,
 }
 
 impl AnswerMemory {
-    fn recall(&self, id: MessageId) -> Recall<'_> {
-        match self.last.get(&id.session) {
+    fn recall(&self, client: Option<PublicKey>, id: MessageId) -> Recall<'_> {
+        match self.last.get(&(client, id.session)) {
             Some((sequence, reply)) if *sequence == id.sequence => Recall::Answered(reply),
             Some((sequence, _)) if *sequence > id.sequence => Recall::Stale,
             _ => Recall::New,
         }
     }
 
-    fn remember(&mut self, id: MessageId, reply: Vec<Vec<u8>>) {
-        if self.last.insert(id.session, (id.sequence, reply)).is_none() {
-            self.order.push_back(id.session);
+    fn remember(&mut self, client: Option<PublicKey>, id: MessageId, reply: Vec<Vec<u8>>) {
+        let key = (client, id.session);
+        if self.last.insert(key, (id.sequence, reply)).is_none() {
+            self.order.push_back(key);
             if self.order.len() > REMEMBERED_SESSIONS
                 && let Some(oldest) = self.order.pop_front()
             {
@@ -229,27 +363,34 @@ mod tests {
             session: 1,
             sequence: 5,
         };
-        assert!(matches!(memory.recall(id), Recall::New));
-        memory.remember(id, vec![b"five".to_vec()]);
+        assert!(matches!(memory.recall(None, id), Recall::New));
+        memory.remember(None, id, vec![b"five".to_vec()]);
         assert!(
-            matches!(memory.recall(id), Recall::Answered(reply) if reply == [b"five".to_vec()])
+            matches!(memory.recall(None, id), Recall::Answered(reply) if reply == [b"five".to_vec()])
         );
         assert!(matches!(
-            memory.recall(MessageId {
-                session: 1,
-                sequence: 4
-            }),
+            memory.recall(
+                None,
+                MessageId {
+                    session: 1,
+                    sequence: 4
+                }
+            ),
             Recall::Stale
         ));
         assert!(matches!(
-            memory.recall(MessageId {
-                session: 1,
-                sequence: 6
-            }),
+            memory.recall(
+                None,
+                MessageId {
+                    session: 1,
+                    sequence: 6
+                }
+            ),
             Recall::New
         ));
         for session in 2..(REMEMBERED_SESSIONS as u64 + 10) {
             memory.remember(
+                None,
                 MessageId {
                     session,
                     sequence: 1,
@@ -259,7 +400,7 @@ mod tests {
         }
         assert!(memory.last.len() <= REMEMBERED_SESSIONS);
         assert!(
-            matches!(memory.recall(id), Recall::New),
+            matches!(memory.recall(None, id), Recall::New),
             "the oldest session was forgotten"
         );
     }

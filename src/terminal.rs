@@ -332,6 +332,12 @@ impl Screen {
     /// Shows a received message as one line, escaped, and tells the user on
     /// stderr about anything unusual in it.
     pub fn show(&self, incoming: &Incoming) -> io::Result<()> {
+        self.show_from(incoming, self.peer)
+    }
+
+    /// Like [`Screen::show`], with the peer labelled `peer` in interactive
+    /// mode (in secure mode, its key's fingerprint).
+    pub fn show_from(&self, incoming: &Incoming, peer: &str) -> io::Result<()> {
         let text = escape_for_terminal(&incoming.text);
         let mut out = self.out.borrow_mut();
         if self.interactive {
@@ -340,7 +346,7 @@ impl Screen {
             } else {
                 ("", "")
             };
-            writeln!(out, "{on}{}>{off} {text}", self.peer)?;
+            writeln!(out, "{on}{peer}>{off} {text}")?;
         } else {
             writeln!(out, "{text}")?;
         }

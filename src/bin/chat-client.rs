@@ -1,5 +1,6 @@
 //! `chat-client`: connects a REQ socket, sends each line, shows each reply.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use zmq_chat::cli::{self, EXIT_CODES_HELP};
 use zmq_chat::client::{ChatClient, ClientEnd, Liveness};
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
+use zmq_chat::secure::keys::{Identity, PublicKey, default_client_key_path};
+use zmq_chat::secure::session::ClientSecurity;
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::{self, End, LineSource, Prompt, Screen, ScriptLines};
 
@@ -43,6 +46,20 @@ struct Args {
     /// reported, not shown)
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     max_size: usize,
+
+    /// Secure mode: the server's public key (base64, as chat-server prints
+    /// it); the chat is encrypted and nothing is sent to a server without it
+    #[arg(long, value_name = "BASE64", value_parser = cli::parse_public_key)]
+    server_key: Option<PublicKey>,
+
+    /// With --server-key: this client's private key [default:
+    /// ~/.config/zmq-chat/client.key, created on first use]
+    #[arg(long, value_name = "FILE", requires = "server_key")]
+    key: Option<PathBuf>,
+
+    /// Write a new private key to FILE (owner-only), print its public key, exit
+    #[arg(long, value_name = "FILE", exclusive = true)]
+    keygen: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +71,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<u8> {
+    if let Some(path) = &args.keygen {
+        return Ok(cli::keygen(PROGRAM, path)?);
+    }
+    let security = args
+        .server_key
+        .map(|server_key| secure_mode(args, server_key))
+        .transpose()?;
     let endpoint = cli::endpoint_from_flag(&args.connect, Role::Connect)
         .with_context(|| format!("invalid --connect address '{}'", args.connect))?;
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
@@ -63,6 +87,9 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         give_up: Duration::from_secs_f64(args.give_up),
     };
     let mut client = ChatClient::connect(&context, &endpoint, liveness)?;
+    if let Some(security) = security {
+        client.require_encryption(security);
+    }
     let interactive = terminal::stdin_is_interactive();
     let screen = Screen::new(PROGRAM, "server", interactive).context("cannot set up stdout")?;
     screen.status(&format!(
@@ -102,6 +129,11 @@ fn run(args: &Args) -> anyhow::Result<u8> {
                 screen.notice(&format!("unanswered message: {}", shown(&unanswered)));
                 cli::EXIT_FAILURE
             }
+            ClientEnd::Refused { reason, unanswered } => {
+                screen.notice(&reason);
+                screen.notice(&format!("unanswered message: {}", shown(&unanswered)));
+                cli::EXIT_FAILURE
+            }
             ClientEnd::InterruptedWaiting { unanswered } => {
                 screen.notice(&format!(
                     "interrupted; unanswered message: {}",
@@ -112,6 +144,35 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         };
     };
     Ok(code)
+}
+
+/// Loads (or on first use creates) the client's key for secure mode.
+fn secure_mode(args: &Args, server_key: PublicKey) -> anyhow::Result<ClientSecurity> {
+    // A key named on the command line must exist (a typo must not quietly
+    // become a new identity); the default one is made on first use.
+    let (identity, created, path) = match &args.key {
+        Some(path) => (
+            Identity::load(path).context("cannot use the --key file")?,
+            false,
+            path.clone(),
+        ),
+        None => {
+            let path = default_client_key_path().context(
+                "no --key given and no home folder for the default key; pass --key FILE",
+            )?;
+            let (identity, created) =
+                Identity::load_or_create(&path).context("cannot use the client key")?;
+            (identity, created, path)
+        }
+    };
+    if created {
+        eprintln!("{PROGRAM}: created a new client key in {}", path.display());
+    }
+    eprintln!(
+        "{PROGRAM}: secure mode: this client's public key is {} (for the server's --allow list)",
+        identity.public_key()
+    );
+    Ok(ClientSecurity::new(identity, server_key))
 }
 
 /// Parses a positive number of seconds, fractions allowed ("0.5").

@@ -1,5 +1,6 @@
 //! `chat-server`: binds a REP socket and answers each message in turn.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -7,6 +8,8 @@ use clap::Parser;
 use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli::{self, EXIT_CODES_HELP};
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
+use zmq_chat::secure::keys::{AllowList, Identity};
+use zmq_chat::secure::session::ServerSecurity;
 use zmq_chat::server::{ChatServer, ReplySource};
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::{self, End, Prompt, Screen, ScriptLines};
@@ -38,6 +41,20 @@ struct Args {
     /// reported, not shown)
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     max_size: usize,
+
+    /// Secure mode: only encrypted chats (Noise IK), with this private key
+    /// (make one with --keygen); clients need its public key, printed at start
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+
+    /// With --key: let in only the clients whose public keys are in FILE
+    /// (one base64 key per line, # comments)
+    #[arg(long, value_name = "FILE", requires = "key")]
+    allow: Option<PathBuf>,
+
+    /// Write a new private key to FILE (owner-only), print its public key, exit
+    #[arg(long, value_name = "FILE", exclusive = true)]
+    keygen: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +66,20 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<u8> {
+    if let Some(path) = &args.keygen {
+        return Ok(cli::keygen(PROGRAM, path)?);
+    }
+    let security = match &args.key {
+        Some(path) => {
+            let identity = Identity::load(path).context("cannot use the --key file")?;
+            let allowed = match &args.allow {
+                Some(path) => Some(AllowList::load(path).context("cannot use the --allow list")?),
+                None => None,
+            };
+            Some(ServerSecurity::new(identity, allowed))
+        }
+        None => None,
+    };
     let endpoint = cli::endpoint_from_flag(&args.bind, Role::Bind)
         .with_context(|| format!("invalid --bind address '{}'", args.bind))?;
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
@@ -56,6 +87,13 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     let mut server = ChatServer::bind(&context, &endpoint)?;
     let interactive = !args.echo && terminal::stdin_is_interactive();
     let screen = Screen::new(PROGRAM, "client", interactive).context("cannot set up stdout")?;
+    if let Some(security) = security {
+        screen.notice(&format!(
+            "secure mode: clients connect with --server-key {}",
+            security.public_key()
+        ));
+        server.require_encryption(security);
+    }
     screen.notice(&format!("listening on {}", server.endpoint()));
     screen.status("each message you receive waits for your reply; /help lists commands");
 
