@@ -23,7 +23,8 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 pub const EXIT_CODES_HELP: &str = "\
 Exit status:
   0    the chat ended normally: end of input, /quit, Ctrl-D or Ctrl-C at the prompt
-  1    a runtime error: address in use, permission denied, the peer went away
+  1    a runtime error: address in use, permission denied, the peer went away,
+       a refusal (secure/plain mismatch, wrong key, not allowed), a bad key file
   2    a usage error: unknown flag, malformed address, unknown host
   3    chat-client in script mode: no server came back within --give-up
        (the unanswered message is printed on stderr)

@@ -16,6 +16,8 @@
 //! - [`display`]: escaping a peer's text so it cannot drive the terminal.
 //! - [`envelope`]: the message id a chat-client keeps in the REQ envelope,
 //!   which makes re-sending after a reconnect safe.
+//! - [`secure`]: secure mode: key files, Noise IK sessions, the sealed
+//!   body frame (encryption without CURVE).
 //! - [`transport`]: sockets with the chat's options, bind errors, the
 //!   connection monitor and the interruptible receive.
 //! - [`server`] / [`client`]: the REP and REQ loops, independent of where

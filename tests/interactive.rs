@@ -136,3 +136,58 @@ fn given_up_message_is_offered_again_at_the_prompt() {
     back.send_line("got it this time");
     client.exp_string("server> got it this time").unwrap();
 }
+
+/// Writes a key with `--keygen` into a fresh temporary file; returns the
+/// file and the public key.
+fn keygen(name: &str) -> (String, String) {
+    let path = std::env::temp_dir().join(format!("zmq-chat-tty-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let path = path.to_str().unwrap().to_string();
+    let (status, stdout, stderr) = common::run_to_end(SERVER, &["--keygen", &path], "");
+    assert!(status.success(), "{stderr}");
+    (path, stdout.trim().to_string())
+}
+
+/// In secure mode each side's screen says the chat is encrypted and labels
+/// the peer with its key's fingerprint (the first 8 characters of its key).
+#[test]
+fn secure_chat_shows_encryption_and_the_peers_fingerprint() {
+    let (server_file, server_key) = keygen("server");
+    let (client_file, client_key) = keygen("client");
+    let mut server = in_terminal(SERVER, &["--bind", "127.0.0.1:0", "--key", &server_file]);
+    server.exp_string("--server-key ").unwrap();
+    server.exp_string("listening on ").unwrap();
+    let endpoint = server.exp_regex(r"tcp://[0-9.]+:[0-9]+").unwrap().1;
+    let mut client = in_terminal(
+        CLIENT,
+        &[
+            "--connect",
+            &endpoint,
+            "--server-key",
+            &server_key,
+            "--key",
+            &client_file,
+        ],
+    );
+    client.exp_string("you> ").unwrap();
+    client.send_line("hello securely").unwrap();
+    server
+        .exp_string(&format!(
+            "client {} (encrypted)> hello securely",
+            &client_key[..8]
+        ))
+        .unwrap();
+    server.exp_string("reply> ").unwrap();
+    server.send_line("welcome").unwrap();
+    client
+        .exp_string(&format!("encrypted chat with server {}", &server_key[..8]))
+        .unwrap();
+    client
+        .exp_string(&format!("server {} (encrypted)> welcome", &server_key[..8]))
+        .unwrap();
+    client.send_line("/quit").unwrap();
+    client.exp_eof().unwrap();
+    for file in [server_file, client_file] {
+        let _ = std::fs::remove_file(file);
+    }
+}

@@ -276,7 +276,7 @@ mod tests {
         ];
         for frame in frames {
             let bytes = frame.encode();
-            assert!(is_secure(&[bytes.clone()]));
+            assert!(is_secure(std::slice::from_ref(&bytes)));
             assert_eq!(Frame::parse(&bytes), Some(frame));
         }
         assert_eq!(Frame::parse(b"hello"), None);

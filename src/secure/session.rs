@@ -483,7 +483,10 @@ mod tests {
         let ClientStep::Send(sealed) = client.step(ID, b"hi", &[reply]).unwrap() else {
             panic!("the handshake reply completes the handshake");
         };
-        (server.open(&[sealed.clone()], Some(ID), now), sealed)
+        (
+            server.open(std::slice::from_ref(&sealed), Some(ID), now),
+            sealed,
+        )
     }
 
     fn refusal(opened: &Opened) -> Refusal {
@@ -534,7 +537,7 @@ mod tests {
         let now = Instant::now();
         let (_, sealed) = first_message(&mut client, &mut server, now);
         assert_eq!(
-            refusal(&server.open(&[sealed.clone()], Some(ID), now)),
+            refusal(&server.open(std::slice::from_ref(&sealed), Some(ID), now)),
             Refusal::NotAuthentic
         );
         let next = MessageId { sequence: 2, ..ID };

@@ -42,8 +42,14 @@ fn line_reader(stream: impl Read + Send + 'static) -> Receiver<String> {
 impl Proc {
     /// Starts `program` with `args`, stdin, stdout and stderr all piped.
     pub fn spawn(program: &str, args: &[&str]) -> Proc {
+        Proc::spawn_with_env(program, args, &[])
+    }
+
+    /// Like [`Proc::spawn`], with extra environment variables.
+    pub fn spawn_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,0 +1,587 @@
+//! Secure mode end to end: real binaries, real sockets, and a byte-level tap
+//! (a TCP forwarder in the test) between client and server that records,
+//! alters or replays what crosses it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{CLIENT, DEADLINE, Proc, SERVER, free_port, plain_socket, run_to_end};
+
+/// A fresh folder for one test's keys.
+fn folder(test: &str) -> PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("zmq-chat-security-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path).unwrap();
+    path
+}
+
+/// Runs `chat-server --keygen` into `folder/name`; returns the key file and
+/// the public key printed.
+fn keygen(folder: &Path, name: &str) -> (String, String) {
+    let path = folder.join(name);
+    let path = path.to_str().unwrap().to_string();
+    let (status, stdout, stderr) = run_to_end(SERVER, &["--keygen", &path], "");
+    assert!(status.success(), "keygen failed: {stderr}");
+    (path, stdout.trim().to_string())
+}
+
+/// A secure server answering from its stdin, plus its endpoint and key.
+fn secure_server(folder: &Path, extra: &[&str]) -> (Proc, String, String) {
+    let (key_file, public_key) = keygen(folder, "server.key");
+    let mut args = vec!["--bind", "127.0.0.1:0", "--key", &key_file];
+    args.extend_from_slice(extra);
+    let (mut server, endpoint) = Proc::server(&args);
+    let announced = server.stderr_line_containing("--server-key ");
+    assert!(announced.ends_with(&public_key), "{announced}");
+    (server, endpoint, public_key)
+}
+
+/// A secure chat-client with its own key file `name` in `folder`.
+fn secure_client(folder: &Path, name: &str, endpoint: &str, server_key: &str) -> Proc {
+    let (key_file, _) = keygen(folder, name);
+    Proc::spawn(
+        CLIENT,
+        &[
+            "--connect",
+            endpoint,
+            "--server-key",
+            server_key,
+            "--key",
+            &key_file,
+        ],
+    )
+}
+
+/// What the tap does to the client's traffic.
+#[derive(Clone, Copy, PartialEq)]
+enum TapMode {
+    Forward,
+    /// Flips one byte inside the first sealed message.
+    TamperFirstMessage,
+}
+
+/// A TCP forwarder between a client and a server, recording both directions.
+struct Tap {
+    endpoint: String,
+    to_server: Arc<Mutex<Vec<u8>>>,
+    to_client: Arc<Mutex<Vec<u8>>>,
+    upstream: Arc<Mutex<Option<TcpStream>>>,
+}
+
+impl Tap {
+    /// Listens on a free loopback port and forwards each connection to `server`.
+    fn start(server: &str, mode: TapMode) -> Tap {
+        let server = server.trim_start_matches("tcp://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("tcp://{}", listener.local_addr().unwrap());
+        let tap = Tap {
+            endpoint,
+            to_server: Arc::default(),
+            to_client: Arc::default(),
+            upstream: Arc::default(),
+        };
+        let (to_server, to_client, upstream) = (
+            tap.to_server.clone(),
+            tap.to_client.clone(),
+            tap.upstream.clone(),
+        );
+        let tampered = Arc::new(Mutex::new(mode != TapMode::TamperFirstMessage));
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(&server) else {
+                    continue;
+                };
+                *upstream.lock().unwrap() = server.try_clone().ok();
+                let (client_in, server_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (tampered, to_server) = (tampered.clone(), to_server.clone());
+                thread::spawn(move || pump(client_in, server_out, &to_server, Some(&tampered)));
+                let to_client = to_client.clone();
+                thread::spawn(move || pump(server, client, &to_client, None));
+            }
+        });
+        tap
+    }
+
+    fn client_to_server(&self) -> Vec<u8> {
+        self.to_server.lock().unwrap().clone()
+    }
+
+    fn server_to_client(&self) -> Vec<u8> {
+        self.to_client.lock().unwrap().clone()
+    }
+
+    /// Sends the client's first sealed message to the server again, as an
+    /// attacker on the path would.
+    fn replay_first_message(&self) {
+        let recorded = self.client_to_server();
+        let sealed = find(&recorded, b"zcs1M").expect("a sealed message crossed the tap");
+        let id = recorded[..sealed]
+            .windows(4)
+            .rposition(|window| window == b"zc1:")
+            .expect("the message id precedes the sealed body");
+        // The id frame is a short ZMTP frame: flags and size come just before it.
+        let start = id - 2;
+        let end = zmtp_message_end(&recorded, start);
+        let mut upstream = self.upstream.lock().unwrap();
+        let upstream = upstream.as_mut().expect("a connection through the tap");
+        upstream.write_all(&recorded[start..end]).unwrap();
+    }
+}
+
+/// Copies `from` to `to`, recording the bytes; with `tamper`, flips one byte
+/// of the first sealed message (the flag says whether that was done).
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    record: &Mutex<Vec<u8>>,
+    tamper: Option<&Mutex<bool>>,
+) {
+    let mut buffer = [0u8; 65536];
+    loop {
+        let read = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        let chunk = &mut buffer[..read];
+        record.lock().unwrap().extend_from_slice(chunk);
+        if let Some(done) = tamper {
+            let mut done = done.lock().unwrap();
+            if !*done && let Some(at) = find(chunk, b"zcs1M") {
+                // Past the magic, kind, index and length: inside the ciphertext.
+                let target = at + 5 + 8 + 2 + 4;
+                if target < chunk.len() {
+                    chunk[target] ^= 0x20;
+                    *done = true;
+                }
+            }
+        }
+        if to.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// Where the ZMTP message whose first frame starts at `start` ends.
+fn zmtp_message_end(bytes: &[u8], mut at: usize) -> usize {
+    loop {
+        let flags = bytes[at];
+        let (size, header) = if flags & 0x02 != 0 {
+            let size: [u8; 8] = bytes[at + 1..at + 9].try_into().unwrap();
+            (u64::from_be_bytes(size) as usize, 9)
+        } else {
+            (bytes[at + 1] as usize, 2)
+        };
+        at += header + size;
+        if flags & 0x01 == 0 {
+            return at;
+        }
+    }
+}
+
+/// The tap records what it forwards; wait until `needle` has crossed it.
+fn wait_for_bytes(tap: &Tap, needle: &[u8]) {
+    let deadline = Instant::now() + DEADLINE;
+    while find(&tap.server_to_client(), needle).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never reached the client"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A plain chat through the tap shows the tap can read messages; the same
+/// chat in secure mode shows it cannot: neither message nor reply appears in
+/// the bytes, in either direction, while both ends see the text.
+#[test]
+fn tap_sees_plaintext_in_plain_mode_and_none_in_secure_mode() {
+    let message = "attack at dawn";
+    let reply = "retreat at noon";
+
+    let (mut plain_server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+    let tap = Tap::start(&endpoint, TapMode::Forward);
+    let mut plain_client = Proc::spawn(CLIENT, &["--connect", &tap.endpoint]);
+    plain_client.send_line(message);
+    assert_eq!(plain_server.stdout_line(), message);
+    plain_server.send_line(reply);
+    assert_eq!(plain_client.stdout_line(), reply);
+    assert!(
+        find(&tap.client_to_server(), message.as_bytes()).is_some(),
+        "the tap works"
+    );
+    assert!(
+        find(&tap.server_to_client(), reply.as_bytes()).is_some(),
+        "the tap works"
+    );
+
+    let keys = folder("tap");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &[]);
+    let tap = Tap::start(&endpoint, TapMode::Forward);
+    let mut client = secure_client(&keys, "client.key", &tap.endpoint, &server_key);
+    client.send_line(message);
+    assert_eq!(server.stdout_line(), message);
+    server.send_line(reply);
+    assert_eq!(client.stdout_line(), reply);
+    let notice = client.stderr_line_containing("encrypted chat with server");
+    assert!(
+        notice.contains(&server_key[..8]),
+        "shows the server's fingerprint: {notice}"
+    );
+    server.stderr_line_containing("encrypted session with client");
+    let (sent, received) = (tap.client_to_server(), tap.server_to_client());
+    assert!(
+        find(&sent, b"zcs1M").is_some(),
+        "a sealed message crossed the tap"
+    );
+    assert!(
+        find(&sent, message.as_bytes()).is_none(),
+        "the message crossed in clear"
+    );
+    assert!(
+        find(&received, reply.as_bytes()).is_none(),
+        "the reply crossed in clear"
+    );
+    assert!(find(&sent, b"attack").is_none() && find(&received, b"retreat").is_none());
+}
+
+/// A client pinned to another key is refused at the handshake, before its
+/// message is sealed or sent; the server says why and serves the next client.
+#[test]
+fn wrong_server_key_is_refused_before_any_message_is_sent() {
+    let keys = folder("wrong-key");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &["--echo"]);
+    let (_, other_key) = keygen(&keys, "other.key");
+    let tap = Tap::start(&endpoint, TapMode::Forward);
+    let mut client = secure_client(&keys, "client.key", &tap.endpoint, &other_key);
+    client.send_line("secret plans");
+    client.stderr_line_containing("wrong --server-key");
+    client.stderr_line_containing("unanswered message: secret plans");
+    assert_eq!(client.wait().code(), Some(1));
+    server.stderr_line_containing("refused a handshake made for another server key");
+    let sent = tap.client_to_server();
+    assert!(
+        find(&sent, b"zcs1H").is_some(),
+        "the handshake crossed the tap"
+    );
+    assert!(find(&sent, b"zcs1M").is_none(), "no message was sent");
+    assert!(find(&sent, b"secret").is_none());
+
+    let mut good = secure_client(&keys, "good.key", &endpoint, &server_key);
+    good.send_line("still serving?");
+    assert_eq!(good.stdout_line(), "still serving?");
+}
+
+/// With --allow, a client whose key is listed chats; another is refused
+/// with a clear message, and the server's log names the refused key.
+#[test]
+fn client_off_the_allow_list_is_refused_and_named_in_the_log() {
+    let keys = folder("allow");
+    let (alice_file, alice_key) = keygen(&keys, "alice.key");
+    let (bob_file, bob_key) = keygen(&keys, "bob.key");
+    let allow = keys.join("allowed");
+    std::fs::write(&allow, format!("# who may chat\n{alice_key}  # alice\n")).unwrap();
+    let (mut server, endpoint, server_key) =
+        secure_server(&keys, &["--echo", "--allow", allow.to_str().unwrap()]);
+
+    let args = |key: &str| {
+        vec![
+            "--connect".to_string(),
+            endpoint.clone(),
+            "--server-key".into(),
+            server_key.clone(),
+            "--key".into(),
+            key.to_string(),
+        ]
+    };
+    let bob_args = args(&bob_file);
+    let bob_args: Vec<&str> = bob_args.iter().map(String::as_str).collect();
+    let (status, stdout, stderr) = run_to_end(CLIENT, &bob_args, "let me in\n");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("the server refused this client"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not on the server's allow list"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unanswered message: let me in"), "{stderr}");
+    let logged = server.stderr_line_containing("refused client key");
+    assert!(logged.contains(&bob_key), "{logged}");
+
+    let alice_args = args(&alice_file);
+    let alice_args: Vec<&str> = alice_args.iter().map(String::as_str).collect();
+    let (status, stdout, stderr) = run_to_end(CLIENT, &alice_args, "hello\n");
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, "hello");
+}
+
+/// One flipped byte in a sealed message: the server drops it and says so,
+/// the client reports the refusal and keeps its message, and the server
+/// goes on serving.
+#[test]
+fn tampered_ciphertext_is_refused_and_the_server_keeps_serving() {
+    let keys = folder("tamper");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &["--echo"]);
+    let tap = Tap::start(&endpoint, TapMode::TamperFirstMessage);
+    let mut client = secure_client(&keys, "client.key", &tap.endpoint, &server_key);
+    client.send_line("transfer 10 euros");
+    client.stderr_line_containing("failed authentication");
+    client.stderr_line_containing("unanswered message: transfer 10 euros");
+    assert_eq!(client.wait().code(), Some(1));
+    server.stderr_line_containing("failed authentication");
+
+    let mut other = secure_client(&keys, "other.key", &endpoint, &server_key);
+    other.send_line("after the attack");
+    assert_eq!(other.stdout_line(), "after the attack");
+    assert_eq!(
+        server.stdout_line(),
+        "after the attack",
+        "the altered message was never shown"
+    );
+}
+
+/// A sealed message sent again by someone on the path is rejected: the
+/// server shows it once, logs the replay, and the genuine session goes on.
+#[test]
+fn replayed_ciphertext_is_rejected() {
+    let keys = folder("replay");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &[]);
+    let tap = Tap::start(&endpoint, TapMode::Forward);
+    let mut client = secure_client(&keys, "client.key", &tap.endpoint, &server_key);
+    client.send_line("pay 100");
+    assert_eq!(server.stdout_line(), "pay 100");
+    server.send_line("paid");
+    assert_eq!(client.stdout_line(), "paid");
+
+    tap.replay_first_message();
+    server.stderr_line_containing("failed authentication (altered, replayed or out of order)");
+    wait_for_bytes(&tap, b"zcs1R");
+
+    client.send_line("second");
+    assert_eq!(server.stdout_line(), "second", "the replay was not shown");
+    server.send_line("ok");
+    assert_eq!(client.stdout_line(), "ok");
+}
+
+/// Plain client to secure server, plain pyzmq-style REQ to secure server,
+/// secure client to plain server: each gets a reason, never the other's bytes.
+#[test]
+fn plain_and_secure_peers_refuse_each_other_clearly() {
+    let keys = folder("mismatch");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &["--echo"]);
+    let (status, stdout, stderr) = run_to_end(CLIENT, &["--connect", &endpoint], "hello\n");
+    assert_eq!(status.code(), Some(1));
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("only accepts encrypted chats"), "{stderr}");
+    server.stderr_line_containing("refused a plain (unencrypted) message");
+
+    let context = zmq::Context::new();
+    let req = plain_socket(&context, zmq::REQ);
+    req.connect(&endpoint).unwrap();
+    req.send("hello from python", 0).unwrap();
+    let answer = req.recv_string(0).unwrap().unwrap();
+    assert!(answer.contains("only accepts encrypted chats"), "{answer}");
+
+    let (mut plain_server, plain_endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+    let mut client = secure_client(&keys, "client.key", &plain_endpoint, &server_key);
+    client.send_line("secret");
+    client.stderr_line_containing("not in secure mode");
+    assert_eq!(client.wait().code(), Some(1));
+    plain_server.stderr_line_containing("refused an encrypted chat");
+    plain_server.assert_running();
+}
+
+/// Two clients with their own keys chat with one secure server at once;
+/// each gets the replies to its own messages.
+#[test]
+fn two_clients_with_different_keys_each_get_their_own_replies() {
+    let keys = folder("two-clients");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &["--echo"]);
+    let mut alice = secure_client(&keys, "alice.key", &endpoint, &server_key);
+    let mut bob = secure_client(&keys, "bob.key", &endpoint, &server_key);
+    for round in 0..5 {
+        alice.send_line(&format!("alice {round}"));
+        bob.send_line(&format!("bob {round}"));
+        assert_eq!(alice.stdout_line(), format!("alice {round}"));
+        assert_eq!(bob.stdout_line(), format!("bob {round}"));
+    }
+    let sessions: Vec<String> = (0..2)
+        .map(|_| server.stderr_line_containing("encrypted session with client"))
+        .collect();
+    assert_eq!(sessions.len(), 2);
+}
+
+/// SIGKILL a secure server while a message waits for its reply: the
+/// restarted server (same key, same port) receives the message once, sealed
+/// in a fresh session, and the chat goes on.
+#[test]
+fn killed_secure_server_gets_the_pending_message_once_after_restart() {
+    let keys = folder("restart");
+    let (key_file, server_key) = keygen(&keys, "server.key");
+    let address = format!("127.0.0.1:{}", free_port());
+    let (mut server, endpoint) = Proc::server(&["--bind", &address, "--key", &key_file]);
+    let (client_key, _) = keygen(&keys, "client.key");
+    let mut client = Proc::spawn(
+        CLIENT,
+        &[
+            "--connect",
+            &endpoint,
+            "--server-key",
+            &server_key,
+            "--key",
+            &client_key,
+            "--liveness",
+            "1",
+            "--give-up",
+            "20",
+        ],
+    );
+    client.send_line("pending message");
+    assert_eq!(server.stdout_line(), "pending message");
+    server.signal("KILL");
+    client.stderr_line_containing("lost the connection");
+
+    let (mut restarted, _) = Proc::server(&["--bind", &address, "--key", &key_file]);
+    assert_eq!(restarted.stdout_line(), "pending message");
+    restarted.stderr_line_containing("encrypted session with client");
+    client.stderr_line_containing("re-sent the unanswered message");
+    restarted.send_line("answer after restart");
+    assert_eq!(client.stdout_line(), "answer after restart");
+    client.send_line("next");
+    assert_eq!(
+        restarted.stdout_line(),
+        "next",
+        "the pending message came once"
+    );
+}
+
+/// Limits hold in secure mode: an oversized message is cut at --max-size
+/// and a peer's terminal control characters are shown escaped.
+#[test]
+fn secure_mode_keeps_the_size_limit_and_the_escaping() {
+    let keys = folder("limits");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &["--max-size", "20"]);
+    let mut client = secure_client(&keys, "client.key", &endpoint, &server_key);
+    client.send_line("\u{1b}[2Jcleared? 0123456789012345678901234567890");
+    let shown = server.stdout_line();
+    assert!(!shown.contains('\u{1b}'), "{shown:?}");
+    assert!(shown.starts_with("\\x1b[2Jcleared?"), "{shown:?}");
+    server.stderr_line_containing("only the first 20 are shown");
+    let huge = "x".repeat(200_000);
+    server.send_line(&huge);
+    // Sealed as four Noise messages; shown up to the client's 64 KiB limit.
+    assert_eq!(client.stdout_line().len(), 65_536);
+    client.stderr_line_containing("the message had 200000 bytes");
+}
+
+/// `--keygen` writes an owner-only key and prints the public key the server
+/// then announces; loose, short, garbled or missing key files and a bad
+/// --server-key are refused with the reason.
+#[test]
+fn key_files_are_owner_only_and_bad_ones_are_refused_clearly() {
+    let keys = folder("key-files");
+    let (path, public_key) = keygen(&keys, "server.key");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(public_key.len(), 44, "{public_key}");
+    let (status, _, stderr) = run_to_end(SERVER, &["--keygen", &path], "");
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("already exists"), "{stderr}");
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (status, _, stderr) = run_to_end(SERVER, &["--bind", "127.0.0.1:0", "--key", &path], "");
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+
+    let short = keys.join("short.key");
+    std::fs::write(&short, "c2hvcnQ=\n").unwrap();
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (status, _, stderr) = run_to_end(SERVER, &["--key", short.to_str().unwrap()], "");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("is 5 bytes long; a key is 32 bytes"),
+        "{stderr}"
+    );
+
+    let garbled = keys.join("garbled.key");
+    std::fs::write(&garbled, "%%% not base64 %%%\n").unwrap();
+    std::fs::set_permissions(&garbled, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (status, _, stderr) = run_to_end(SERVER, &["--key", garbled.to_str().unwrap()], "");
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("not valid base64"), "{stderr}");
+
+    let missing = keys.join("missing.key");
+    let (status, _, stderr) = run_to_end(
+        CLIENT,
+        &[
+            "--server-key",
+            &public_key,
+            "--key",
+            missing.to_str().unwrap(),
+        ],
+        "hi\n",
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("missing.key"), "{stderr}");
+    assert!(!missing.exists(), "a named key file is never made up");
+
+    let (status, _, stderr) = run_to_end(CLIENT, &["--server-key", "tooshort"], "hi\n");
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("--server-key"), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"));
+}
+
+/// Without --key, the client makes its key in the documented place on first
+/// use (owner-only, in an owner-only folder) and uses the same key after.
+#[test]
+fn client_key_is_created_in_the_default_place_on_first_use() {
+    let home = folder("default-key");
+    let keys = folder("default-key-server");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &["--echo"]);
+    let home_text = home.to_str().unwrap();
+    let env = [("HOME", home_text), ("XDG_CONFIG_HOME", "")];
+    let mut announced = Vec::new();
+    for attempt in ["first", "second"] {
+        let mut client = Proc::spawn_with_env(
+            CLIENT,
+            &["--connect", &endpoint, "--server-key", &server_key],
+            &env,
+        );
+        client.send_line(attempt);
+        assert_eq!(client.stdout_line(), attempt);
+        announced.push(client.stderr_line_containing("this client's public key is"));
+        client.close_stdin();
+        assert!(client.wait().success());
+    }
+    assert_eq!(announced[0], announced[1], "the same key both times");
+    let key = home.join(".config/zmq-chat/client.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let folder_mode = std::fs::metadata(key.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(folder_mode & 0o777, 0o700);
+    server.assert_running();
+}
