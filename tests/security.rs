@@ -585,3 +585,58 @@ fn client_key_is_created_in_the_default_place_on_first_use() {
     assert_eq!(folder_mode & 0o777, 0o700);
     server.assert_running();
 }
+
+/// Freeze a secure server (SIGSTOP) while a message waits for its reply:
+/// the client drops the connection after --liveness, and when the server
+/// thaws it shakes hands afresh and re-sends; the operator's reply arrives,
+/// sealed in the new session, and the message was shown once.
+#[test]
+fn frozen_secure_server_answers_once_after_a_fresh_handshake() {
+    let keys = folder("freeze");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &[]);
+    let (client_key, _) = keygen(&keys, "client.key");
+    let mut client = Proc::spawn(
+        CLIENT,
+        &[
+            "--connect",
+            &endpoint,
+            "--server-key",
+            &server_key,
+            "--key",
+            &client_key,
+            "--liveness",
+            "0.5",
+            "--give-up",
+            "20",
+        ],
+    );
+    client.send_line("are you there?");
+    assert_eq!(server.stdout_line(), "are you there?");
+    client.stderr_line_containing("encrypted chat with server");
+    server.signal("STOP");
+    client.stderr_line_containing("lost the connection");
+    server.signal("CONT");
+    server.send_line("sorry, I froze");
+    client.stderr_line_containing("re-sent the unanswered message");
+    assert_eq!(client.stdout_line(), "sorry, I froze");
+    // stderr is read by its own thread: give its lines a moment to arrive.
+    let deadline = Instant::now() + DEADLINE;
+    let handshakes = loop {
+        let count = client
+            .drain_stderr()
+            .iter()
+            .filter(|line| line.contains("encrypted chat with server"))
+            .count();
+        if count >= 2 || Instant::now() > deadline {
+            break count;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(handshakes, 2, "a fresh handshake after the reconnect");
+    client.send_line("next");
+    assert_eq!(
+        server.stdout_line(),
+        "next",
+        "the frozen message was shown once"
+    );
+}
