@@ -1,0 +1,183 @@
+//! What publisher and subscriber share: the broker flags, connecting with a
+//! deadline, declaring the queue or exchange, and errors a user can act on.
+
+use std::time::Duration;
+
+use clap::Args;
+use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
+
+/// The broker of a default local RabbitMQ.
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The queue the Python `message_queue` examples use.
+pub const DEFAULT_QUEUE: &str = "python.publish.test";
+/// A broker that has not answered by then is reported, not waited for.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+pub const EXIT_CODES_HELP: &str = "\
+Exit status:
+  0    done (publish: every message confirmed; subscribe: --count reached or Ctrl-C)
+  1    the broker is unreachable or refused us, a message was not confirmed,
+       a received body was not JSON, or the --exec handler failed
+  2    a usage error: a message that is not JSON, a malformed broker URL";
+
+/// Where messages go or come from.
+#[derive(Args, Clone, Debug)]
+pub struct Target {
+    /// The broker's URL (amqp://USER:PASSWORD@HOST:PORT/VHOST; %2f is the
+    /// default vhost "/")
+    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
+    pub url: String,
+
+    /// The durable queue (with --exchange: the subscriber's own queue, kept
+    /// while it is away; without it, a temporary queue is made)
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
+
+    /// Use this durable fanout exchange: every subscriber gets every message
+    #[arg(long, value_name = "NAME")]
+    pub exchange: Option<String>,
+}
+
+impl Target {
+    /// The queue named on the command line, or the default one.
+    pub fn queue_or_default(&self) -> &str {
+        self.queue.as_deref().unwrap_or(DEFAULT_QUEUE)
+    }
+}
+
+/// A fatal error: what to tell the user and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl Failure {
+    pub fn runtime(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code: EXIT_FAILURE,
+        }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            code: EXIT_USAGE,
+        }
+    }
+}
+
+/// The URL with its password hidden, for messages.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Connects, or says why not: broker down, login refused, bad URL. Never
+/// retries in silence.
+pub async fn connect(url: &str) -> Result<Connection, Failure> {
+    if url.parse::<lapin::uri::AMQPUri>().is_err() {
+        return Err(Failure::usage(format!(
+            "'{}' is not an AMQP URL (expected amqp://USER:PASSWORD@HOST:PORT/VHOST)",
+            redacted(url)
+        )));
+    }
+    let properties =
+        ConnectionProperties::default().with_connection_name("zmq-chat amqp example".into());
+    let shown = redacted(url);
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(Failure::runtime(explain_connect_error(&error, &shown))),
+        Err(_) => Err(Failure::runtime(format!(
+            "the AMQP broker at {shown} did not answer within {} s; is it running and reachable?",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+fn explain_connect_error(error: &lapin::Error, shown: &str) -> String {
+    match error.kind() {
+        ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!(
+            "cannot reach the AMQP broker at {shown}: connection refused. Is RabbitMQ running? (start a local one with: bash scripts/rabbitmq start)"
+        ),
+        ErrorKind::ProtocolError(amqp) if amqp.to_string().contains("ACCESS_REFUSED") => format!(
+            "the AMQP broker at {shown} refused the login: wrong user name or password (or the user may not use this vhost)"
+        ),
+        _ => {
+            let text = error.to_string();
+            if text.contains("ACCESS_REFUSED") || text.contains("403") {
+                format!(
+                    "the AMQP broker at {shown} refused the login: wrong user name or password (or the user may not use this vhost)"
+                )
+            } else {
+                format!("cannot connect to the AMQP broker at {shown}: {text}")
+            }
+        }
+    }
+}
+
+/// Declares the durable queue (idempotent: the same arguments as pika's
+/// `queue_declare(name, durable=True)`).
+pub async fn declare_queue(channel: &Channel, name: &str) -> Result<(), Failure> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|error| Failure::runtime(format!("cannot declare queue '{name}': {error}")))
+}
+
+/// Declares the durable fanout exchange.
+pub async fn declare_fanout(channel: &Channel, name: &str) -> Result<(), Failure> {
+    channel
+        .exchange_declare(
+            name.into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|error| {
+            Failure::runtime(format!("cannot declare fanout exchange '{name}': {error}"))
+        })
+}
+
+/// Turns a channel error into a failure naming what was being done.
+pub fn failed(doing: &str) -> impl Fn(lapin::Error) -> Failure + '_ {
+    move |error| Failure::runtime(format!("{doing}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(redacted(DEFAULT_URL), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(redacted("amqp://host/%2f"), "amqp://host/%2f");
+    }
+}
