@@ -129,9 +129,10 @@ impl ChatServer {
                 continue;
             };
             let envelope = request.envelope;
-            let Some(message) = self.admit(&envelope, request.id, request.body, screen)? else {
+            let Some(mut message) = self.admit(&envelope, request.id, request.body, screen)? else {
                 continue;
             };
+            let body = std::mem::take(&mut message.body);
             let client = message.secure.map(|(_, key)| key);
             if let Some(id) = message.id {
                 match self.answers.recall(client, id) {
@@ -158,11 +159,11 @@ impl ChatServer {
             };
             let reply: Vec<Vec<u8>> = match &mut replies {
                 ReplySource::Echo => {
-                    show(message.body.clone())?;
-                    message.body.clone()
+                    show(body.clone())?;
+                    body
                 }
                 ReplySource::Operator(lines) => {
-                    show(message.body.clone())?;
+                    show(body)?;
                     // The operator must see the message before answering it.
                     if !lines.has_ready_line() {
                         screen.flush()?;
