@@ -13,7 +13,11 @@
 //!
 //! The baseline peers are this same executable started with a `--role-…`
 //! argument, so nothing but the code under test differs between rows.
-//! Runs are interleaved (chat, zmq, tcp, chat, …) so drift hits all alike.
+//! Runs are interleaved, and their order alternates (chat first in one round,
+//! the baseline first in the next), so drift and warm caches hit both alike.
+//! On a shared machine single runs spread by ±10% and more, so the verdict
+//! on each target is the median of the paired, run-by-run ratios, with a
+//! distribution-free 95% confidence interval for that median.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -47,7 +51,7 @@ fn main() {
     let settings = if args.iter().any(|arg| arg == "--quick") {
         Settings {
             messages: 2_000,
-            runs: 3,
+            runs: 5,
             pipeline_messages: 50_000,
             memory_messages: 10_000,
             startups: 5,
@@ -55,7 +59,7 @@ fn main() {
     } else {
         Settings {
             messages: 10_000,
-            runs: 9,
+            runs: 15,
             pipeline_messages: 500_000,
             memory_messages: 100_000,
             startups: 20,
@@ -66,9 +70,14 @@ fn main() {
         let mut chat = Vec::new();
         let mut zmq_rr = Vec::new();
         let mut tcp = Vec::new();
-        for _ in 0..settings.runs {
-            chat.push(chat_round_trip(size, settings.messages));
-            zmq_rr.push(zmq_round_trip(size, settings.messages));
+        for run in 0..settings.runs {
+            if run % 2 == 0 {
+                chat.push(chat_round_trip(size, settings.messages));
+                zmq_rr.push(zmq_round_trip(size, settings.messages));
+            } else {
+                zmq_rr.push(zmq_round_trip(size, settings.messages));
+                chat.push(chat_round_trip(size, settings.messages));
+            }
             tcp.push(tcp_round_trip(size, settings.messages));
         }
         let zmq_median = median(&zmq_rr);
@@ -91,6 +100,7 @@ fn main() {
         table.ratio_row(
             &format!("chat / zmq REQ/REP, run by run, {size} B"),
             &paired,
+            Target::AtMost(1.05),
         );
     }
 
@@ -115,9 +125,14 @@ fn main() {
 
     let mut example = Vec::new();
     let mut bare = Vec::new();
-    for _ in 0..settings.runs {
-        example.push(pipeline_example(settings.pipeline_messages));
-        bare.push(pipeline_bare(settings.pipeline_messages));
+    for run in 0..settings.runs {
+        if run % 2 == 0 {
+            example.push(pipeline_example(settings.pipeline_messages));
+            bare.push(pipeline_bare(settings.pipeline_messages));
+        } else {
+            bare.push(pipeline_bare(settings.pipeline_messages));
+            example.push(pipeline_example(settings.pipeline_messages));
+        }
     }
     table.rate_row(
         "push/pull example (msg/s)",
@@ -126,7 +141,11 @@ fn main() {
     );
     table.rate_row("bare PUSH/PULL pipeline (msg/s)", &bare, None);
     let paired: Vec<f64> = example.iter().zip(&bare).map(|(e, b)| e / b).collect();
-    table.ratio_row("push/pull example / bare, run by run", &paired);
+    table.ratio_row(
+        "push/pull example / bare, run by run",
+        &paired,
+        Target::AtLeast(0.9),
+    );
     table.print(&settings);
 }
 
@@ -538,6 +557,53 @@ fn median_rate(values: &[f64]) -> f64 {
     sorted[sorted.len() / 2]
 }
 
+/// A target on a ratio.
+#[derive(Clone, Copy)]
+enum Target {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+impl Target {
+    fn met_by(self, ratio: f64) -> bool {
+        match self {
+            Target::AtMost(limit) => ratio <= limit,
+            Target::AtLeast(limit) => ratio >= limit,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::AtMost(limit) => write!(f, "≤ {limit:.2}x"),
+            Target::AtLeast(limit) => write!(f, "≥ {limit:.2}x"),
+        }
+    }
+}
+
+/// A distribution-free confidence interval (at least 95%, or the whole range
+/// when there are too few values) for the median of `sorted`: the k-th
+/// smallest and k-th largest values, with k the largest for which
+/// P(Binomial(n, 1/2) < k) ≤ 2.5%.
+fn median_interval(sorted: &[f64]) -> (f64, f64) {
+    let n = sorted.len();
+    let mut below = 0.0; // P(X < k), X ~ Binomial(n, 1/2)
+    let mut k = 0;
+    for candidate in 0..n / 2 {
+        // P(X = candidate) = C(n, candidate) / 2^n
+        let probability = (0..candidate).fold(1.0, |p, i| p * (n - i) as f64 / (i + 1) as f64)
+            / 2f64.powi(n as i32);
+        if below + probability > 0.025 {
+            break;
+        }
+        below += probability;
+        k = candidate + 1;
+    }
+    let k = k.max(1);
+    (sorted[k - 1], sorted[n - k])
+}
+
 #[derive(Default)]
 struct Table {
     rows: Vec<String>,
@@ -579,16 +645,22 @@ impl Table {
     }
 
     /// Ratios of measurements taken back to back in the same round: slow
-    /// drift of the machine cancels out of each, so their spread is the
-    /// honest resolution of the comparison.
-    fn ratio_row(&mut self, name: &str, ratios: &[f64]) {
+    /// drift of the machine cancels out of each, so their median is the
+    /// verdict on `target`, given with its 95% confidence interval.
+    fn ratio_row(&mut self, name: &str, ratios: &[f64], target: Target) {
         let mut sorted = ratios.to_vec();
         sorted.sort_by(f64::total_cmp);
         let median = sorted[sorted.len() / 2];
         let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
         let n = ratios.len();
+        let (low, high) = median_interval(&sorted);
+        let verdict = if target.met_by(median) {
+            "met"
+        } else {
+            "NOT met"
+        };
         self.rows.push(format!(
-            "| {name} | {median:.3}x | {min:.3}x | {max:.3}x | {n} | paired |"
+            "| {name} | {median:.3}x | {min:.3}x | {max:.3}x | {n} | paired; 95% CI of median {low:.3}x–{high:.3}x; target {target}: {verdict} |"
         ));
     }
 

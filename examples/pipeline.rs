@@ -30,6 +30,7 @@
 //! cargo run --example pipeline -- ventilator --workers 2 --urgent 5     # terminal 4
 //! ```
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
@@ -233,11 +234,17 @@ fn ventilate(
         thread::sleep(TICK / 10);
     }
     eprintln!("{PROGRAM}: ventilator: {workers} worker(s) connected; sending");
-    for id in 1..=batch.normal {
-        normal.send(format!("normal {id} {}", batch.work_ms).as_bytes(), 0)?;
-    }
-    for id in batch.normal + 1..=batch.total() {
-        urgent.send(format!("urgent {id} {}", batch.work_ms).as_bytes(), 0)?;
+    // One buffer for every task: no allocation per message.
+    let mut task = Vec::with_capacity(48);
+    for (lane, kind, ids) in [
+        (&normal, "normal", 1..=batch.normal),
+        (&urgent, "urgent", batch.normal + 1..=batch.total()),
+    ] {
+        for id in ids {
+            task.clear();
+            write!(task, "{kind} {id} {}", batch.work_ms)?;
+            lane.send(&task[..], 0)?;
+        }
     }
     eprintln!(
         "{PROGRAM}: ventilator: sent {} normal and {} urgent tasks",
@@ -251,7 +258,7 @@ fn ventilate(
 /// simulated cost) checks once every this many; any task with a cost is
 /// always followed by a check. An urgent task thus waits behind at most this
 /// many cheap normal tasks.
-const URGENT_CHECK_EVERY: u32 = 64;
+const URGENT_CHECK_EVERY: u32 = 256;
 
 /// How long an idle worker waits on the normal lane before it looks at the
 /// urgent lane again: the longest an urgent task waits for an idle worker.
@@ -305,10 +312,12 @@ fn work(
         } else {
             since_urgent_check + 1
         };
-        if !took_urgent && !try_receive(&normal, &mut task)? {
-            // Nothing queued: block on the normal lane for at most IDLE_WAIT
-            // (one wake-up when a task comes, cheaper than polling both
-            // lanes), then look at the urgent lane again.
+        if !took_urgent {
+            // A queued task is taken at once; with none, this blocks for at
+            // most IDLE_WAIT (one wake-up when a task comes, cheaper than
+            // polling both lanes), then the urgent lane is looked at again.
+            // (No separate non-blocking try first: on an empty socket that
+            // costs a system call of its own.)
             match normal.recv(&mut task, 0) {
                 Ok(()) => {}
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {
