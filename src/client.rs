@@ -201,10 +201,15 @@ impl ChatClient {
             screen.status("waiting for the server's reply… (Ctrl-C to quit)");
             None
         } else {
-            screen.status(&format!(
-                "no server at {} yet; the message will be delivered when one appears",
-                self.endpoint
-            ));
+            // Script mode shows no status: do not even format it (until the
+            // first wait, a script-mode client has not read the events that
+            // say it is connected, so this branch runs for every message).
+            if screen.is_interactive() {
+                screen.status(&format!(
+                    "no server at {} yet; the message will be delivered when one appears",
+                    self.endpoint
+                ));
+            }
             Some(Instant::now())
         };
         // Only a connection lost *after* the send may have taken the message

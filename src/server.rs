@@ -150,20 +150,29 @@ impl ChatServer {
                 }
             }
             let label = client.map(|key| format!("client {} (encrypted)", key.fingerprint()));
-            let show = |body: Vec<Vec<u8>>| {
-                let incoming = Incoming::decode(body, max_message_bytes);
-                match &label {
-                    Some(label) => screen.show_from(&incoming, label),
-                    None => screen.show(&incoming),
-                }
+            let show = |incoming: &Incoming| match &label {
+                Some(label) => screen.show_from(incoming, label),
+                None => screen.show(incoming),
             };
             let reply: Vec<Vec<u8>> = match &mut replies {
                 ReplySource::Echo => {
-                    show(body.clone())?;
-                    body
+                    // The message goes back exactly as it came. Showing it
+                    // needs a copy only when decoding changes it (several
+                    // frames, bad UTF-8, over the limit); otherwise the
+                    // decoded text is those very bytes.
+                    let exact = matches!(&body[..], [frame]
+                        if frame.len() <= max_message_bytes && std::str::from_utf8(frame).is_ok());
+                    if exact {
+                        let incoming = Incoming::decode(body, max_message_bytes);
+                        show(&incoming)?;
+                        vec![incoming.text.into_bytes()]
+                    } else {
+                        show(&Incoming::decode(body.clone(), max_message_bytes))?;
+                        body
+                    }
                 }
                 ReplySource::Operator(lines) => {
-                    show(body)?;
+                    show(&Incoming::decode(body, max_message_bytes))?;
                     // The operator must see the message before answering it.
                     if !lines.has_ready_line() {
                         screen.flush()?;
@@ -180,7 +189,7 @@ impl ChatServer {
                 }
             };
             if let Some(id) = message.id {
-                self.answers.remember(client, id, reply.clone());
+                self.answers.remember(client, id, &reply);
             }
             self.answer(envelope, &message, reply, screen)?;
         }
@@ -285,7 +294,13 @@ impl ChatServer {
     ) -> Result<(), ChatError> {
         let mut frames = envelope;
         frames.extend(reply);
-        match self.socket.send_multipart(frames, 0) {
+        // Sent as copies: a frame of up to 33 bytes is then stored inside
+        // ZeroMQ's message itself, where handing over the Vec would cost
+        // ZeroMQ an allocation per frame.
+        match self
+            .socket
+            .send_multipart(frames.iter().map(Vec::as_slice), 0)
+        {
             Ok(()) => Ok(()),
             Err(zmq::Error::EHOSTUNREACH) => {
                 screen.notice("the reply could not be delivered: that client has disconnected");
@@ -340,9 +355,24 @@ impl AnswerMemory {
         }
     }
 
-    fn remember(&mut self, client: Option<PublicKey>, id: MessageId, reply: Vec<Vec<u8>>) {
+    fn remember(&mut self, client: Option<PublicKey>, id: MessageId, reply: &[Vec<u8>]) {
         let key = (client, id.session);
-        if self.last.insert(key, (id.sequence, reply)).is_none() {
+        // A known session's buffers are reused: no allocation per message.
+        if let Some((sequence, stored)) = self.last.get_mut(&key) {
+            *sequence = id.sequence;
+            stored.truncate(reply.len());
+            let kept = stored.len();
+            for (old, new) in stored.iter_mut().zip(reply) {
+                old.clone_from(new);
+            }
+            stored.extend_from_slice(&reply[kept..]);
+            return;
+        }
+        if self
+            .last
+            .insert(key, (id.sequence, reply.to_vec()))
+            .is_none()
+        {
             self.order.push_back(key);
             if self.order.len() > REMEMBERED_SESSIONS
                 && let Some(oldest) = self.order.pop_front()
@@ -365,7 +395,7 @@ mod tests {
             sequence: 5,
         };
         assert!(matches!(memory.recall(None, id), Recall::New));
-        memory.remember(None, id, vec![b"five".to_vec()]);
+        memory.remember(None, id, &[b"five".to_vec()]);
         assert!(
             matches!(memory.recall(None, id), Recall::Answered(reply) if reply == [b"five".to_vec()])
         );
@@ -396,7 +426,7 @@ mod tests {
                     session,
                     sequence: 1,
                 },
-                vec![],
+                &[],
             );
         }
         assert!(memory.last.len() <= REMEMBERED_SESSIONS);

@@ -348,7 +348,10 @@ impl Screen {
             };
             writeln!(out, "{on}{peer}>{off} {text}")?;
         } else {
-            writeln!(out, "{text}")?;
+            // Not writeln!: the formatting machinery costs more than the
+            // copy itself, once per message of a script.
+            out.write_all(text.as_bytes())?;
+            out.write_all(b"\n")?;
         }
         if self.interactive {
             out.flush()?;
