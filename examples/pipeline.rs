@@ -277,6 +277,34 @@ fn parse_number(digits: &[u8]) -> Option<u64> {
     })
 }
 
+/// Splits `bytes` at its first space: the field before it and the rest.
+fn take_field(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match bytes.iter().position(|&byte| byte == b' ') {
+        Some(space) => (&bytes[..space], Some(&bytes[space + 1..])),
+        None => (bytes, None),
+    }
+}
+
+/// A task, `KIND ID [COST]`: its kind, its id (as sent) and its cost in ms.
+fn parse_task(task: &[u8]) -> Option<(&[u8], &[u8], u64)> {
+    let (kind, rest) = take_field(task);
+    let (id, cost) = take_field(rest?);
+    let cost = match cost {
+        Some(cost) => parse_number(cost).unwrap_or(0),
+        None => 0,
+    };
+    Some((kind, id, cost))
+}
+
+/// A result, `result KIND ID WORKER`, in one pass; `None` for anything else
+/// (the batch announcement, or a malformed message, handled by the caller).
+fn parse_result(message: &[u8]) -> Option<(&[u8], u64, &[u8])> {
+    let (kind, rest) = take_field(message.strip_prefix(b"result ")?);
+    let (id, worker) = take_field(rest?);
+    let worker = worker.filter(|worker| !worker.is_empty() && !worker.contains(&b' '))?;
+    Some((kind, parse_number(id)?, worker))
+}
+
 /// Receives without waiting; false when nothing is queued.
 fn try_receive(socket: &zmq::Socket, message: &mut zmq::Message) -> Result<bool, zmq::Error> {
     match socket.recv(message, zmq::DONTWAIT) {
@@ -327,20 +355,22 @@ fn work(
                 Err(error) => return Err(error.into()),
             }
         }
-        let mut fields = task.split(|&byte| byte == b' ');
-        let (Some(kind), Some(id), cost) = (fields.next(), fields.next(), fields.next()) else {
+        // Each look into a zmq::Message costs two calls into libzmq: one here.
+        let task_bytes: &[u8] = &task;
+        let Some((kind, id, cost)) = parse_task(task_bytes) else {
             eprintln!("{PROGRAM}: worker {name}: ignoring malformed task");
             continue;
         };
-        let cost = cost.and_then(parse_number).unwrap_or(0);
         if cost > 0 {
             thread::sleep(Duration::from_millis(cost));
             since_urgent_check = URGENT_CHECK_EVERY;
         }
         result.clear();
-        for part in [b"result ".as_slice(), kind, b" ", id, b" ", name.as_bytes()] {
-            result.extend_from_slice(part);
-        }
+        // "result KIND ID NAME": the task's "KIND ID" is copied in one piece.
+        result.extend_from_slice(b"result ");
+        result.extend_from_slice(&task_bytes[..kind.len() + 1 + id.len()]);
+        result.push(b' ');
+        result.extend_from_slice(name.as_bytes());
         sink.send(&result[..], 0)?;
         if !quiet {
             let (kind, id) = (String::from_utf8_lossy(kind), String::from_utf8_lossy(id));
@@ -450,6 +480,28 @@ fn collect(
             }
             Err(error) => return Err(error.into()),
         }
+        // Results are nearly every message: read them in one pass. A result
+        // with an impossible id is dropped like a malformed message.
+        if let Some((kind, id, worker)) =
+            parse_result(&message).filter(|&(_, id, _)| id <= MAX_TASK_ID)
+        {
+            tally.received += 1;
+            if !tally.seen.insert(id) {
+                tally.duplicates += 1;
+                continue;
+            }
+            tally.checksum += id;
+            tally.per_worker.add(worker);
+            tally.per_kind.add(kind);
+            if !quiet {
+                let (kind, worker) = (
+                    String::from_utf8_lossy(kind),
+                    String::from_utf8_lossy(worker),
+                );
+                println!("result {kind} {id} from {worker}");
+            }
+            continue;
+        }
         let mut fields = message.split(|&byte| byte == b' ');
         let parse = |field: Option<&[u8]>| parse_number(field?);
         match (
@@ -461,26 +513,6 @@ fn collect(
         ) {
             (Some(b"batch"), total, checksum, None, None) => {
                 tally.expected = parse(total).zip(parse(checksum));
-            }
-            (Some(b"result"), Some(kind), id, Some(worker), None) => {
-                let Some(id) = parse(id).filter(|&id| id <= MAX_TASK_ID) else {
-                    continue;
-                };
-                tally.received += 1;
-                if !tally.seen.insert(id) {
-                    tally.duplicates += 1;
-                    continue;
-                }
-                tally.checksum += id;
-                tally.per_worker.add(worker);
-                tally.per_kind.add(kind);
-                if !quiet {
-                    let (kind, worker) = (
-                        String::from_utf8_lossy(kind),
-                        String::from_utf8_lossy(worker),
-                    );
-                    println!("result {kind} {id} from {worker}");
-                }
             }
             _ => eprintln!(
                 "{PROGRAM}: sink: ignoring malformed message {:?}",
