@@ -17,10 +17,7 @@
 //! the baseline first in the next), so drift and warm caches hit both alike.
 //! On a shared machine single runs spread by ±10% and more, so the verdict
 //! on each target is the median of the paired, run-by-run ratios, with a
-//! distribution-free 95% confidence interval for that median. Round trips
-//! are measured twice: with the processes where the scheduler puts them, and
-//! pinned (client on CPU 0, server on CPU 1, for the chat and the baseline
-//! alike), which takes the scheduler's placement out of the comparison.
+//! distribution-free 95% confidence interval for that median.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -69,16 +66,42 @@ fn main() {
         }
     };
     let mut table = Table::default();
-    let mut placements = vec![Placement::Free];
-    if can_pin() {
-        placements.push(Placement::Pinned);
-    } else {
-        table.note("taskset (util-linux) not found: no pinned rows".to_string());
-    }
     for size in [32, 1024] {
-        for &placement in &placements {
-            round_trip_rows(&mut table, &settings, placement, size);
+        let mut chat = Vec::new();
+        let mut zmq_rr = Vec::new();
+        let mut tcp = Vec::new();
+        for run in 0..settings.runs {
+            if run % 2 == 0 {
+                chat.push(chat_round_trip(size, settings.messages));
+                zmq_rr.push(zmq_round_trip(size, settings.messages));
+            } else {
+                zmq_rr.push(zmq_round_trip(size, settings.messages));
+                chat.push(chat_round_trip(size, settings.messages));
+            }
+            tcp.push(tcp_round_trip(size, settings.messages));
         }
+        let zmq_median = median(&zmq_rr);
+        table.time_row(
+            &format!("chat round trip, {size} B"),
+            &chat,
+            Some((zmq_median, "zmq REQ/REP")),
+        );
+        table.time_row(&format!("zmq REQ/REP round trip, {size} B"), &zmq_rr, None);
+        table.time_row(
+            &format!("TCP round trip, {size} B"),
+            &tcp,
+            Some((zmq_median, "zmq REQ/REP")),
+        );
+        let paired: Vec<f64> = chat
+            .iter()
+            .zip(&zmq_rr)
+            .map(|(c, z)| c.as_secs_f64() / z.as_secs_f64())
+            .collect();
+        table.ratio_row(
+            &format!("chat / zmq REQ/REP, run by run, {size} B"),
+            &paired,
+            Target::AtMost(1.05),
+        );
     }
 
     let server_ready: Vec<Duration> = (0..settings.startups).map(|_| server_startup()).collect();
@@ -124,58 +147,6 @@ fn main() {
         Target::AtLeast(0.9),
     );
     table.print(&settings);
-}
-
-/// Measures the chat, bare zmq and (unpinned) TCP round trips of `size`
-/// bytes in alternating order, and adds their rows to `table`.
-fn round_trip_rows(table: &mut Table, settings: &Settings, placement: Placement, size: usize) {
-    let where_ = match placement {
-        Placement::Free => "",
-        Placement::Pinned => ", pinned",
-    };
-    let mut chat = Vec::new();
-    let mut zmq_rr = Vec::new();
-    let mut tcp = Vec::new();
-    for run in 0..settings.runs {
-        if run % 2 == 0 {
-            chat.push(chat_round_trip(placement, size, settings.messages));
-            zmq_rr.push(zmq_round_trip(placement, size, settings.messages));
-        } else {
-            zmq_rr.push(zmq_round_trip(placement, size, settings.messages));
-            chat.push(chat_round_trip(placement, size, settings.messages));
-        }
-        if placement == Placement::Free {
-            tcp.push(tcp_round_trip(size, settings.messages));
-        }
-    }
-    let zmq_median = median(&zmq_rr);
-    table.time_row(
-        &format!("chat round trip, {size} B{where_}"),
-        &chat,
-        Some((zmq_median, "zmq REQ/REP")),
-    );
-    table.time_row(
-        &format!("zmq REQ/REP round trip, {size} B{where_}"),
-        &zmq_rr,
-        None,
-    );
-    if !tcp.is_empty() {
-        table.time_row(
-            &format!("TCP round trip, {size} B"),
-            &tcp,
-            Some((zmq_median, "zmq REQ/REP")),
-        );
-    }
-    let paired: Vec<f64> = chat
-        .iter()
-        .zip(&zmq_rr)
-        .map(|(c, z)| c.as_secs_f64() / z.as_secs_f64())
-        .collect();
-    table.ratio_row(
-        &format!("chat / zmq REQ/REP, run by run, {size} B{where_}"),
-        &paired,
-        Target::AtMost(1.05),
-    );
 }
 
 // ---------------------------------------------------------------- roles
@@ -267,52 +238,8 @@ fn run_role(role: &str, first: &str, second: &str) {
     }
 }
 
-/// Where a round trip's two processes run: wherever the scheduler puts
-/// them, or the client's pinned to CPU 0 and the server's to CPU 1.
-#[derive(Clone, Copy, PartialEq)]
-enum Placement {
-    Free,
-    Pinned,
-}
-
-impl Placement {
-    fn client_cpu(self) -> Option<usize> {
-        (self == Placement::Pinned).then_some(0)
-    }
-
-    fn server_cpu(self) -> Option<usize> {
-        (self == Placement::Pinned).then_some(1)
-    }
-}
-
-/// Whether `taskset` (util-linux) is there to pin processes to a CPU.
-fn can_pin() -> bool {
-    Command::new("taskset")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-/// A command for `program`, on CPU `cpu` if given (all its threads).
-fn command_on(cpu: Option<usize>, program: impl AsRef<std::ffi::OsStr>) -> Command {
-    match cpu {
-        Some(cpu) => {
-            let mut command = Command::new("taskset");
-            command.args(["-c", &cpu.to_string()]).arg(program);
-            command
-        }
-        None => Command::new(program),
-    }
-}
-
 fn spawn_role(role: &str, args: &[&str]) -> (Child, String) {
-    spawn_role_on(None, role, args)
-}
-
-fn spawn_role_on(cpu: Option<usize>, role: &str, args: &[&str]) -> (Child, String) {
-    let mut child = command_on(cpu, std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .arg(role)
         .args(args)
         .stdout(Stdio::piped())
@@ -352,11 +279,7 @@ struct ChatMemory {
 /// Starts `program` with `args` and returns it with the endpoint it reports
 /// as the last word of its first stderr line ("… listening on ENDPOINT").
 fn start_listener(program: &str, args: &[&str]) -> (Child, String) {
-    start_listener_on(None, program, args)
-}
-
-fn start_listener_on(cpu: Option<usize>, program: &str, args: &[&str]) -> (Child, String) {
-    let mut child = command_on(cpu, program)
+    let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -372,24 +295,20 @@ fn start_listener_on(cpu: Option<usize>, program: &str, args: &[&str]) -> (Child
 }
 
 fn start_echo_server() -> (Child, String) {
-    start_echo_server_on(None)
-}
-
-fn start_echo_server_on(cpu: Option<usize>) -> (Child, String) {
-    start_listener_on(cpu, SERVER, &["--bind", "127.0.0.1:0", "--echo"])
+    start_listener(SERVER, &["--bind", "127.0.0.1:0", "--echo"])
 }
 
 /// Runs `chat-client` in script mode over `count` lines of `size` bytes,
 /// stdin from a file and stdout to a file as a script would; returns the
 /// wall time of the whole process and checks every reply arrived.
-fn timed_chat_client(cpu: Option<usize>, endpoint: &str, size: usize, count: usize) -> Duration {
+fn timed_chat_client(endpoint: &str, size: usize, count: usize) -> Duration {
     let dir = std::env::temp_dir().join(format!("zmq-chat-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (input, output) = (dir.join("in"), dir.join("out"));
     let line = format!("{}\n", "x".repeat(size));
     std::fs::write(&input, line.repeat(count)).unwrap();
     let started = Instant::now();
-    let status = command_on(cpu, CLIENT)
+    let status = Command::new(CLIENT)
         .args(["--connect", endpoint])
         .stdin(std::fs::File::open(&input).unwrap())
         .stdout(std::fs::File::create(&output).unwrap())
@@ -410,12 +329,11 @@ fn timed_chat_client(cpu: Option<usize>, endpoint: &str, size: usize, count: usi
 /// The chat's time per round trip, start-up excluded: the difference between
 /// a client session of WARM_UP + `messages` round trips and one of WARM_UP,
 /// divided by `messages`.
-fn chat_round_trip(placement: Placement, size: usize, messages: usize) -> Duration {
-    let (server, endpoint) = start_echo_server_on(placement.server_cpu());
+fn chat_round_trip(size: usize, messages: usize) -> Duration {
+    let (server, endpoint) = start_echo_server();
     let _reaper = Reaper(vec![server]);
-    let cpu = placement.client_cpu();
-    let short = timed_chat_client(cpu, &endpoint, size, WARM_UP);
-    let long = timed_chat_client(cpu, &endpoint, size, WARM_UP + messages);
+    let short = timed_chat_client(&endpoint, size, WARM_UP);
+    let long = timed_chat_client(&endpoint, size, WARM_UP + messages);
     long.saturating_sub(short) / messages as u32
 }
 
@@ -459,11 +377,10 @@ fn chat_memory(messages: usize) -> ChatMemory {
     memory
 }
 
-fn zmq_round_trip(placement: Placement, size: usize, messages: usize) -> Duration {
-    let (server, endpoint) = spawn_role_on(placement.server_cpu(), "--role-zmq-echo", &[]);
+fn zmq_round_trip(size: usize, messages: usize) -> Duration {
+    let (server, endpoint) = spawn_role("--role-zmq-echo", &[]);
     let _reaper = Reaper(vec![server]);
-    let (mut client, nanos) = spawn_role_on(
-        placement.client_cpu(),
+    let (mut client, nanos) = spawn_role(
         "--role-zmq-client",
         &[&endpoint, &format!("{size}x{messages}")],
     );
