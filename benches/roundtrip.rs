@@ -5,7 +5,10 @@
 //!
 //! 1. chat round trip: `chat-client` in script mode against `chat-server --echo`;
 //! 2. baselines: a bare `zmq` REQ/REP ping-pong and a bare `std::net` TCP
-//!    ping-pong (TCP_NODELAY, length-prefixed), same sizes and counts;
+//!    ping-pong (TCP_NODELAY, length-prefixed), same sizes and counts; and,
+//!    to tell the chat's own cost from its wire format's, a bare `zmq`
+//!    DEALER sending exactly what chat-client sends (`[id, "", text]`, with
+//!    its heartbeats and receive timeout) to the same bare REP echo;
 //! 3. start-up of each binary to ready / to its first reply;
 //! 4. peak RSS of both binaries, and the server's RSS before and after
 //!    100,000 messages;
@@ -69,13 +72,16 @@ fn main() {
     for size in [32, 1024] {
         let mut chat = Vec::new();
         let mut zmq_rr = Vec::new();
+        let mut envelope = Vec::new();
         let mut tcp = Vec::new();
         for run in 0..settings.runs {
             if run % 2 == 0 {
                 chat.push(chat_round_trip(size, settings.messages));
+                envelope.push(envelope_round_trip(size, settings.messages));
                 zmq_rr.push(zmq_round_trip(size, settings.messages));
             } else {
                 zmq_rr.push(zmq_round_trip(size, settings.messages));
+                envelope.push(envelope_round_trip(size, settings.messages));
                 chat.push(chat_round_trip(size, settings.messages));
             }
             tcp.push(tcp_round_trip(size, settings.messages));
@@ -87,6 +93,11 @@ fn main() {
             Some((zmq_median, "zmq REQ/REP")),
         );
         table.time_row(&format!("zmq REQ/REP round trip, {size} B"), &zmq_rr, None);
+        table.time_row(
+            &format!("zmq DEALER, chat's envelope and heartbeats, {size} B"),
+            &envelope,
+            Some((zmq_median, "zmq REQ/REP")),
+        );
         table.time_row(
             &format!("TCP round trip, {size} B"),
             &tcp,
@@ -100,7 +111,25 @@ fn main() {
         table.ratio_row(
             &format!("chat / zmq REQ/REP, run by run, {size} B"),
             &paired,
-            Target::AtMost(1.05),
+            Some(Target::AtMost(1.05)),
+        );
+        // What the chat's wire shape costs in libzmq itself, and what the
+        // chat's own code adds on top of it.
+        let ratios = |a: &[Duration], b: &[Duration]| -> Vec<f64> {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+                .collect()
+        };
+        table.ratio_row(
+            &format!("envelope / zmq REQ/REP, run by run, {size} B"),
+            &ratios(&envelope, &zmq_rr),
+            None,
+        );
+        table.ratio_row(
+            &format!("chat / envelope, run by run, {size} B"),
+            &ratios(&chat, &envelope),
+            None,
         );
     }
 
@@ -144,7 +173,7 @@ fn main() {
     table.ratio_row(
         "push/pull example / bare, run by run",
         &paired,
-        Target::AtLeast(0.9),
+        Some(Target::AtLeast(0.9)),
     );
     table.print(&settings);
 }
@@ -164,23 +193,44 @@ fn run_role(role: &str, first: &str, second: &str) {
                 socket.send(message, 0).unwrap();
             }
         }
-        "--role-zmq-client" => {
+        "--role-zmq-client" | "--role-zmq-envelope-client" => {
             // The bare client runs in its own process, like chat-client, and
-            // times only the round trips after warm-up.
+            // times only the round trips after warm-up. The envelope variant
+            // sends what chat-client puts on the wire, with its socket
+            // options, and nothing else: a DEALER sending [id, "", text]
+            // with ZMTP heartbeats and a receive timeout.
+            let envelope = role == "--role-zmq-envelope-client";
             let (endpoint, size_and_count) = (first, second);
             let (size, count) = size_and_count.split_once('x').unwrap();
             let (size, count): (usize, usize) = (size.parse().unwrap(), count.parse().unwrap());
-            let socket = context.socket(zmq::REQ).unwrap();
+            let socket = context
+                .socket(if envelope { zmq::DEALER } else { zmq::REQ })
+                .unwrap();
+            if envelope {
+                socket.set_heartbeat_ivl(1000).unwrap();
+                socket.set_heartbeat_timeout(3000).unwrap();
+                socket.set_rcvtimeo(100).unwrap();
+            }
             socket.connect(endpoint).unwrap();
             let payload = vec![b'x'; size];
+            let id = b"zc1:0123456789abcdef:10200";
             let mut reply = zmq::Message::new();
             let mut started = Instant::now();
             for index in 0..WARM_UP + count {
                 if index == WARM_UP {
                     started = Instant::now();
                 }
-                socket.send(&payload[..], 0).unwrap();
-                socket.recv(&mut reply, 0).unwrap();
+                if envelope {
+                    socket.send(&id[..], zmq::SNDMORE).unwrap();
+                    socket.send(&b""[..], zmq::SNDMORE).unwrap();
+                    socket.send(&payload[..], 0).unwrap();
+                    for _ in 0..3 {
+                        while let Err(zmq::Error::EAGAIN) = socket.recv(&mut reply, 0) {}
+                    }
+                } else {
+                    socket.send(&payload[..], 0).unwrap();
+                    socket.recv(&mut reply, 0).unwrap();
+                }
                 assert_eq!(reply.len(), size);
             }
             println!("{}", started.elapsed().as_nanos() / count as u128);
@@ -378,12 +428,18 @@ fn chat_memory(messages: usize) -> ChatMemory {
 }
 
 fn zmq_round_trip(size: usize, messages: usize) -> Duration {
+    zmq_client_round_trip("--role-zmq-client", size, messages)
+}
+
+/// The bare round trip of chat-client's wire shape and socket options.
+fn envelope_round_trip(size: usize, messages: usize) -> Duration {
+    zmq_client_round_trip("--role-zmq-envelope-client", size, messages)
+}
+
+fn zmq_client_round_trip(client_role: &str, size: usize, messages: usize) -> Duration {
     let (server, endpoint) = spawn_role("--role-zmq-echo", &[]);
     let _reaper = Reaper(vec![server]);
-    let (mut client, nanos) = spawn_role(
-        "--role-zmq-client",
-        &[&endpoint, &format!("{size}x{messages}")],
-    );
+    let (mut client, nanos) = spawn_role(client_role, &[&endpoint, &format!("{size}x{messages}")]);
     let _ = client.wait();
     Duration::from_nanos(nanos.parse().unwrap())
 }
@@ -646,21 +702,21 @@ impl Table {
 
     /// Ratios of measurements taken back to back in the same round: slow
     /// drift of the machine cancels out of each, so their median is the
-    /// verdict on `target`, given with its 95% confidence interval.
-    fn ratio_row(&mut self, name: &str, ratios: &[f64], target: Target) {
+    /// verdict on `target` (if any), given with its 95% confidence interval.
+    fn ratio_row(&mut self, name: &str, ratios: &[f64], target: Option<Target>) {
         let mut sorted = ratios.to_vec();
         sorted.sort_by(f64::total_cmp);
         let median = sorted[sorted.len() / 2];
         let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
         let n = ratios.len();
         let (low, high) = median_interval(&sorted);
-        let verdict = if target.met_by(median) {
-            "met"
-        } else {
-            "NOT met"
+        let verdict = match target {
+            Some(target) if target.met_by(median) => format!("; target {target}: met"),
+            Some(target) => format!("; target {target}: NOT met"),
+            None => String::new(),
         };
         self.rows.push(format!(
-            "| {name} | {median:.3}x | {min:.3}x | {max:.3}x | {n} | paired; 95% CI of median {low:.3}x–{high:.3}x; target {target}: {verdict} |"
+            "| {name} | {median:.3}x | {min:.3}x | {max:.3}x | {n} | paired; 95% CI of median {low:.3}x–{high:.3}x{verdict} |"
         ));
     }
 
