@@ -299,6 +299,7 @@ fn client_off_the_allow_list_is_refused_and_named_in_the_log() {
     std::fs::write(&allow, format!("# who may chat\n{alice_key}  # alice\n")).unwrap();
     let (mut server, endpoint, server_key) =
         secure_server(&keys, &["--echo", "--allow", allow.to_str().unwrap()]);
+    server.stderr_line_containing("1 client key(s) allowed");
 
     let args = |key: &str| {
         vec![

@@ -73,7 +73,20 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         Some(path) => {
             let identity = Identity::load(path).context("cannot use the --key file")?;
             let allowed = match &args.allow {
-                Some(path) => Some(AllowList::load(path).context("cannot use the --allow list")?),
+                Some(path) => {
+                    let list = AllowList::load(path).context("cannot use the --allow list")?;
+                    match list.len() {
+                        0 => eprintln!(
+                            "{PROGRAM}: warning: {} lists no key: every client will be refused",
+                            path.display()
+                        ),
+                        count => eprintln!(
+                            "{PROGRAM}: secure mode: {count} client key(s) allowed (from {})",
+                            path.display()
+                        ),
+                    }
+                    Some(list)
+                }
                 None => None,
             };
             Some(ServerSecurity::new(identity, allowed))
