@@ -142,10 +142,7 @@ fn given_up_message_is_offered_again_at_the_prompt() {
 fn keygen(name: &str) -> (String, String) {
     let path = std::env::temp_dir().join(format!("zmq-chat-tty-{name}-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let path = path.to_str().unwrap().to_string();
-    let (status, stdout, stderr) = common::run_to_end(SERVER, &["--keygen", &path], "");
-    assert!(status.success(), "{stderr}");
-    (path, stdout.trim().to_string())
+    common::keygen(&path)
 }
 
 /// In secure mode each side's screen says the chat is encrypted and labels

@@ -26,11 +26,7 @@ fn folder(test: &str) -> PathBuf {
 /// Runs `chat-server --keygen` into `folder/name`; returns the key file and
 /// the public key printed.
 fn keygen(folder: &Path, name: &str) -> (String, String) {
-    let path = folder.join(name);
-    let path = path.to_str().unwrap().to_string();
-    let (status, stdout, stderr) = run_to_end(SERVER, &["--keygen", &path], "");
-    assert!(status.success(), "keygen failed: {stderr}");
-    (path, stdout.trim().to_string())
+    common::keygen(&folder.join(name))
 }
 
 /// A secure server answering from its stdin, plus its endpoint and key.
@@ -46,18 +42,28 @@ fn secure_server(folder: &Path, extra: &[&str]) -> (Proc, String, String) {
 
 /// A secure chat-client with its own key file `name` in `folder`.
 fn secure_client(folder: &Path, name: &str, endpoint: &str, server_key: &str) -> Proc {
+    secure_client_with(folder, name, endpoint, server_key, &[])
+}
+
+/// [`secure_client`] with `extra` flags (`--liveness`, say).
+fn secure_client_with(
+    folder: &Path,
+    name: &str,
+    endpoint: &str,
+    server_key: &str,
+    extra: &[&str],
+) -> Proc {
     let (key_file, _) = keygen(folder, name);
-    Proc::spawn(
-        CLIENT,
-        &[
-            "--connect",
-            endpoint,
-            "--server-key",
-            server_key,
-            "--key",
-            &key_file,
-        ],
-    )
+    let mut args = vec![
+        "--connect",
+        endpoint,
+        "--server-key",
+        server_key,
+        "--key",
+        &key_file,
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(CLIENT, &args)
 }
 
 /// What the tap does to the client's traffic.
@@ -440,21 +446,12 @@ fn killed_secure_server_gets_the_pending_message_once_after_restart() {
     let (key_file, server_key) = keygen(&keys, "server.key");
     let address = format!("127.0.0.1:{}", free_port());
     let (mut server, endpoint) = Proc::server(&["--bind", &address, "--key", &key_file]);
-    let (client_key, _) = keygen(&keys, "client.key");
-    let mut client = Proc::spawn(
-        CLIENT,
-        &[
-            "--connect",
-            &endpoint,
-            "--server-key",
-            &server_key,
-            "--key",
-            &client_key,
-            "--liveness",
-            "1",
-            "--give-up",
-            "20",
-        ],
+    let mut client = secure_client_with(
+        &keys,
+        "client.key",
+        &endpoint,
+        &server_key,
+        &["--liveness", "1", "--give-up", "20"],
     );
     client.send_line("pending message");
     assert_eq!(server.stdout_line(), "pending message");
@@ -595,21 +592,12 @@ fn client_key_is_created_in_the_default_place_on_first_use() {
 fn frozen_secure_server_answers_once_after_a_fresh_handshake() {
     let keys = folder("freeze");
     let (mut server, endpoint, server_key) = secure_server(&keys, &[]);
-    let (client_key, _) = keygen(&keys, "client.key");
-    let mut client = Proc::spawn(
-        CLIENT,
-        &[
-            "--connect",
-            &endpoint,
-            "--server-key",
-            &server_key,
-            "--key",
-            &client_key,
-            "--liveness",
-            "0.5",
-            "--give-up",
-            "20",
-        ],
+    let mut client = secure_client_with(
+        &keys,
+        "client.key",
+        &endpoint,
+        &server_key,
+        &["--liveness", "0.5", "--give-up", "20"],
     );
     client.send_line("are you there?");
     assert_eq!(server.stdout_line(), "are you there?");

@@ -131,6 +131,16 @@ fn explain_connect_error(error: &lapin::Error, shown: &str) -> String {
     }
 }
 
+/// Connects and opens the one channel a publisher or subscriber uses.
+pub async fn open_channel(url: &str) -> Result<(Connection, Channel), Failure> {
+    let connection = connect(url).await?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(failed("cannot open a channel"))?;
+    Ok((connection, channel))
+}
+
 /// Declares the durable queue (idempotent: the same arguments as pika's
 /// `queue_declare(name, durable=True)`).
 pub async fn declare_queue(channel: &Channel, name: &str) -> Result<(), Failure> {

@@ -36,11 +36,7 @@ pub async fn run(args: PublishArgs) -> Result<u8, Failure> {
         .map(|(index, text)| compact_json(text, index + 1))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let connection = broker::connect(&args.target.url).await?;
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(broker::failed("cannot open a channel"))?;
+    let (connection, channel) = broker::open_channel(&args.target.url).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await

@@ -50,11 +50,7 @@ enum Handled {
 }
 
 pub async fn run(args: SubscribeArgs) -> Result<u8, Failure> {
-    let connection = broker::connect(&args.target.url).await?;
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(broker::failed("cannot open a channel"))?;
+    let (connection, channel) = broker::open_channel(&args.target.url).await?;
     channel
         .basic_qos(1, BasicQosOptions::default())
         .await

@@ -267,3 +267,12 @@ impl Proc {
             .expect("VmRSS in /proc status")
     }
 }
+
+/// Runs `chat-server --keygen` to write a new key file at `path`; returns
+/// the file's path as text and the public key it printed.
+pub fn keygen(path: &std::path::Path) -> (String, String) {
+    let path = path.to_str().expect("a UTF-8 temporary path").to_string();
+    let (status, stdout, stderr) = run_to_end(SERVER, &["--keygen", &path], "");
+    assert!(status.success(), "keygen failed: {stderr}");
+    (path, stdout.trim().to_string())
+}
