@@ -134,8 +134,12 @@ impl LineSource for Prompt {
 /// helper thread has to be woken for every line.
 pub struct ScriptLines {
     program: &'static str,
-    /// Bytes read from stdin; those before `consumed` were returned already.
+    /// The read buffer: bytes read from stdin are `pending[..filled]`; those
+    /// before `consumed` were returned already. Beyond `filled` it is spare
+    /// room, zeroed once when the buffer grows, not before every read.
     pending: Vec<u8>,
+    /// End of the bytes read so far.
+    filled: usize,
     /// Start of the bytes not yet returned as lines. Lines are taken by
     /// moving this offset; the buffer is compacted once per read, not per line.
     consumed: usize,
@@ -153,6 +157,7 @@ impl ScriptLines {
         ScriptLines {
             program,
             pending: Vec::new(),
+            filled: 0,
             consumed: 0,
             scanned: 0,
             ended: false,
@@ -164,11 +169,11 @@ impl ScriptLines {
     /// the unterminated rest counts as a last line.
     fn take_line(&mut self) -> Option<String> {
         let scan_from = self.scanned.max(self.consumed);
-        let end = match memchr::memchr(b'\n', &self.pending[scan_from..]) {
+        let end = match memchr::memchr(b'\n', &self.pending[scan_from..self.filled]) {
             Some(offset) => scan_from + offset + 1,
-            None if self.ended && self.consumed < self.pending.len() => self.pending.len(),
+            None if self.ended && self.consumed < self.filled => self.filled,
             None => {
-                self.scanned = self.pending.len();
+                self.scanned = self.filled;
                 return None;
             }
         };
@@ -199,22 +204,25 @@ impl ScriptLines {
             Ok(_) => {}
             Err(error) => return Err(io::Error::other(error)),
         }
-        self.pending.drain(..self.consumed);
+        self.pending.copy_within(self.consumed..self.filled, 0);
+        self.filled -= self.consumed;
         self.scanned = self.scanned.saturating_sub(self.consumed);
         self.consumed = 0;
-        let start = self.pending.len();
-        self.pending.resize(start + READ_CHUNK, 0);
+        let start = self.filled;
+        if self.pending.len() < start + READ_CHUNK {
+            self.pending.resize(start + READ_CHUNK, 0);
+        }
         let read = loop {
-            match io::stdin().lock().read(&mut self.pending[start..]) {
+            match io::stdin()
+                .lock()
+                .read(&mut self.pending[start..start + READ_CHUNK])
+            {
                 Ok(read) => break read,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    self.pending.truncate(start);
-                    return Err(error);
-                }
+                Err(error) => return Err(error),
             }
         };
-        self.pending.truncate(start + read);
+        self.filled = start + read;
         if read == 0 {
             self.ended = true;
         }
@@ -264,7 +272,7 @@ impl LineSource for ScriptLines {
         if !self.ended {
             let _ = self.fill(std::time::Duration::ZERO);
         }
-        self.has_complete_line() || (self.ended && self.consumed < self.pending.len())
+        self.has_complete_line() || (self.ended && self.consumed < self.filled)
     }
 
     fn is_exhausted(&mut self) -> bool {
@@ -274,13 +282,13 @@ impl LineSource for ScriptLines {
         if !self.ended && self.fill(std::time::Duration::ZERO).is_err() {
             return true;
         }
-        self.ended && self.consumed == self.pending.len()
+        self.ended && self.consumed == self.filled
     }
 }
 
 impl ScriptLines {
     fn has_complete_line(&self) -> bool {
-        memchr::memchr(b'\n', &self.pending[self.consumed..]).is_some()
+        memchr::memchr(b'\n', &self.pending[self.consumed..self.filled]).is_some()
     }
 }
 
