@@ -155,22 +155,23 @@ impl ChatServer {
                 None => screen.show(incoming),
             };
             let reply: Vec<Vec<u8>> = match &mut replies {
-                ReplySource::Echo => {
-                    // The message goes back exactly as it came. Showing it
-                    // needs a copy only when decoding changes it (several
-                    // frames, bad UTF-8, over the limit); otherwise the
-                    // decoded text is those very bytes.
-                    let exact = matches!(&body[..], [frame]
-                        if frame.len() <= max_message_bytes && std::str::from_utf8(frame).is_ok());
-                    if exact {
-                        let incoming = Incoming::decode(body, max_message_bytes);
+                // The message goes back exactly as it came. Showing it needs
+                // a copy only when decoding changes it (several frames, bad
+                // UTF-8, over the limit); otherwise the text is those bytes.
+                ReplySource::Echo => match exact_text(body, max_message_bytes) {
+                    Ok(text) => {
+                        let incoming = Incoming {
+                            text,
+                            anomalies: Vec::new(),
+                        };
                         show(&incoming)?;
                         vec![incoming.text.into_bytes()]
-                    } else {
+                    }
+                    Err(body) => {
                         show(&Incoming::decode(body.clone(), max_message_bytes))?;
                         body
                     }
-                }
+                },
                 ReplySource::Operator(lines) => {
                     show(&Incoming::decode(body, max_message_bytes))?;
                     // The operator must see the message before answering it.
@@ -294,12 +295,9 @@ impl ChatServer {
     ) -> Result<(), ChatError> {
         let mut frames = envelope;
         frames.extend(reply);
-        // Sent as copies: a frame of up to 33 bytes is then stored inside
-        // ZeroMQ's message itself, where handing over the Vec would cost
-        // ZeroMQ an allocation per frame.
         match self
             .socket
-            .send_multipart(frames.iter().map(Vec::as_slice), 0)
+            .send_multipart(frames.into_iter().map(into_message), 0)
         {
             Ok(()) => Ok(()),
             Err(zmq::Error::EHOSTUNREACH) => {
@@ -322,6 +320,29 @@ impl ChatServer {
             envelope.push(Vec::new());
             let _ = self.socket.send_multipart(envelope, 0);
         }
+    }
+}
+
+/// The text of a message that is one valid UTF-8 frame within `max_bytes`,
+/// taken without a copy; any other message is given back unchanged.
+fn exact_text(mut body: Vec<Vec<u8>>, max_bytes: usize) -> Result<String, Vec<Vec<u8>>> {
+    match body.as_slice() {
+        [frame] if frame.len() <= max_bytes => {
+            String::from_utf8(body.remove(0)).map_err(|error| vec![error.into_bytes()])
+        }
+        _ => Err(body),
+    }
+}
+
+/// ZeroMQ keeps a frame of up to 33 bytes inside its message, so those are
+/// copied (handing over the Vec would cost ZeroMQ an allocation); a larger
+/// one is handed over without a copy.
+fn into_message(frame: Vec<u8>) -> zmq::Message {
+    const ZMQ_INLINE_BYTES: usize = 33;
+    if frame.len() <= ZMQ_INLINE_BYTES {
+        zmq::Message::from(&frame[..])
+    } else {
+        zmq::Message::from(frame)
     }
 }
 
