@@ -629,3 +629,19 @@ fn frozen_secure_server_answers_once_after_a_fresh_handshake() {
         "the frozen message was shown once"
     );
 }
+
+/// A secure client started before its server: the handshake waits in the
+/// queue like a plain message would, and the chat starts when the server
+/// appears.
+#[test]
+fn secure_client_started_before_its_server_is_answered_when_it_appears() {
+    let keys = folder("client-first");
+    let (key_file, server_key) = keygen(&keys, "server.key");
+    let address = format!("127.0.0.1:{}", free_port());
+    let mut client = secure_client(&keys, "client.key", &address, &server_key);
+    client.send_line("anyone there?");
+    std::thread::sleep(Duration::from_millis(300));
+    let (_server, _) = Proc::server(&["--bind", &address, "--key", &key_file, "--echo"]);
+    assert_eq!(client.stdout_line(), "anyone there?");
+    client.stderr_line_containing("encrypted chat with server");
+}
