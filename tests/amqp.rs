@@ -88,6 +88,32 @@ fn round_trip_prints_exactly_the_published_messages_in_order() {
     );
 }
 
+/// Plain text given with --text travels as a JSON string, quotes escaped.
+#[test]
+fn text_is_published_as_a_json_string() {
+    let Some(example) = amqp_example() else {
+        return;
+    };
+    let queue = unique("text");
+    let mut sub = subscriber(&example, &["--queue", &queue, "--count", "2"]);
+    let (status, _, stderr) = run_to_end(
+        &example,
+        &[
+            "publish",
+            "--queue",
+            &queue,
+            "--text",
+            "hello",
+            "--text",
+            "say \"hi\"",
+        ],
+        "",
+    );
+    assert!(status.success(), "{stderr}");
+    assert_eq!(sub.stdout_line(), r#""hello""#);
+    assert_eq!(sub.stdout_line(), r#""say \"hi\"""#);
+}
+
 /// Time independence: messages published while no subscriber runs wait in
 /// the durable queue for one started later.
 #[test]

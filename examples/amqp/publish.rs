@@ -19,22 +19,38 @@ pub struct PublishArgs {
     /// per line (blank lines skipped)
     #[arg(value_name = "JSON")]
     messages: Vec<String>,
+
+    /// Publish TEXT as a JSON string (`hello` goes out as `"hello"`); may be
+    /// given several times
+    #[arg(long, value_name = "TEXT", conflicts_with = "messages")]
+    text: Vec<String>,
 }
 
 /// Persistent, as pika's `delivery_mode=2`.
 const PERSISTENT: u8 = 2;
 
 pub async fn run(args: PublishArgs) -> Result<u8, Failure> {
-    let texts = if args.messages.is_empty() {
-        read_stdin_lines()?
+    let bodies = if !args.text.is_empty() {
+        args.text
+            .iter()
+            .map(|text| {
+                serde_json::Value::String(text.clone())
+                    .to_string()
+                    .into_bytes()
+            })
+            .collect()
     } else {
-        args.messages.clone()
+        let texts = if args.messages.is_empty() {
+            read_stdin_lines()?
+        } else {
+            args.messages.clone()
+        };
+        texts
+            .iter()
+            .enumerate()
+            .map(|(index, text)| compact_json(text, index + 1))
+            .collect::<Result<Vec<_>, _>>()?
     };
-    let bodies = texts
-        .iter()
-        .enumerate()
-        .map(|(index, text)| compact_json(text, index + 1))
-        .collect::<Result<Vec<_>, _>>()?;
 
     let (connection, channel) = broker::open_channel(&args.target.url).await?;
     channel
