@@ -190,7 +190,14 @@ impl Drop for Proc {
 pub fn run_to_end(program: &str, args: &[&str], input: &str) -> (ExitStatus, String, String) {
     let mut proc = Proc::spawn(program, args);
     if let Some(mut stdin) = proc.stdin.take() {
-        stdin.write_all(input.as_bytes()).expect("write stdin");
+        // A program that fails before reading its input (a bad flag, a
+        // missing key file) may already be gone: that is its answer, not a
+        // test failure.
+        match stdin.write_all(input.as_bytes()) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(error) => panic!("write stdin: {error}"),
+        }
     }
     let status = proc.wait();
     let stdout = proc.remaining_stdout().join("\n");
