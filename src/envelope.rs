@@ -86,6 +86,21 @@ impl MessageId {
         format!("{self}{suffix}").into_bytes()
     }
 
+    /// Replaces this id's frame in `envelope` with one carrying `mark`;
+    /// false if the envelope holds no chat id (a plain REQ peer's).
+    pub fn mark_in(self, envelope: &mut [Vec<u8>], mark: Mark) -> bool {
+        match envelope
+            .iter_mut()
+            .find(|frame| MessageId::parse(frame).is_some())
+        {
+            Some(frame) => {
+                *frame = self.marked_frame(mark);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Parses an envelope frame; `None` for frames that are not chat ids.
     pub fn parse(frame: &[u8]) -> Option<(MessageId, Mark)> {
         let text = std::str::from_utf8(frame).ok()?.strip_prefix(ID_PREFIX)?;
@@ -170,6 +185,23 @@ mod tests {
         assert_eq!(MessageId::parse(b"not an id"), None);
         assert_eq!(MessageId::parse(b"zc1:xyz:1"), None);
         assert_eq!(MessageId::parse(b"\xff\xfe"), None);
+    }
+
+    #[test]
+    fn marking_replaces_only_the_id_frame() {
+        let id = MessageId {
+            session: 7,
+            sequence: 3,
+        };
+        let mut envelope = vec![b"route".to_vec(), id.to_frame(), vec![]];
+        assert!(id.mark_in(&mut envelope, Mark::Refused));
+        assert_eq!(
+            envelope,
+            vec![b"route".to_vec(), id.marked_frame(Mark::Refused), vec![]]
+        );
+        let mut plain = vec![b"route".to_vec(), vec![]];
+        assert!(!id.mark_in(&mut plain, Mark::Ended));
+        assert_eq!(plain, vec![b"route".to_vec(), vec![]]);
     }
 
     #[test]

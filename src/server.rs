@@ -252,12 +252,8 @@ impl ChatServer {
         screen: &Screen,
     ) -> Result<(), ChatError> {
         let mut envelope = envelope.to_vec();
-        if let Some(id) = id
-            && let Some(frame) = envelope
-                .iter_mut()
-                .find(|frame| MessageId::parse(frame).is_some())
-        {
-            *frame = id.marked_frame(Mark::Refused);
+        if let Some(id) = id {
+            id.mark_in(&mut envelope, Mark::Refused);
         }
         self.deliver(envelope, vec![reason.as_bytes().to_vec()], screen)
     }
@@ -312,11 +308,7 @@ impl ChatServer {
     /// effort: a plain REQ peer cannot be told without a fake reply.
     fn say_goodbye(&self, mut envelope: Vec<Vec<u8>>, id: Option<MessageId>) {
         let Some(id) = id else { return };
-        if let Some(frame) = envelope
-            .iter_mut()
-            .find(|frame| MessageId::parse(frame).is_some())
-        {
-            *frame = id.marked_frame(Mark::Ended);
+        if id.mark_in(&mut envelope, Mark::Ended) {
             envelope.push(Vec::new());
             let _ = self.socket.send_multipart(envelope, 0);
         }
