@@ -129,12 +129,13 @@ impl ChatServer {
                 continue;
             };
             let envelope = request.envelope;
-            let Some(mut message) = self.admit(&envelope, request.id, request.body, screen)? else {
+            let Some(Admitted { body, id, secure }) =
+                self.admit(&envelope, request.id, request.body, screen)?
+            else {
                 continue;
             };
-            let body = std::mem::take(&mut message.body);
-            let client = message.secure.map(|(_, key)| key);
-            if let Some(id) = message.id {
+            let client = secure.map(|(_, key)| key);
+            if let Some(id) = id {
                 match self.answers.recall(client, id) {
                     Recall::New => {}
                     Recall::Answered(reply) => {
@@ -143,7 +144,7 @@ impl ChatServer {
                             "message #{} arrived again after a reconnect; sent its reply again",
                             id.sequence
                         ));
-                        self.answer(envelope, &message, reply, screen)?;
+                        self.answer(envelope, Some(id), secure, reply, screen)?;
                         continue;
                     }
                     Recall::Stale => continue,
@@ -182,17 +183,17 @@ impl ChatServer {
                         Line::Text(reply) => vec![reply.into_bytes()],
                         Line::End(end) => {
                             screen.flush()?;
-                            self.say_goodbye(envelope, message.id);
+                            self.say_goodbye(envelope, id);
                             screen.notice("ending with the last message unanswered; its sender is told the chat ended");
                             return Ok(end);
                         }
                     }
                 }
             };
-            if let Some(id) = message.id {
+            if let Some(id) = id {
                 self.answers.remember(client, id, &reply);
             }
-            self.answer(envelope, &message, reply, screen)?;
+            self.answer(envelope, id, secure, reply, screen)?;
         }
     }
 
@@ -258,16 +259,17 @@ impl ChatServer {
         self.deliver(envelope, vec![reason.as_bytes().to_vec()], screen)
     }
 
-    /// Sends `reply` to `message`, sealed in secure mode.
+    /// Sends `reply` to message `id`, sealed in secure mode (`secure` as
+    /// [`Admitted`] gives it).
     fn answer(
         &mut self,
         envelope: Vec<Vec<u8>>,
-        message: &Admitted,
+        id: Option<MessageId>,
+        secure: Option<(u64, PublicKey)>,
         reply: Vec<Vec<u8>>,
         screen: &Screen,
     ) -> Result<(), ChatError> {
-        let (Some((session, _)), Some(security), Some(id)) =
-            (message.secure, &mut self.security, message.id)
+        let (Some((session, _)), Some(security), Some(id)) = (secure, &mut self.security, id)
         else {
             return self.deliver(envelope, reply, screen);
         };
