@@ -25,11 +25,10 @@
 //! when the server has proven its key. After a reconnect the client shakes
 //! hands afresh and seals the pending message again.
 
-use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use crate::address::Endpoint;
-use crate::envelope::{Enveloped, Mark, MessageId};
+use crate::envelope::{self, Enveloped, Mark, MessageId};
 use crate::error::ChatError;
 use crate::message::Incoming;
 use crate::secure::frame::Refusal;
@@ -106,7 +105,7 @@ impl ChatClient {
             watch,
             connected: false,
             endpoint: endpoint.to_string(),
-            session: RandomState::new().hash_one((std::process::id(), Instant::now())),
+            session: envelope::random_id(),
             sequence: 0,
             liveness,
             security: None,

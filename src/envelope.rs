@@ -12,6 +12,8 @@
 //! * a plain pyzmq REQ client simply has no id, and is served as before.
 
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::time::Instant;
 
 const ID_PREFIX: &str = "zc1:";
 /// Appended to the id of the last reply a server sends when its operator ends
@@ -31,6 +33,13 @@ pub enum Mark {
     Ended,
     /// The server refused the message; the body says why.
     Refused,
+}
+
+/// A number unlikely to be picked again, in this process or another: for
+/// session ids and the secure-mode session indexes. (Not secret: nothing
+/// relies on it being unguessable.)
+pub fn random_id() -> u64 {
+    RandomState::new().hash_one((std::process::id(), Instant::now()))
 }
 
 /// Identifies one message of one client session.

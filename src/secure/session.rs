@@ -3,12 +3,11 @@
 //! key against its allow list and keeps one session per handshake.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use snow::{HandshakeState, TransportState};
 
-use crate::envelope::MessageId;
+use crate::envelope::{MessageId, random_id};
 use crate::secure::frame::{self, Frame, Refusal};
 use crate::secure::keys::{AllowList, Identity, KEY_LEN, PublicKey};
 use crate::secure::noise_params;
@@ -110,7 +109,7 @@ impl ClientSecurity {
             .build_initiator()?;
         let mut noise = vec![0u8; 256];
         let length = handshake.write_message(&[], &mut noise)?;
-        let client_index = random_index();
+        let client_index = random_id();
         self.session = None;
         self.handshake = Some((handshake, client_index));
         Ok(Frame::HandshakeInit {
@@ -334,7 +333,7 @@ impl ServerSecurity {
                 "a handshake failed".to_string(),
             );
         };
-        let server_index = random_index();
+        let server_index = random_id();
         self.make_room(now);
         self.sessions.insert(
             server_index,
@@ -450,10 +449,6 @@ fn refuse(reason: Refusal, text: &str, notice: String) -> Opened {
         .encode(),
         notice,
     }
-}
-
-fn random_index() -> u64 {
-    RandomState::new().hash_one((std::process::id(), Instant::now()))
 }
 
 #[cfg(test)]
