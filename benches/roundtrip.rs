@@ -103,32 +103,21 @@ fn main() {
             &tcp,
             Some((zmq_median, "zmq REQ/REP")),
         );
-        let paired: Vec<f64> = chat
-            .iter()
-            .zip(&zmq_rr)
-            .map(|(c, z)| c.as_secs_f64() / z.as_secs_f64())
-            .collect();
         table.ratio_row(
             &format!("chat / zmq REQ/REP, run by run, {size} B"),
-            &paired,
+            &paired_ratios(&chat, &zmq_rr),
             Some(Target::AtMost(1.05)),
         );
         // What the chat's wire shape costs in libzmq itself, and what the
         // chat's own code adds on top of it.
-        let ratios = |a: &[Duration], b: &[Duration]| -> Vec<f64> {
-            a.iter()
-                .zip(b)
-                .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
-                .collect()
-        };
         table.ratio_row(
             &format!("envelope / zmq REQ/REP, run by run, {size} B"),
-            &ratios(&envelope, &zmq_rr),
+            &paired_ratios(&envelope, &zmq_rr),
             None,
         );
         table.ratio_row(
             &format!("chat / envelope, run by run, {size} B"),
-            &ratios(&chat, &envelope),
+            &paired_ratios(&chat, &envelope),
             None,
         );
     }
@@ -599,6 +588,14 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Each run's time in `a` divided by the same run's time in `b`.
+fn paired_ratios(a: &[Duration], b: &[Duration]) -> Vec<f64> {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+        .collect()
 }
 
 fn median(values: &[Duration]) -> Duration {
