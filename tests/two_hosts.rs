@@ -68,6 +68,18 @@ impl TwoHosts {
         Ok(hosts)
     }
 
+    /// Takes the server's end of the wire down or brings it up ("down"/"up").
+    fn set_server_link(&self, state: &str) -> Result<(), String> {
+        ip(&[
+            "-n",
+            &self.server_ns,
+            "link",
+            "set",
+            &self.server_link(),
+            state,
+        ])
+    }
+
     fn server_link(&self) -> String {
         format!("zcs{}", std::process::id())
     }
@@ -128,26 +140,10 @@ fn chat_between_two_network_namespaces_survives_a_link_outage() {
 
     client.send_line("during the outage");
     assert_eq!(server.stdout_line(), "during the outage");
-    ip(&[
-        "-n",
-        &hosts.server_ns,
-        "link",
-        "set",
-        &hosts.server_link(),
-        "down",
-    ])
-    .unwrap();
+    hosts.set_server_link("down").unwrap();
     client.stderr_line_containing("lost the connection");
     std::thread::sleep(Duration::from_millis(500));
-    ip(&[
-        "-n",
-        &hosts.server_ns,
-        "link",
-        "set",
-        &hosts.server_link(),
-        "up",
-    ])
-    .unwrap();
+    hosts.set_server_link("up").unwrap();
     client.stderr_line_containing("re-sent the unanswered message");
     server.send_line("the link is back");
     assert_eq!(client.stdout_line(), "the link is back");
