@@ -74,10 +74,25 @@ pub struct ChatClient {
     sequence: u64,
     liveness: Liveness,
     security: Option<ClientSecurity>,
+    /// The pending message's id frame, rewritten in place for each message.
+    id_frame: Vec<u8>,
+    /// The frames of the latest reply, reused so that receiving the usual
+    /// reply allocates nothing.
+    reply: [zmq::Message; 3],
+}
+
+/// The shape of a received reply.
+enum Received {
+    /// Exactly `[pending id, "", one text frame]`, held in `reply`.
+    Usual,
+    /// Anything else, taken out of the socket as owned frames.
+    Frames(Vec<Vec<u8>>),
 }
 
 /// What ended the wait for one reply.
 enum Waited {
+    /// The usual reply, `[pending id, "", text]`: the text is `reply[2]`.
+    ReplyInPlace,
     Reply(Vec<Vec<u8>>),
     Ended,
     Refused(String),
@@ -109,6 +124,12 @@ impl ChatClient {
             sequence: 0,
             liveness,
             security: None,
+            id_frame: Vec::new(),
+            reply: [
+                zmq::Message::new(),
+                zmq::Message::new(),
+                zmq::Message::new(),
+            ],
         })
     }
 
@@ -149,6 +170,14 @@ impl ChatClient {
                 sequence: self.sequence,
             };
             match self.exchange(id, &text, screen, shutdown)? {
+                Waited::ReplyInPlace => {
+                    let bytes = &self.reply[2][..];
+                    match std::str::from_utf8(bytes) {
+                        Ok(text) if text.len() <= max_message_bytes => screen.show_text(text)?,
+                        _ => screen
+                            .show(&Incoming::decode(vec![bytes.to_vec()], max_message_bytes))?,
+                    }
+                }
                 Waited::Reply(body) => {
                     let incoming = Incoming::decode(body, max_message_bytes);
                     match &self.security {
@@ -190,12 +219,13 @@ impl ChatClient {
         if screen.is_interactive() {
             self.catch_up_with_connection_events(screen)?;
         }
-        let body = match &mut self.security {
-            Some(security) => security.opening(id, text.as_bytes())?,
-            None => text.as_bytes().to_vec(),
+        id.write_frame(&mut self.id_frame);
+        // In secure mode what goes out is sealed; in plain mode, the text itself.
+        let mut sealed = match &mut self.security {
+            Some(security) => Some(security.opening(id, text.as_bytes())?),
+            None => None,
         };
-        let mut request = [id.to_frame(), Vec::new(), body];
-        self.socket.send_multipart(&request, 0)?;
+        self.send_request(sealed.as_deref().unwrap_or(text.as_bytes()))?;
         let mut lost_since = if self.connected {
             screen.status("waiting for the server's reply… (Ctrl-C to quit)");
             None
@@ -219,18 +249,9 @@ impl ChatClient {
                 return Ok(Waited::Interrupted);
             }
             // Blocks until a reply or the socket's receive timeout (one tick).
-            match self.socket.recv_multipart(0) {
-                // Fast path in plain mode: the reply carries exactly our id
-                // frame (compared as bytes, no parsing), the delimiter, then the text.
-                Ok(mut frames)
-                    if self.security.is_none()
-                        && frames.len() >= 3
-                        && frames[0] == request[0]
-                        && frames[1].is_empty() =>
-                {
-                    return Ok(Waited::Reply(frames.split_off(2)));
-                }
-                Ok(frames) => {
+            match self.receive_reply() {
+                Ok(Received::Usual) => return Ok(Waited::ReplyInPlace),
+                Ok(Received::Frames(frames)) => {
                     let reply = match Enveloped::split(frames, 0) {
                         // The answer to an earlier copy, or to an earlier message.
                         Ok(reply) if reply.id.is_some() && reply.id != Some(id) => continue,
@@ -257,24 +278,24 @@ impl ChatClient {
                     let Some(security) = &mut self.security else {
                         return Ok(Waited::Reply(reply.body));
                     };
-                    match security.step(id, text.as_bytes(), &reply.body) {
+                    let next = match security.step(id, text.as_bytes(), &reply.body) {
                         Ok(ClientStep::Reply(text)) => return Ok(Waited::Reply(vec![text])),
-                        Ok(ClientStep::Send(sealed)) => {
+                        Ok(ClientStep::Send(next)) => {
                             screen.notice(&format!(
                                 "encrypted chat with server {} (it proved it holds the key given with --server-key)",
                                 security.server_key().fingerprint()
                             ));
-                            request[2] = sealed;
-                            self.socket.send_multipart(&request, 0)?;
+                            Some(next)
                         }
-                        Ok(ClientStep::Restart(hello)) => {
-                            request[2] = hello;
-                            self.socket.send_multipart(&request, 0)?;
-                        }
-                        Ok(ClientStep::Ignore) => {}
+                        Ok(ClientStep::Restart(hello)) => Some(hello),
+                        Ok(ClientStep::Ignore) => None,
                         Err(failure) => {
                             return Ok(Waited::Refused(describe(&failure, &self.endpoint)));
                         }
+                    };
+                    if let Some(next) = next {
+                        self.send_request(&next)?;
+                        sealed = Some(next);
                     }
                 }
                 // A whole tick without a reply: show what is buffered meanwhile.
@@ -303,9 +324,9 @@ impl ChatClient {
                             // hands afresh, the message follows.
                             if let Some(security) = &mut self.security {
                                 security.reset();
-                                request[2] = security.opening(id, text.as_bytes())?;
+                                sealed = Some(security.opening(id, text.as_bytes())?);
                             }
-                            self.socket.send_multipart(&request, 0)?;
+                            self.send_request(sealed.as_deref().unwrap_or(text.as_bytes()))?;
                             screen.notice(
                                 "connected to the server again; re-sent the unanswered message",
                             );
@@ -318,6 +339,45 @@ impl ChatClient {
                 return Ok(Waited::GaveUp);
             }
         }
+    }
+
+    /// Sends `[id frame, "", body]` for the pending message.
+    fn send_request(&self, body: &[u8]) -> Result<(), zmq::Error> {
+        self.socket.send(&self.id_frame[..], zmq::SNDMORE)?;
+        self.socket.send(&[][..], zmq::SNDMORE)?;
+        self.socket.send(body, 0)
+    }
+
+    /// Receives one reply, blocking for at most the socket's receive timeout.
+    /// The usual reply of plain mode lands in the reused `reply` frames;
+    /// any other (secure mode, a mark, another id, an odd peer) is returned
+    /// as owned frames for the careful path.
+    fn receive_reply(&mut self) -> Result<Received, zmq::Error> {
+        let mut count = 0;
+        loop {
+            // Only the first frame can time out: the rest of a message
+            // arrives with it.
+            self.socket.recv(&mut self.reply[count], 0)?;
+            count += 1;
+            let more = self.reply[count - 1].get_more();
+            if !more && count == 3 && self.security.is_none() && self.is_usual_reply() {
+                return Ok(Received::Usual);
+            }
+            if !more || count == self.reply.len() {
+                let mut frames: Vec<Vec<u8>> = self.reply[..count]
+                    .iter()
+                    .map(|frame| frame.to_vec())
+                    .collect();
+                if more {
+                    frames.extend(self.socket.recv_multipart(0)?);
+                }
+                return Ok(Received::Frames(frames));
+            }
+        }
+    }
+
+    fn is_usual_reply(&self) -> bool {
+        self.reply[0][..] == self.id_frame[..] && self.reply[1].is_empty()
     }
 
     fn catch_up_with_connection_events(&mut self, screen: &Screen) -> Result<(), zmq::Error> {

@@ -16,6 +16,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::time::Instant;
 
 const ID_PREFIX: &str = "zc1:";
+/// The longest unmarked id frame: prefix, 16 hex digits, ':', 20 digits.
+const ID_FRAME_MAX: usize = ID_PREFIX.len() + 16 + 1 + 20;
 /// Appended to the id of the last reply a server sends when its operator ends
 /// the chat, so a waiting client knows the end was deliberate.
 const ENDED_SUFFIX: &str = ":ended";
@@ -58,11 +60,19 @@ impl fmt::Display for MessageId {
 }
 
 impl MessageId {
-    /// The id as an envelope frame (what `Display` shows, built without the
-    /// formatting machinery: it is made once per message sent).
+    /// The id as an envelope frame (what `Display` shows).
     pub fn to_frame(self) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(ID_FRAME_MAX);
+        self.write_frame(&mut frame);
+        frame
+    }
+
+    /// Writes the id frame into `frame`, replacing what it held. Built
+    /// without the formatting machinery, into a buffer the caller reuses:
+    /// a client makes one per message sent.
+    pub fn write_frame(self, frame: &mut Vec<u8>) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut frame = Vec::with_capacity(ID_PREFIX.len() + 16 + 1 + 20);
+        frame.clear();
         frame.extend_from_slice(ID_PREFIX.as_bytes());
         frame.extend(
             (0..16)
@@ -82,7 +92,6 @@ impl MessageId {
             }
         }
         frame.extend_from_slice(&digits[start..]);
-        frame
     }
 
     /// The id frame carrying `mark` (the server's goodbye or refusal).
@@ -179,6 +188,18 @@ mod tests {
             let id = MessageId { session, sequence };
             assert_eq!(id.to_frame(), id.to_string().into_bytes());
         }
+        // A reused buffer holds exactly the new id, even after a longer one.
+        let mut reused = MessageId {
+            session: u64::MAX,
+            sequence: u64::MAX,
+        }
+        .to_frame();
+        let short = MessageId {
+            session: 1,
+            sequence: 2,
+        };
+        short.write_frame(&mut reused);
+        assert_eq!(reused, short.to_string().into_bytes());
     }
 
     #[test]

@@ -346,7 +346,21 @@ impl Screen {
     /// Like [`Screen::show`], with the peer labelled `peer` in interactive
     /// mode (in secure mode, its key's fingerprint).
     pub fn show_from(&self, incoming: &Incoming, peer: &str) -> io::Result<()> {
-        let text = escape_for_terminal(&incoming.text);
+        self.show_line(&incoming.text, peer)?;
+        for anomaly in &incoming.anomalies {
+            self.notice(&format!("note: {anomaly}"));
+        }
+        Ok(())
+    }
+
+    /// Shows a received message that is already valid UTF-8 within the size
+    /// limit (nothing to tell about it), straight from the bytes received.
+    pub fn show_text(&self, text: &str) -> io::Result<()> {
+        self.show_line(text, self.peer)
+    }
+
+    fn show_line(&self, text: &str, peer: &str) -> io::Result<()> {
+        let text = escape_for_terminal(text);
         let mut out = self.out.borrow_mut();
         if self.interactive {
             let (on, off) = if self.colour {
@@ -355,20 +369,13 @@ impl Screen {
                 ("", "")
             };
             writeln!(out, "{on}{peer}>{off} {text}")?;
+            out.flush()
         } else {
             // Not writeln!: the formatting machinery costs more than the
             // copy itself, once per message of a script.
             out.write_all(text.as_bytes())?;
-            out.write_all(b"\n")?;
+            out.write_all(b"\n")
         }
-        if self.interactive {
-            out.flush()?;
-        }
-        drop(out);
-        for anomaly in &incoming.anomalies {
-            self.notice(&format!("note: {anomaly}"));
-        }
-        Ok(())
     }
 
     /// Writes out buffered messages. Script-mode loops call it whenever they
