@@ -35,7 +35,7 @@ use crate::secure::frame::Refusal;
 use crate::secure::session::{ClientSecurity, ClientStep, SecureFailure};
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
-use crate::transport::{self, ConnectionEvent, ConnectionWatch, TransportError};
+use crate::transport::{self, ConnectionEvent, ConnectionWatch, Frames, TransportError};
 
 /// How the client judges that a server is gone.
 #[derive(Clone, Copy, Debug)]
@@ -353,26 +353,17 @@ impl ChatClient {
     /// any other (secure mode, a mark, another id, an odd peer) is returned
     /// as owned frames for the careful path.
     fn receive_reply(&mut self) -> Result<Received, zmq::Error> {
-        let mut count = 0;
-        loop {
-            // Only the first frame can time out: the rest of a message
-            // arrives with it.
-            self.socket.recv(&mut self.reply[count], 0)?;
-            count += 1;
-            let more = self.reply[count - 1].get_more();
-            if !more && count == 3 && self.security.is_none() && self.is_usual_reply() {
-                return Ok(Received::Usual);
+        match transport::receive_frames(&self.socket, &mut self.reply)? {
+            Frames::InPlace(3) if self.security.is_none() && self.is_usual_reply() => {
+                Ok(Received::Usual)
             }
-            if !more || count == self.reply.len() {
-                let mut frames: Vec<Vec<u8>> = self.reply[..count]
+            Frames::InPlace(count) => Ok(Received::Frames(
+                self.reply[..count]
                     .iter()
                     .map(|frame| frame.to_vec())
-                    .collect();
-                if more {
-                    frames.extend(self.socket.recv_multipart(0)?);
-                }
-                return Ok(Received::Frames(frames));
-            }
+                    .collect(),
+            )),
+            Frames::Owned(frames) => Ok(Received::Frames(frames)),
         }
     }
 

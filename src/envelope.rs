@@ -120,20 +120,34 @@ impl MessageId {
     }
 
     /// Parses an envelope frame; `None` for frames that are not chat ids.
+    /// Works on the bytes directly: a server parses one per message.
     pub fn parse(frame: &[u8]) -> Option<(MessageId, Mark)> {
-        let text = std::str::from_utf8(frame).ok()?.strip_prefix(ID_PREFIX)?;
-        let (text, mark) = if let Some(text) = text.strip_suffix(ENDED_SUFFIX) {
+        let text = frame.strip_prefix(ID_PREFIX.as_bytes())?;
+        let (text, mark) = if let Some(text) = text.strip_suffix(ENDED_SUFFIX.as_bytes()) {
             (text, Mark::Ended)
-        } else if let Some(text) = text.strip_suffix(REFUSED_SUFFIX) {
+        } else if let Some(text) = text.strip_suffix(REFUSED_SUFFIX.as_bytes()) {
             (text, Mark::Refused)
         } else {
             (text, Mark::Normal)
         };
-        let (session, sequence) = text.split_once(':')?;
-        let session = u64::from_str_radix(session, 16).ok()?;
-        let sequence = sequence.parse().ok()?;
+        let colon = text.iter().position(|&byte| byte == b':')?;
+        let session = parse_number(&text[..colon], 16)?;
+        let sequence = parse_number(&text[colon + 1..], 10)?;
         Some((MessageId { session, sequence }, mark))
     }
+}
+
+/// Digits in `radix` (no sign, at least one) as a number, if it fits in 64 bits.
+fn parse_number(digits: &[u8], radix: u32) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |number, &digit| {
+        let value = char::from(digit).to_digit(radix)?;
+        number
+            .checked_mul(u64::from(radix))?
+            .checked_add(u64::from(value))
+    })
 }
 
 /// A message split into its envelope and its body.
@@ -215,6 +229,38 @@ mod tests {
         assert_eq!(MessageId::parse(b"not an id"), None);
         assert_eq!(MessageId::parse(b"zc1:xyz:1"), None);
         assert_eq!(MessageId::parse(b"\xff\xfe"), None);
+        for odd in [
+            &b"zc1::1"[..],
+            b"zc1:1:",
+            b"zc1:1",
+            b"zc1:+1:1",
+            b"zc1:1:-1",
+            b"zc1:1:18446744073709551616",
+            b"zc1:10000000000000000:1",
+        ] {
+            assert_eq!(
+                MessageId::parse(odd),
+                None,
+                "{}",
+                String::from_utf8_lossy(odd)
+            );
+        }
+        for odd in [
+            &b"zc1::1"[..],
+            b"zc1:1:",
+            b"zc1:1",
+            b"zc1:+1:1",
+            b"zc1:1:-1",
+            b"zc1:1:18446744073709551616",
+            b"zc1:10000000000000000:1",
+        ] {
+            assert_eq!(
+                MessageId::parse(odd),
+                None,
+                "{}",
+                String::from_utf8_lossy(odd)
+            );
+        }
     }
 
     #[test]
@@ -274,6 +320,17 @@ mod tests {
         #[test]
         fn splitting_never_panics(frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..8), 0..6), skip in 0usize..3) {
             let _ = Enveloped::split(frames, skip);
+        }
+
+        #[test]
+        fn every_id_parses_back_from_its_frame(session in any::<u64>(), sequence in any::<u64>()) {
+            let id = MessageId { session, sequence };
+            prop_assert_eq!(MessageId::parse(&id.to_frame()), Some((id, Mark::Normal)));
+        }
+
+        #[test]
+        fn parsing_never_panics(frame in proptest::collection::vec(any::<u8>(), 0..48)) {
+            let _ = MessageId::parse(&frame);
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::secure::keys::PublicKey;
 use crate::secure::session::{Opened, ServerSecurity};
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
-use crate::transport::{self, Received, TransportError};
+use crate::transport::{self, Frames, Received, TransportError};
 
 /// How many client sessions the server remembers the last answer of. Old
 /// sessions are forgotten first, so memory stays flat under any load.
@@ -55,6 +55,9 @@ pub struct ChatServer {
     endpoint: String,
     answers: AnswerMemory,
     security: Option<ServerSecurity>,
+    /// The frames of the latest request, reused so that the usual request
+    /// (`[routing id, message id, "", text]`) costs no allocation.
+    request: [zmq::Message; 4],
 }
 
 /// A message let in, ready to be shown and answered.
@@ -75,6 +78,7 @@ impl ChatServer {
             endpoint,
             answers: AnswerMemory::default(),
             security: None,
+            request: std::array::from_fn(|_| zmq::Message::new()),
         })
     }
 
@@ -106,12 +110,32 @@ impl ChatServer {
                 ReplySource::Echo => false,
             };
             // Each tick without a message is also the moment to show what is buffered.
-            let received = transport::receive(&self.socket, shutdown, || {
-                let _ = screen.flush();
-                !input_ended(&mut replies)
-            })?;
+            let received =
+                transport::receive_into(&self.socket, &mut self.request, shutdown, || {
+                    let _ = screen.flush();
+                    !input_ended(&mut replies)
+                })?;
             let frames = match received {
-                Received::Message(frames) => frames,
+                Received::Message(Frames::InPlace(count)) => match self.usual_request(count) {
+                    Some(id) => {
+                        let served = self.serve_usual(
+                            id,
+                            &mut replies,
+                            screen,
+                            shutdown,
+                            max_message_bytes,
+                        )?;
+                        if let Some(end) = served {
+                            return Ok(end);
+                        }
+                        continue;
+                    }
+                    None => self.request[..count]
+                        .iter()
+                        .map(|frame| frame.to_vec())
+                        .collect(),
+                },
+                Received::Message(Frames::Owned(frames)) => frames,
                 Received::Interrupted => {
                     screen.flush()?;
                     return Ok(End::Interrupted);
@@ -121,80 +145,151 @@ impl ChatServer {
                     return Ok(End::Eof);
                 }
             };
-            // Skip the routing id (frame 0): it may be any bytes, even empty.
-            let Ok(request) = Enveloped::split(frames, 1) else {
-                screen.notice(
-                    "ignored a message without a REQ envelope (from a DEALER or raw peer?)",
-                );
-                continue;
-            };
-            let envelope = request.envelope;
-            let Some(Admitted { body, id, secure }) =
-                self.admit(&envelope, request.id, request.body, screen)?
-            else {
-                continue;
-            };
-            let client = secure.map(|(_, key)| key);
-            if let Some(id) = id {
-                match self.answers.recall(client, id) {
-                    Recall::New => {}
-                    Recall::Answered(reply) => {
-                        let reply = reply.to_vec();
-                        screen.notice(&format!(
-                            "message #{} arrived again after a reconnect; sent its reply again",
-                            id.sequence
-                        ));
-                        self.answer(envelope, Some(id), secure, reply, screen)?;
-                        continue;
-                    }
-                    Recall::Stale => continue,
-                }
+            if let Some(end) =
+                self.serve(frames, &mut replies, screen, shutdown, max_message_bytes)?
+            {
+                return Ok(end);
             }
-            let label = client.map(|key| format!("client {} (encrypted)", key.fingerprint()));
-            let show = |incoming: &Incoming| match &label {
-                Some(label) => screen.show_from(incoming, label),
-                None => screen.show(incoming),
-            };
-            let reply: Vec<Vec<u8>> = match &mut replies {
-                // The message goes back exactly as it came. Showing it needs
-                // a copy only when decoding changes it (several frames, bad
-                // UTF-8, over the limit); otherwise the text is those bytes.
-                ReplySource::Echo => match exact_text(body, max_message_bytes) {
-                    Ok(text) => {
-                        let incoming = Incoming {
-                            text,
-                            anomalies: Vec::new(),
-                        };
-                        show(&incoming)?;
-                        vec![incoming.text.into_bytes()]
-                    }
-                    Err(body) => {
-                        show(&Incoming::decode(body.clone(), max_message_bytes))?;
-                        body
-                    }
-                },
-                ReplySource::Operator(lines) => {
-                    show(&Incoming::decode(body, max_message_bytes))?;
-                    // The operator must see the message before answering it.
-                    if !lines.has_ready_line() {
-                        screen.flush()?;
-                    }
-                    match lines.next_line(shutdown)? {
-                        Line::Text(reply) => vec![reply.into_bytes()],
-                        Line::End(end) => {
-                            screen.flush()?;
-                            self.say_goodbye(envelope, id);
-                            screen.notice("ending with the last message unanswered; its sender is told the chat ended");
-                            return Ok(end);
-                        }
-                    }
-                }
-            };
-            if let Some(id) = id {
-                self.answers.remember(client, id, &reply);
-            }
-            self.answer(envelope, id, secure, reply, screen)?;
         }
+    }
+
+    /// The id of the request in `self.request` if it is the usual one: a new
+    /// message from a chat-client in plain mode, `[routing id, id, "", text]`
+    /// (not an encrypted one, which is refused on the careful path).
+    fn usual_request(&self, count: usize) -> Option<MessageId> {
+        if count != 4
+            || self.security.is_some()
+            || !self.request[2].is_empty()
+            || frame::is_secure_frame(&self.request[3])
+        {
+            return None;
+        }
+        match MessageId::parse(&self.request[1]) {
+            Some((id, Mark::Normal)) if matches!(self.answers.recall(None, id), Recall::New) => {
+                Some(id)
+            }
+            _ => None,
+        }
+    }
+
+    /// Serves the usual request (see [`ChatServer::usual_request`]) from the
+    /// frames it arrived in: shown without a copy, and in echo mode sent
+    /// back as those very frames. `Some(end)` when the chat ends.
+    fn serve_usual(
+        &mut self,
+        id: MessageId,
+        replies: &mut ReplySource<'_>,
+        screen: &Screen,
+        shutdown: &Shutdown,
+        max_message_bytes: usize,
+    ) -> Result<Option<End>, ChatError> {
+        let text = &self.request[3];
+        match std::str::from_utf8(text) {
+            Ok(text) if text.len() <= max_message_bytes => screen.show_text(text)?,
+            _ => screen.show(&Incoming::decode(vec![text.to_vec()], max_message_bytes))?,
+        }
+        let reply = match replies {
+            ReplySource::Echo => std::mem::replace(&mut self.request[3], zmq::Message::new()),
+            ReplySource::Operator(lines) => match operator_reply(&mut **lines, screen, shutdown)? {
+                Ok(reply) => into_message(reply.into_bytes()),
+                Err(end) => {
+                    let envelope = self.request[..3]
+                        .iter()
+                        .map(|frame| frame.to_vec())
+                        .collect();
+                    self.end_with_message_pending(envelope, Some(id), screen);
+                    return Ok(Some(end));
+                }
+            },
+        };
+        self.answers.remember(None, id, &[&reply[..]]);
+        // The envelope goes back as it came: routing id, message id, delimiter.
+        let sent = (0..3)
+            .try_for_each(|index| {
+                let frame = std::mem::replace(&mut self.request[index], zmq::Message::new());
+                self.socket.send(frame, zmq::SNDMORE)
+            })
+            .and_then(|()| self.socket.send(reply, 0));
+        self.delivered(sent, screen)?;
+        Ok(None)
+    }
+
+    /// Serves any request (the careful path: secure mode, copies of answered
+    /// messages, plain REQ peers, odd shapes). `Some(end)` when the chat ends.
+    fn serve(
+        &mut self,
+        frames: Vec<Vec<u8>>,
+        replies: &mut ReplySource<'_>,
+        screen: &Screen,
+        shutdown: &Shutdown,
+        max_message_bytes: usize,
+    ) -> Result<Option<End>, ChatError> {
+        // Skip the routing id (frame 0): it may be any bytes, even empty.
+        let Ok(request) = Enveloped::split(frames, 1) else {
+            screen.notice("ignored a message without a REQ envelope (from a DEALER or raw peer?)");
+            return Ok(None);
+        };
+        let envelope = request.envelope;
+        let Some(Admitted { body, id, secure }) =
+            self.admit(&envelope, request.id, request.body, screen)?
+        else {
+            return Ok(None);
+        };
+        let client = secure.map(|(_, key)| key);
+        if let Some(id) = id {
+            match self.answers.recall(client, id) {
+                Recall::New => {}
+                Recall::Answered(reply) => {
+                    let reply = reply.to_vec();
+                    screen.notice(&format!(
+                        "message #{} arrived again after a reconnect; sent its reply again",
+                        id.sequence
+                    ));
+                    self.answer(envelope, Some(id), secure, reply, screen)?;
+                    return Ok(None);
+                }
+                Recall::Stale => return Ok(None),
+            }
+        }
+        let label = client.map(|key| format!("client {} (encrypted)", key.fingerprint()));
+        let show = |incoming: &Incoming| match &label {
+            Some(label) => screen.show_from(incoming, label),
+            None => screen.show(incoming),
+        };
+        let reply: Vec<Vec<u8>> = match replies {
+            // The message goes back exactly as it came. Showing it needs
+            // a copy only when decoding changes it (several frames, bad
+            // UTF-8, over the limit); otherwise the text is those bytes.
+            ReplySource::Echo => match exact_text(body, max_message_bytes) {
+                Ok(text) => {
+                    let incoming = Incoming {
+                        text,
+                        anomalies: Vec::new(),
+                    };
+                    show(&incoming)?;
+                    vec![incoming.text.into_bytes()]
+                }
+                Err(body) => {
+                    show(&Incoming::decode(body.clone(), max_message_bytes))?;
+                    body
+                }
+            },
+            ReplySource::Operator(lines) => {
+                show(&Incoming::decode(body, max_message_bytes))?;
+                match operator_reply(&mut **lines, screen, shutdown)? {
+                    Ok(reply) => vec![reply.into_bytes()],
+                    Err(end) => {
+                        self.end_with_message_pending(envelope, id, screen);
+                        return Ok(Some(end));
+                    }
+                }
+            }
+        };
+        if let Some(id) = id {
+            self.answers.remember(client, id, &reply);
+        }
+        self.answer(envelope, id, secure, reply, screen)?;
+        Ok(None)
     }
 
     /// Decides what to do with a request: a message to show (returned), or
@@ -293,10 +388,16 @@ impl ChatServer {
     ) -> Result<(), ChatError> {
         let mut frames = envelope;
         frames.extend(reply);
-        match self
+        let sent = self
             .socket
-            .send_multipart(frames.into_iter().map(into_message), 0)
-        {
+            .send_multipart(frames.into_iter().map(into_message), 0);
+        self.delivered(sent, screen)
+    }
+
+    /// What a send's outcome means for the server: a client that has gone
+    /// is not an error (see [`ChatServer::deliver`]); the operator is told.
+    fn delivered(&self, sent: Result<(), zmq::Error>, screen: &Screen) -> Result<(), ChatError> {
+        match sent {
             Ok(()) => Ok(()),
             Err(zmq::Error::EHOSTUNREACH) => {
                 screen.notice("the reply could not be delivered: that client has disconnected");
@@ -306,6 +407,17 @@ impl ChatServer {
         }
     }
 
+    /// Ends the chat with a message unanswered: its sender is told.
+    fn end_with_message_pending(
+        &self,
+        envelope: Vec<Vec<u8>>,
+        id: Option<MessageId>,
+        screen: &Screen,
+    ) {
+        self.say_goodbye(envelope, id);
+        screen.notice("ending with the last message unanswered; its sender is told the chat ended");
+    }
+
     /// Tells a waiting chat-client that the operator ended the chat. Best
     /// effort: a plain REQ peer cannot be told without a fake reply.
     fn say_goodbye(&self, mut envelope: Vec<Vec<u8>>, id: Option<MessageId>) {
@@ -313,6 +425,25 @@ impl ChatServer {
         if id.mark_in(&mut envelope, Mark::Ended) {
             envelope.push(Vec::new());
             let _ = self.socket.send_multipart(envelope, 0);
+        }
+    }
+}
+
+/// The operator's reply to the message just shown, or why there is none.
+fn operator_reply(
+    lines: &mut dyn LineSource,
+    screen: &Screen,
+    shutdown: &Shutdown,
+) -> std::io::Result<Result<String, End>> {
+    // The operator must see the message before answering it.
+    if !lines.has_ready_line() {
+        screen.flush()?;
+    }
+    match lines.next_line(shutdown)? {
+        Line::Text(reply) => Ok(Ok(reply)),
+        Line::End(end) => {
+            screen.flush()?;
+            Ok(Err(end))
         }
     }
 }
@@ -370,7 +501,7 @@ impl AnswerMemory {
         }
     }
 
-    fn remember(&mut self, client: Option<PublicKey>, id: MessageId, reply: &[Vec<u8>]) {
+    fn remember(&mut self, client: Option<PublicKey>, id: MessageId, reply: &[impl AsRef<[u8]>]) {
         let key = (client, id.session);
         // A known session's buffers are reused: no allocation per message.
         if let Some((sequence, stored)) = self.last.get_mut(&key) {
@@ -378,16 +509,14 @@ impl AnswerMemory {
             stored.truncate(reply.len());
             let kept = stored.len();
             for (old, new) in stored.iter_mut().zip(reply) {
-                old.clone_from(new);
+                old.clear();
+                old.extend_from_slice(new.as_ref());
             }
-            stored.extend_from_slice(&reply[kept..]);
+            stored.extend(reply[kept..].iter().map(|frame| frame.as_ref().to_vec()));
             return;
         }
-        if self
-            .last
-            .insert(key, (id.sequence, reply.to_vec()))
-            .is_none()
-        {
+        let reply = reply.iter().map(|frame| frame.as_ref().to_vec()).collect();
+        if self.last.insert(key, (id.sequence, reply)).is_none() {
             self.order.push_back(key);
             if self.order.len() > REMEMBERED_SESSIONS
                 && let Some(oldest) = self.order.pop_front()
@@ -441,7 +570,7 @@ mod tests {
                     session,
                     sequence: 1,
                 },
-                &[],
+                &[] as &[Vec<u8>],
             );
         }
         assert!(memory.last.len() <= REMEMBERED_SESSIONS);

@@ -215,15 +215,43 @@ fn parse_event(frames: &[Vec<u8>]) -> ConnectionEvent {
     }
 }
 
-/// What ended a wait for an incoming message.
+/// What ended a wait for an incoming message (by default, its frames).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Received {
-    /// A whole message, as its frames.
-    Message(Vec<Vec<u8>>),
+pub enum Received<M = Vec<Vec<u8>>> {
+    /// A whole message.
+    Message(M),
     /// Ctrl-C or a termination signal.
     Interrupted,
     /// The caller's `still_wanted` check said to stop waiting.
     Abandoned,
+}
+
+/// A message received into frames the caller keeps from one message to the
+/// next, so that the usual message costs no allocation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frames {
+    /// The message had this many frames, now the first ones of the slots.
+    InPlace(usize),
+    /// It had more frames than there are slots: all of them, owned.
+    Owned(Vec<Vec<u8>>),
+}
+
+/// Receives one message into `slots`, blocking for at most the socket's
+/// receive timeout (only the first frame can time out: the rest of a
+/// message arrives with it).
+pub fn receive_frames(
+    socket: &zmq::Socket,
+    slots: &mut [zmq::Message],
+) -> Result<Frames, zmq::Error> {
+    for count in 1..=slots.len() {
+        socket.recv(&mut slots[count - 1], 0)?;
+        if !slots[count - 1].get_more() {
+            return Ok(Frames::InPlace(count));
+        }
+    }
+    let mut frames: Vec<Vec<u8>> = slots.iter().map(|frame| frame.to_vec()).collect();
+    frames.extend(socket.recv_multipart(0)?);
+    Ok(Frames::Owned(frames))
 }
 
 /// Waits for the next message on `socket` (which must have a receive
@@ -235,11 +263,31 @@ pub enum Received {
 pub fn receive(
     socket: &zmq::Socket,
     shutdown: &Shutdown,
-    mut still_wanted: impl FnMut() -> bool,
+    still_wanted: impl FnMut() -> bool,
 ) -> Result<Received, zmq::Error> {
+    wait_for(shutdown, still_wanted, || socket.recv_multipart(0))
+}
+
+/// Like [`receive`], into `slots` (see [`receive_frames`]).
+pub fn receive_into(
+    socket: &zmq::Socket,
+    slots: &mut [zmq::Message],
+    shutdown: &Shutdown,
+    still_wanted: impl FnMut() -> bool,
+) -> Result<Received<Frames>, zmq::Error> {
+    wait_for(shutdown, still_wanted, || receive_frames(socket, slots))
+}
+
+/// Repeats `receive_once` (one tick at most each) until it gives a message,
+/// a signal arrives or `still_wanted` turns false.
+fn wait_for<M>(
+    shutdown: &Shutdown,
+    mut still_wanted: impl FnMut() -> bool,
+    mut receive_once: impl FnMut() -> Result<M, zmq::Error>,
+) -> Result<Received<M>, zmq::Error> {
     loop {
-        match socket.recv_multipart(0) {
-            Ok(frames) => return Ok(Received::Message(frames)),
+        match receive_once() {
+            Ok(message) => return Ok(Received::Message(message)),
             Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
             Err(other) => return Err(other),
         }

@@ -77,7 +77,12 @@ pub enum Frame<'a> {
 /// Whether a message body is a secure frame (so a plain peer can tell an
 /// encrypted chat from text, and say so instead of showing bytes).
 pub fn is_secure(body: &[Vec<u8>]) -> bool {
-    matches!(body, [frame] if frame.starts_with(MAGIC))
+    matches!(body, [frame] if is_secure_frame(frame))
+}
+
+/// Whether one frame is a secure frame (see [`is_secure`]).
+pub fn is_secure_frame(frame: &[u8]) -> bool {
+    frame.starts_with(MAGIC)
 }
 
 impl<'a> Frame<'a> {
