@@ -16,15 +16,17 @@
 //!
 //! The baseline peers are this same executable started with a `--role-…`
 //! argument, so nothing but the code under test differs between rows.
-//! Runs are interleaved, and their order alternates (chat first in one round,
-//! the baseline first in the next), so drift and warm caches hit both alike.
-//! On a shared machine single runs spread by ±10% and more, so the verdict
-//! on each target is the median of the paired, run-by-run ratios, with a
-//! distribution-free 95% confidence interval for that median.
+//! Runs are interleaved: in a round-trip run the chat and its baselines stay
+//! up side by side and take turns at blocks of 500 round trips, in an order
+//! that reverses from block to block; pipeline runs alternate which goes
+//! first. So drift and warm caches hit all alike. On a shared machine single
+//! runs still spread by ±10% and more, so the verdict on each target is the
+//! median of the paired, run-by-run ratios, with a distribution-free 95%
+//! confidence interval for that median.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_chat-server");
@@ -74,16 +76,11 @@ fn main() {
         let mut zmq_rr = Vec::new();
         let mut envelope = Vec::new();
         let mut tcp = Vec::new();
-        for run in 0..settings.runs {
-            if run % 2 == 0 {
-                chat.push(chat_round_trip(size, settings.messages));
-                envelope.push(envelope_round_trip(size, settings.messages));
-                zmq_rr.push(zmq_round_trip(size, settings.messages));
-            } else {
-                zmq_rr.push(zmq_round_trip(size, settings.messages));
-                envelope.push(envelope_round_trip(size, settings.messages));
-                chat.push(chat_round_trip(size, settings.messages));
-            }
+        for _ in 0..settings.runs {
+            let [chat_rt, envelope_rt, zmq_rt] = interleaved_round_trips(size, settings.messages);
+            chat.push(chat_rt);
+            envelope.push(envelope_rt);
+            zmq_rr.push(zmq_rt);
             tcp.push(tcp_round_trip(size, settings.messages));
         }
         let zmq_median = median(&zmq_rr);
@@ -184,14 +181,13 @@ fn run_role(role: &str, first: &str, second: &str) {
         }
         "--role-zmq-client" | "--role-zmq-envelope-client" => {
             // The bare client runs in its own process, like chat-client, and
-            // times only the round trips after warm-up. The envelope variant
+            // makes round trips in blocks: each stdin line asks for a number
+            // of them, and "done" says they are made. The envelope variant
             // sends what chat-client puts on the wire, with its socket
             // options, and nothing else: a DEALER sending [id, "", text]
             // with ZMTP heartbeats and a receive timeout.
             let envelope = role == "--role-zmq-envelope-client";
-            let (endpoint, size_and_count) = (first, second);
-            let (size, count) = size_and_count.split_once('x').unwrap();
-            let (size, count): (usize, usize) = (size.parse().unwrap(), count.parse().unwrap());
+            let (endpoint, size): (&str, usize) = (first, second.parse().unwrap());
             let socket = context
                 .socket(if envelope { zmq::DEALER } else { zmq::REQ })
                 .unwrap();
@@ -204,25 +200,25 @@ fn run_role(role: &str, first: &str, second: &str) {
             let payload = vec![b'x'; size];
             let id = b"zc1:0123456789abcdef:10200";
             let mut reply = zmq::Message::new();
-            let mut started = Instant::now();
-            for index in 0..WARM_UP + count {
-                if index == WARM_UP {
-                    started = Instant::now();
-                }
-                if envelope {
-                    socket.send(&id[..], zmq::SNDMORE).unwrap();
-                    socket.send(&b""[..], zmq::SNDMORE).unwrap();
-                    socket.send(&payload[..], 0).unwrap();
-                    for _ in 0..3 {
-                        while let Err(zmq::Error::EAGAIN) = socket.recv(&mut reply, 0) {}
+            println!("ready");
+            for request in std::io::stdin().lines() {
+                let count: usize = request.unwrap().trim().parse().unwrap();
+                for _ in 0..count {
+                    if envelope {
+                        socket.send(&id[..], zmq::SNDMORE).unwrap();
+                        socket.send(&b""[..], zmq::SNDMORE).unwrap();
+                        socket.send(&payload[..], 0).unwrap();
+                        for _ in 0..3 {
+                            while let Err(zmq::Error::EAGAIN) = socket.recv(&mut reply, 0) {}
+                        }
+                    } else {
+                        socket.send(&payload[..], 0).unwrap();
+                        socket.recv(&mut reply, 0).unwrap();
                     }
-                } else {
-                    socket.send(&payload[..], 0).unwrap();
-                    socket.recv(&mut reply, 0).unwrap();
+                    assert_eq!(reply.len(), size);
                 }
-                assert_eq!(reply.len(), size);
+                println!("done");
             }
-            println!("{}", started.elapsed().as_nanos() / count as u128);
         }
         "--role-tcp-echo" => {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -337,43 +333,119 @@ fn start_echo_server() -> (Child, String) {
     start_listener(SERVER, &["--bind", "127.0.0.1:0", "--echo"])
 }
 
-/// Runs `chat-client` in script mode over `count` lines of `size` bytes,
-/// stdin from a file and stdout to a file as a script would; returns the
-/// wall time of the whole process and checks every reply arrived.
-fn timed_chat_client(endpoint: &str, size: usize, count: usize) -> Duration {
-    let dir = std::env::temp_dir().join(format!("zmq-chat-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (input, output) = (dir.join("in"), dir.join("out"));
-    let line = format!("{}\n", "x".repeat(size));
-    std::fs::write(&input, line.repeat(count)).unwrap();
-    let started = Instant::now();
-    let status = Command::new(CLIENT)
-        .args(["--connect", endpoint])
-        .stdin(std::fs::File::open(&input).unwrap())
-        .stdout(std::fs::File::create(&output).unwrap())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    let elapsed = started.elapsed();
-    assert!(status.success());
-    assert_eq!(
-        std::fs::metadata(&output).unwrap().len(),
-        ((size + 1) * count) as u64,
-        "every reply arrived"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    elapsed
+/// Round trips are timed in blocks of this many: the chat and its
+/// baselines take turns block by block, so they share the machine's state
+/// down to a tenth of a second or so.
+const BLOCK: usize = 500;
+
+/// A client process, with an echo server of its own, that makes round trips
+/// a block at a time when asked and stays up between blocks.
+struct Pinger {
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// For chat-client: one block of input lines. None for the bare clients,
+    /// which are asked for a block with one line.
+    block_input: Option<Vec<u8>>,
+    size: usize,
+    line: String,
+    _processes: Reaper,
 }
 
-/// The chat's time per round trip, start-up excluded: the difference between
-/// a client session of WARM_UP + `messages` round trips and one of WARM_UP,
-/// divided by `messages`.
-fn chat_round_trip(size: usize, messages: usize) -> Duration {
-    let (server, endpoint) = start_echo_server();
-    let _reaper = Reaper(vec![server]);
-    let short = timed_chat_client(&endpoint, size, WARM_UP);
-    let long = timed_chat_client(&endpoint, size, WARM_UP + messages);
-    long.saturating_sub(short) / messages as u32
+impl Pinger {
+    /// `chat-client` in script mode against `chat-server --echo`, stdin and
+    /// stdout piped as a script would have them.
+    fn chat(size: usize) -> Pinger {
+        let (server, endpoint) = start_echo_server();
+        let mut client = spawn_piped_client(&endpoint);
+        let stdin = client.stdin.take().unwrap();
+        let stdout = BufReader::new(client.stdout.take().unwrap());
+        let input = format!("{}\n", "x".repeat(size)).repeat(BLOCK);
+        Pinger {
+            stdin,
+            stdout,
+            block_input: Some(input.into_bytes()),
+            size,
+            line: String::new(),
+            _processes: Reaper(vec![server, client]),
+        }
+    }
+
+    /// This executable as a bare client (`role`) against a bare REP echo.
+    fn bare(role: &str, size: usize) -> Pinger {
+        let (server, endpoint) = spawn_role("--role-zmq-echo", &[]);
+        let mut client = Command::new(std::env::current_exe().unwrap())
+            .args([role, &endpoint, &size.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = client.stdin.take().unwrap();
+        let mut stdout = BufReader::new(client.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        Pinger {
+            stdin,
+            stdout,
+            block_input: None,
+            size,
+            line,
+            _processes: Reaper(vec![server, client]),
+        }
+    }
+
+    /// Makes BLOCK round trips and returns the time they took, from the
+    /// request to the last reply as this process sees them.
+    fn block(&mut self) -> Duration {
+        let started = Instant::now();
+        match &self.block_input {
+            Some(input) => {
+                let (stdin, stdout, line) = (&mut self.stdin, &mut self.stdout, &mut self.line);
+                std::thread::scope(|scope| {
+                    // From a thread: a block of 1 KiB lines is more than a
+                    // pipe holds, and the replies must be read meanwhile.
+                    scope.spawn(move || stdin.write_all(input).unwrap());
+                    for _ in 0..BLOCK {
+                        line.clear();
+                        stdout.read_line(line).unwrap();
+                        assert_eq!(line.len(), self.size + 1, "every reply arrived whole");
+                    }
+                });
+            }
+            None => {
+                writeln!(self.stdin, "{BLOCK}").unwrap();
+                self.line.clear();
+                self.stdout.read_line(&mut self.line).unwrap();
+                assert_eq!(self.line.trim(), "done");
+            }
+        }
+        started.elapsed()
+    }
+}
+
+/// One round of the round-trip measurement: the chat, the envelope
+/// baseline and bare REQ/REP (each its own pair of processes, all up for
+/// the whole round) take turns at blocks of BLOCK round trips, in an order
+/// that reverses from block to block, until each has made `messages` after
+/// a warm-up block. Returns each one's time per round trip.
+fn interleaved_round_trips(size: usize, messages: usize) -> [Duration; 3] {
+    let mut pingers = [
+        Pinger::chat(size),
+        Pinger::bare("--role-zmq-envelope-client", size),
+        Pinger::bare("--role-zmq-client", size),
+    ];
+    for pinger in &mut pingers {
+        pinger.block();
+    }
+    let blocks = messages.div_ceil(BLOCK);
+    let mut totals = [Duration::ZERO; 3];
+    for block in 0..blocks {
+        let order = if block % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+        for index in order {
+            totals[index] += pingers[index].block();
+        }
+    }
+    totals.map(|total| total / (blocks * BLOCK) as u32)
 }
 
 /// Peak RSS of both binaries over `messages` round trips, and the server's
@@ -414,23 +486,6 @@ fn chat_memory(messages: usize) -> ChatMemory {
     };
     drop(stdin);
     memory
-}
-
-fn zmq_round_trip(size: usize, messages: usize) -> Duration {
-    zmq_client_round_trip("--role-zmq-client", size, messages)
-}
-
-/// The bare round trip of chat-client's wire shape and socket options.
-fn envelope_round_trip(size: usize, messages: usize) -> Duration {
-    zmq_client_round_trip("--role-zmq-envelope-client", size, messages)
-}
-
-fn zmq_client_round_trip(client_role: &str, size: usize, messages: usize) -> Duration {
-    let (server, endpoint) = spawn_role("--role-zmq-echo", &[]);
-    let _reaper = Reaper(vec![server]);
-    let (mut client, nanos) = spawn_role(client_role, &[&endpoint, &format!("{size}x{messages}")]);
-    let _ = client.wait();
-    Duration::from_nanos(nanos.parse().unwrap())
 }
 
 fn tcp_round_trip(size: usize, messages: usize) -> Duration {
@@ -734,7 +789,7 @@ impl Table {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         println!("machine: {cores} cores, {cpu}");
         println!(
-            "settings: {} round trips per run after {WARM_UP} warm-up, {} pipeline messages, {} start-ups",
+            "settings: {} round trips per run in blocks of {BLOCK} after a warm-up block, {} pipeline messages, {} start-ups",
             settings.messages, settings.pipeline_messages, settings.startups
         );
         println!();
