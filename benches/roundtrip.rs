@@ -6,9 +6,10 @@
 //! 1. chat round trip: `chat-client` in script mode against `chat-server --echo`;
 //! 2. baselines: a bare `zmq` REQ/REP ping-pong and a bare `std::net` TCP
 //!    ping-pong (TCP_NODELAY, length-prefixed), same sizes and counts; and,
-//!    to tell the chat's own cost from its wire format's, a bare `zmq`
-//!    DEALER sending exactly what chat-client sends (`[id, "", text]`, with
-//!    its heartbeats and receive timeout) to the same bare REP echo;
+//!    to tell the chat's own cost from its design's, a bare `zmq` DEALER
+//!    sending exactly what chat-client sends (`[id, "", text]`, with its
+//!    heartbeats and receive timeout) to a bare REP echo, and the same
+//!    DEALER to a bare ROUTER echo that handles frames as chat-server does;
 //! 3. start-up of each binary to ready / to its first reply;
 //! 4. peak RSS of both binaries, and the server's RSS before and after
 //!    100,000 messages;
@@ -75,11 +76,14 @@ fn main() {
         let mut chat = Vec::new();
         let mut zmq_rr = Vec::new();
         let mut envelope = Vec::new();
+        let mut sockets = Vec::new();
         let mut tcp = Vec::new();
         for _ in 0..settings.runs {
-            let [chat_rt, envelope_rt, zmq_rt] = interleaved_round_trips(size, settings.messages);
+            let [chat_rt, envelope_rt, sockets_rt, zmq_rt] =
+                interleaved_round_trips(size, settings.messages);
             chat.push(chat_rt);
             envelope.push(envelope_rt);
+            sockets.push(sockets_rt);
             zmq_rr.push(zmq_rt);
             tcp.push(tcp_round_trip(size, settings.messages));
         }
@@ -96,6 +100,11 @@ fn main() {
             Some((zmq_median, "zmq REQ/REP")),
         );
         table.time_row(
+            &format!("zmq DEALER to ROUTER echo, the chat's sockets and envelope, {size} B"),
+            &sockets,
+            Some((zmq_median, "zmq REQ/REP")),
+        );
+        table.time_row(
             &format!("TCP round trip, {size} B"),
             &tcp,
             Some((zmq_median, "zmq REQ/REP")),
@@ -105,7 +114,8 @@ fn main() {
             &paired_ratios(&chat, &zmq_rr),
             Some(Target::AtMost(1.05)),
         );
-        // What the chat's wire shape costs in libzmq itself, and what the
+        // What the chat's design costs in libzmq itself (its wire format,
+        // then also the ROUTER that reads the message id), and what the
         // chat's own code adds on top of it.
         table.ratio_row(
             &format!("envelope / zmq REQ/REP, run by run, {size} B"),
@@ -113,8 +123,13 @@ fn main() {
             None,
         );
         table.ratio_row(
-            &format!("chat / envelope, run by run, {size} B"),
-            &paired_ratios(&chat, &envelope),
+            &format!("DEALER-ROUTER / zmq REQ/REP, run by run, {size} B"),
+            &paired_ratios(&sockets, &zmq_rr),
+            None,
+        );
+        table.ratio_row(
+            &format!("chat / DEALER-ROUTER, run by run, {size} B"),
+            &paired_ratios(&chat, &sockets),
             None,
         );
     }
@@ -177,6 +192,36 @@ fn run_role(role: &str, first: &str, second: &str) {
             loop {
                 let message = socket.recv_msg(0).unwrap();
                 socket.send(message, 0).unwrap();
+            }
+        }
+        "--role-zmq-router-echo" => {
+            // What chat-server's socket does for the usual message, with no
+            // chat code: a ROUTER (which, unlike REP, shows the envelope
+            // with the chat's message id) receiving a request frame by frame
+            // into kept messages and sending the frames straight back.
+            let socket = context.socket(zmq::ROUTER).unwrap();
+            socket.set_router_mandatory(true).unwrap();
+            socket.set_rcvtimeo(100).unwrap();
+            socket.bind("tcp://127.0.0.1:*").unwrap();
+            println!("{}", socket.get_last_endpoint().unwrap().unwrap());
+            let mut frames: [zmq::Message; 4] = std::array::from_fn(|_| zmq::Message::new());
+            loop {
+                let mut count = 0;
+                loop {
+                    match socket.recv(&mut frames[count], 0) {
+                        Ok(()) => count += 1,
+                        Err(zmq::Error::EAGAIN) => continue,
+                        Err(error) => panic!("{error}"),
+                    }
+                    if !frames[count - 1].get_more() {
+                        break;
+                    }
+                }
+                for (index, frame) in frames[..count].iter_mut().enumerate() {
+                    let frame = std::mem::replace(frame, zmq::Message::new());
+                    let more = if index + 1 < count { zmq::SNDMORE } else { 0 };
+                    socket.send(frame, more).unwrap();
+                }
             }
         }
         "--role-zmq-client" | "--role-zmq-envelope-client" => {
@@ -370,9 +415,10 @@ impl Pinger {
         }
     }
 
-    /// This executable as a bare client (`role`) against a bare REP echo.
-    fn bare(role: &str, size: usize) -> Pinger {
-        let (server, endpoint) = spawn_role("--role-zmq-echo", &[]);
+    /// This executable as a bare client (`role`) against a bare echo
+    /// server (`server_role`).
+    fn bare(role: &str, server_role: &str, size: usize) -> Pinger {
+        let (server, endpoint) = spawn_role(server_role, &[]);
         let mut client = Command::new(std::env::current_exe().unwrap())
             .args([role, &endpoint, &size.to_string()])
             .stdin(Stdio::piped())
@@ -423,24 +469,32 @@ impl Pinger {
     }
 }
 
-/// One round of the round-trip measurement: the chat, the envelope
-/// baseline and bare REQ/REP (each its own pair of processes, all up for
-/// the whole round) take turns at blocks of BLOCK round trips, in an order
-/// that reverses from block to block, until each has made `messages` after
-/// a warm-up block. Returns each one's time per round trip.
-fn interleaved_round_trips(size: usize, messages: usize) -> [Duration; 3] {
+/// One round of the round-trip measurement: the chat, its two bare
+/// baselines of the chat's design (the envelope against a REP echo, and
+/// against a ROUTER echo) and bare REQ/REP, each its own pair of processes,
+/// all up for the whole round, take turns at blocks of BLOCK round trips,
+/// in an order that reverses from block to block, until each has made
+/// `messages` after a warm-up block. Returns each one's time per round trip,
+/// in that order.
+fn interleaved_round_trips(size: usize, messages: usize) -> [Duration; 4] {
+    let envelope = "--role-zmq-envelope-client";
     let mut pingers = [
         Pinger::chat(size),
-        Pinger::bare("--role-zmq-envelope-client", size),
-        Pinger::bare("--role-zmq-client", size),
+        Pinger::bare(envelope, "--role-zmq-echo", size),
+        Pinger::bare(envelope, "--role-zmq-router-echo", size),
+        Pinger::bare("--role-zmq-client", "--role-zmq-echo", size),
     ];
     for pinger in &mut pingers {
         pinger.block();
     }
     let blocks = messages.div_ceil(BLOCK);
-    let mut totals = [Duration::ZERO; 3];
+    let mut totals = [Duration::ZERO; 4];
     for block in 0..blocks {
-        let order = if block % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+        let order = if block % 2 == 0 {
+            [0, 1, 2, 3]
+        } else {
+            [3, 2, 1, 0]
+        };
         for index in order {
             totals[index] += pingers[index].block();
         }
