@@ -328,7 +328,7 @@ fn spawn_role(role: &str, args: &[&str]) -> (Child, String) {
         .unwrap();
     let mut line = String::new();
     if !matches!(role, "--role-bare-worker" | "--role-bare-ventilator") {
-        // Servers print their endpoint, the bare client its result.
+        // Echo servers and the bare sink print their endpoint first.
         BufReader::new(child.stdout.as_mut().unwrap())
             .read_line(&mut line)
             .unwrap();

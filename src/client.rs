@@ -170,14 +170,7 @@ impl ChatClient {
                 sequence: self.sequence,
             };
             match self.exchange(id, &text, screen, shutdown)? {
-                Waited::ReplyInPlace => {
-                    let bytes = &self.reply[2][..];
-                    match std::str::from_utf8(bytes) {
-                        Ok(text) if text.len() <= max_message_bytes => screen.show_text(text)?,
-                        _ => screen
-                            .show(&Incoming::decode(vec![bytes.to_vec()], max_message_bytes))?,
-                    }
-                }
+                Waited::ReplyInPlace => screen.show_frame(&self.reply[2], max_message_bytes)?,
                 Waited::Reply(body) => {
                     let incoming = Incoming::decode(body, max_message_bytes);
                     match &self.security {
@@ -357,12 +350,7 @@ impl ChatClient {
             Frames::InPlace(3) if self.security.is_none() && self.is_usual_reply() => {
                 Ok(Received::Usual)
             }
-            Frames::InPlace(count) => Ok(Received::Frames(
-                self.reply[..count]
-                    .iter()
-                    .map(|frame| frame.to_vec())
-                    .collect(),
-            )),
+            Frames::InPlace(count) => Ok(Received::Frames(transport::owned(&self.reply[..count]))),
             Frames::Owned(frames) => Ok(Received::Frames(frames)),
         }
     }

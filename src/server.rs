@@ -130,10 +130,7 @@ impl ChatServer {
                         }
                         continue;
                     }
-                    None => self.request[..count]
-                        .iter()
-                        .map(|frame| frame.to_vec())
-                        .collect(),
+                    None => transport::owned(&self.request[..count]),
                 },
                 Received::Message(Frames::Owned(frames)) => frames,
                 Received::Interrupted => {
@@ -183,20 +180,13 @@ impl ChatServer {
         shutdown: &Shutdown,
         max_message_bytes: usize,
     ) -> Result<Option<End>, ChatError> {
-        let text = &self.request[3];
-        match std::str::from_utf8(text) {
-            Ok(text) if text.len() <= max_message_bytes => screen.show_text(text)?,
-            _ => screen.show(&Incoming::decode(vec![text.to_vec()], max_message_bytes))?,
-        }
+        screen.show_frame(&self.request[3], max_message_bytes)?;
         let reply = match replies {
             ReplySource::Echo => std::mem::replace(&mut self.request[3], zmq::Message::new()),
             ReplySource::Operator(lines) => match operator_reply(&mut **lines, screen, shutdown)? {
                 Ok(reply) => into_message(reply.into_bytes()),
                 Err(end) => {
-                    let envelope = self.request[..3]
-                        .iter()
-                        .map(|frame| frame.to_vec())
-                        .collect();
+                    let envelope = transport::owned(&self.request[..3]);
                     self.end_with_message_pending(envelope, Some(id), screen);
                     return Ok(Some(end));
                 }

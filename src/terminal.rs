@@ -353,10 +353,14 @@ impl Screen {
         Ok(())
     }
 
-    /// Shows a received message that is already valid UTF-8 within the size
-    /// limit (nothing to tell about it), straight from the bytes received.
-    pub fn show_text(&self, text: &str) -> io::Result<()> {
-        self.show_line(text, self.peer)
+    /// Shows a received one-frame message: straight from its bytes when they
+    /// are valid UTF-8 within `max_bytes` (nothing to tell about it), else
+    /// decoded as [`Incoming::decode`] does, with its notes.
+    pub fn show_frame(&self, bytes: &[u8], max_bytes: usize) -> io::Result<()> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) if text.len() <= max_bytes => self.show_line(text, self.peer),
+            _ => self.show(&Incoming::decode(vec![bytes.to_vec()], max_bytes)),
+        }
     }
 
     fn show_line(&self, text: &str, peer: &str) -> io::Result<()> {

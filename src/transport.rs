@@ -249,9 +249,14 @@ pub fn receive_frames(
             return Ok(Frames::InPlace(count));
         }
     }
-    let mut frames: Vec<Vec<u8>> = slots.iter().map(|frame| frame.to_vec()).collect();
+    let mut frames = owned(slots);
     frames.extend(socket.recv_multipart(0)?);
     Ok(Frames::Owned(frames))
+}
+
+/// Copies of kept frames, for code that needs the message as owned frames.
+pub fn owned(frames: &[zmq::Message]) -> Vec<Vec<u8>> {
+    frames.iter().map(|frame| frame.to_vec()).collect()
 }
 
 /// Waits for the next message on `socket` (which must have a receive
