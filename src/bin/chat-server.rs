@@ -1,6 +1,6 @@
 //! `chat-server`: binds a REP socket and answers each message in turn.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -69,30 +69,11 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     if let Some(path) = &args.keygen {
         return Ok(cli::keygen(PROGRAM, path)?);
     }
-    let security = match &args.key {
-        Some(path) => {
-            let identity = Identity::load(path).context("cannot use the --key file")?;
-            let allowed = match &args.allow {
-                Some(path) => {
-                    let list = AllowList::load(path).context("cannot use the --allow list")?;
-                    match list.len() {
-                        0 => eprintln!(
-                            "{PROGRAM}: warning: {} lists no key: every client will be refused",
-                            path.display()
-                        ),
-                        count => eprintln!(
-                            "{PROGRAM}: secure mode: {count} client key(s) allowed (from {})",
-                            path.display()
-                        ),
-                    }
-                    Some(list)
-                }
-                None => None,
-            };
-            Some(ServerSecurity::new(identity, allowed))
-        }
-        None => None,
-    };
+    let security = args
+        .key
+        .as_deref()
+        .map(|key| secure_mode(key, args.allow.as_deref()))
+        .transpose()?;
     let endpoint = cli::endpoint_from_flag(&args.bind, Role::Bind)
         .with_context(|| format!("invalid --bind address '{}'", args.bind))?;
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
@@ -126,4 +107,27 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         End::Interrupted if !interactive => cli::EXIT_INTERRUPTED,
         End::Eof | End::Quit | End::Interrupted => cli::EXIT_OK,
     })
+}
+
+/// Loads the server's key and, if given, the allow list for secure mode.
+fn secure_mode(key: &Path, allow: Option<&Path>) -> anyhow::Result<ServerSecurity> {
+    let identity = Identity::load(key).context("cannot use the --key file")?;
+    let allowed = match allow {
+        Some(path) => {
+            let list = AllowList::load(path).context("cannot use the --allow list")?;
+            match list.len() {
+                0 => eprintln!(
+                    "{PROGRAM}: warning: {} lists no key: every client will be refused",
+                    path.display()
+                ),
+                count => eprintln!(
+                    "{PROGRAM}: secure mode: {count} client key(s) allowed (from {})",
+                    path.display()
+                ),
+            }
+            Some(list)
+        }
+        None => None,
+    };
+    Ok(ServerSecurity::new(identity, allowed))
 }
