@@ -30,7 +30,6 @@
 //! cargo run --example pipeline -- ventilator --workers 2 --urgent 5     # terminal 4
 //! ```
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
@@ -234,15 +233,21 @@ fn ventilate(
         thread::sleep(TICK / 10);
     }
     eprintln!("{PROGRAM}: ventilator: {workers} worker(s) connected; sending");
-    // One buffer for every task: no allocation per message.
+    // One buffer for every task, and only the id written per task, with
+    // itoa: a `write!` would cost more than sending the task does.
+    let cost = format!(" {}", batch.work_ms);
+    let mut id_digits = itoa::Buffer::new();
     let mut task = Vec::with_capacity(48);
     for (lane, kind, ids) in [
-        (&normal, "normal", 1..=batch.normal),
-        (&urgent, "urgent", batch.normal + 1..=batch.total()),
+        (&normal, Kind::Normal, 1..=batch.normal),
+        (&urgent, Kind::Urgent, batch.normal + 1..=batch.total()),
     ] {
         for id in ids {
             task.clear();
-            write!(task, "{kind} {id} {}", batch.work_ms)?;
+            task.extend_from_slice(kind.name().as_bytes());
+            task.push(b' ');
+            task.extend_from_slice(id_digits.format(id).as_bytes());
+            task.extend_from_slice(cost.as_bytes());
             lane.send(&task[..], 0)?;
         }
     }
@@ -264,6 +269,32 @@ const URGENT_CHECK_EVERY: u32 = 256;
 /// urgent lane again: the longest an urgent task waits for an idle worker.
 const IDLE_WAIT: Duration = Duration::from_millis(1);
 
+/// The two kinds of task, each on its own lane.
+#[derive(Clone, Copy)]
+enum Kind {
+    Normal,
+    Urgent,
+}
+
+impl Kind {
+    const ALL: [Kind; 2] = [Kind::Normal, Kind::Urgent];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Normal => "normal",
+            Kind::Urgent => "urgent",
+        }
+    }
+
+    /// The kind a message starts with, and the rest after its space.
+    fn take(message: &[u8]) -> Option<(Kind, &[u8])> {
+        Kind::ALL.into_iter().find_map(|kind| {
+            let rest = message.strip_prefix(kind.name().as_bytes())?;
+            Some((kind, rest.strip_prefix(b" ")?))
+        })
+    }
+}
+
 /// A decimal number straight from message bytes (no UTF-8 pass); `None` for
 /// anything else, or above u64.
 fn parse_number(digits: &[u8]) -> Option<u64> {
@@ -277,32 +308,29 @@ fn parse_number(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// Splits `bytes` at its first space: the field before it and the rest.
-fn take_field(bytes: &[u8]) -> (&[u8], Option<&[u8]>) {
-    match bytes.iter().position(|&byte| byte == b' ') {
-        Some(space) => (&bytes[..space], Some(&bytes[space + 1..])),
-        None => (bytes, None),
-    }
+/// A decimal number up to the next space, and what follows that space.
+fn take_number(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let space = bytes.iter().position(|&byte| byte == b' ')?;
+    Some((parse_number(&bytes[..space])?, &bytes[space + 1..]))
 }
 
-/// A task, `KIND ID [COST]`: its kind, its id (as sent) and its cost in ms.
-fn parse_task(task: &[u8]) -> Option<(&[u8], &[u8], u64)> {
-    let (kind, rest) = take_field(task);
-    let (id, cost) = take_field(rest?);
-    let cost = match cost {
-        Some(cost) => parse_number(cost).unwrap_or(0),
-        None => 0,
-    };
-    Some((kind, id, cost))
+/// A task, `KIND ID COST`: the task without its cost (`KIND ID`, which the
+/// result repeats) and the cost in ms. Read from the end: the cost is a digit
+/// or two, and the rest need not be looked at byte by byte.
+fn parse_task(task: &[u8]) -> Option<(&[u8], u64)> {
+    let space = task.iter().rposition(|&byte| byte == b' ')?;
+    let (kind_and_id, cost) = (&task[..space], &task[space + 1..]);
+    let (_, id) = Kind::take(kind_and_id)?;
+    (!id.is_empty()).then_some((kind_and_id, parse_number(cost)?))
 }
 
-/// A result, `result KIND ID WORKER`, in one pass; `None` for anything else
-/// (the batch announcement, or a malformed message, handled by the caller).
-fn parse_result(message: &[u8]) -> Option<(&[u8], u64, &[u8])> {
-    let (kind, rest) = take_field(message.strip_prefix(b"result ")?);
-    let (id, worker) = take_field(rest?);
-    let worker = worker.filter(|worker| !worker.is_empty() && !worker.contains(&b' '))?;
-    Some((kind, parse_number(id)?, worker))
+/// A result, `result KIND ID WORKER` (the worker's name may hold spaces), in
+/// one pass; `None` for anything else (the batch announcement, or a malformed
+/// message, handled by the caller).
+fn parse_result(message: &[u8]) -> Option<(Kind, u64, &[u8])> {
+    let (kind, rest) = Kind::take(message.strip_prefix(b"result ")?)?;
+    let (id, worker) = take_number(rest)?;
+    (!worker.is_empty()).then_some((kind, id, worker))
 }
 
 /// Receives without waiting; false when nothing is queued.
@@ -327,7 +355,10 @@ fn work(
     let sink = transport::connect(context, zmq::PUSH, &endpoints[2])?;
     eprintln!("{PROGRAM}: worker {name} ready");
     let mut task = zmq::Message::new();
-    let mut result = Vec::with_capacity(64);
+    // "result KIND ID NAME": the prefix stays, the task's "KIND ID" and the
+    // name are written after it.
+    const RESULT: &[u8] = b"result ";
+    let mut result = RESULT.to_vec();
     // Cheap tasks since the urgent lane was last looked at; starts "due".
     let mut since_urgent_check = URGENT_CHECK_EVERY;
     while !shutdown.requested() {
@@ -357,7 +388,7 @@ fn work(
         }
         // Each look into a zmq::Message costs two calls into libzmq: one here.
         let task_bytes: &[u8] = &task;
-        let Some((kind, id, cost)) = parse_task(task_bytes) else {
+        let Some((kind_and_id, cost)) = parse_task(task_bytes) else {
             eprintln!("{PROGRAM}: worker {name}: ignoring malformed task");
             continue;
         };
@@ -365,15 +396,14 @@ fn work(
             thread::sleep(Duration::from_millis(cost));
             since_urgent_check = URGENT_CHECK_EVERY;
         }
-        result.clear();
-        // "result KIND ID NAME": the task's "KIND ID" is copied in one piece.
-        result.extend_from_slice(b"result ");
-        result.extend_from_slice(&task_bytes[..kind.len() + 1 + id.len()]);
+        result.truncate(RESULT.len());
+        result.extend_from_slice(kind_and_id);
         result.push(b' ');
         result.extend_from_slice(name.as_bytes());
         sink.send(&result[..], 0)?;
         if !quiet {
-            let (kind, id) = (String::from_utf8_lossy(kind), String::from_utf8_lossy(id));
+            let task = String::from_utf8_lossy(kind_and_id);
+            let (kind, id) = task.split_once(' ').unwrap_or_default();
             println!("worker {name}: did {kind} task {id}");
         }
     }
@@ -389,7 +419,7 @@ struct Tally {
     duplicates: u64,
     checksum: u64,
     per_worker: Counts,
-    per_kind: Counts,
+    per_kind: [u64; Kind::ALL.len()],
 }
 
 /// Which task ids have a result: one bit per id (ids are dense, from 1).
@@ -416,8 +446,8 @@ impl SeenIds {
     }
 }
 
-/// Counts per key, for the few keys (workers, kinds) a batch has: a short
-/// list is faster to scan than a map is to hash, and allocates once per key.
+/// Counts per key, for the few keys (workers) a batch has: a short list is
+/// faster to scan than a map is to hash, and allocates once per key.
 #[derive(Default)]
 struct Counts {
     counts: Vec<(Vec<u8>, u64)>,
@@ -426,13 +456,17 @@ struct Counts {
 }
 
 impl Counts {
+    /// Counts `key` once more. Inlined for the usual case, the same key as
+    /// last time; anything else goes to `add_other`.
+    #[inline]
     fn add(&mut self, key: &[u8]) {
-        if let Some((known, count)) = self.counts.get_mut(self.last)
-            && known == key
-        {
-            *count += 1;
-            return;
+        match self.counts.get_mut(self.last) {
+            Some((known, count)) if known == key => *count += 1,
+            _ => self.add_other(key),
         }
+    }
+
+    fn add_other(&mut self, key: &[u8]) {
         match self.counts.iter().position(|(known, _)| known == key) {
             Some(index) => {
                 self.counts[index].1 += 1;
@@ -492,12 +526,9 @@ fn collect(
             }
             tally.checksum += id;
             tally.per_worker.add(worker);
-            tally.per_kind.add(kind);
+            tally.per_kind[kind as usize] += 1;
             if !quiet {
-                let (kind, worker) = (
-                    String::from_utf8_lossy(kind),
-                    String::from_utf8_lossy(worker),
-                );
+                let (kind, worker) = (kind.name(), String::from_utf8_lossy(worker));
                 println!("result {kind} {id} from {worker}");
             }
             continue;
@@ -526,11 +557,11 @@ fn collect(
 fn report(tally: &Tally, interrupted: bool) -> ExitCode {
     let (total, checksum) = tally.expected.unwrap_or((0, 0));
     let missing = total.saturating_sub(tally.seen.len);
-    let kinds: Vec<String> = tally
-        .per_kind
-        .sorted()
-        .iter()
-        .map(|(kind, n)| format!("{n} {kind}"))
+    let kinds: Vec<String> = Kind::ALL
+        .into_iter()
+        .zip(tally.per_kind)
+        .filter(|&(_, n)| n > 0)
+        .map(|(kind, n)| format!("{n} {}", kind.name()))
         .collect();
     let workers: Vec<String> = tally
         .per_worker

@@ -377,6 +377,94 @@ fn urgent_tasks_overtake_the_normal_backlog() {
     );
 }
 
+/// The sink keeps an exact account whatever arrives: malformed results are
+/// dropped with a warning, a duplicate is counted and fails the batch, and a
+/// worker's name may hold spaces.
+#[test]
+fn pipeline_sink_drops_malformed_results_and_counts_duplicates() {
+    let mut pipeline = Pipeline::start(false);
+    let context = zmq::Context::new();
+    let results = common::plain_socket(&context, zmq::PUSH);
+    results.connect(&pipeline.sink_at).unwrap();
+    for message in [
+        "batch 3 6",
+        "result normal 1 a",
+        "result odd 2 a",
+        "result normal x a",
+        "result normal 2",
+        "result normal 99999999999999999999 a",
+        "hello",
+        "result normal 1 a",
+        "result urgent 2 worker two",
+        "result normal 3 a",
+    ] {
+        results.send(message, 0).unwrap();
+    }
+
+    let lines = pipeline.sink.remaining_stdout();
+    assert_eq!(
+        lines[..3],
+        [
+            "result normal 1 from a",
+            "result urgent 2 from worker two",
+            "result normal 3 from a"
+        ],
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[3],
+        "sink: 3 results (2 normal, 1 urgent), 1 duplicates, 0 missing, checksum 6 = expected 6"
+    );
+    assert_eq!(lines[4], "sink: per worker: a=2 worker two=1");
+    assert_eq!(lines[5], "sink: RESULTS INCOMPLETE");
+    assert_eq!(pipeline.sink.wait().code(), Some(1));
+    for _ in 0..5 {
+        pipeline
+            .sink
+            .stderr_line_containing("sink: ignoring malformed message");
+    }
+}
+
+/// A worker skips a task it cannot read, says so, and goes on with the next.
+#[test]
+fn pipeline_worker_skips_a_malformed_task() {
+    let context = zmq::Context::new();
+    let tasks = common::plain_socket(&context, zmq::PUSH);
+    tasks.bind("tcp://127.0.0.1:0").unwrap();
+    let tasks_at = tasks.get_last_endpoint().unwrap().unwrap();
+    let results = common::plain_socket(&context, zmq::PULL);
+    results.bind("tcp://127.0.0.1:0").unwrap();
+    let results_at = results.get_last_endpoint().unwrap().unwrap();
+    let urgent_at = format!("127.0.0.1:{}", common::free_port());
+    let mut worker = Proc::spawn(
+        &example("pipeline"),
+        &[
+            "worker",
+            "--tasks-from",
+            &tasks_at,
+            "--urgent-from",
+            &urgent_at,
+            "--sink",
+            &results_at,
+            "--name",
+            "w",
+        ],
+    );
+    worker.stderr_line_containing("worker w ready");
+    for task in ["bogus", "normal 5", "normal 6 soon", "normal 7 0"] {
+        tasks.send(task, 0).unwrap();
+    }
+
+    let result = results
+        .recv_string(0)
+        .expect("a result within the deadline");
+    assert_eq!(result.unwrap(), "result normal 7 w");
+    assert_eq!(worker.stdout_line(), "worker w: did normal task 7");
+    for _ in 0..3 {
+        worker.stderr_line_containing("worker w: ignoring malformed task");
+    }
+}
+
 /// Examples reuse the chat's address parsing: a bad address is a one-line
 /// usage error with exit code 2.
 #[test]
