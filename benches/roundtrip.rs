@@ -13,18 +13,21 @@
 //! 3. start-up of each binary to ready / to its first reply;
 //! 4. peak RSS of both binaries, and the server's RSS before and after
 //!    100,000 messages;
-//! 5. the push/pull example's throughput against a bare PUSH/PULL pipeline.
+//! 5. the push/pull example's throughput against a bare PUSH/PULL pipeline
+//!    of the same three stages (a constant task, passed on unread), and
+//!    against a relay whose worker and sink look into every message.
 //!
 //! The baseline peers are this same executable started with a `--role-…`
 //! argument, so nothing but the code under test differs between rows.
 //! Runs are interleaved: in a round-trip run the chat and its baselines stay
 //! up side by side and take turns at blocks of 500 round trips, in an order
-//! that reverses from block to block; pipeline runs alternate which goes
+//! that reverses from block to block; pipeline runs rotate which goes
 //! first. So drift and warm caches hit all alike. On a shared machine single
 //! runs still spread by ±10% and more, so the verdict on each target is the
 //! median of the paired, run-by-run ratios, with a distribution-free 95%
 //! confidence interval for that median.
 
+use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -38,6 +41,8 @@ struct Settings {
     messages: usize,
     runs: usize,
     pipeline_messages: usize,
+    /// Pipeline runs are short and spread widely: more of them.
+    pipeline_runs: usize,
     memory_messages: usize,
     startups: usize,
 }
@@ -59,6 +64,7 @@ fn main() {
             messages: 2_000,
             runs: 5,
             pipeline_messages: 50_000,
+            pipeline_runs: 5,
             memory_messages: 10_000,
             startups: 5,
         }
@@ -67,6 +73,7 @@ fn main() {
             messages: 10_000,
             runs: 15,
             pipeline_messages: 500_000,
+            pipeline_runs: 30,
             memory_messages: 100_000,
             startups: 20,
         }
@@ -153,28 +160,48 @@ fn main() {
         settings.memory_messages, memory.server_rss_before_kib, memory.server_rss_after_kib
     ));
 
-    let mut example = Vec::new();
-    let mut bare = Vec::new();
-    for run in 0..settings.runs {
-        if run % 2 == 0 {
-            example.push(pipeline_example(settings.pipeline_messages));
-            bare.push(pipeline_bare(settings.pipeline_messages));
-        } else {
-            bare.push(pipeline_bare(settings.pipeline_messages));
-            example.push(pipeline_example(settings.pipeline_messages));
+    // Each run has the three pipelines one after another, the order
+    // rotating from run to run.
+    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    let messages = settings.pipeline_messages;
+    for run in 0..settings.pipeline_runs {
+        for turn in 0..3 {
+            let which = (run + turn) % 3;
+            rates[which].push(match which {
+                0 => pipeline_example(messages),
+                1 => pipeline_relay(Relay::Bare, messages),
+                _ => pipeline_relay(Relay::Reading, messages),
+            });
         }
     }
+    let [example, bare, reading] = rates;
     table.rate_row(
         "push/pull example (msg/s)",
         &example,
         Some(median_rate(&bare)),
     );
     table.rate_row("bare PUSH/PULL pipeline (msg/s)", &bare, None);
-    let paired: Vec<f64> = example.iter().zip(&bare).map(|(e, b)| e / b).collect();
+    table.rate_row(
+        "PUSH/PULL relay reading each message (msg/s)",
+        &reading,
+        Some(median_rate(&bare)),
+    );
+    let paired =
+        |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(a, b)| a / b).collect() };
     table.ratio_row(
         "push/pull example / bare, run by run",
-        &paired,
+        &paired(&example, &bare),
         Some(Target::AtLeast(0.9)),
+    );
+    table.ratio_row(
+        "reading relay / bare, run by run",
+        &paired(&reading, &bare),
+        None,
+    );
+    table.ratio_row(
+        "push/pull example / reading relay, run by run",
+        &paired(&example, &reading),
+        None,
     );
     table.print(&settings);
 }
@@ -282,23 +309,39 @@ fn run_role(role: &str, first: &str, second: &str) {
                 stream.write_all(&buffer).unwrap();
             }
         }
-        "--role-bare-sink" => {
+        // The bare relay's sink and worker pass messages on without a look;
+        // the reading relay's look into every message (the least any
+        // pipeline that uses its messages must do) and its worker sends
+        // a copy of each task.
+        "--role-bare-sink" | "--role-reading-sink" => {
             let socket = context.socket(zmq::PULL).unwrap();
             socket.bind("tcp://127.0.0.1:*").unwrap();
             println!("{}", socket.get_last_endpoint().unwrap().unwrap());
             let total: usize = first.parse().unwrap();
+            let reading = role == "--role-reading-sink";
+            let mut message = zmq::Message::new();
+            let mut first_bytes = 0u64;
             for _ in 0..total {
-                socket.recv_msg(0).unwrap();
+                socket.recv(&mut message, 0).unwrap();
+                if reading {
+                    first_bytes += u64::from(black_box(&message[..])[0]);
+                }
             }
+            black_box(first_bytes);
         }
         "--role-bare-worker" => {
-            let tasks = context.socket(zmq::PULL).unwrap();
-            tasks.connect(first).unwrap();
-            let sink = context.socket(zmq::PUSH).unwrap();
-            sink.connect(second).unwrap();
+            let (tasks, sink) = relay_sockets(&context, first, second);
             loop {
                 let task = tasks.recv_msg(0).unwrap();
                 sink.send(task, 0).unwrap();
+            }
+        }
+        "--role-reading-worker" => {
+            let (tasks, sink) = relay_sockets(&context, first, second);
+            let mut task = zmq::Message::new();
+            loop {
+                tasks.recv(&mut task, 0).unwrap();
+                sink.send(black_box(&task[..]), 0).unwrap();
             }
         }
         "--role-bare-ventilator" => {
@@ -310,8 +353,10 @@ fn run_role(role: &str, first: &str, second: &str) {
             // worker to connect is not counted (the example waits too).
             std::thread::sleep(Duration::from_millis(300));
             eprintln!("bare ventilator: sending");
-            for id in 1..=total {
-                socket.send(format!("normal {id} 0").as_bytes(), 0).unwrap();
+            // The same task every time, as long as the example's (ids of
+            // six digits): a bare stream does no work per message.
+            for _ in 0..total {
+                socket.send(&b"normal 123456 0"[..], 0).unwrap();
             }
         }
         other => panic!("unknown role {other}"),
@@ -327,13 +372,26 @@ fn spawn_role(role: &str, args: &[&str]) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    if !matches!(role, "--role-bare-worker" | "--role-bare-ventilator") {
-        // Echo servers and the bare sink print their endpoint first.
+    if !role.ends_with("-worker") && role != "--role-bare-ventilator" {
+        // Echo servers and the relay sinks print their endpoint first.
         BufReader::new(child.stdout.as_mut().unwrap())
             .read_line(&mut line)
             .unwrap();
     }
     (child, line.trim().to_string())
+}
+
+/// A relay worker's sockets: tasks pulled from `tasks_at`, pushed to `sink_at`.
+fn relay_sockets(
+    context: &zmq::Context,
+    tasks_at: &str,
+    sink_at: &str,
+) -> (zmq::Socket, zmq::Socket) {
+    let tasks = context.socket(zmq::PULL).unwrap();
+    tasks.connect(tasks_at).unwrap();
+    let sink = context.socket(zmq::PUSH).unwrap();
+    sink.connect(sink_at).unwrap();
+    (tasks, sink)
 }
 
 struct Reaper(Vec<Child>);
@@ -664,11 +722,24 @@ fn pipeline_example(messages: usize) -> f64 {
     time_pipeline(ventilator, &mut sink, messages)
 }
 
-fn pipeline_bare(messages: usize) -> f64 {
+/// The baseline pipelines: the same three stages as the example, with
+/// workers and sinks that do nothing with a message ([`Relay::Bare`]) or
+/// only look into it ([`Relay::Reading`]).
+#[derive(Clone, Copy)]
+enum Relay {
+    Bare,
+    Reading,
+}
+
+fn pipeline_relay(relay: Relay, messages: usize) -> f64 {
+    let (sink_role, worker_role) = match relay {
+        Relay::Bare => ("--role-bare-sink", "--role-bare-worker"),
+        Relay::Reading => ("--role-reading-sink", "--role-reading-worker"),
+    };
     let count = messages.to_string();
-    let (mut sink, sink_at) = spawn_role("--role-bare-sink", &[&count]);
+    let (mut sink, sink_at) = spawn_role(sink_role, &[&count]);
     let tasks = format!("tcp://{}", free_endpoint());
-    let (worker, _) = spawn_role("--role-bare-worker", &[&tasks, &sink_at]);
+    let (worker, _) = spawn_role(worker_role, &[&tasks, &sink_at]);
     let _reaper = Reaper(vec![worker]);
     let (ventilator, _) = spawn_role("--role-bare-ventilator", &[&tasks, &count]);
     let rate = time_pipeline(ventilator, &mut sink, messages);
@@ -843,8 +914,11 @@ impl Table {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         println!("machine: {cores} cores, {cpu}");
         println!(
-            "settings: {} round trips per run in blocks of {BLOCK} after a warm-up block, {} pipeline messages, {} start-ups",
-            settings.messages, settings.pipeline_messages, settings.startups
+            "settings: {} round trips per run in blocks of {BLOCK} after a warm-up block, {} runs of {} pipeline messages, {} start-ups",
+            settings.messages,
+            settings.pipeline_runs,
+            settings.pipeline_messages,
+            settings.startups
         );
         println!();
         println!("| measurement | median | min | max | runs | ratio |");
