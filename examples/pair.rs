@@ -61,7 +61,7 @@ enum PairRole {
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => cli::report(PROGRAM, &error),
+        Err(error) => cli::report(PROGRAM, error.as_ref()),
     }
 }
 

@@ -107,7 +107,7 @@ enum PipelineRole {
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(code) => code,
-        Err(error) => cli::report(PROGRAM, &error),
+        Err(error) => cli::report(PROGRAM, error.as_ref()),
     }
 }
 

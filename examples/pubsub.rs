@@ -110,7 +110,7 @@ enum PubSubRole {
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => cli::report(PROGRAM, &error),
+        Err(error) => cli::report(PROGRAM, error.as_ref()),
     }
 }
 

@@ -62,11 +62,13 @@ pub fn accepted_forms_hint(error: &AddressError) -> String {
     }
 }
 
-/// Reports a fatal error as one line, `program: what went wrong`, and picks
-/// the exit code: 2 for a bad address, 0 for a closed stdout (`| head`), 1
+/// Reports a fatal error as one line, `program: what went wrong: why`
+/// (every cause in the chain, as `anyhow`'s `{:#}` shows it), and picks the
+/// exit code: 2 for a bad address, 0 for a closed stdout (`| head`), 1
 /// otherwise.
-pub fn report(program: &str, error: &anyhow::Error) -> ExitCode {
-    let broken_pipe = error.chain().any(|cause| {
+pub fn report(program: &str, error: &(dyn std::error::Error + 'static)) -> ExitCode {
+    let chain = || std::iter::successors(Some(error), |cause| cause.source());
+    let broken_pipe = chain().any(|cause| {
         cause
             .downcast_ref::<ChatError>()
             .is_some_and(ChatError::is_broken_pipe)
@@ -77,13 +79,17 @@ pub fn report(program: &str, error: &anyhow::Error) -> ExitCode {
     if broken_pipe {
         return ExitCode::from(EXIT_OK);
     }
-    match error.downcast_ref::<AddressError>() {
+    let text = chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
+    match chain().find_map(|cause| cause.downcast_ref::<AddressError>()) {
         Some(address_error) => {
-            eprintln!("{program}: {error:#}{}", accepted_forms_hint(address_error));
+            eprintln!("{program}: {text}{}", accepted_forms_hint(address_error));
             ExitCode::from(EXIT_USAGE)
         }
         None => {
-            eprintln!("{program}: {error:#}");
+            eprintln!("{program}: {text}");
             ExitCode::from(EXIT_FAILURE)
         }
     }

@@ -10,32 +10,31 @@
 //!   server is never given up on; a frozen or unreachable one stops
 //!   answering and ZeroMQ drops the connection after the liveness timeout.
 //! * A killed server's connection closes at once.
-//! * The socket monitor reports both as a lost connection. The client says
-//!   so, lets ZeroMQ reconnect, and when a server is back re-sends the pending
-//!   message with the same id (see [`crate::envelope`]), so the server
-//!   answers it exactly once. If none is back within the give-up time, the
-//!   message is handed back to the caller unsent.
+//! * The socket monitor reports both as a lost connection ([`Link`]). The
+//!   client says so, lets ZeroMQ reconnect, and when a server is back
+//!   re-sends the pending message with the same id (see [`crate::envelope`]),
+//!   so the server answers it exactly once. If none is back within the
+//!   give-up time, the message is handed back to the caller unsent.
 //!
 //! The socket is a DEALER doing REQ's lock-step itself: it sends
-//! `[id, "", text]` and ignores replies whose id is not the pending one (the
-//! answer to a copy that crossed a reconnect).
-//!
-//! In secure mode (see [`crate::secure`]) the text is sealed: the first
-//! message of a session goes out as a handshake, and the sealed text follows
-//! when the server has proven its key. After a reconnect the client shakes
-//! hands afresh and seals the pending message again.
+//! `[id, "", body]` and ignores replies whose id is not the pending one (the
+//! answer to a copy that crossed a reconnect). The body comes from the
+//! [`ClientChannel`]: the text in plain mode; in secure mode a handshake,
+//! then the sealed text, and a fresh handshake after every reconnect.
 
 use std::time::{Duration, Instant};
 
 use crate::address::Endpoint;
+use crate::channel::{ClientChannel, Plain, Step};
+use crate::clock::Clock;
+use crate::display::escape_for_terminal;
 use crate::envelope::{self, Enveloped, Mark, MessageId};
 use crate::error::ChatError;
-use crate::message::Incoming;
-use crate::secure::frame::Refusal;
-use crate::secure::session::{ClientSecurity, ClientStep, SecureFailure};
+use crate::message::{DEFAULT_MAX_MESSAGE_BYTES, Incoming};
+use crate::secure::session::ClientSecurity;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
-use crate::transport::{self, ConnectionEvent, ConnectionWatch, Frames, TransportError};
+use crate::transport::{self, ConnectionEvent, ConnectionWatch, TransportError};
 
 /// How the client judges that a server is gone.
 #[derive(Clone, Copy, Debug)]
@@ -64,35 +63,89 @@ pub enum ClientEnd {
     Refused { reason: String, unanswered: String },
 }
 
+/// The connection to the server, as the socket monitor tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// A server is connected.
+    Up,
+    /// No server is connected.
+    Down {
+        /// Since when the pending message has waited without a server: the
+        /// loss, or the send if the link was already down then. The give-up
+        /// time counts from here.
+        since: Instant,
+        /// Whether the pending message went out on a connection that was
+        /// lost since, so it may be gone and must be sent again; a message
+        /// sent while down is still queued in the socket.
+        resend: bool,
+    },
+}
+
+/// What a change of the [`Link`] means for the pending message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing to do.
+    None,
+    /// The connection was lost.
+    Lost,
+    /// A server is connected again; `resend` says whether the pending
+    /// message must go out again.
+    Back { resend: bool },
+}
+
+impl Link {
+    /// The link as a new message is sent at `now`: one still down counts
+    /// its wait from now, and the message is queued, not lost.
+    pub fn sent(self, now: Instant) -> Link {
+        match self {
+            Link::Up => Link::Up,
+            Link::Down { .. } => Link::Down {
+                since: now,
+                resend: false,
+            },
+        }
+    }
+
+    /// The link after `event`, and what that means.
+    pub fn on(self, event: ConnectionEvent, now: Instant) -> (Link, Change) {
+        match (self, event) {
+            (Link::Up, ConnectionEvent::Disconnected) => (
+                Link::Down {
+                    since: now,
+                    resend: true,
+                },
+                Change::Lost,
+            ),
+            (Link::Down { resend, .. }, ConnectionEvent::Connected) => {
+                (Link::Up, Change::Back { resend })
+            }
+            (link, _) => (link, Change::None),
+        }
+    }
+
+    /// Whether the pending message has waited for a server for `give_up`.
+    pub fn gave_up(self, now: Instant, give_up: Duration) -> bool {
+        matches!(self, Link::Down { since, .. } if now.duration_since(since) >= give_up)
+    }
+}
+
 /// A chat client connected (or connecting) to a server.
 pub struct ChatClient {
     socket: zmq::Socket,
     watch: ConnectionWatch,
-    connected: bool,
     endpoint: String,
+    link: Link,
+    /// Plain, or secure once [`ChatClient::require_encryption`] is called.
+    channel: Box<dyn ClientChannel>,
     session: u64,
     sequence: u64,
     liveness: Liveness,
-    security: Option<ClientSecurity>,
-    /// The pending message's id frame, rewritten in place for each message.
-    id_frame: Vec<u8>,
-    /// The frames of the latest reply, reused so that receiving the usual
-    /// reply allocates nothing.
-    reply: [zmq::Message; 3],
-}
-
-/// The shape of a received reply.
-enum Received {
-    /// Exactly `[pending id, "", one text frame]`, held in `reply`.
-    Usual,
-    /// Anything else, taken out of the socket as owned frames.
-    Frames(Vec<Vec<u8>>),
+    /// Replies are shown with at most this many bytes of text.
+    max_message_bytes: usize,
 }
 
 /// What ended the wait for one reply.
 enum Waited {
-    /// The usual reply, `[pending id, "", text]`: the text is `reply[2]`.
-    ReplyInPlace,
     Reply(Vec<Vec<u8>>),
     Ended,
     Refused(String),
@@ -101,11 +154,17 @@ enum Waited {
 }
 
 impl ChatClient {
-    /// Connects to `endpoint`; the server may appear later.
+    /// Connects to `endpoint`; the server may appear later. `clock` dates
+    /// the wait for a first server.
+    ///
+    /// # Errors
+    /// When the socket or its monitor cannot be set up, or the endpoint is
+    /// malformed.
     pub fn connect(
         context: &zmq::Context,
         endpoint: &Endpoint,
         liveness: Liveness,
+        clock: &dyn Clock,
     ) -> Result<ChatClient, TransportError> {
         let timeout = liveness.timeout.as_millis().clamp(10, i32::MAX as u128) as i32;
         let socket = transport::socket_for(context, zmq::DEALER, endpoint)?;
@@ -118,25 +177,28 @@ impl ChatClient {
         Ok(ChatClient {
             socket,
             watch,
-            connected: false,
             endpoint: endpoint.to_string(),
+            link: Link::Down {
+                since: clock.now(),
+                resend: false,
+            },
+            channel: Box::new(Plain),
             session: envelope::random_id(),
             sequence: 0,
             liveness,
-            security: None,
-            id_frame: Vec::new(),
-            reply: [
-                zmq::Message::new(),
-                zmq::Message::new(),
-                zmq::Message::new(),
-            ],
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         })
     }
 
     /// Turns on secure mode: every message is sealed for the server whose
     /// key `security` pins, and nothing is sent until it proves it holds it.
     pub fn require_encryption(&mut self, security: ClientSecurity) {
-        self.security = Some(security);
+        self.channel = Box::new(security);
+    }
+
+    /// Shows at most `bytes` of each reply's text (`--max-size`).
+    pub fn show_at_most(&mut self, bytes: usize) {
+        self.max_message_bytes = bytes;
     }
 
     /// The endpoint this client talks to.
@@ -146,12 +208,15 @@ impl ChatClient {
 
     /// Sends each line from `lines` and shows each reply, until input ends,
     /// a signal arrives, or a message cannot be answered.
+    ///
+    /// # Errors
+    /// When the screen cannot be written or the socket fails.
     pub fn run(
         &mut self,
         lines: &mut dyn LineSource,
         screen: &Screen,
         shutdown: &Shutdown,
-        max_message_bytes: usize,
+        clock: &dyn Clock,
     ) -> Result<ClientEnd, ChatError> {
         loop {
             if !lines.has_ready_line() {
@@ -169,30 +234,21 @@ impl ChatClient {
                 session: self.session,
                 sequence: self.sequence,
             };
-            match self.exchange(id, &text, screen, shutdown)? {
-                Waited::ReplyInPlace => screen.show_frame(&self.reply[2], max_message_bytes)?,
+            let end = match self.exchange(id, &text, screen, shutdown, clock)? {
                 Waited::Reply(body) => {
-                    let incoming = Incoming::decode(body, max_message_bytes);
-                    match &self.security {
-                        Some(security) => screen.show_from(
-                            &incoming,
-                            &format!("server {} (encrypted)", security.server_key().fingerprint()),
-                        )?,
-                        None => screen.show(&incoming)?,
-                    }
+                    let incoming = Incoming::decode(&body, self.max_message_bytes);
+                    screen.show(&incoming, self.channel.peer_label().as_deref())?;
+                    continue;
                 }
-                Waited::Ended => return Ok(ClientEnd::ServerEnded { unanswered: text }),
-                Waited::Refused(reason) => {
-                    return Ok(ClientEnd::Refused {
-                        reason,
-                        unanswered: text,
-                    });
-                }
-                Waited::GaveUp => return Ok(ClientEnd::GaveUp { unanswered: text }),
-                Waited::Interrupted => {
-                    return Ok(ClientEnd::InterruptedWaiting { unanswered: text });
-                }
-            }
+                Waited::Ended => ClientEnd::ServerEnded { unanswered: text },
+                Waited::Refused(reason) => ClientEnd::Refused {
+                    reason,
+                    unanswered: text,
+                },
+                Waited::GaveUp => ClientEnd::GaveUp { unanswered: text },
+                Waited::Interrupted => ClientEnd::InterruptedWaiting { unanswered: text },
+            };
+            return Ok(end);
         }
     }
 
@@ -204,91 +260,35 @@ impl ChatClient {
         text: &str,
         screen: &Screen,
         shutdown: &Shutdown,
+        clock: &dyn Clock,
     ) -> Result<Waited, ChatError> {
         // Events from while the user was typing describe the past; only what
         // happens from now on concerns this message. Reading them only serves
         // the status line, so script mode skips it (a disconnection is still
         // seen during the wait below).
         if screen.is_interactive() {
-            self.catch_up_with_connection_events(screen)?;
+            self.catch_up_with_connection_events(screen, clock)?;
         }
-        id.write_frame(&mut self.id_frame);
-        // In secure mode what goes out is sealed; in plain mode, the text itself.
-        let mut sealed = match &mut self.security {
-            Some(security) => Some(security.opening(id, text.as_bytes())?),
-            None => None,
-        };
-        self.send_request(sealed.as_deref().unwrap_or(text.as_bytes()))?;
-        let mut lost_since = if self.connected {
+        let body = self.channel.outgoing(id, text)?;
+        self.send_request(id, &body)?;
+        self.link = self.link.sent(clock.now());
+        if self.link == Link::Up {
             screen.status("waiting for the server's reply… (Ctrl-C to quit)");
-            None
         } else {
-            // Script mode shows no status: do not even format it (until the
-            // first wait, a script-mode client has not read the events that
-            // say it is connected, so this branch runs for every message).
-            if screen.is_interactive() {
-                screen.status(&format!(
-                    "no server at {} yet; the message will be delivered when one appears",
-                    self.endpoint
-                ));
-            }
-            Some(Instant::now())
-        };
-        // Only a connection lost *after* the send may have taken the message
-        // with it; one that was down before still has it queued.
-        let mut resend_on_connect = false;
+            screen.status(&format!(
+                "no server at {} yet; the message will be delivered when one appears",
+                self.endpoint
+            ));
+        }
         loop {
             if shutdown.requested() {
                 return Ok(Waited::Interrupted);
             }
             // Blocks until a reply or the socket's receive timeout (one tick).
-            match self.receive_reply() {
-                Ok(Received::Usual) => return Ok(Waited::ReplyInPlace),
-                Ok(Received::Frames(frames)) => {
-                    let reply = match Enveloped::split(frames, 0) {
-                        // The answer to an earlier copy, or to an earlier message.
-                        Ok(reply) if reply.id.is_some() && reply.id != Some(id) => continue,
-                        Ok(reply) => reply,
-                        // A peer that dropped our envelope: take what it sent.
-                        Err(frames) => Enveloped {
-                            envelope: Vec::new(),
-                            id: None,
-                            mark: Mark::Normal,
-                            body: frames,
-                        },
-                    };
-                    match reply.mark {
-                        Mark::Ended => return Ok(Waited::Ended),
-                        Mark::Refused => {
-                            let reason = Incoming::decode(reply.body, 1024).text;
-                            let reason = crate::display::escape_for_terminal(&reason);
-                            return Ok(Waited::Refused(format!(
-                                "the server refused the message: {reason}"
-                            )));
-                        }
-                        Mark::Normal => {}
-                    }
-                    let Some(security) = &mut self.security else {
-                        return Ok(Waited::Reply(reply.body));
-                    };
-                    let next = match security.step(id, text.as_bytes(), &reply.body) {
-                        Ok(ClientStep::Reply(text)) => return Ok(Waited::Reply(vec![text])),
-                        Ok(ClientStep::Send(next)) => {
-                            screen.notice(&format!(
-                                "encrypted chat with server {} (it proved it holds the key given with --server-key)",
-                                security.server_key().fingerprint()
-                            ));
-                            Some(next)
-                        }
-                        Ok(ClientStep::Restart(hello)) => Some(hello),
-                        Ok(ClientStep::Ignore) => None,
-                        Err(failure) => {
-                            return Ok(Waited::Refused(describe(&failure, &self.endpoint)));
-                        }
-                    };
-                    if let Some(next) = next {
-                        self.send_request(&next)?;
-                        sealed = Some(next);
+            match self.socket.recv_multipart(0) {
+                Ok(frames) => {
+                    if let Some(waited) = self.reply_to(id, text, frames, screen)? {
+                        return Ok(waited);
                     }
                 }
                 // A whole tick without a reply: show what is buffered meanwhile.
@@ -296,108 +296,403 @@ impl ChatClient {
                 Err(error) => return Err(error.into()),
             }
             while let Some(event) = self.watch.try_next()? {
-                match event {
-                    ConnectionEvent::Disconnected if self.connected => {
-                        self.connected = false;
-                        lost_since = Some(Instant::now());
-                        resend_on_connect = true;
-                        screen.notice(&format!(
-                            "lost the connection to the server at {}; waiting up to {} s for it to come back",
-                            self.endpoint,
-                            self.liveness.give_up.as_secs_f32()
-                        ));
+                let (link, change) = self.link.on(event, clock.now());
+                self.link = link;
+                match change {
+                    Change::None => {}
+                    Change::Lost => screen.notice(&format!(
+                        "lost the connection to the server at {}; waiting up to {} s for it to come back",
+                        self.endpoint,
+                        self.liveness.give_up.as_secs_f32()
+                    )),
+                    Change::Back { resend: false } => {}
+                    Change::Back { resend: true } => {
+                        // The copy sent on the lost connection may never have
+                        // arrived; the server drops this one if it did. The
+                        // server may be a new one: the channel starts afresh.
+                        self.channel.reset();
+                        let body = self.channel.outgoing(id, text)?;
+                        self.send_request(id, &body)?;
+                        screen.notice("connected to the server again; re-sent the unanswered message");
                     }
-                    ConnectionEvent::Connected => {
-                        self.connected = true;
-                        lost_since = None;
-                        if std::mem::take(&mut resend_on_connect) {
-                            // The copy sent on the lost connection may never have
-                            // arrived; the server drops this one if it did. In
-                            // secure mode the server may be a new one: shake
-                            // hands afresh, the message follows.
-                            if let Some(security) = &mut self.security {
-                                security.reset();
-                                sealed = Some(security.opening(id, text.as_bytes())?);
-                            }
-                            self.send_request(sealed.as_deref().unwrap_or(text.as_bytes()))?;
-                            screen.notice(
-                                "connected to the server again; re-sent the unanswered message",
-                            );
-                        }
-                    }
-                    _ => {}
                 }
             }
-            if lost_since.is_some_and(|since| since.elapsed() >= self.liveness.give_up) {
+            if self.link.gave_up(clock.now(), self.liveness.give_up) {
                 return Ok(Waited::GaveUp);
             }
         }
     }
 
-    /// Sends `[id frame, "", body]` for the pending message.
-    fn send_request(&self, body: &[u8]) -> Result<(), zmq::Error> {
-        self.socket.send(&self.id_frame[..], zmq::SNDMORE)?;
+    /// What a reply means for the pending message `id`: the end of the
+    /// wait, or `None` to keep waiting.
+    fn reply_to(
+        &mut self,
+        id: MessageId,
+        text: &str,
+        frames: Vec<Vec<u8>>,
+        screen: &Screen,
+    ) -> Result<Option<Waited>, ChatError> {
+        let reply = match Enveloped::split(frames, 0) {
+            // The answer to an earlier copy, or to an earlier message.
+            Ok(reply) if reply.id.is_some_and(|reply_id| reply_id != id) => return Ok(None),
+            Ok(reply) => reply,
+            // A peer that dropped our envelope: take what it sent.
+            Err(body) => Enveloped {
+                envelope: Vec::new(),
+                id: None,
+                mark: Mark::Normal,
+                body,
+            },
+        };
+        match reply.mark {
+            Mark::Ended => return Ok(Some(Waited::Ended)),
+            Mark::Refused => {
+                let reason = Incoming::decode(&reply.body, 1024).text;
+                return Ok(Some(Waited::Refused(format!(
+                    "the server refused the message: {}",
+                    escape_for_terminal(&reason)
+                ))));
+            }
+            Mark::Normal => {}
+        }
+        Ok(match self.channel.incoming(id, text, reply.body) {
+            Step::Reply(body) => Some(Waited::Reply(body)),
+            Step::Send { body, notice } => {
+                if let Some(notice) = notice {
+                    screen.notice(&notice);
+                }
+                self.send_request(id, &body)?;
+                None
+            }
+            Step::Ignore => None,
+            Step::Failed(reason) => Some(Waited::Refused(reason)),
+        })
+    }
+
+    /// Sends `[id, "", body]` for the pending message.
+    fn send_request(&self, id: MessageId, body: &[u8]) -> Result<(), zmq::Error> {
+        self.socket.send(id.to_frame(), zmq::SNDMORE)?;
         self.socket.send(&[][..], zmq::SNDMORE)?;
         self.socket.send(body, 0)
     }
 
-    /// Receives one reply, blocking for at most the socket's receive timeout.
-    /// The usual reply of plain mode lands in the reused `reply` frames;
-    /// any other (secure mode, a mark, another id, an odd peer) is returned
-    /// as owned frames for the careful path.
-    fn receive_reply(&mut self) -> Result<Received, zmq::Error> {
-        match transport::receive_frames(&self.socket, &mut self.reply)? {
-            Frames::InPlace(3) if self.security.is_none() && self.is_usual_reply() => {
-                Ok(Received::Usual)
-            }
-            Frames::InPlace(count) => Ok(Received::Frames(transport::owned(&self.reply[..count]))),
-            Frames::Owned(frames) => Ok(Received::Frames(frames)),
-        }
-    }
-
-    fn is_usual_reply(&self) -> bool {
-        self.reply[0][..] == self.id_frame[..] && self.reply[1].is_empty()
-    }
-
-    fn catch_up_with_connection_events(&mut self, screen: &Screen) -> Result<(), zmq::Error> {
+    fn catch_up_with_connection_events(
+        &mut self,
+        screen: &Screen,
+        clock: &dyn Clock,
+    ) -> Result<(), zmq::Error> {
         while let Some(event) = self.watch.try_next()? {
-            match event {
-                ConnectionEvent::Connected => self.connected = true,
-                ConnectionEvent::Disconnected => {
-                    if self.connected {
-                        screen
-                            .status("(the connection to the server dropped while you were typing)");
-                    }
-                    self.connected = false;
-                }
-                ConnectionEvent::HandshakeFailed | ConnectionEvent::Other => {}
+            let (link, change) = self.link.on(event, clock.now());
+            self.link = link;
+            if change == Change::Lost {
+                screen.status("(the connection to the server dropped while you were typing)");
             }
         }
         Ok(())
     }
 }
 
-/// What a secure-mode failure means, for the user.
-fn describe(failure: &SecureFailure, endpoint: &str) -> String {
-    match failure {
-        SecureFailure::ServerNotProven => format!(
-            "the server at {endpoint} did not prove it holds the key given with --server-key (a different server, or someone in the middle); the message was not sent"
-        ),
-        SecureFailure::ServerIsPlain => format!(
-            "the server at {endpoint} answered without encryption: it is not in secure mode (chat-server --key FILE); the message was not sent"
-        ),
-        SecureFailure::ReplyNotAuthentic => {
-            "the reply failed authentication (altered on the way?) and was not shown".to_string()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::{
+        Lines, Output, SteppingClock, StopOnDrop, ipc_endpoint, peer_socket, screen,
+    };
+    use crate::secure::keys::Identity;
+    use std::sync::mpsc::{self, Receiver};
+
+    const LIVENESS: Liveness = Liveness {
+        timeout: Duration::from_secs(3),
+        give_up: Duration::from_secs(30),
+    };
+
+    /// What a client run left: how it ended, its stdout and its stderr.
+    struct Ran {
+        end: ClientEnd,
+        stdout: Output,
+        stderr: Output,
+    }
+
+    /// Runs a client at `endpoint` over `lines` while `server` (on its own
+    /// thread) plays the server; stops the client when `server` returns.
+    /// `server` is also given a channel that closes when the client is done.
+    fn chat(
+        endpoint: &Endpoint,
+        lines: &[&str],
+        clock: &dyn Clock,
+        secure: Option<ClientSecurity>,
+        server: impl FnOnce(&str, Receiver<()>) + Send + 'static,
+    ) -> Ran {
+        let (screen, stdout, stderr) = screen("chat-client", "server", false);
+        let shutdown = Shutdown::default();
+        let stop = StopOnDrop(shutdown.clone());
+        let peer_endpoint = endpoint.to_string();
+        let (done, finished) = mpsc::channel();
+        let server = std::thread::spawn(move || {
+            let _stop = stop;
+            server(&peer_endpoint, finished);
+        });
+        let mut client =
+            ChatClient::connect(&zmq::Context::new(), endpoint, LIVENESS, clock).unwrap();
+        if let Some(security) = secure {
+            client.require_encryption(security);
         }
-        SecureFailure::Refused(reason, text) => {
-            let text = crate::display::escape_for_terminal(text);
-            match reason {
-                Refusal::NotAllowed => format!("the server refused this client: {text}"),
-                Refusal::HandshakeFailed => format!("the server refused the handshake: {text}"),
-                Refusal::NotAuthentic | Refusal::UnknownSession => {
-                    format!("the server refused the message: {text}")
-                }
+        let mut lines = Lines::new(lines, End::Eof);
+        let end = client.run(&mut lines, &screen, &shutdown, clock).unwrap();
+        drop(done);
+        if let Err(panic) = server.join() {
+            std::panic::resume_unwind(panic);
+        }
+        Ran {
+            end,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn router(endpoint: &str) -> zmq::Socket {
+        let socket = peer_socket(&zmq::Context::new(), zmq::ROUTER);
+        socket.bind(endpoint).expect("bind");
+        socket
+    }
+
+    /// Receives a request `[routing id, id, "", text]`.
+    fn request(socket: &zmq::Socket) -> Vec<Vec<u8>> {
+        socket
+            .recv_multipart(0)
+            .expect("a request within the deadline")
+    }
+
+    /// Answers `request` with `text`, its id frame replaced by `id_frame`.
+    fn answer(socket: &zmq::Socket, request: &[Vec<u8>], id_frame: &[u8], text: &[u8]) {
+        socket
+            .send_multipart([&request[0][..], id_frame, b"", text], 0)
+            .expect("send");
+    }
+
+    fn id_of(request: &[Vec<u8>]) -> MessageId {
+        MessageId::parse(&request[1]).expect("an id frame").0
+    }
+
+    #[test]
+    fn the_link_goes_down_and_back_and_says_when_to_re_send() {
+        let start = Instant::now();
+        let later = start + Duration::from_secs(5);
+        let (down, change) = Link::Up.on(ConnectionEvent::Disconnected, start);
+        assert_eq!(change, Change::Lost);
+        assert_eq!(
+            down,
+            Link::Down {
+                since: start,
+                resend: true
             }
+        );
+        assert_eq!(
+            down.on(ConnectionEvent::Connected, later),
+            (Link::Up, Change::Back { resend: true })
+        );
+        // Sent while down: the message is queued in the socket, not lost.
+        let queued = down.sent(later);
+        assert_eq!(
+            queued,
+            Link::Down {
+                since: later,
+                resend: false
+            }
+        );
+        assert_eq!(
+            queued.on(ConnectionEvent::Connected, later),
+            (Link::Up, Change::Back { resend: false })
+        );
+        assert_eq!(Link::Up.sent(later), Link::Up);
+        for event in [
+            ConnectionEvent::HandshakeFailed,
+            ConnectionEvent::Other,
+            ConnectionEvent::Connected,
+        ] {
+            assert_eq!(Link::Up.on(event, later), (Link::Up, Change::None));
         }
+        assert_eq!(
+            queued.on(ConnectionEvent::Disconnected, later),
+            (queued, Change::None)
+        );
+        assert!(!queued.gave_up(later + Duration::from_secs(29), Duration::from_secs(30)));
+        assert!(queued.gave_up(later + Duration::from_secs(30), Duration::from_secs(30)));
+        assert!(!Link::Up.gave_up(later + Duration::from_secs(3600), Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn each_line_is_sent_and_its_reply_shown() {
+        let endpoint = ipc_endpoint();
+        let ran = chat(
+            &endpoint,
+            &["one", "two"],
+            &crate::clock::SystemClock,
+            None,
+            |at, _| {
+                let server = router(at);
+                for _ in 0..2 {
+                    let request = request(&server);
+                    let text = format!("re: {}", String::from_utf8_lossy(&request[3]));
+                    answer(&server, &request, &request[1], text.as_bytes());
+                }
+            },
+        );
+        assert_eq!(ran.end, ClientEnd::Finished(End::Eof));
+        assert_eq!(ran.stdout.lines(), ["re: one", "re: two"]);
+        assert_eq!(ran.stderr.text(), "");
+    }
+
+    #[test]
+    fn a_reply_to_another_id_is_ignored() {
+        let endpoint = ipc_endpoint();
+        let ran = chat(
+            &endpoint,
+            &["mine"],
+            &crate::clock::SystemClock,
+            None,
+            |at, _| {
+                let server = router(at);
+                let request = request(&server);
+                let other = MessageId {
+                    sequence: 99,
+                    ..id_of(&request)
+                };
+                answer(&server, &request, &other.to_frame(), b"an old answer");
+                answer(&server, &request, &request[1], b"the answer");
+            },
+        );
+        assert_eq!(ran.stdout.lines(), ["the answer"]);
+    }
+
+    #[test]
+    fn the_servers_end_and_refusal_marks_end_the_chat_with_the_message_unanswered() {
+        for (mark, body) in [
+            (Mark::Ended, &b""[..]),
+            (Mark::Refused, &b"no \x1b[31mthanks"[..]),
+        ] {
+            let endpoint = ipc_endpoint();
+            let ran = chat(
+                &endpoint,
+                &["hello?", "never sent"],
+                &crate::clock::SystemClock,
+                None,
+                move |at, _| {
+                    let server = router(at);
+                    let request = request(&server);
+                    answer(&server, &request, &id_of(&request).marked_frame(mark), body);
+                },
+            );
+            let unanswered = "hello?".to_string();
+            let expected = match mark {
+                Mark::Ended => ClientEnd::ServerEnded { unanswered },
+                _ => ClientEnd::Refused {
+                    reason: "the server refused the message: no \\x1b[31mthanks".into(),
+                    unanswered,
+                },
+            };
+            assert_eq!(ran.end, expected);
+            assert_eq!(ran.stdout.text(), "");
+        }
+    }
+
+    #[test]
+    fn with_no_server_the_message_is_handed_back_after_the_give_up_time() {
+        // Each reading of this clock is ten seconds later: 30 s pass in a few ticks.
+        let clock = SteppingClock::new(Duration::from_secs(10));
+        let ran = chat(
+            &ipc_endpoint(),
+            &["anyone?"],
+            &clock,
+            None,
+            |_, finished| {
+                // No server; the client is stopped after 5 s if it never gives up.
+                let _ = finished.recv_timeout(Duration::from_secs(5));
+            },
+        );
+        assert_eq!(
+            ran.end,
+            ClientEnd::GaveUp {
+                unanswered: "anyone?".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_lost_server_is_waited_for_and_the_message_re_sent_with_its_id() {
+        let endpoint = ipc_endpoint();
+        let ran = chat(
+            &endpoint,
+            &["survive this"],
+            &crate::clock::SystemClock,
+            None,
+            |at, _| {
+                let first = request(&router(at));
+                // The first server is gone (dropped above); a new one takes its place.
+                let server = router(at);
+                let again = request(&server);
+                assert_eq!(again[1..], first[1..], "the same id and text");
+                answer(&server, &again, &again[1], b"made it");
+            },
+        );
+        assert_eq!(ran.stdout.lines(), ["made it"]);
+        let stderr = ran.stderr.text();
+        assert!(
+            stderr.contains("lost the connection to the server at ipc://"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("connected to the server again; re-sent the unanswered message"),
+            "{stderr}"
+        );
+    }
+
+    #[test]
+    fn a_signal_while_waiting_hands_the_message_back() {
+        let endpoint = ipc_endpoint();
+        let ran = chat(
+            &endpoint,
+            &["wait for me"],
+            &crate::clock::SystemClock,
+            None,
+            |at, _| {
+                // Stops the client (StopOnDrop) once the message has arrived.
+                request(&router(at));
+            },
+        );
+        assert_eq!(
+            ran.end,
+            ClientEnd::InterruptedWaiting {
+                unanswered: "wait for me".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_secure_client_refuses_a_plain_answer() {
+        let endpoint = ipc_endpoint();
+        let security = ClientSecurity::new(
+            Identity::generate().unwrap(),
+            Identity::generate().unwrap().public_key(),
+        );
+        let ran = chat(
+            &endpoint,
+            &["secret"],
+            &crate::clock::SystemClock,
+            Some(security),
+            |at, _| {
+                let server = router(at);
+                let request = request(&server);
+                assert!(
+                    !request[3].windows(6).any(|w| w == b"secret"),
+                    "nothing in clear"
+                );
+                answer(&server, &request, &request[1], b"plain text");
+            },
+        );
+        let ClientEnd::Refused { reason, .. } = ran.end else {
+            panic!("expected a refusal, got {:?}", ran.end);
+        };
+        assert!(reason.contains("answered without encryption"), "{reason}");
     }
 }

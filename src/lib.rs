@@ -1,7 +1,11 @@
 //! # zmq-chat
 //!
-//! A terminal chat over ZeroMQ request/reply: `chat-server` binds a REP
-//! socket, `chat-client` connects a REQ socket, and the two take turns.
+//! A terminal chat over ZeroMQ request/reply. `chat-server` binds a ROUTER
+//! socket that answers like REP (one message, one reply, in turn) and also
+//! sees each chat-client's message id, so a message re-sent after a
+//! reconnect is answered once; `chat-client` connects a DEALER socket that
+//! keeps REQ's lock-step itself, so it can re-send after a lost connection
+//! where REQ would be stuck. Plain pyzmq REQ and REP peers chat with both.
 //!
 //! ## Wire format
 //! One message is **one ZeroMQ frame of UTF-8 text**, nothing else: no
@@ -14,26 +18,31 @@
 //! - [`address`]: user text (`host:port`, `[::1]:port`, `tcp://…`) → endpoint.
 //! - [`message`]: the wire format, decoding whatever a peer sends.
 //! - [`display`]: escaping a peer's text so it cannot drive the terminal.
-//! - [`envelope`]: the message id a chat-client keeps in the REQ envelope,
+//! - `envelope`: the message id a chat-client keeps in the REQ envelope,
 //!   which makes re-sending after a reconnect safe.
+//! - `channel`: how a body travels, plain or sealed, behind one interface
+//!   the loops call the same way in both modes.
 //! - [`secure`]: secure mode: key files, Noise IK sessions, the sealed
-//!   body frame (encryption without CURVE).
+//!   body frame (encryption without CURVE), and its channel.
 //! - [`transport`]: sockets with the chat's options, bind errors, the
 //!   connection monitor and the interruptible receive.
-//! - [`server`] / [`client`]: the REP and REQ loops, independent of where
-//!   lines come from.
+//! - [`server`] / [`client`]: the two loops, independent of where lines
+//!   come from, where output goes and what time it is.
 //! - [`terminal`]: interactive prompt (rustyline) vs script mode, and output.
-//! - [`cli`]: flags and exit codes shared by the two binaries.
-//! - [`command`]: `/help`, `/quit` and friends.
+//! - [`clock`]: the loops' time, which tests can drive.
+//! - [`cli`]: flags, exit codes and error reports shared by the programs.
+//! - `command`: `/help`, `/quit` and friends.
 //! - [`shutdown`]: Ctrl-C and termination signals as a flag.
 //! - [`error`]: the loops' error type.
 
 pub mod address;
+mod channel;
 pub mod cli;
 pub mod client;
-pub mod command;
+pub mod clock;
+mod command;
 pub mod display;
-pub mod envelope;
+mod envelope;
 pub mod error;
 pub mod message;
 pub mod secure;
@@ -41,3 +50,8 @@ pub mod server;
 pub mod shutdown;
 pub mod terminal;
 pub mod transport;
+
+#[cfg(test)]
+mod fixture;
+
+pub use envelope::MessageId;

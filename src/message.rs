@@ -60,25 +60,42 @@ pub struct Incoming {
 
 impl Incoming {
     /// Decodes the frames of one received message, showing at most
-    /// `max_bytes` bytes of text.
-    pub fn decode(frames: Vec<Vec<u8>>, max_bytes: usize) -> Incoming {
+    /// `max_bytes` bytes of text. Copies at most that much (plus one
+    /// character), however large the message: the frames stay the caller's.
+    pub fn decode(frames: &[impl AsRef<[u8]>], max_bytes: usize) -> Incoming {
         let mut anomalies = Vec::new();
-        let frame_count = frames.len();
-        if frame_count > 1 {
-            anomalies.push(Anomaly::SeveralFrames(frame_count));
+        if frames.len() > 1 {
+            anomalies.push(Anomaly::SeveralFrames(frames.len()));
         }
-        // The single-frame case moves the buffer instead of copying it.
-        let bytes = match frame_count {
-            1 => frames.into_iter().next().unwrap_or_default(),
-            _ => frames.join(FRAME_SEPARATOR.as_bytes()),
-        };
-        let size = bytes.len();
+        // Each frame is checked whole, so bad bytes beyond the cut are reported too.
+        if frames
+            .iter()
+            .any(|frame| std::str::from_utf8(frame.as_ref()).is_err())
+        {
+            anomalies.push(Anomaly::InvalidUtf8);
+        }
+        let size = frames
+            .iter()
+            .map(|frame| frame.as_ref().len())
+            .sum::<usize>()
+            + FRAME_SEPARATOR.len() * frames.len().saturating_sub(1);
+        // A few bytes beyond the limit, so the character that straddles the
+        // cut is decoded as it is in the whole message.
+        let wanted = max_bytes.saturating_add(4);
+        let mut bytes = Vec::with_capacity(size.min(wanted));
+        for (index, frame) in frames.iter().enumerate() {
+            if index > 0 {
+                bytes.extend_from_slice(FRAME_SEPARATOR.as_bytes());
+            }
+            bytes.extend_from_slice(frame.as_ref());
+            if bytes.len() >= wanted {
+                bytes.truncate(wanted);
+                break;
+            }
+        }
         let mut text = match String::from_utf8(bytes) {
             Ok(text) => text,
-            Err(error) => {
-                anomalies.push(Anomaly::InvalidUtf8);
-                String::from_utf8_lossy(error.as_bytes()).into_owned()
-            }
+            Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
         };
         if text.len() > max_bytes {
             let mut cut = max_bytes;
@@ -105,14 +122,14 @@ mod tests {
 
     #[test]
     fn one_utf8_frame_is_the_plain_case() {
-        let incoming = Incoming::decode(vec!["héllo wörld ☕".as_bytes().to_vec()], 100);
+        let incoming = Incoming::decode(&["héllo wörld ☕".as_bytes().to_vec()], 100);
         assert_eq!(incoming.text, "héllo wörld ☕");
         assert!(incoming.anomalies.is_empty());
     }
 
     #[test]
     fn an_empty_frame_is_an_empty_message() {
-        let incoming = Incoming::decode(vec![Vec::new()], 100);
+        let incoming = Incoming::decode(&[Vec::new()], 100);
         assert_eq!(
             incoming,
             Incoming {
@@ -124,7 +141,7 @@ mod tests {
 
     #[test]
     fn several_frames_are_joined_and_reported() {
-        let incoming = Incoming::decode(vec![b"a".to_vec(), b"b".to_vec(), b"".to_vec()], 100);
+        let incoming = Incoming::decode(&[b"a".to_vec(), b"b".to_vec(), b"".to_vec()], 100);
         assert_eq!(
             incoming.text,
             format!("a{FRAME_SEPARATOR}b{FRAME_SEPARATOR}")
@@ -134,14 +151,14 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_replaced_and_reported() {
-        let incoming = Incoming::decode(vec![b"ok \xff\xfe end".to_vec()], 100);
+        let incoming = Incoming::decode(&[b"ok \xff\xfe end".to_vec()], 100);
         assert_eq!(incoming.text, "ok \u{FFFD}\u{FFFD} end");
         assert_eq!(incoming.anomalies, vec![Anomaly::InvalidUtf8]);
     }
 
     #[test]
     fn oversized_text_is_cut_on_a_character_boundary() {
-        let incoming = Incoming::decode(vec!["ééé".as_bytes().to_vec()], 3);
+        let incoming = Incoming::decode(&["ééé".as_bytes().to_vec()], 3);
         assert_eq!(incoming.text, "é");
         assert_eq!(
             incoming.anomalies,
@@ -151,7 +168,7 @@ mod tests {
 
     #[test]
     fn no_frames_at_all_is_an_empty_message() {
-        assert_eq!(Incoming::decode(vec![], 10).text, "");
+        assert_eq!(Incoming::decode(&[] as &[Vec<u8>], 10).text, "");
     }
 
     #[test]
@@ -168,8 +185,35 @@ mod tests {
             frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..5),
             max in 0usize..80,
         ) {
-            let incoming = Incoming::decode(frames, max);
+            let incoming = Incoming::decode(&frames, max);
             prop_assert!(incoming.text.len() <= max);
+        }
+
+        /// Copying only the shown part gives what decoding the whole joined
+        /// message would: the same text, the same notes.
+        #[test]
+        fn decoding_a_prefix_matches_decoding_the_whole_message(
+            frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..4),
+            max in 0usize..80,
+        ) {
+            let joined = frames.join(FRAME_SEPARATOR.as_bytes());
+            let mut whole = String::from_utf8_lossy(&joined).into_owned();
+            let mut cut = max.min(whole.len());
+            while !whole.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let truncated = whole.len() > max;
+            whole.truncate(cut);
+            let incoming = Incoming::decode(&frames, max);
+            prop_assert_eq!(&incoming.text, &whole);
+            prop_assert_eq!(
+                incoming.anomalies.contains(&Anomaly::InvalidUtf8),
+                std::str::from_utf8(&joined).is_err()
+            );
+            prop_assert_eq!(
+                incoming.anomalies.contains(&Anomaly::Truncated { size: joined.len(), shown: cut }),
+                truncated
+            );
         }
     }
 }

@@ -14,23 +14,25 @@
 //!
 //! Plain REQ peers (pyzmq) see a normal REP server.
 //!
-//! In secure mode (see [`crate::secure`]) every message is opened before it
-//! is shown and every reply sealed before it is sent; plain messages are
-//! refused with a reason, as are encrypted ones in plain mode.
+//! A request goes one way in both modes: its envelope is split off, its
+//! body goes through the [`ServerChannel`] (plain, or secure: opened, or
+//! answered at once as a handshake or a refusal), the answer memory is
+//! asked, the message is shown, a reply is taken, and the channel carries it
+//! back.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
 
 use crate::address::Endpoint;
+use crate::channel::{Admission, Origin, Plain, ServerChannel};
+use crate::clock::Clock;
 use crate::envelope::{Enveloped, Mark, MessageId};
 use crate::error::ChatError;
-use crate::message::Incoming;
-use crate::secure::frame;
+use crate::message::{DEFAULT_MAX_MESSAGE_BYTES, Incoming};
 use crate::secure::keys::PublicKey;
-use crate::secure::session::{Opened, ServerSecurity};
+use crate::secure::session::ServerSecurity;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
-use crate::transport::{self, Frames, Received, TransportError};
+use crate::transport::{self, Received, TransportError};
 
 /// How many client sessions the server remembers the last answer of. Old
 /// sessions are forgotten first, so memory stays flat under any load.
@@ -44,47 +46,50 @@ pub enum ReplySource<'a> {
     Echo,
 }
 
-/// Told to a plain peer that writes to a secure server.
-const SECURE_ONLY: &str = "this chat-server only accepts encrypted chats: connect with chat-client --server-key KEY (ask the server's operator for its key)";
-/// Told to a secure client that writes to a plain server.
-const PLAIN_ONLY: &str = "this chat-server is not in secure mode: connect without --server-key, or ask its operator to start it with --key";
-
 /// A bound chat server.
 pub struct ChatServer {
     socket: zmq::Socket,
     endpoint: String,
+    /// Plain, or secure once [`ChatServer::require_encryption`] is called.
+    channel: Box<dyn ServerChannel>,
     answers: AnswerMemory,
-    security: Option<ServerSecurity>,
-    /// The frames of the latest request, reused so that the usual request
-    /// (`[routing id, message id, "", text]`) costs no allocation.
-    request: [zmq::Message; 4],
+    /// Messages are shown with at most this many bytes of text.
+    max_message_bytes: usize,
 }
 
-/// A message let in, ready to be shown and answered.
-struct Admitted {
-    body: Vec<Vec<u8>>,
-    id: Option<MessageId>,
-    /// In secure mode: the session to seal the reply with, and who sent it.
-    secure: Option<(u64, PublicKey)>,
+/// What the loop does after one request.
+enum Served {
+    /// Take the next request.
+    Next,
+    /// The operator's input ended: stop.
+    Ended(End),
 }
 
 impl ChatServer {
-    /// Binds the server's socket on `endpoint`.
+    /// Binds the server's socket on `endpoint`, in plain mode.
+    ///
+    /// # Errors
+    /// When the socket cannot be made or bound (address in use, say).
     pub fn bind(context: &zmq::Context, endpoint: &Endpoint) -> Result<ChatServer, TransportError> {
         let (socket, endpoint) = transport::bind(context, zmq::ROUTER, endpoint)?;
         socket.set_router_mandatory(true)?;
         Ok(ChatServer {
             socket,
             endpoint,
+            channel: Box::new(Plain),
             answers: AnswerMemory::default(),
-            security: None,
-            request: std::array::from_fn(|_| zmq::Message::new()),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         })
     }
 
     /// Turns on secure mode: only encrypted chats are accepted from now on.
     pub fn require_encryption(&mut self, security: ServerSecurity) {
-        self.security = Some(security);
+        self.channel = Box::new(security);
+    }
+
+    /// Shows at most `bytes` of each message's text (`--max-size`).
+    pub fn show_at_most(&mut self, bytes: usize) {
+        self.max_message_bytes = bytes;
     }
 
     /// The endpoint actually bound, with the real port.
@@ -93,141 +98,68 @@ impl ChatServer {
     }
 
     /// Serves messages until the reply source ends or a signal arrives.
-    /// Messages are shown with at most `max_message_bytes` of text.
+    ///
+    /// # Errors
+    /// When the screen cannot be written or the socket fails.
     pub fn run(
         &mut self,
         mut replies: ReplySource<'_>,
         screen: &Screen,
         shutdown: &Shutdown,
-        max_message_bytes: usize,
+        clock: &dyn Clock,
     ) -> Result<End, ChatError> {
         loop {
             screen.status("waiting for a message… (Ctrl-C to quit)");
-            // A script whose input has ended can answer nothing more, so stop
-            // listening rather than accept a message that would never be answered.
-            let input_ended = |replies: &mut ReplySource<'_>| match replies {
-                ReplySource::Operator(lines) => lines.is_exhausted(),
-                ReplySource::Echo => false,
-            };
-            // Each tick without a message is also the moment to show what is buffered.
-            let received =
-                transport::receive_into(&self.socket, &mut self.request, shutdown, || {
-                    let _ = screen.flush();
-                    !input_ended(&mut replies)
-                })?;
+            // Each tick without a message is also the moment to show what is
+            // buffered. A script whose input has ended can answer nothing
+            // more, so stop listening rather than accept a message that would
+            // never be answered.
+            let received = transport::receive(&self.socket, shutdown, || {
+                let _ = screen.flush();
+                match &mut replies {
+                    ReplySource::Operator(lines) => !lines.is_exhausted(),
+                    ReplySource::Echo => true,
+                }
+            })?;
             let frames = match received {
-                Received::Message(Frames::InPlace(count)) => match self.usual_request(count) {
-                    Some(id) => {
-                        let served = self.serve_usual(
-                            id,
-                            &mut replies,
-                            screen,
-                            shutdown,
-                            max_message_bytes,
-                        )?;
-                        if let Some(end) = served {
-                            return Ok(end);
-                        }
-                        continue;
-                    }
-                    None => transport::owned(&self.request[..count]),
-                },
-                Received::Message(Frames::Owned(frames)) => frames,
-                Received::Interrupted => {
-                    screen.flush()?;
-                    return Ok(End::Interrupted);
-                }
-                Received::Abandoned => {
-                    screen.flush()?;
-                    return Ok(End::Eof);
-                }
+                Received::Message(frames) => frames,
+                Received::Interrupted => return finish(screen, End::Interrupted),
+                Received::Abandoned => return finish(screen, End::Eof),
             };
-            if let Some(end) =
-                self.serve(frames, &mut replies, screen, shutdown, max_message_bytes)?
-            {
-                return Ok(end);
+            match self.serve(frames, &mut replies, screen, shutdown, clock)? {
+                Served::Next => {}
+                Served::Ended(end) => return finish(screen, end),
             }
         }
     }
 
-    /// The id of the request in `self.request` if it is the usual one: a new
-    /// message from a chat-client in plain mode, `[routing id, id, "", text]`
-    /// (not an encrypted one, which is refused on the careful path).
-    fn usual_request(&self, count: usize) -> Option<MessageId> {
-        if count != 4
-            || self.security.is_some()
-            || !self.request[2].is_empty()
-            || frame::is_secure_frame(&self.request[3])
-        {
-            return None;
-        }
-        match MessageId::parse(&self.request[1]) {
-            Some((id, Mark::Normal)) if matches!(self.answers.recall(None, id), Recall::New) => {
-                Some(id)
-            }
-            _ => None,
-        }
-    }
-
-    /// Serves the usual request (see [`ChatServer::usual_request`]) from the
-    /// frames it arrived in: shown without a copy, and in echo mode sent
-    /// back as those very frames. `Some(end)` when the chat ends.
-    fn serve_usual(
-        &mut self,
-        id: MessageId,
-        replies: &mut ReplySource<'_>,
-        screen: &Screen,
-        shutdown: &Shutdown,
-        max_message_bytes: usize,
-    ) -> Result<Option<End>, ChatError> {
-        screen.show_frame(&self.request[3], max_message_bytes)?;
-        let reply = match replies {
-            ReplySource::Echo => std::mem::replace(&mut self.request[3], zmq::Message::new()),
-            ReplySource::Operator(lines) => match operator_reply(&mut **lines, screen, shutdown)? {
-                Ok(reply) => into_message(reply.into_bytes()),
-                Err(end) => {
-                    let envelope = transport::owned(&self.request[..3]);
-                    self.end_with_message_pending(envelope, Some(id), screen);
-                    return Ok(Some(end));
-                }
-            },
-        };
-        self.answers.remember(None, id, &[&reply[..]]);
-        // The envelope goes back as it came: routing id, message id, delimiter.
-        let sent = (0..3)
-            .try_for_each(|index| {
-                let frame = std::mem::replace(&mut self.request[index], zmq::Message::new());
-                self.socket.send(frame, zmq::SNDMORE)
-            })
-            .and_then(|()| self.socket.send(reply, 0));
-        self.delivered(sent, screen)?;
-        Ok(None)
-    }
-
-    /// Serves any request (the careful path: secure mode, copies of answered
-    /// messages, plain REQ peers, odd shapes). `Some(end)` when the chat ends.
+    /// Serves one request: `[routing id, envelope…, "", body…]`.
     fn serve(
         &mut self,
         frames: Vec<Vec<u8>>,
         replies: &mut ReplySource<'_>,
         screen: &Screen,
         shutdown: &Shutdown,
-        max_message_bytes: usize,
-    ) -> Result<Option<End>, ChatError> {
+        clock: &dyn Clock,
+    ) -> Result<Served, ChatError> {
         // Skip the routing id (frame 0): it may be any bytes, even empty.
-        let Ok(request) = Enveloped::split(frames, 1) else {
-            screen.notice("ignored a message without a REQ envelope (from a DEALER or raw peer?)");
-            return Ok(None);
-        };
-        let envelope = request.envelope;
-        let Some(Admitted { body, id, secure }) =
-            self.admit(&envelope, request.id, request.body, screen)?
+        let Ok(Enveloped {
+            envelope, id, body, ..
+        }) = Enveloped::split(frames, 1)
         else {
-            return Ok(None);
+            screen.notice("ignored a message without a REQ envelope (from a DEALER or raw peer?)");
+            return Ok(Served::Next);
         };
-        let client = secure.map(|(_, key)| key);
+        let (origin, id, body) = match self.channel.incoming(id, body, clock.now()) {
+            Admission::Message { origin, id, body } => (origin, id, body),
+            Admission::Answer { body, mark, notice } => {
+                screen.notice(&notice);
+                self.send(marked(envelope, id, mark), vec![body], screen)?;
+                return Ok(Served::Next);
+            }
+        };
         if let Some(id) = id {
-            match self.answers.recall(client, id) {
+            match self.answers.recall(origin.key, id) {
                 Recall::New => {}
                 Recall::Answered(reply) => {
                     let reply = reply.to_vec();
@@ -235,131 +167,46 @@ impl ChatServer {
                         "message #{} arrived again after a reconnect; sent its reply again",
                         id.sequence
                     ));
-                    self.answer(envelope, Some(id), secure, reply, screen)?;
-                    return Ok(None);
+                    self.answer(envelope, origin, Some(id), reply, screen)?;
+                    return Ok(Served::Next);
                 }
-                Recall::Stale => return Ok(None),
+                Recall::Stale => return Ok(Served::Next),
             }
         }
-        let label = client.map(|key| format!("client {} (encrypted)", key.fingerprint()));
-        let show = |incoming: &Incoming| match &label {
-            Some(label) => screen.show_from(incoming, label),
-            None => screen.show(incoming),
-        };
-        let reply: Vec<Vec<u8>> = match replies {
-            // The message goes back exactly as it came. Showing it needs
-            // a copy only when decoding changes it (several frames, bad
-            // UTF-8, over the limit); otherwise the text is those bytes.
-            ReplySource::Echo => match exact_text(body, max_message_bytes) {
-                Ok(text) => {
-                    let incoming = Incoming {
-                        text,
-                        anomalies: Vec::new(),
-                    };
-                    show(&incoming)?;
-                    vec![incoming.text.into_bytes()]
-                }
-                Err(body) => {
-                    show(&Incoming::decode(body.clone(), max_message_bytes))?;
-                    body
+        let incoming = Incoming::decode(&body, self.max_message_bytes);
+        screen.show(&incoming, origin.label().as_deref())?;
+        let reply = match replies {
+            // The message goes back exactly as it came.
+            ReplySource::Echo => body,
+            ReplySource::Operator(lines) => match operator_reply(&mut **lines, screen, shutdown)? {
+                Line::Text(reply) => vec![reply.into_bytes()],
+                Line::End(end) => {
+                    self.say_goodbye(envelope, id);
+                    screen.notice(
+                        "ending with the last message unanswered; its sender is told the chat ended",
+                    );
+                    return Ok(Served::Ended(end));
                 }
             },
-            ReplySource::Operator(lines) => {
-                show(&Incoming::decode(body, max_message_bytes))?;
-                match operator_reply(&mut **lines, screen, shutdown)? {
-                    Ok(reply) => vec![reply.into_bytes()],
-                    Err(end) => {
-                        self.end_with_message_pending(envelope, id, screen);
-                        return Ok(Some(end));
-                    }
-                }
-            }
         };
         if let Some(id) = id {
-            self.answers.remember(client, id, &reply);
+            self.answers.remember(origin.key, id, &reply);
         }
-        self.answer(envelope, id, secure, reply, screen)?;
-        Ok(None)
+        self.answer(envelope, origin, id, reply, screen)?;
+        Ok(Served::Next)
     }
 
-    /// Decides what to do with a request: a message to show (returned), or
-    /// something answered here and now (a handshake, a refusal).
-    fn admit(
-        &mut self,
-        envelope: &[Vec<u8>],
-        id: Option<MessageId>,
-        body: Vec<Vec<u8>>,
-        screen: &Screen,
-    ) -> Result<Option<Admitted>, ChatError> {
-        let encrypted = frame::is_secure(&body);
-        let Some(security) = &mut self.security else {
-            if encrypted {
-                screen.notice("refused an encrypted chat: this server runs in plain mode (start it with --key FILE for encrypted chats)");
-                self.refuse(envelope, id, PLAIN_ONLY, screen)?;
-                return Ok(None);
-            }
-            return Ok(Some(Admitted {
-                body,
-                id,
-                secure: None,
-            }));
-        };
-        if !encrypted {
-            screen.notice("refused a plain (unencrypted) message: this server is in secure mode");
-            self.refuse(envelope, id, SECURE_ONLY, screen)?;
-            return Ok(None);
-        }
-        match security.open(&body, id, Instant::now()) {
-            Opened::Message {
-                session,
-                client,
-                id,
-                text,
-            } => Ok(Some(Admitted {
-                body: vec![text],
-                id: Some(id),
-                secure: Some((session, client)),
-            })),
-            Opened::Answer { reply, notice } => {
-                screen.notice(&notice);
-                self.deliver(envelope.to_vec(), vec![reply], screen)?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// Refuses a request with `reason`: a chat-client sees the refusal mark
-    /// in the envelope, a plain REQ peer gets the reason as its reply.
-    fn refuse(
-        &self,
-        envelope: &[Vec<u8>],
-        id: Option<MessageId>,
-        reason: &str,
-        screen: &Screen,
-    ) -> Result<(), ChatError> {
-        let mut envelope = envelope.to_vec();
-        if let Some(id) = id {
-            id.mark_in(&mut envelope, Mark::Refused);
-        }
-        self.deliver(envelope, vec![reason.as_bytes().to_vec()], screen)
-    }
-
-    /// Sends `reply` to message `id`, sealed in secure mode (`secure` as
-    /// [`Admitted`] gives it).
+    /// Sends `reply` to message `id` from `origin`, through the channel.
     fn answer(
         &mut self,
         envelope: Vec<Vec<u8>>,
+        origin: Origin,
         id: Option<MessageId>,
-        secure: Option<(u64, PublicKey)>,
         reply: Vec<Vec<u8>>,
         screen: &Screen,
     ) -> Result<(), ChatError> {
-        let (Some((session, _)), Some(security), Some(id)) = (secure, &mut self.security, id)
-        else {
-            return self.deliver(envelope, reply, screen);
-        };
-        match security.seal_reply(session, id, &reply.concat()) {
-            Some(sealed) => self.deliver(envelope, vec![sealed], screen),
+        match self.channel.outgoing(origin, id, reply) {
+            Some(body) => self.send(envelope, body, screen),
             None => {
                 screen.notice("the client's session ended before the reply could be sent; it gets the reply when it sends its message again");
                 Ok(())
@@ -367,27 +214,17 @@ impl ChatServer {
         }
     }
 
-    /// Sends `reply` along `envelope`. A client that has gone is not an error
+    /// Sends `body` along `envelope`. A client that has gone is not an error
     /// for the server: the operator is told, and a chat-client that comes back
     /// gets the reply when it re-sends its message.
-    fn deliver(
+    fn send(
         &self,
         envelope: Vec<Vec<u8>>,
-        reply: Vec<Vec<u8>>,
+        body: Vec<Vec<u8>>,
         screen: &Screen,
     ) -> Result<(), ChatError> {
-        let mut frames = envelope;
-        frames.extend(reply);
-        let sent = self
-            .socket
-            .send_multipart(frames.into_iter().map(into_message), 0);
-        self.delivered(sent, screen)
-    }
-
-    /// What a send's outcome means for the server: a client that has gone
-    /// is not an error (see [`ChatServer::deliver`]); the operator is told.
-    fn delivered(&self, sent: Result<(), zmq::Error>, screen: &Screen) -> Result<(), ChatError> {
-        match sent {
+        let frames = envelope.into_iter().chain(body);
+        match self.socket.send_multipart(frames, 0) {
             Ok(()) => Ok(()),
             Err(zmq::Error::EHOSTUNREACH) => {
                 screen.notice("the reply could not be delivered: that client has disconnected");
@@ -397,26 +234,33 @@ impl ChatServer {
         }
     }
 
-    /// Ends the chat with a message unanswered: its sender is told.
-    fn end_with_message_pending(
-        &self,
-        envelope: Vec<Vec<u8>>,
-        id: Option<MessageId>,
-        screen: &Screen,
-    ) {
-        self.say_goodbye(envelope, id);
-        screen.notice("ending with the last message unanswered; its sender is told the chat ended");
-    }
-
     /// Tells a waiting chat-client that the operator ended the chat. Best
     /// effort: a plain REQ peer cannot be told without a fake reply.
-    fn say_goodbye(&self, mut envelope: Vec<Vec<u8>>, id: Option<MessageId>) {
-        let Some(id) = id else { return };
-        if id.mark_in(&mut envelope, Mark::Ended) {
-            envelope.push(Vec::new());
-            let _ = self.socket.send_multipart(envelope, 0);
+    fn say_goodbye(&self, envelope: Vec<Vec<u8>>, id: Option<MessageId>) {
+        if id.is_some() {
+            let envelope = marked(envelope, id, Mark::Ended);
+            let _ = self
+                .socket
+                .send_multipart(envelope.into_iter().chain([Vec::new()]), 0);
         }
     }
+}
+
+/// The envelope with the id frame carrying `mark` (unchanged for
+/// [`Mark::Normal`], or when a plain REQ peer's envelope has no id).
+fn marked(mut envelope: Vec<Vec<u8>>, id: Option<MessageId>, mark: Mark) -> Vec<Vec<u8>> {
+    if let Some(id) = id
+        && mark != Mark::Normal
+    {
+        id.mark_in(&mut envelope, mark);
+    }
+    envelope
+}
+
+/// Flushes what is buffered for the screen, then reports `end`.
+fn finish(screen: &Screen, end: End) -> Result<End, ChatError> {
+    screen.flush()?;
+    Ok(end)
 }
 
 /// The operator's reply to the message just shown, or why there is none.
@@ -424,41 +268,12 @@ fn operator_reply(
     lines: &mut dyn LineSource,
     screen: &Screen,
     shutdown: &Shutdown,
-) -> std::io::Result<Result<String, End>> {
+) -> std::io::Result<Line> {
     // The operator must see the message before answering it.
     if !lines.has_ready_line() {
         screen.flush()?;
     }
-    match lines.next_line(shutdown)? {
-        Line::Text(reply) => Ok(Ok(reply)),
-        Line::End(end) => {
-            screen.flush()?;
-            Ok(Err(end))
-        }
-    }
-}
-
-/// The text of a message that is one valid UTF-8 frame within `max_bytes`,
-/// taken without a copy; any other message is given back unchanged.
-fn exact_text(mut body: Vec<Vec<u8>>, max_bytes: usize) -> Result<String, Vec<Vec<u8>>> {
-    match body.as_slice() {
-        [frame] if frame.len() <= max_bytes => {
-            String::from_utf8(body.remove(0)).map_err(|error| vec![error.into_bytes()])
-        }
-        _ => Err(body),
-    }
-}
-
-/// ZeroMQ keeps a frame of up to 33 bytes inside its message, so those are
-/// copied (handing over the Vec would cost ZeroMQ an allocation); a larger
-/// one is handed over without a copy.
-fn into_message(frame: Vec<u8>) -> zmq::Message {
-    const ZMQ_INLINE_BYTES: usize = 33;
-    if frame.len() <= ZMQ_INLINE_BYTES {
-        zmq::Message::from(&frame[..])
-    } else {
-        zmq::Message::from(frame)
-    }
+    lines.next_line(shutdown)
 }
 
 /// What the server knows of a message id.
@@ -520,6 +335,275 @@ impl AnswerMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
+    use crate::fixture::{Lines, Output, StopOnDrop, ipc_endpoint, peer_socket, screen};
+    use crate::secure::frame::Frame;
+    use crate::secure::keys::Identity;
+    use crate::secure::session::{ClientSecurity, ClientStep};
+
+    /// What a server run left: how it ended, its stdout and its stderr.
+    struct Ran {
+        end: End,
+        stdout: Output,
+        stderr: Output,
+    }
+
+    /// Runs `server` with `replies` until `peer` (on its own thread, given
+    /// the endpoint) returns, or the script ends; `peer`'s panics fail the test.
+    fn serve_while(
+        mut server: ChatServer,
+        mut replies: ReplySource<'_>,
+        interactive: bool,
+        peer: impl FnOnce(&str) + Send + 'static,
+    ) -> Ran {
+        let (screen, stdout, stderr) = screen("chat-server", "client", interactive);
+        let shutdown = Shutdown::default();
+        let stop = StopOnDrop(shutdown.clone());
+        let endpoint = server.endpoint().to_string();
+        let peer = std::thread::spawn(move || {
+            let _stop = stop;
+            peer(&endpoint);
+        });
+        let end = server
+            .run(
+                std::mem::replace(&mut replies, ReplySource::Echo),
+                &screen,
+                &shutdown,
+                &SystemClock,
+            )
+            .expect("the server loop runs");
+        if let Err(panic) = peer.join() {
+            std::panic::resume_unwind(panic);
+        }
+        Ran {
+            end,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn bound() -> ChatServer {
+        ChatServer::bind(&zmq::Context::new(), &ipc_endpoint()).expect("bind")
+    }
+
+    fn id(sequence: u64) -> MessageId {
+        MessageId {
+            session: 0xc0ffee,
+            sequence,
+        }
+    }
+
+    /// A chat-client's request: `[id, "", text]`.
+    fn request(socket: &zmq::Socket, id: MessageId, text: &[u8]) {
+        socket
+            .send_multipart([id.to_frame(), Vec::new(), text.to_vec()], 0)
+            .expect("send");
+    }
+
+    fn dealer(endpoint: &str) -> zmq::Socket {
+        let socket = peer_socket(&zmq::Context::new(), zmq::DEALER);
+        socket.connect(endpoint).expect("connect");
+        socket
+    }
+
+    fn reply(socket: &zmq::Socket) -> Vec<Vec<u8>> {
+        socket
+            .recv_multipart(0)
+            .expect("a reply within the deadline")
+    }
+
+    #[test]
+    fn a_message_is_shown_and_answered_with_the_operators_next_line() {
+        let mut lines = Lines::new(&["hi back", "unused"], End::Eof);
+        let ran = serve_while(
+            bound(),
+            ReplySource::Operator(&mut lines),
+            false,
+            |endpoint| {
+                let client = dealer(endpoint);
+                request(&client, id(1), b"hello");
+                assert_eq!(
+                    reply(&client),
+                    [id(1).to_frame(), vec![], b"hi back".to_vec()]
+                );
+            },
+        );
+        assert_eq!(ran.end, End::Interrupted);
+        assert_eq!(ran.stdout.lines(), ["hello"]);
+        assert_eq!(ran.stderr.text(), "");
+    }
+
+    #[test]
+    fn a_plain_req_peer_without_an_id_is_served_like_rep() {
+        let ran = serve_while(bound(), ReplySource::Echo, false, |endpoint| {
+            let client = peer_socket(&zmq::Context::new(), zmq::REQ);
+            client.connect(endpoint).unwrap();
+            client.send("plain", 0).unwrap();
+            assert_eq!(client.recv_bytes(0).unwrap(), b"plain");
+        });
+        assert_eq!(ran.stdout.lines(), ["plain"]);
+    }
+
+    #[test]
+    fn a_copy_of_an_answered_message_is_answered_from_memory_not_shown_again() {
+        let mut lines = Lines::new(&["only answer", "second answer"], End::Eof);
+        let ran = serve_while(
+            bound(),
+            ReplySource::Operator(&mut lines),
+            false,
+            |endpoint| {
+                let client = dealer(endpoint);
+                request(&client, id(1), b"hello");
+                assert_eq!(reply(&client)[2], b"only answer");
+                request(&client, id(1), b"hello");
+                assert_eq!(reply(&client)[2], b"only answer");
+            },
+        );
+        assert_eq!(ran.stdout.lines(), ["hello"]);
+        assert_eq!(
+            ran.stderr.lines(),
+            ["chat-server: message #1 arrived again after a reconnect; sent its reply again"]
+        );
+    }
+
+    #[test]
+    fn a_late_copy_of_an_older_message_is_dropped_unanswered() {
+        let ran = serve_while(bound(), ReplySource::Echo, false, |endpoint| {
+            let client = dealer(endpoint);
+            request(&client, id(2), b"two");
+            assert_eq!(reply(&client)[2], b"two");
+            request(&client, id(1), b"one, late");
+            request(&client, id(3), b"three");
+            // Replies on one connection keep their order: had the late copy
+            // been answered, its reply would come first.
+            assert_eq!(
+                reply(&client),
+                [id(3).to_frame(), vec![], b"three".to_vec()]
+            );
+        });
+        assert_eq!(ran.stdout.lines(), ["two", "three"]);
+    }
+
+    #[test]
+    fn an_encrypted_message_to_a_plain_server_is_refused_with_a_reason() {
+        let ran = serve_while(bound(), ReplySource::Echo, false, |endpoint| {
+            let client = dealer(endpoint);
+            let hello = Frame::HandshakeInit {
+                client_index: 1,
+                noise: &[0; 48],
+            }
+            .encode();
+            request(&client, id(1), &hello);
+            let refusal = reply(&client);
+            assert_eq!(refusal[0], id(1).marked_frame(Mark::Refused));
+            assert!(
+                String::from_utf8_lossy(&refusal[2]).contains("not in secure mode"),
+                "{refusal:?}"
+            );
+        });
+        assert_eq!(ran.stdout.text(), "", "a refused message is not shown");
+        assert!(ran.stderr.text().contains("refused an encrypted chat"));
+    }
+
+    #[test]
+    fn a_message_without_an_envelope_is_ignored_with_a_notice() {
+        let ran = serve_while(bound(), ReplySource::Echo, false, |endpoint| {
+            let client = dealer(endpoint);
+            client.send("no delimiter", 0).unwrap();
+            request(&client, id(1), b"proper");
+            assert_eq!(reply(&client)[2], b"proper");
+        });
+        assert_eq!(ran.stdout.lines(), ["proper"]);
+        assert!(
+            ran.stderr
+                .text()
+                .contains("ignored a message without a REQ envelope")
+        );
+    }
+
+    #[test]
+    fn quitting_with_a_message_pending_tells_its_sender_the_chat_ended() {
+        let mut lines = Lines::new(&[], End::Quit);
+        let ran = serve_while(
+            bound(),
+            ReplySource::Operator(&mut lines),
+            false,
+            |endpoint| {
+                let client = dealer(endpoint);
+                request(&client, id(4), b"still there?");
+                assert_eq!(reply(&client)[0], id(4).marked_frame(Mark::Ended));
+            },
+        );
+        assert_eq!(ran.end, End::Quit);
+        assert_eq!(ran.stdout.lines(), ["still there?"]);
+        assert!(
+            ran.stderr
+                .text()
+                .contains("its sender is told the chat ended")
+        );
+    }
+
+    #[test]
+    fn a_script_that_has_ended_stops_the_server_listening() {
+        let (screen, _, _) = screen("chat-server", "client", false);
+        let shutdown = Shutdown::default();
+        // The deadline: a server that kept listening is stopped after 5 s,
+        // and the test then fails on how it ended.
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let stop = StopOnDrop(shutdown.clone());
+        let deadline = std::thread::spawn(move || {
+            let _stop = stop;
+            let _ = finished.recv_timeout(std::time::Duration::from_secs(5));
+        });
+        let mut lines = Lines::new(&[], End::Eof);
+        let end = bound()
+            .run(
+                ReplySource::Operator(&mut lines),
+                &screen,
+                &shutdown,
+                &SystemClock,
+            )
+            .unwrap();
+        drop(done);
+        deadline.join().unwrap();
+        assert_eq!(end, End::Eof);
+    }
+
+    #[test]
+    fn a_secure_chat_goes_the_same_way_and_is_labelled_with_the_clients_key() {
+        let server_identity = Identity::generate().unwrap();
+        let server_key = server_identity.public_key();
+        let mut server = bound();
+        server.require_encryption(ServerSecurity::new(server_identity, None));
+        let client_identity = Identity::generate().unwrap();
+        let fingerprint = client_identity.public_key().fingerprint();
+        let mut lines = Lines::new(&["sealed answer", "unused"], End::Eof);
+        let ran = serve_while(
+            server,
+            ReplySource::Operator(&mut lines),
+            true,
+            move |endpoint| {
+                let mut security = ClientSecurity::new(client_identity, server_key);
+                let client = dealer(endpoint);
+                request(&client, id(1), &security.opening(id(1), b"secret").unwrap());
+                let handshake = reply(&client).split_off(2);
+                let Ok(ClientStep::Send(sealed)) = security.step(id(1), b"secret", &handshake)
+                else {
+                    panic!("the server completes the handshake");
+                };
+                request(&client, id(1), &sealed);
+                let answer = reply(&client).split_off(2);
+                assert!(
+                    matches!(security.step(id(1), b"secret", &answer), Ok(ClientStep::Reply(text)) if text == b"sealed answer")
+                );
+            },
+        );
+        assert_eq!(
+            ran.stdout.lines(),
+            [format!("client {fingerprint} (encrypted)> secret")]
+        );
+        assert!(ran.stderr.text().contains("encrypted session with client"));
+    }
 
     #[test]
     fn answer_memory_recognises_copies_and_forgets_old_sessions() {

@@ -9,8 +9,9 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
-use std::os::fd::AsFd;
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
 
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
@@ -127,38 +128,47 @@ impl LineSource for Prompt {
     }
 }
 
-/// Script input: one message per stdin line.
+/// Script input: one message per line of a pipe or file (stdin in the binaries).
 ///
-/// Stdin is read on the calling thread, but only after `poll` says it has
-/// data, so the loops can still notice Ctrl-C while stdin is silent and no
+/// The input is read on the calling thread, but only after `poll` says it
+/// has data, so the loops can still notice Ctrl-C while it is silent and no
 /// helper thread has to be woken for every line.
-pub struct ScriptLines {
+pub struct ScriptLines<R = io::Stdin> {
     program: &'static str,
-    /// The read buffer: bytes read from stdin are `pending[..filled]`; those
-    /// before `consumed` were returned already. Beyond `filled` it is spare
-    /// room, zeroed once when the buffer grows, not before every read.
-    pending: Vec<u8>,
-    /// End of the bytes read so far.
-    filled: usize,
-    /// Start of the bytes not yet returned as lines. Lines are taken by
-    /// moving this offset; the buffer is compacted once per read, not per line.
-    consumed: usize,
-    /// Where to resume looking for a newline in `pending`.
+    input: R,
+    /// Where the warning about a line that is not UTF-8 goes (stderr).
+    warnings: Box<dyn Write>,
+    /// Bytes read; those before `start` were returned already. Compacted
+    /// before each read, so it holds at most one partial line plus a read.
+    buffer: Vec<u8>,
+    start: usize,
+    /// `buffer[start..scanned]` has no newline: where the search resumes, so
+    /// a line longer than one read is not searched again from its start.
     scanned: usize,
     ended: bool,
+    /// The number of the last line returned, for warnings.
     number: u64,
 }
 
+/// How much one read asks for.
 const READ_CHUNK: usize = 64 * 1024;
 
 impl ScriptLines {
-    /// Reads stdin as script input; `program` prefixes warnings.
+    /// Reads stdin as script input; `program` prefixes warnings on stderr.
     pub fn from_stdin(program: &'static str) -> ScriptLines {
+        ScriptLines::new(program, io::stdin(), Box::new(io::stderr()))
+    }
+}
+
+impl<R: Read + AsFd> ScriptLines<R> {
+    /// Reads `input` as script input; warnings go to `warnings`.
+    pub fn new(program: &'static str, input: R, warnings: Box<dyn Write>) -> ScriptLines<R> {
         ScriptLines {
             program,
-            pending: Vec::new(),
-            filled: 0,
-            consumed: 0,
+            input,
+            warnings,
+            buffer: Vec::new(),
+            start: 0,
             scanned: 0,
             ended: false,
             number: 0,
@@ -168,22 +178,23 @@ impl ScriptLines {
     /// A complete line from what was read, if there is one; at end of input,
     /// the unterminated rest counts as a last line.
     fn take_line(&mut self) -> Option<String> {
-        let scan_from = self.scanned.max(self.consumed);
-        let end = match memchr::memchr(b'\n', &self.pending[scan_from..self.filled]) {
-            Some(offset) => scan_from + offset + 1,
-            None if self.ended && self.consumed < self.filled => self.filled,
+        let end = match memchr::memchr(b'\n', &self.buffer[self.scanned..]) {
+            Some(offset) => self.scanned + offset + 1,
+            None if self.ended && self.start < self.buffer.len() => self.buffer.len(),
             None => {
-                self.scanned = self.filled;
+                self.scanned = self.buffer.len();
                 return None;
             }
         };
-        let bytes = &self.pending[self.consumed..end];
-        self.consumed = end;
+        let bytes = &self.buffer[self.start..end];
+        self.start = end;
+        self.scanned = end;
         self.number += 1;
         let line = match std::str::from_utf8(bytes) {
             Ok(line) => strip_line_ending(line).to_string(),
             Err(_) => {
-                eprintln!(
+                let _ = writeln!(
+                    self.warnings,
                     "{}: input line {} is not valid UTF-8; bad bytes sent as \u{FFFD}",
                     self.program, self.number
                 );
@@ -193,52 +204,51 @@ impl ScriptLines {
         Some(line)
     }
 
-    /// Waits up to `timeout` for stdin to be readable, then reads what is
-    /// there (never blocking on a read that has no data).
-    fn fill(&mut self, timeout: std::time::Duration) -> io::Result<()> {
-        use std::io::Read;
-        use std::os::fd::AsRawFd;
-        let mut items = [zmq::PollItem::from_fd(io::stdin().as_raw_fd(), zmq::POLLIN)];
+    /// Waits up to `timeout` for the input to be readable, then reads what
+    /// is there (never blocking on a read that has no data).
+    fn fill(&mut self, timeout: Duration) -> io::Result<()> {
+        let mut items = [zmq::PollItem::from_fd(
+            self.input.as_fd().as_raw_fd(),
+            zmq::POLLIN,
+        )];
         match zmq::poll(&mut items, timeout.as_millis() as i64) {
             Ok(0) | Err(zmq::Error::EINTR) => return Ok(()),
             Ok(_) => {}
             Err(error) => return Err(io::Error::other(error)),
         }
-        self.pending.copy_within(self.consumed..self.filled, 0);
-        self.filled -= self.consumed;
-        self.scanned = self.scanned.saturating_sub(self.consumed);
-        self.consumed = 0;
-        let start = self.filled;
-        if self.pending.len() < start + READ_CHUNK {
-            self.pending.resize(start + READ_CHUNK, 0);
-        }
+        self.buffer.drain(..self.start);
+        self.scanned -= self.start;
+        self.start = 0;
+        let old = self.buffer.len();
+        self.buffer.resize(old + READ_CHUNK, 0);
         let read = loop {
-            match io::stdin()
-                .lock()
-                .read(&mut self.pending[start..start + READ_CHUNK])
-            {
+            match self.input.read(&mut self.buffer[old..]) {
                 Ok(read) => break read,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(error),
+                Err(error) => {
+                    self.buffer.truncate(old);
+                    return Err(error);
+                }
             }
         };
-        self.filled = start + read;
-        if read == 0 {
-            self.ended = true;
-        }
+        self.buffer.truncate(old + read);
+        self.ended = read == 0;
         Ok(())
     }
 
-    /// The next line if one is ready, without waiting: `None` when stdin has
-    /// nothing new, `Line::End(End::Eof)` once it has ended.
+    /// Whether a whole line (or, at the end, a last partial one) is buffered.
+    fn has_buffered_line(&self) -> bool {
+        memchr::memchr(b'\n', &self.buffer[self.scanned..]).is_some()
+            || (self.ended && self.start < self.buffer.len())
+    }
+
+    /// The next line if one is ready, without waiting: `None` when the input
+    /// has nothing new, `Line::End(End::Eof)` once it has ended.
     pub fn poll_line(&mut self) -> Option<io::Result<Line>> {
-        if let Some(line) = self.take_line() {
-            return Some(Ok(Line::Text(line)));
-        }
-        if self.ended {
-            return Some(Ok(Line::End(End::Eof)));
-        }
-        if let Err(error) = self.fill(std::time::Duration::ZERO) {
+        if !self.has_buffered_line()
+            && !self.ended
+            && let Err(error) = self.fill(Duration::ZERO)
+        {
             return Some(Err(error));
         }
         match self.take_line() {
@@ -249,7 +259,7 @@ impl ScriptLines {
     }
 }
 
-impl LineSource for ScriptLines {
+impl<R: Read + AsFd> LineSource for ScriptLines<R> {
     fn next_line(&mut self, shutdown: &Shutdown) -> io::Result<Line> {
         loop {
             if let Some(line) = self.take_line() {
@@ -266,41 +276,35 @@ impl LineSource for ScriptLines {
     }
 
     fn has_ready_line(&mut self) -> bool {
-        if self.has_complete_line() {
-            return true;
+        if !self.has_buffered_line() && !self.ended {
+            let _ = self.fill(Duration::ZERO);
         }
-        if !self.ended {
-            let _ = self.fill(std::time::Duration::ZERO);
-        }
-        self.has_complete_line() || (self.ended && self.consumed < self.filled)
+        self.has_buffered_line()
     }
 
     fn is_exhausted(&mut self) -> bool {
-        if self.has_complete_line() {
+        if self.has_buffered_line() {
             return false;
         }
-        if !self.ended && self.fill(std::time::Duration::ZERO).is_err() {
+        if !self.ended && self.fill(Duration::ZERO).is_err() {
             return true;
         }
-        self.ended && self.consumed == self.filled
+        self.ended && self.start == self.buffer.len()
     }
 }
 
-impl ScriptLines {
-    fn has_complete_line(&self) -> bool {
-        memchr::memchr(b'\n', &self.pending[self.consumed..self.filled]).is_some()
-    }
-}
-
-/// What the user sees: received messages on stdout, the rest on stderr.
+/// What the user sees: received messages on one output (stdout), the rest
+/// on another (stderr).
 pub struct Screen {
     program: &'static str,
     peer: &'static str,
     interactive: bool,
     colour: bool,
-    /// Stdout, buffered by us: flushed after every line for a person, and in
+    /// Received messages. Flushed after every line for a person, and in
     /// script mode whenever the program is about to wait (see [`Screen::flush`]).
-    out: RefCell<BufWriter<File>>,
+    out: RefCell<Box<dyn Write>>,
+    /// Notices and status lines, written as they come.
+    err: RefCell<Box<dyn Write>>,
 }
 
 const BOLD_CYAN: &str = "\x1b[1;36m";
@@ -308,10 +312,12 @@ const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
 impl Screen {
-    /// A screen for `program` (used as the prefix of notices) whose peer is
-    /// labelled `peer` (for example "server") in interactive mode.
+    /// The process's own screen: stdout and stderr, for `program` (used as
+    /// the prefix of notices) whose peer is labelled `peer` (for example
+    /// "server") in interactive mode.
     ///
-    /// Fails only if neither stdout nor /dev/null can be opened.
+    /// # Errors
+    /// Only if neither stdout nor /dev/null can be opened.
     pub fn new(program: &'static str, peer: &'static str, interactive: bool) -> io::Result<Screen> {
         let colour = interactive
             && io::stderr().is_terminal()
@@ -322,14 +328,34 @@ impl Screen {
         // With stdout closed, output goes nowhere, as it would through std's stdout.
         let stdout = io::stdout().as_fd().try_clone_to_owned().map(File::from);
         let stdout = stdout.or_else(|_| File::options().write(true).open("/dev/null"))?;
-        let out = RefCell::new(BufWriter::new(stdout));
-        Ok(Screen {
+        let mut screen = Screen::with_output(
             program,
             peer,
             interactive,
-            colour,
-            out,
-        })
+            Box::new(BufWriter::new(stdout)),
+            Box::new(io::stderr()),
+        );
+        screen.colour = colour;
+        Ok(screen)
+    }
+
+    /// A screen writing messages to `out` and everything else to `err`,
+    /// without colour (for tests and embedding).
+    pub fn with_output(
+        program: &'static str,
+        peer: &'static str,
+        interactive: bool,
+        out: Box<dyn Write>,
+        err: Box<dyn Write>,
+    ) -> Screen {
+        Screen {
+            program,
+            peer,
+            interactive,
+            colour: false,
+            out: RefCell::new(out),
+            err: RefCell::new(err),
+        }
     }
 
     /// Whether this screen talks to a person.
@@ -337,30 +363,15 @@ impl Screen {
         self.interactive
     }
 
-    /// Shows a received message as one line, escaped, and tells the user on
-    /// stderr about anything unusual in it.
-    pub fn show(&self, incoming: &Incoming) -> io::Result<()> {
-        self.show_from(incoming, self.peer)
-    }
-
-    /// Like [`Screen::show`], with the peer labelled `peer` in interactive
-    /// mode (in secure mode, its key's fingerprint).
-    pub fn show_from(&self, incoming: &Incoming, peer: &str) -> io::Result<()> {
-        self.show_line(&incoming.text, peer)?;
+    /// Shows a received message as one line, escaped, labelled `peer` in
+    /// interactive mode (the default label when `None`), and tells the user
+    /// on stderr about anything unusual in it.
+    pub fn show(&self, incoming: &Incoming, peer: Option<&str>) -> io::Result<()> {
+        self.show_line(&incoming.text, peer.unwrap_or(self.peer))?;
         for anomaly in &incoming.anomalies {
             self.notice(&format!("note: {anomaly}"));
         }
         Ok(())
-    }
-
-    /// Shows a received one-frame message: straight from its bytes when they
-    /// are valid UTF-8 within `max_bytes` (nothing to tell about it), else
-    /// decoded as [`Incoming::decode`] does, with its notes.
-    pub fn show_frame(&self, bytes: &[u8], max_bytes: usize) -> io::Result<()> {
-        match std::str::from_utf8(bytes) {
-            Ok(text) if text.len() <= max_bytes => self.show_line(text, self.peer),
-            _ => self.show(&Incoming::decode(vec![bytes.to_vec()], max_bytes)),
-        }
     }
 
     fn show_line(&self, text: &str, peer: &str) -> io::Result<()> {
@@ -395,12 +406,137 @@ impl Screen {
     pub fn status(&self, text: &str) {
         if self.interactive {
             let (on, off) = if self.colour { (DIM, RESET) } else { ("", "") };
-            eprintln!("{on}{text}{off}");
+            let _ = writeln!(self.err.borrow_mut(), "{on}{text}{off}");
         }
     }
 
-    /// A line on stderr, prefixed by the program name, in every mode.
+    /// A line on stderr, prefixed by the program name, in every mode. A
+    /// stderr that cannot be written to is no reason to stop chatting.
     pub fn notice(&self, text: &str) {
-        eprintln!("{}: {text}", self.program);
+        let _ = writeln!(self.err.borrow_mut(), "{}: {text}", self.program);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::Output;
+
+    /// Script lines read from a pipe that a writer thread fills with `input`
+    /// in pieces of `piece` bytes, then closes.
+    fn script(input: Vec<u8>, piece: usize) -> (ScriptLines<io::PipeReader>, Output) {
+        let (reader, mut writer) = io::pipe().expect("pipe");
+        std::thread::spawn(move || {
+            for chunk in input.chunks(piece.max(1)) {
+                if writer.write_all(chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        let warnings = Output::default();
+        let lines = ScriptLines::new("chat-client", reader, Box::new(warnings.clone()));
+        (lines, warnings)
+    }
+
+    /// Every line until the end of input.
+    fn all_lines(lines: &mut ScriptLines<io::PipeReader>) -> Vec<String> {
+        let shutdown = Shutdown::default();
+        let mut read = Vec::new();
+        loop {
+            match lines.next_line(&shutdown).expect("read") {
+                Line::Text(text) => read.push(text),
+                Line::End(end) => {
+                    assert_eq!(end, End::Eof);
+                    return read;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crlf_and_lf_endings_are_stripped_and_a_last_line_needs_no_newline() {
+        let (mut lines, warnings) = script(b"one\r\ntwo\n\nlast".to_vec(), 3);
+        assert_eq!(all_lines(&mut lines), ["one", "two", "", "last"]);
+        assert_eq!(warnings.text(), "");
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_the_line_named() {
+        let (mut lines, warnings) = script(b"fine\nbad \xff\xfe here\n".to_vec(), 64);
+        assert_eq!(all_lines(&mut lines), ["fine", "bad \u{FFFD}\u{FFFD} here"]);
+        assert_eq!(
+            warnings.text(),
+            "chat-client: input line 2 is not valid UTF-8; bad bytes sent as \u{FFFD}\n"
+        );
+    }
+
+    #[test]
+    fn a_line_longer_than_one_read_arrives_whole() {
+        let long = "x".repeat(3 * READ_CHUNK + 17);
+        let (mut lines, _) = script(format!("{long}\nafter\n").into_bytes(), 1000);
+        assert_eq!(all_lines(&mut lines), [long, "after".to_string()]);
+    }
+
+    #[test]
+    fn the_buffer_is_compacted_so_many_lines_take_no_more_room_than_a_read() {
+        let input: String = (0..50_000).map(|n| format!("line {n}\n")).collect();
+        assert!(input.len() > 5 * READ_CHUNK);
+        let (mut lines, _) = script(input.into_bytes(), 4096);
+        let shutdown = Shutdown::default();
+        let mut count = 0;
+        while let Line::Text(text) = lines.next_line(&shutdown).unwrap() {
+            assert_eq!(text, format!("line {count}"));
+            count += 1;
+            assert!(
+                lines.buffer.len() <= 2 * READ_CHUNK,
+                "{}",
+                lines.buffer.len()
+            );
+        }
+        assert_eq!(count, 50_000);
+    }
+
+    #[test]
+    fn readiness_and_exhaustion_are_told_without_waiting() {
+        let (reader, mut writer) = io::pipe().unwrap();
+        let mut lines = ScriptLines::new("chat-server", reader, Box::new(io::sink()));
+        assert!(!lines.has_ready_line());
+        assert!(!lines.is_exhausted());
+        assert!(lines.poll_line().is_none());
+        writer.write_all(b"half").unwrap();
+        assert!(!lines.has_ready_line(), "a partial line is not ready");
+        writer.write_all(b" and whole\nrest").unwrap();
+        assert!(lines.has_ready_line());
+        assert!(
+            matches!(lines.poll_line(), Some(Ok(Line::Text(text))) if text == "half and whole")
+        );
+        drop(writer);
+        assert!(
+            lines.has_ready_line(),
+            "at the end, the unterminated rest is a line"
+        );
+        assert!(!lines.is_exhausted());
+        assert!(matches!(lines.poll_line(), Some(Ok(Line::Text(text))) if text == "rest"));
+        assert!(lines.is_exhausted());
+        assert!(matches!(lines.poll_line(), Some(Ok(Line::End(End::Eof)))));
+    }
+
+    #[test]
+    fn the_screen_shows_one_escaped_line_per_message_and_labels_it_for_a_person() {
+        let (screen, out, err) = crate::fixture::screen("chat-client", "server", true);
+        screen
+            .show(&Incoming::decode(&[b"a\x1b]52;c;evil\x07 b"], 100), None)
+            .unwrap();
+        screen
+            .show(&Incoming::decode(&[b"x", b"y"], 100), Some("client ab"))
+            .unwrap();
+        assert_eq!(
+            out.lines(),
+            ["server> a\\x1b]52;c;evil\\x07 b", "client ab> x \u{241E} y"]
+        );
+        assert!(
+            err.text()
+                .starts_with("chat-client: note: the message had 2 frames")
+        );
     }
 }

@@ -1,4 +1,7 @@
-//! `chat-client`: connects a REQ socket, sends each line, shows each reply.
+//! `chat-client`: connects the chat's DEALER socket (keeping REQ's
+//! lock-step, and re-sending after a lost connection), sends each line and
+//! shows each reply. This file only parses arguments and wires the
+//! library's [`ChatClient`] to the terminal.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +12,7 @@ use clap::Parser;
 use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli::{self, EXIT_CODES_HELP};
 use zmq_chat::client::{ChatClient, ClientEnd, Liveness};
+use zmq_chat::clock::SystemClock;
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
 use zmq_chat::secure::keys::{Identity, PublicKey, default_client_key_path};
@@ -66,7 +70,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
         Ok(code) => ExitCode::from(code),
-        Err(error) => cli::report(PROGRAM, &error),
+        Err(error) => cli::report(PROGRAM, error.as_ref()),
     }
 }
 
@@ -86,7 +90,8 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         timeout: Duration::from_secs_f64(args.liveness),
         give_up: Duration::from_secs_f64(args.give_up),
     };
-    let mut client = ChatClient::connect(&context, &endpoint, liveness)?;
+    let mut client = ChatClient::connect(&context, &endpoint, liveness, &SystemClock)?;
+    client.show_at_most(args.max_size);
     if let Some(security) = security {
         client.require_encryption(security);
     }
@@ -104,7 +109,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     };
     let shown = |text: &str| escape_for_terminal(text).into_owned();
     let code = loop {
-        break match client.run(lines.as_mut(), &screen, &shutdown, args.max_size)? {
+        break match client.run(lines.as_mut(), &screen, &shutdown, &SystemClock)? {
             ClientEnd::Finished(End::Interrupted) if !interactive => cli::EXIT_INTERRUPTED,
             ClientEnd::Finished(_) => cli::EXIT_OK,
             ClientEnd::GaveUp { unanswered } => {

@@ -1,4 +1,6 @@
-//! `chat-server`: binds a REP socket and answers each message in turn.
+//! `chat-server`: binds the chat's ROUTER socket (answering like REP, one
+//! message at a time) and answers each message in turn. This file only
+//! parses arguments and wires the library's [`ChatServer`] to the terminal.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli::{self, EXIT_CODES_HELP};
+use zmq_chat::clock::SystemClock;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
 use zmq_chat::secure::keys::{AllowList, Identity};
 use zmq_chat::secure::session::ServerSecurity;
@@ -61,7 +64,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
         Ok(code) => ExitCode::from(code),
-        Err(error) => cli::report(PROGRAM, &error),
+        Err(error) => cli::report(PROGRAM, error.as_ref()),
     }
 }
 
@@ -79,6 +82,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
     let context = zmq::Context::new();
     let mut server = ChatServer::bind(&context, &endpoint)?;
+    server.show_at_most(args.max_size);
     let interactive = !args.echo && terminal::stdin_is_interactive();
     let screen = Screen::new(PROGRAM, "client", interactive).context("cannot set up stdout")?;
     if let Some(security) = security {
@@ -102,7 +106,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         script = ScriptLines::from_stdin(PROGRAM);
         ReplySource::Operator(&mut script)
     };
-    let end = server.run(replies, &screen, &shutdown, args.max_size)?;
+    let end = server.run(replies, &screen, &shutdown, &SystemClock)?;
     Ok(match end {
         End::Interrupted if !interactive => cli::EXIT_INTERRUPTED,
         End::Eof | End::Quit | End::Interrupted => cli::EXIT_OK,

@@ -10,10 +10,12 @@
 //! a counter nonce, so altered, replayed or reordered ciphertext is refused.
 //!
 //! - [`keys`]: key files, public keys, allow lists.
-//! - [`frame`]: the secure body frame and sealing/opening payloads.
+//! - `frame`: the secure body frame and sealing/opening payloads.
 //! - [`session`]: the client's and the server's side of a session.
+//! - `channel`: both sides behind the loops' [`crate::channel`] interface.
 
-pub mod frame;
+mod channel;
+pub(crate) mod frame;
 pub mod keys;
 pub mod session;
 

@@ -38,13 +38,56 @@ pub enum SecureFailure {
     ServerIsPlain,
 }
 
-/// The client's side: its identity, the server's pinned key, and the
-/// session once the handshake is done.
+impl std::fmt::Display for SecureFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecureFailure::ServerNotProven => f.write_str(
+                "the server did not prove it holds the key given with --server-key (a different server, or someone in the middle); the message was not sent",
+            ),
+            SecureFailure::ServerIsPlain => f.write_str(
+                "the server answered without encryption: it is not in secure mode (chat-server --key FILE); the message was not sent",
+            ),
+            SecureFailure::ReplyNotAuthentic => {
+                f.write_str("the reply failed authentication (altered on the way?) and was not shown")
+            }
+            SecureFailure::Refused(reason, text) => {
+                let text = crate::display::escape_for_terminal(text);
+                match reason {
+                    Refusal::NotAllowed => write!(f, "the server refused this client: {text}"),
+                    Refusal::HandshakeFailed => {
+                        write!(f, "the server refused the handshake: {text}")
+                    }
+                    Refusal::NotAuthentic | Refusal::UnknownSession => {
+                        write!(f, "the server refused the message: {text}")
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for SecureFailure {}
+
+/// The client's side: its identity, the server's pinned key, and where the
+/// handshake with that server stands.
 pub struct ClientSecurity {
     identity: Identity,
     server_key: PublicKey,
-    handshake: Option<(HandshakeState, u64)>,
-    session: Option<ClientSession>,
+    state: ClientState,
+}
+
+/// Where the client's handshake stands. A reply moves it forward only from
+/// the state that expects that reply.
+enum ClientState {
+    /// No handshake begun: the next message opens one.
+    Idle,
+    /// The first handshake message is out; the server's answer is awaited.
+    Handshaking {
+        handshake: Box<HandshakeState>,
+        client_index: u64,
+    },
+    /// The server proved its key: messages are sealed in this session.
+    Established(ClientSession),
 }
 
 struct ClientSession {
@@ -71,8 +114,7 @@ impl ClientSecurity {
         ClientSecurity {
             identity,
             server_key,
-            handshake: None,
-            session: None,
+            state: ClientState::Idle,
         }
     }
 
@@ -88,16 +130,15 @@ impl ClientSecurity {
 
     /// Forgets the session (after a reconnect: the server may be a new one).
     pub fn reset(&mut self) {
-        self.handshake = None;
-        self.session = None;
+        self.state = ClientState::Idle;
     }
 
     /// The body to send for `text`: the sealed message if a session exists,
     /// else the first handshake message (the text follows once it is done).
     pub fn opening(&mut self, id: MessageId, text: &[u8]) -> Result<Vec<u8>, snow::Error> {
-        match &mut self.session {
-            Some(session) => seal_message(session, id, text),
-            None => self.begin_handshake(),
+        match &mut self.state {
+            ClientState::Established(session) => seal_message(session, id, text),
+            ClientState::Idle | ClientState::Handshaking { .. } => self.begin_handshake(),
         }
     }
 
@@ -110,8 +151,10 @@ impl ClientSecurity {
         let mut noise = vec![0u8; 256];
         let length = handshake.write_message(&[], &mut noise)?;
         let client_index = random_id();
-        self.session = None;
-        self.handshake = Some((handshake, client_index));
+        self.state = ClientState::Handshaking {
+            handshake: Box::new(handshake),
+            client_index,
+        };
         Ok(Frame::HandshakeInit {
             client_index,
             noise: &noise[..length],
@@ -135,17 +178,27 @@ impl ClientSecurity {
                 server_index,
                 noise,
             } => {
-                let Some((mut handshake, expected)) = self.handshake.take() else {
+                let ClientState::Handshaking {
+                    handshake,
+                    client_index: expected,
+                } = &mut self.state
+                else {
                     return Ok(ClientStep::Ignore);
                 };
-                if client_index != expected {
-                    self.handshake = Some((handshake, expected));
+                if client_index != *expected {
                     return Ok(ClientStep::Ignore);
                 }
                 let mut payload = vec![0u8; 256];
-                let transport = handshake
+                handshake
                     .read_message(noise, &mut payload)
-                    .and_then(|_| handshake.into_transport_mode())
+                    .map_err(|_| SecureFailure::ServerNotProven)?;
+                let ClientState::Handshaking { handshake, .. } =
+                    std::mem::replace(&mut self.state, ClientState::Idle)
+                else {
+                    unreachable!("the state was checked above");
+                };
+                let transport = handshake
+                    .into_transport_mode()
                     .map_err(|_| SecureFailure::ServerNotProven)?;
                 let mut session = ClientSession {
                     transport,
@@ -154,20 +207,19 @@ impl ClientSecurity {
                 };
                 let sealed = seal_message(&mut session, id, text)
                     .map_err(|_| SecureFailure::ServerNotProven)?;
-                self.session = Some(session);
+                self.state = ClientState::Established(session);
                 Ok(ClientStep::Send(sealed))
             }
             Frame::Reply {
                 client_index,
                 sealed,
             } => {
-                let Some(session) = self
-                    .session
-                    .as_mut()
-                    .filter(|s| s.client_index == client_index)
-                else {
+                let ClientState::Established(session) = &mut self.state else {
                     return Ok(ClientStep::Ignore);
                 };
+                if session.client_index != client_index {
+                    return Ok(ClientStep::Ignore);
+                }
                 match frame::open(&mut session.transport, sealed) {
                     Ok((reply_id, reply)) if reply_id == id => Ok(ClientStep::Reply(reply)),
                     _ => Err(SecureFailure::ReplyNotAuthentic),

@@ -1,0 +1,159 @@
+//! How a message's body travels between client and server: as the text
+//! itself (plain mode) or sealed (secure mode, in [`crate::secure`]).
+//!
+//! The loops in [`crate::server`] and [`crate::client`] call the same
+//! interface in both modes, so each reads as one path; everything that
+//! differs between the modes sits behind [`ServerChannel`] and
+//! [`ClientChannel`].
+
+use std::time::Instant;
+
+use crate::envelope::{Mark, MessageId};
+use crate::error::ChatError;
+use crate::secure::frame;
+use crate::secure::keys::PublicKey;
+
+/// Told to a secure client that writes to a plain server.
+const PLAIN_ONLY: &str = "this chat-server is not in secure mode: connect without --server-key, or ask its operator to start it with --key";
+
+/// Who sent a message the server is about to answer, as its channel knows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The client's proven key in secure mode. Answers are remembered per
+    /// key, so no client can claim another's session.
+    pub key: Option<PublicKey>,
+    /// The secure session that seals the reply (unused in plain mode).
+    pub session: u64,
+}
+
+impl Origin {
+    /// How the sender is labelled on screen, if not simply "client".
+    pub fn label(&self) -> Option<String> {
+        self.key
+            .map(|key| format!("client {} (encrypted)", key.fingerprint()))
+    }
+}
+
+/// What the server's channel makes of a request's body.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// A message to show and answer.
+    Message {
+        /// Who sent it.
+        origin: Origin,
+        /// Its id: in plain mode the envelope's, in secure mode the sealed one.
+        id: Option<MessageId>,
+        /// Its text frames, in the clear.
+        body: Vec<Vec<u8>>,
+    },
+    /// Not a message for the operator: answer at once with `body`, its id
+    /// frame carrying `mark`, and tell the operator `notice`.
+    Answer {
+        /// The reply's body frame (a refusal's reason, a handshake reply).
+        body: Vec<u8>,
+        /// [`Mark::Refused`] for a refusal a chat-client shows as such.
+        mark: Mark,
+        /// One line for the operator's stderr.
+        notice: String,
+    },
+}
+
+/// The server's side of a channel.
+pub trait ServerChannel {
+    /// What the body of a request with envelope id `id` is.
+    fn incoming(&mut self, id: Option<MessageId>, body: Vec<Vec<u8>>, now: Instant) -> Admission;
+
+    /// The body that carries `reply` to message `id` from `origin`; `None`
+    /// when it can no longer be sent (the secure session ended: the client
+    /// re-sends and gets the reply from the answer memory).
+    fn outgoing(
+        &mut self,
+        origin: Origin,
+        id: Option<MessageId>,
+        reply: Vec<Vec<u8>>,
+    ) -> Option<Vec<Vec<u8>>>;
+}
+
+/// What the client's channel makes of a reply to its pending message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The reply's text frames, in the clear.
+    Reply(Vec<Vec<u8>>),
+    /// Send `body` for the pending message now (a handshake moved on), and
+    /// tell the user `notice` if there is one.
+    Send {
+        /// The next body to send.
+        body: Vec<u8>,
+        /// One line for the user, if the step is worth telling.
+        notice: Option<String>,
+    },
+    /// Not about the pending message (a late answer to an earlier session).
+    Ignore,
+    /// The message cannot be answered; the reason, for the user.
+    Failed(String),
+}
+
+/// The client's side of a channel.
+pub trait ClientChannel {
+    /// The body that carries `text` as message `id`.
+    ///
+    /// # Errors
+    /// Only if sealing fails where valid input cannot fail (a bug, reported).
+    fn outgoing(&mut self, id: MessageId, text: &str) -> Result<Vec<u8>, ChatError>;
+
+    /// What the body of a reply to message `id` (whose text is `text`) means.
+    fn incoming(&mut self, id: MessageId, text: &str, body: Vec<Vec<u8>>) -> Step;
+
+    /// The connection was made again, perhaps to a new server: forget what
+    /// was agreed with the old one.
+    fn reset(&mut self);
+
+    /// How the server is labelled on screen, if not simply "server".
+    fn peer_label(&self) -> Option<String>;
+}
+
+/// Plain mode: the body is the text itself, as plain pyzmq peers send it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Plain;
+
+impl ServerChannel for Plain {
+    fn incoming(&mut self, id: Option<MessageId>, body: Vec<Vec<u8>>, _now: Instant) -> Admission {
+        if frame::is_secure(&body) {
+            return Admission::Answer {
+                body: PLAIN_ONLY.as_bytes().to_vec(),
+                mark: Mark::Refused,
+                notice: "refused an encrypted chat: this server runs in plain mode (start it with --key FILE for encrypted chats)".into(),
+            };
+        }
+        Admission::Message {
+            origin: Origin::default(),
+            id,
+            body,
+        }
+    }
+
+    fn outgoing(
+        &mut self,
+        _origin: Origin,
+        _id: Option<MessageId>,
+        reply: Vec<Vec<u8>>,
+    ) -> Option<Vec<Vec<u8>>> {
+        Some(reply)
+    }
+}
+
+impl ClientChannel for Plain {
+    fn outgoing(&mut self, _id: MessageId, text: &str) -> Result<Vec<u8>, ChatError> {
+        Ok(text.as_bytes().to_vec())
+    }
+
+    fn incoming(&mut self, _id: MessageId, _text: &str, body: Vec<Vec<u8>>) -> Step {
+        Step::Reply(body)
+    }
+
+    fn reset(&mut self) {}
+
+    fn peer_label(&self) -> Option<String> {
+        None
+    }
+}
