@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Proc, free_port, run_to_end};
+use common::{Proc, run_to_end};
 
 /// The broker the tests use: the default of the example.
 const BROKER: &str = "127.0.0.1:5672";
@@ -458,4 +458,15 @@ connection.close()
     let (status, stdout, stderr) = run_to_end("python3", &["-c", &consumer], "");
     assert!(status.success(), "{stderr}");
     assert_eq!(stdout.trim(), "application/json 2 {'from': 'rust'}");
+}
+
+/// A TCP port that was free a moment ago. Only for RabbitMQ, which must be
+/// told its ports before it starts and cannot report ones the OS picked; a
+/// program that takes the port meanwhile makes the broker fail to start,
+/// which the test reports (it does not hang).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port on 127.0.0.1")
 }

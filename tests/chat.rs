@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{CLIENT, Proc, free_port, run_to_end};
+use common::{CLIENT, Proc, ipc_address, run_to_end};
 
 /// A conversation of several turns with non-ASCII text: each side sees
 /// exactly what the other typed, one line per message, in order.
@@ -50,10 +50,10 @@ fn two_clients_each_get_their_own_replies() {
 /// answered as soon as a server binds the address.
 #[test]
 fn client_started_before_the_server_is_answered_when_it_appears() {
-    let port = free_port().to_string();
-    let address = format!("127.0.0.1:{port}");
+    let address = ipc_address("client-first");
     let mut client = Proc::spawn(CLIENT, &["--connect", &address]);
     client.send_line("anyone there?");
+    // A deliberate absence: no server for half a second while the client waits.
     std::thread::sleep(std::time::Duration::from_millis(500));
     client.assert_running();
 

@@ -74,10 +74,17 @@ fn server_drops_a_peer_that_sends_more_than_the_wire_limit() {
     let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
     let context = zmq::Context::new();
     let flooder = plain_socket(&context, zmq::REQ);
+    flooder
+        .monitor("inproc://flooder", zmq::SocketEvent::DISCONNECTED as i32)
+        .unwrap();
+    let events = plain_socket(&context, zmq::PAIR);
+    events.connect("inproc://flooder").unwrap();
     flooder.connect(&endpoint).unwrap();
     flooder.send(vec![b'z'; 17 * 1024 * 1024], 0).unwrap();
-    // Give the flood time to reach the server before the normal client speaks.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The server's ZeroMQ refuses the frame by dropping the connection.
+    events
+        .recv_multipart(0)
+        .expect("the server drops the connection of a frame over the limit");
 
     let (status, stdout, _) = run_to_end(CLIENT, &["--connect", &endpoint], "after the flood\n");
     assert!(status.success());

@@ -75,10 +75,10 @@ fn ctrl_d_at_the_client_prompt_ends_cleanly() {
 /// exits 0 and the waiting client is told the chat ended.
 #[test]
 fn server_operator_replies_at_the_prompt_and_ctrl_c_ends_cleanly() {
-    let port = common::free_port();
-    let address = format!("127.0.0.1:{port}");
-    let mut server = in_terminal(SERVER, &["--bind", &address]);
-    server.exp_string("listening on tcp://127.0.0.1:").unwrap();
+    let mut server = in_terminal(SERVER, &["--bind", "127.0.0.1:0"]);
+    let (_, address) = server
+        .exp_regex(r"tcp://127\.0\.0\.1:[0-9]+")
+        .expect("the ready line names the bound port");
     server.exp_string("waiting for a message").unwrap();
 
     let mut client = Proc::spawn(CLIENT, &["--connect", &address]);
@@ -115,8 +115,7 @@ fn ctrl_c_while_the_server_waits_ends_cleanly() {
 /// and a server that has come back answers it.
 #[test]
 fn given_up_message_is_offered_again_at_the_prompt() {
-    let address = format!("127.0.0.1:{}", common::free_port());
-    let (mut server, _) = Proc::server(&["--bind", &address]);
+    let (mut server, address) = Proc::server(&["--bind", "127.0.0.1:0"]);
     let mut client = in_terminal(
         CLIENT,
         &["--connect", &address, "--liveness", "0.5", "--give-up", "1"],

@@ -246,8 +246,10 @@ impl Pipeline {
         }
         let mut sink = Proc::spawn(&program, &args);
         let sink_at = sink.endpoint_after("sink listening on");
-        let tasks_at = format!("127.0.0.1:{}", common::free_port());
-        let urgent_at = format!("127.0.0.1:{}", common::free_port());
+        // Workers start before the ventilator binds: ipc:// addresses, which
+        // no other program can take in the meantime.
+        let tasks_at = common::ipc_address("tasks");
+        let urgent_at = common::ipc_address("urgent");
         Pipeline {
             program,
             sink,
@@ -435,7 +437,7 @@ fn pipeline_worker_skips_a_malformed_task() {
     let results = common::plain_socket(&context, zmq::PULL);
     results.bind("tcp://127.0.0.1:0").unwrap();
     let results_at = results.get_last_endpoint().unwrap().unwrap();
-    let urgent_at = format!("127.0.0.1:{}", common::free_port());
+    let urgent_at = common::ipc_address("urgent-unused");
     let mut worker = Proc::spawn(
         &example("pipeline"),
         &[

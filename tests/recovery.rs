@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{CLIENT, Proc, free_port, plain_socket};
+use common::{CLIENT, Proc, plain_socket, wait_until};
 
 /// Waits for `needle` on the client's stderr; returns how long it took.
 fn time_until(client: &mut Proc, needle: &str) -> Duration {
@@ -15,16 +15,12 @@ fn time_until(client: &mut Proc, needle: &str) -> Duration {
     start.elapsed()
 }
 
-/// The moment every fault below starts from: a script-mode server on
-/// `address`, a client with `--liveness` and `--give-up` (seconds) that has
-/// sent `text`, and the server showing it, its reply still to come.
-fn message_waiting_at_server(
-    address: &str,
-    liveness: &str,
-    give_up: &str,
-    text: &str,
-) -> (Proc, Proc) {
-    let (mut server, endpoint) = Proc::server(&["--bind", address]);
+/// The moment every fault below starts from: a script-mode server on a port
+/// of its choosing, a client with `--liveness` and `--give-up` (seconds)
+/// that has sent `text`, and the server showing it, its reply still to come.
+/// Returns both and the server's endpoint (to restart it on).
+fn message_waiting_at_server(liveness: &str, give_up: &str, text: &str) -> (Proc, Proc, String) {
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
     let mut client = Proc::spawn(
         CLIENT,
         &[
@@ -38,7 +34,7 @@ fn message_waiting_at_server(
     );
     client.send_line(text);
     assert_eq!(server.stdout_line(), text);
-    (server, client)
+    (server, client, endpoint)
 }
 
 /// SIGKILL the server while a client waits: the client notices within 2 s;
@@ -46,8 +42,7 @@ fn message_waiting_at_server(
 /// once, and the chat goes on.
 #[test]
 fn killed_server_is_detected_and_its_replacement_gets_the_message_once() {
-    let address = format!("127.0.0.1:{}", free_port());
-    let (server, mut client) = message_waiting_at_server(&address, "1", "20", "pending message");
+    let (server, mut client, address) = message_waiting_at_server("1", "20", "pending message");
 
     server.signal("KILL");
     let detected = time_until(&mut client, "lost the connection");
@@ -75,8 +70,7 @@ fn killed_server_is_detected_and_its_replacement_gets_the_message_once() {
 /// After SIGCONT the message is answered once, not shown twice.
 #[test]
 fn frozen_server_is_detected_and_answers_once_after_it_thaws() {
-    let (mut server, mut client) =
-        message_waiting_at_server("127.0.0.1:0", "0.5", "20", "are you frozen?");
+    let (mut server, mut client, _) = message_waiting_at_server("0.5", "20", "are you frozen?");
 
     server.signal("STOP");
     let detected = time_until(&mut client, "lost the connection");
@@ -99,8 +93,7 @@ fn frozen_server_is_detected_and_answers_once_after_it_thaws() {
 /// unanswered message and exits with code 3 in script mode.
 #[test]
 fn client_gives_up_and_keeps_the_message() {
-    let (server, mut client) =
-        message_waiting_at_server("127.0.0.1:0", "0.5", "1", "lost in space ☄");
+    let (server, mut client, _) = message_waiting_at_server("0.5", "1", "lost in space ☄");
     server.signal("KILL");
     client.stderr_line_containing("unanswered message: lost in space ☄");
     assert_eq!(client.wait().code(), Some(3));
@@ -110,8 +103,8 @@ fn client_gives_up_and_keeps_the_message() {
 /// liveness timeout and the give-up time, and the client waits for it.
 #[test]
 fn slow_operator_is_never_given_up_on() {
-    let (mut server, mut client) =
-        message_waiting_at_server("127.0.0.1:0", "0.3", "0.5", "take your time");
+    let (mut server, mut client, _) = message_waiting_at_server("0.3", "0.5", "take your time");
+    // A deliberately slow operator: three seconds, six times the give-up time.
     std::thread::sleep(Duration::from_secs(3));
     client.assert_running();
     server.send_line("sorry, I was thinking");
@@ -130,6 +123,7 @@ fn slow_operator_is_never_given_up_on() {
 #[test]
 fn server_survives_a_client_that_vanishes_mid_request() {
     let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+    let sockets_before_the_ghost = server.open_sockets();
     {
         let context = zmq::Context::new();
         let ghost = plain_socket(&context, zmq::REQ);
@@ -137,7 +131,9 @@ fn server_survives_a_client_that_vanishes_mid_request() {
         ghost.send("ask and vanish", 0).unwrap();
         assert_eq!(server.stdout_line(), "ask and vanish");
     } // socket and context closed: the connection drops
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("the server closing the ghost's connection", || {
+        server.open_sockets() <= sockets_before_the_ghost
+    });
     server.send_line("too late");
     server.stderr_line_containing("the reply could not be delivered");
 

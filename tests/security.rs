@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{CLIENT, DEADLINE, Proc, SERVER, free_port, plain_socket, run_to_end};
+use common::{CLIENT, DEADLINE, Proc, SERVER, ipc_address, plain_socket, run_to_end};
 
 /// A fresh folder for one test's keys.
 fn folder(test: &str) -> PathBuf {
@@ -444,8 +444,7 @@ fn two_clients_with_different_keys_each_get_their_own_replies() {
 fn killed_secure_server_gets_the_pending_message_once_after_restart() {
     let keys = folder("restart");
     let (key_file, server_key) = keygen(&keys, "server.key");
-    let address = format!("127.0.0.1:{}", free_port());
-    let (mut server, endpoint) = Proc::server(&["--bind", &address, "--key", &key_file]);
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--key", &key_file]);
     let mut client = secure_client_with(
         &keys,
         "client.key",
@@ -458,7 +457,7 @@ fn killed_secure_server_gets_the_pending_message_once_after_restart() {
     server.signal("KILL");
     client.stderr_line_containing("lost the connection");
 
-    let (mut restarted, _) = Proc::server(&["--bind", &address, "--key", &key_file]);
+    let (mut restarted, _) = Proc::server(&["--bind", &endpoint, "--key", &key_file]);
     assert_eq!(restarted.stdout_line(), "pending message");
     restarted.stderr_line_containing("encrypted session with client");
     client.stderr_line_containing("re-sent the unanswered message");
@@ -637,9 +636,10 @@ fn frozen_secure_server_answers_once_after_a_fresh_handshake() {
 fn secure_client_started_before_its_server_is_answered_when_it_appears() {
     let keys = folder("client-first");
     let (key_file, server_key) = keygen(&keys, "server.key");
-    let address = format!("127.0.0.1:{}", free_port());
+    let address = ipc_address("secure-client-first");
     let mut client = secure_client(&keys, "client.key", &address, &server_key);
     client.send_line("anyone there?");
+    // A deliberate absence: no server for 300 ms while the client waits.
     std::thread::sleep(Duration::from_millis(300));
     let (_server, _) = Proc::server(&["--bind", &address, "--key", &key_file, "--echo"]);
     assert_eq!(client.stdout_line(), "anyone there?");

@@ -142,6 +142,7 @@ fn chat_between_two_network_namespaces_survives_a_link_outage() {
     assert_eq!(server.stdout_line(), "during the outage");
     hosts.set_server_link("down").unwrap();
     client.stderr_line_containing("lost the connection");
+    // A deliberate outage length: the link stays down for half a second.
     std::thread::sleep(Duration::from_millis(500));
     hosts.set_server_link("up").unwrap();
     client.stderr_line_containing("re-sent the unanswered message");

@@ -4,7 +4,6 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
@@ -208,14 +207,31 @@ pub fn run_to_end(program: &str, args: &[&str], input: &str) -> (ExitStatus, Str
     (status, stdout, stderr.join("\n"))
 }
 
-/// A TCP port that was free a moment ago, for tests that must start a client
-/// before its server exists (a server started first reports its own port).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A fresh `ipc://` address in the temporary folder, where nothing listens
+/// until a test binds it: for a client that must start before its server.
+/// (Unlike a TCP port picked in advance, no other program can take it.)
+pub fn ipc_address(name: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "zmq-chat-{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    format!("ipc://{}", path.display())
+}
+
+/// Waits until `done` holds, checking every 10 ms, and fails the test
+/// naming `what` if it has not within the deadline.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {DEADLINE:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A plain ZeroMQ socket of `kind` with a receive deadline, as a plain
@@ -261,6 +277,17 @@ impl Proc {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// How many sockets (listening, connected, internal) the process has
+    /// open, from /proc: it drops by one when the process closes a connection.
+    pub fn open_sockets(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read /proc fd")
+            .filter_map(Result::ok)
+            .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count()
     }
 
     /// The process's resident memory in KiB, from /proc.
