@@ -52,7 +52,12 @@ pub enum Port {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {
     /// A TCP host and port.
-    Tcp { host: Host, port: Port },
+    Tcp {
+        /// An IP, a name, or all interfaces.
+        host: Host,
+        /// A number, or any free port.
+        port: Port,
+    },
     /// A Unix domain socket path (`ipc://path`), for two programs on one machine.
     Ipc(String),
 }
@@ -61,7 +66,12 @@ pub enum Address {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
     /// `tcp://IP:PORT`; `host` is an IP literal or `*`.
-    Tcp { host: EndpointHost, port: Port },
+    Tcp {
+        /// An IP literal, or all interfaces.
+        host: EndpointHost,
+        /// A number, or any free port.
+        port: Port,
+    },
     /// `ipc://PATH`.
     Ipc(String),
 }

@@ -12,14 +12,14 @@
 //! * A killed server's connection closes at once.
 //! * The socket monitor reports both as a lost connection ([`Link`]). The
 //!   client says so, lets ZeroMQ reconnect, and when a server is back
-//!   re-sends the pending message with the same id (see [`crate::envelope`]),
+//!   re-sends the pending message with the same id (see [`crate::MessageId`]),
 //!   so the server answers it exactly once. If none is back within the
 //!   give-up time, the message is handed back to the caller unsent.
 //!
 //! The socket is a DEALER doing REQ's lock-step itself: it sends
 //! `[id, "", body]` and ignores replies whose id is not the pending one (the
 //! answer to a copy that crossed a reconnect). The body comes from the
-//! [`ClientChannel`]: the text in plain mode; in secure mode a handshake,
+//! client channel: the text in plain mode; in secure mode a handshake,
 //! then the sealed text, and a fresh handshake after every reconnect.
 
 use std::time::{Duration, Instant};
@@ -53,14 +53,28 @@ pub enum ClientEnd {
     Finished(End),
     /// No server was reachable within the give-up time; this message was not
     /// answered (it may or may not have been delivered).
-    GaveUp { unanswered: String },
+    GaveUp {
+        /// The message's text.
+        unanswered: String,
+    },
     /// The server's operator ended the chat while this message waited.
-    ServerEnded { unanswered: String },
+    ServerEnded {
+        /// The message's text.
+        unanswered: String,
+    },
     /// Interrupted while this message waited for its reply.
-    InterruptedWaiting { unanswered: String },
+    InterruptedWaiting {
+        /// The message's text.
+        unanswered: String,
+    },
     /// The server refused the message, or secure mode failed (`reason`
     /// says which, for the user); the message was not answered.
-    Refused { reason: String, unanswered: String },
+    Refused {
+        /// Why, for the user.
+        reason: String,
+        /// The message's text.
+        unanswered: String,
+    },
 }
 
 /// The connection to the server, as the socket monitor tells it.
@@ -88,9 +102,11 @@ pub enum Change {
     None,
     /// The connection was lost.
     Lost,
-    /// A server is connected again; `resend` says whether the pending
-    /// message must go out again.
-    Back { resend: bool },
+    /// A server is connected again.
+    Back {
+        /// Whether the pending message must go out again.
+        resend: bool,
+    },
 }
 
 impl Link {

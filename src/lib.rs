@@ -35,6 +35,8 @@
 //! - [`shutdown`]: Ctrl-C and termination signals as a flag.
 //! - [`error`]: the loops' error type.
 
+#![warn(missing_docs)]
+
 pub mod address;
 mod channel;
 pub mod cli;

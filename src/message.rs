@@ -25,7 +25,12 @@ pub enum Anomaly {
     /// Some bytes were not UTF-8; each bad sequence is shown as U+FFFD.
     InvalidUtf8,
     /// The message had `size` bytes; only the first `shown` are displayed.
-    Truncated { size: usize, shown: usize },
+    Truncated {
+        /// The whole message's size in bytes.
+        size: usize,
+        /// How many bytes of it are shown.
+        shown: usize,
+    },
 }
 
 impl fmt::Display for Anomaly {

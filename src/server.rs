@@ -4,7 +4,7 @@
 //! answer it, take the next; each reply goes back along the request's
 //! envelope), plus what REP cannot:
 //!
-//! * it sees the chat-client's message id (see [`crate::envelope`]), so a
+//! * it sees the chat-client's message id (see [`crate::MessageId`]), so a
 //!   message re-sent after a reconnect is answered once: a copy of a message
 //!   already answered gets the same reply again, without asking the operator;
 //! * with `ZMQ_ROUTER_MANDATORY` a reply to a client that has vanished fails
@@ -15,7 +15,7 @@
 //! Plain REQ peers (pyzmq) see a normal REP server.
 //!
 //! A request goes one way in both modes: its envelope is split off, its
-//! body goes through the [`ServerChannel`] (plain, or secure: opened, or
+//! body goes through the server channel (plain, or secure: opened, or
 //! answered at once as a handshake or a refusal), the answer memory is
 //! asked, the message is shown, a reply is taken, and the channel carries it
 //! back.

@@ -22,10 +22,20 @@ pub const TICK: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub enum TransportError {
     /// `bind` failed: the address is taken, not ours, or needs privileges.
-    Bind { endpoint: String, cause: zmq::Error },
+    Bind {
+        /// What was to be bound.
+        endpoint: String,
+        /// What ZeroMQ said.
+        cause: zmq::Error,
+    },
     /// `connect` failed (it only fails on malformed endpoints; unreachable
     /// peers are retried in the background by ZeroMQ).
-    Connect { endpoint: String, cause: zmq::Error },
+    Connect {
+        /// What was to be connected to.
+        endpoint: String,
+        /// What ZeroMQ said.
+        cause: zmq::Error,
+    },
     /// Any other ZeroMQ call failed.
     Zmq(zmq::Error),
 }

@@ -31,9 +31,15 @@ const PROGRAM: &str = "chat-client";
 #[derive(Parser)]
 #[command(version, after_help = EXIT_CODES_HELP)]
 struct Args {
-    /// The server: IP:PORT, HOST:PORT, [IPv6]:PORT, a bare IP or host (port
-    /// 8877), tcp://… or ipc://…
-    #[arg(short, long, value_name = "ADDR", default_value = DEFAULT_ADDRESS)]
+    // The help is an attribute, not a doc comment: rustdoc would read
+    // "[IPv6]" as a link.
+    #[arg(
+        short,
+        long,
+        value_name = "ADDR",
+        default_value = DEFAULT_ADDRESS,
+        help = "The server: IP:PORT, HOST:PORT, [IPv6]:PORT, a bare IP or host (port 8877), tcp://… or ipc://…"
+    )]
     connect: String,
 
     /// Seconds without a heartbeat answer after which a frozen or

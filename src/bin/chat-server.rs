@@ -29,10 +29,15 @@ const PROGRAM: &str = "chat-server";
 #[derive(Parser)]
 #[command(version, after_help = EXIT_CODES_HELP)]
 struct Args {
-    /// Where to listen: IP:PORT, HOST:PORT, [IPv6]:PORT, a bare IP or host
-    /// (port 8877), *:PORT or 0.0.0.0:PORT for all interfaces, tcp://… or
-    /// ipc://…; port 0 or * picks a free port
-    #[arg(short, long, value_name = "ADDR", default_value = DEFAULT_ADDRESS)]
+    // The help is an attribute, not a doc comment: rustdoc would read
+    // "[IPv6]" as a link.
+    #[arg(
+        short,
+        long,
+        value_name = "ADDR",
+        default_value = DEFAULT_ADDRESS,
+        help = "Where to listen: IP:PORT, HOST:PORT, [IPv6]:PORT, a bare IP or host (port 8877), *:PORT or 0.0.0.0:PORT for all interfaces, tcp://… or ipc://…; port 0 or * picks a free port"
+    )]
     bind: String,
 
     /// Reply to every message with the message itself, without an operator

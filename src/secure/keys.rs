@@ -19,15 +19,33 @@ pub const KEY_LEN: usize = 32;
 #[derive(Debug)]
 pub enum KeyError {
     /// The file could not be read or written.
-    Io { path: PathBuf, error: io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        error: io::Error,
+    },
     /// `keygen` refuses to overwrite an existing key.
     AlreadyExists(PathBuf),
     /// A private key file that others may read is not trusted.
-    LoosePermissions { path: PathBuf, mode: u32 },
+    LoosePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The text is not base64.
-    BadEncoding { what: String },
+    BadEncoding {
+        /// Where the text came from (a file and line, a flag).
+        what: String,
+    },
     /// The text is base64 of the wrong number of bytes.
-    WrongLength { what: String, length: usize },
+    WrongLength {
+        /// Where the text came from (a file and line, a flag).
+        what: String,
+        /// How many bytes it decoded to.
+        length: usize,
+    },
     /// No random key could be made.
     Random(String),
 }

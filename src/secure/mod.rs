@@ -12,7 +12,7 @@
 //! - [`keys`]: key files, public keys, allow lists.
 //! - `frame`: the secure body frame and sealing/opening payloads.
 //! - [`session`]: the client's and the server's side of a session.
-//! - `channel`: both sides behind the loops' [`crate::channel`] interface.
+//! - `channel`: both sides behind the loops' one channel interface.
 
 mod channel;
 pub(crate) mod frame;

@@ -97,7 +97,7 @@ struct ClientSession {
 }
 
 /// What the client makes of a secure reply to its pending message.
-pub enum ClientStep {
+pub(crate) enum ClientStep {
     /// The handshake is done: send this (the sealed message) next.
     Send(Vec<u8>),
     /// The reply's text.
@@ -135,7 +135,7 @@ impl ClientSecurity {
 
     /// The body to send for `text`: the sealed message if a session exists,
     /// else the first handshake message (the text follows once it is done).
-    pub fn opening(&mut self, id: MessageId, text: &[u8]) -> Result<Vec<u8>, snow::Error> {
+    pub(crate) fn opening(&mut self, id: MessageId, text: &[u8]) -> Result<Vec<u8>, snow::Error> {
         match &mut self.state {
             ClientState::Established(session) => seal_message(session, id, text),
             ClientState::Idle | ClientState::Handshaking { .. } => self.begin_handshake(),
@@ -163,7 +163,7 @@ impl ClientSecurity {
     }
 
     /// Handles a reply to the pending message (`id`, whose text is `text`).
-    pub fn step(
+    pub(crate) fn step(
         &mut self,
         id: MessageId,
         text: &[u8],
@@ -274,7 +274,7 @@ struct ServerSession {
 }
 
 /// What the server makes of a received body.
-pub enum Opened {
+pub(crate) enum Opened {
     /// A message to show and answer; seal the answer with
     /// [`ServerSecurity::seal_reply`] for `session`.
     Message {
@@ -304,7 +304,7 @@ impl ServerSecurity {
 
     /// Handles one received body; `envelope_id` is the id the client put in
     /// the envelope, which must match the one sealed inside.
-    pub fn open(
+    pub(crate) fn open(
         &mut self,
         body: &[Vec<u8>],
         envelope_id: Option<MessageId>,
@@ -454,7 +454,12 @@ impl ServerSecurity {
 
     /// Seals `text` as the reply to message `id` of `session`; `None` if the
     /// session is gone (the client will shake hands again and re-send).
-    pub fn seal_reply(&mut self, session: u64, id: MessageId, text: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn seal_reply(
+        &mut self,
+        session: u64,
+        id: MessageId,
+        text: &[u8],
+    ) -> Option<Vec<u8>> {
         let session = self.sessions.get_mut(&session)?;
         let sealed = frame::seal(&mut session.transport, id, text).ok()?;
         Some(
@@ -487,7 +492,8 @@ impl ServerSecurity {
     }
 
     /// How many sessions are kept.
-    pub fn session_count(&self) -> usize {
+    #[cfg(test)]
+    fn session_count(&self) -> usize {
         self.sessions.len()
     }
 }
