@@ -33,6 +33,7 @@
 //! - [`cli`]: flags, exit codes and error reports shared by the programs.
 //! - `command`: `/help`, `/quit` and friends.
 //! - [`shutdown`]: Ctrl-C and termination signals as a flag.
+//! - `throttle`: rate limits on the notices a peer can trigger.
 //! - [`error`]: the loops' error type.
 
 #![warn(missing_docs)]
@@ -51,6 +52,7 @@ pub mod secure;
 pub mod server;
 pub mod shutdown;
 pub mod terminal;
+mod throttle;
 pub mod transport;
 
 #[cfg(test)]

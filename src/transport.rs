@@ -2,14 +2,25 @@
 //!
 //! Both ends share the same options: IPv6 when the endpoint needs it, a
 //! bounded linger so a final reply is flushed but exit never hangs, and
-//! `ZMQ_MAXMSGSIZE` so a hostile peer cannot make us buffer without limit.
+//! `ZMQ_MAXMSGSIZE` so a hostile peer cannot make us buffer one frame without
+//! limit. Every socket also refuses the pre-3.0 ZMTP protocols (see
+//! `configure`), and [`receive_within`] bounds what the chat takes of one
+//! message.
+//!
+//! What libzmq itself may hold for one connection: up to the receive
+//! high-water mark (1,000) of complete messages, each frame at most
+//! [`WIRE_LIMIT_BYTES`]; and of a multipart message still arriving, every
+//! frame so far, since libzmq delivers a message whole or not at all. A peer
+//! that never finishes a message can so make libzmq buffer frames of up to
+//! the wire limit for as long as it keeps sending; libzmq 4.3 offers no
+//! bound on that (see the README's *When things go wrong*).
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::address::Endpoint;
-use crate::message::WIRE_LIMIT_BYTES;
+use crate::message::{MAX_FRAMES, WIRE_LIMIT_BYTES};
 use crate::shutdown::Shutdown;
 
 /// How long `close` may spend flushing unsent messages (the server's last reply).
@@ -82,7 +93,15 @@ fn explain_bind_error(cause: zmq::Error) -> String {
 }
 
 /// Options shared by every chat socket.
+///
+/// A ZAP domain is set on each. libzmq then refuses peers that speak ZMTP
+/// 1.0 or 2.0 (`zap_enabled()` in its handshake); without it, any byte
+/// stream whose first byte is not 0xFF is decoded as unversioned ZMTP 1.0,
+/// so random bytes, an HTTP request or a TLS hello could arrive as
+/// messages. ZMTP 3 peers (libzmq 4, pyzmq) are unaffected, and no ZAP
+/// handler is needed: libzmq lets a NULL-mechanism peer in when none is bound.
 fn configure(socket: &zmq::Socket, endpoint: &Endpoint) -> Result<(), zmq::Error> {
+    socket.set_zap_domain("zmq-chat")?;
     socket.set_ipv6(endpoint.needs_ipv6())?;
     socket.set_linger(LINGER.as_millis() as i32)?;
     socket.set_maxmsgsize(WIRE_LIMIT_BYTES as i64)?;
@@ -119,6 +138,9 @@ pub fn socket_for(
 }
 
 /// Binds an existing socket; returns the endpoint actually bound.
+///
+/// # Errors
+/// When the address is taken, not this machine's, or needs privileges.
 pub fn bind_socket(socket: &zmq::Socket, endpoint: &Endpoint) -> Result<String, TransportError> {
     let text = endpoint.to_string();
     socket.bind(&text).map_err(|cause| TransportError::Bind {
@@ -166,6 +188,14 @@ pub enum ConnectionEvent {
     Disconnected,
     /// Something answered but did not speak ZMTP, or spoke it wrongly.
     HandshakeFailed,
+    /// A listening socket took a connection in.
+    Accepted,
+    /// A listening socket could not take a connection in; `errno` says why
+    /// (`EMFILE`: this process is out of file descriptors).
+    AcceptFailed {
+        /// The system's error number.
+        errno: i32,
+    },
     /// An event the chat does not act on.
     Other,
 }
@@ -184,7 +214,9 @@ impl ConnectionWatch {
         let wanted = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
             | zmq::SocketEvent::DISCONNECTED as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
-            | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32;
+            | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
+            | zmq::SocketEvent::ACCEPTED as i32
+            | zmq::SocketEvent::ACCEPT_FAILED as i32;
         socket.monitor(&endpoint, wanted)?;
         let events = context.socket(zmq::PAIR)?;
         events.connect(&endpoint)?;
@@ -213,7 +245,15 @@ fn parse_event(frames: &[Vec<u8>]) -> ConnectionEvent {
         return ConnectionEvent::Other;
     };
     let id = u16::from_le_bytes([head[0], head[1]]);
+    let value = match head.get(2..6) {
+        Some(&[a, b, c, d]) => i32::from_le_bytes([a, b, c, d]),
+        _ => 0,
+    };
     match id {
+        id if id == zmq::SocketEvent::ACCEPTED as u16 => ConnectionEvent::Accepted,
+        id if id == zmq::SocketEvent::ACCEPT_FAILED as u16 => {
+            ConnectionEvent::AcceptFailed { errno: value }
+        }
         id if id == zmq::SocketEvent::HANDSHAKE_SUCCEEDED as u16 => ConnectionEvent::Connected,
         id if id == zmq::SocketEvent::DISCONNECTED as u16 => ConnectionEvent::Disconnected,
         id if id == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u16
@@ -236,37 +276,113 @@ pub enum Received<M = Vec<Vec<u8>>> {
     Abandoned,
 }
 
-/// A message received into frames the caller keeps from one message to the
-/// next, so that the usual message costs no allocation.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Frames {
-    /// The message had this many frames, now the first ones of the slots.
-    InPlace(usize),
-    /// It had more frames than there are slots: all of them, owned.
-    Owned(Vec<Vec<u8>>),
+/// One message as [`receive_one`] takes it: its frames, or what was too
+/// large of it.
+pub type Bounded = Result<Vec<Vec<u8>>, Oversized>;
+
+/// A message over what [`receive_within`] takes: it was read and dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Oversized {
+    /// How many frames it had.
+    pub frames: usize,
+    /// How many bytes its frames had together.
+    pub bytes: usize,
 }
 
-/// Receives one message into `slots`, blocking for at most the socket's
-/// receive timeout (only the first frame can time out: the rest of a
-/// message arrives with it).
-pub fn receive_frames(
-    socket: &zmq::Socket,
-    slots: &mut [zmq::Message],
-) -> Result<Frames, zmq::Error> {
-    for count in 1..=slots.len() {
-        socket.recv(&mut slots[count - 1], 0)?;
-        if !slots[count - 1].get_more() {
-            return Ok(Frames::InPlace(count));
+/// Receives one message, blocking for at most the socket's receive timeout,
+/// keeping its frames only if it has at most [`MAX_FRAMES`] frames and
+/// [`WIRE_LIMIT_BYTES`] bytes in all; a larger one is read to its end and
+/// dropped, copying nothing more once over the limit.
+///
+/// # Errors
+/// `EAGAIN` when no message came within the timeout; other ZeroMQ errors.
+pub fn receive_one(socket: &zmq::Socket) -> Result<Bounded, zmq::Error> {
+    let mut frames = Vec::new();
+    let mut frame = zmq::Message::new();
+    let (mut count, mut bytes) = (0, 0);
+    loop {
+        // Only the first frame can time out: libzmq delivers the rest with it.
+        socket.recv(&mut frame, 0)?;
+        count += 1;
+        bytes += frame.len();
+        if count <= MAX_FRAMES && bytes <= WIRE_LIMIT_BYTES {
+            frames.push(frame.to_vec());
+        } else {
+            frames = Vec::new();
+        }
+        if !frame.get_more() {
+            break;
         }
     }
-    let mut frames = owned(slots);
-    frames.extend(socket.recv_multipart(0)?);
-    Ok(Frames::Owned(frames))
+    if count > MAX_FRAMES || bytes > WIRE_LIMIT_BYTES {
+        return Ok(Err(Oversized {
+            frames: count,
+            bytes,
+        }));
+    }
+    Ok(Ok(frames))
 }
 
-/// Copies of kept frames, for code that needs the message as owned frames.
-pub fn owned(frames: &[zmq::Message]) -> Vec<Vec<u8>> {
-    frames.iter().map(|frame| frame.to_vec()).collect()
+/// Like [`receive`], within the bounds of [`receive_one`].
+///
+/// # Errors
+/// ZeroMQ errors other than a timeout or an interrupted call.
+pub fn receive_within(
+    socket: &zmq::Socket,
+    shutdown: &Shutdown,
+    still_wanted: impl FnMut() -> bool,
+) -> Result<Received<Bounded>, zmq::Error> {
+    wait_for(shutdown, still_wanted, || receive_one(socket))
+}
+
+/// Sends `frames` as one message without ever waiting: `EAGAIN` means the
+/// peer's queue is full (on a ROUTER with `ZMQ_ROUTER_MANDATORY`).
+///
+/// libzmq learns that a queue has room again from commands that it
+/// processes lazily (during a send, at most about once a millisecond), so a
+/// queue that has room can look full. On `EAGAIN` reading `ZMQ_EVENTS`,
+/// which processes pending commands at once, and one more try tell a
+/// really full queue from a stale count.
+///
+/// # Errors
+/// `EAGAIN` for a full queue, `EHOSTUNREACH` for a peer that has gone, and
+/// other ZeroMQ errors.
+pub fn send_now(socket: &zmq::Socket, frames: &[Vec<u8>]) -> Result<(), zmq::Error> {
+    let send = || socket.send_multipart(frames.iter().map(|frame| &frame[..]), zmq::DONTWAIT);
+    match send() {
+        Err(zmq::Error::EAGAIN) => {
+            socket.get_events()?;
+            send()
+        }
+        sent => sent,
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, since
+/// every connection holds one; returns the limit now in force.
+///
+/// # Errors
+/// When the limit cannot be read (raising it is best effort).
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and keeps no pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    Ok(limit.rlim_cur)
 }
 
 /// Waits for the next message on `socket` (which must have a receive
@@ -281,16 +397,6 @@ pub fn receive(
     still_wanted: impl FnMut() -> bool,
 ) -> Result<Received, zmq::Error> {
     wait_for(shutdown, still_wanted, || socket.recv_multipart(0))
-}
-
-/// Like [`receive`], into `slots` (see [`receive_frames`]).
-pub fn receive_into(
-    socket: &zmq::Socket,
-    slots: &mut [zmq::Message],
-    shutdown: &Shutdown,
-    still_wanted: impl FnMut() -> bool,
-) -> Result<Received<Frames>, zmq::Error> {
-    wait_for(shutdown, still_wanted, || receive_frames(socket, slots))
 }
 
 /// Repeats `receive_once` (one tick at most each) until it gives a message,
@@ -334,6 +440,21 @@ mod tests {
             ConnectionEvent::Disconnected
         );
         assert_eq!(parse_event(&event(connected)), ConnectionEvent::Connected);
+        let accept_failed = zmq::SocketEvent::ACCEPT_FAILED as u16;
+        let emfile = vec![
+            [
+                accept_failed.to_le_bytes().as_slice(),
+                &libc::EMFILE.to_le_bytes(),
+            ]
+            .concat(),
+            b"tcp://x".to_vec(),
+        ];
+        assert_eq!(
+            parse_event(&emfile),
+            ConnectionEvent::AcceptFailed {
+                errno: libc::EMFILE
+            }
+        );
         assert_eq!(parse_event(&event(0xffff)), ConnectionEvent::Other);
         assert_eq!(parse_event(&[]), ConnectionEvent::Other);
         assert_eq!(parse_event(&[vec![1]]), ConnectionEvent::Other);
