@@ -14,6 +14,14 @@
 //!
 //! Plain REQ peers (pyzmq) see a normal REP server.
 //!
+//! No peer can stall the others or grow the server without bound: replies
+//! are sent without blocking (a client that does not read its replies loses
+//! them, one notice says so), each connection may queue only a few messages
+//! each way, a message over [`crate::message::WIRE_LIMIT_BYTES`] or
+//! [`crate::message::MAX_FRAMES`] is dropped unread, the answer memory is
+//! bounded in sessions and bytes, ZMTP heartbeats drop dead peers, and every
+//! notice a peer can cause is rate-limited.
+//!
 //! A request goes one way in both modes: its envelope is split off, its
 //! body goes through the server channel (plain, or secure: opened, or
 //! answered at once as a handshake or a refusal), the answer memory is
@@ -21,22 +29,44 @@
 //! back.
 
 use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use crate::address::Endpoint;
 use crate::channel::{Admission, Origin, Plain, ServerChannel};
 use crate::clock::Clock;
 use crate::envelope::{Enveloped, Mark, MessageId};
 use crate::error::ChatError;
-use crate::message::{DEFAULT_MAX_MESSAGE_BYTES, Incoming};
+use crate::message::{
+    DEFAULT_MAX_MESSAGE_BYTES, Incoming, MAX_FRAMES, MAX_TEXT_BYTES, WIRE_LIMIT_BYTES,
+};
 use crate::secure::keys::PublicKey;
 use crate::secure::session::ServerSecurity;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
-use crate::transport::{self, Received, TransportError};
+use crate::throttle::Throttle;
+use crate::transport::{self, ConnectionEvent, ConnectionWatch, Received, TransportError};
 
 /// How many client sessions the server remembers the last answer of. Old
 /// sessions are forgotten first, so memory stays flat under any load.
 const REMEMBERED_SESSIONS: usize = 4096;
+
+/// How many bytes of replies the answer memory holds at most (echoed
+/// messages are not stored: the re-sent copy is the reply).
+const REMEMBERED_BYTES: usize = 16 * 1024 * 1024;
+
+/// Messages queued per connection, each way. A lock-step client has one
+/// message in flight; the limit bounds what a flooding or non-reading peer
+/// can make the server hold to a few wire-limit messages.
+const QUEUED_PER_CONNECTION: i32 = 16;
+
+/// ZMTP heartbeats to every client: a peer that answers none for
+/// [`HEARTBEAT_TIMEOUT`] is dropped, so dead connections do not pile up.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// See [`HEARTBEAT_INTERVAL`].
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// At most one notice of each kind a peer can trigger per this long.
+const NOTICE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Where the server's replies come from.
 pub enum ReplySource<'a> {
@@ -55,6 +85,13 @@ pub struct ChatServer {
     answers: AnswerMemory,
     /// Messages are shown with at most this many bytes of text.
     max_message_bytes: usize,
+    /// The socket's monitor, for connections refused for want of descriptors.
+    watch: ConnectionWatch,
+    /// Whether connections are being refused for want of file descriptors
+    /// (said once when it starts, once when it ends).
+    out_of_descriptors: bool,
+    /// Rate limits on the notices a peer can trigger.
+    throttle: Throttle,
 }
 
 /// What the loop does after one request.
@@ -71,14 +108,24 @@ impl ChatServer {
     /// # Errors
     /// When the socket cannot be made or bound (address in use, say).
     pub fn bind(context: &zmq::Context, endpoint: &Endpoint) -> Result<ChatServer, TransportError> {
-        let (socket, endpoint) = transport::bind(context, zmq::ROUTER, endpoint)?;
+        let socket = transport::socket_for(context, zmq::ROUTER, endpoint)?;
         socket.set_router_mandatory(true)?;
+        socket.set_sndhwm(QUEUED_PER_CONNECTION)?;
+        socket.set_rcvhwm(QUEUED_PER_CONNECTION)?;
+        socket.set_heartbeat_ivl(HEARTBEAT_INTERVAL.as_millis() as i32)?;
+        socket.set_heartbeat_timeout(HEARTBEAT_TIMEOUT.as_millis() as i32)?;
+        // Attached before binding, so no connection goes unseen.
+        let watch = ConnectionWatch::attach(context, &socket)?;
+        let endpoint = transport::bind_socket(&socket, endpoint)?;
         Ok(ChatServer {
             socket,
             endpoint,
             channel: Box::new(Plain),
             answers: AnswerMemory::default(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            watch,
+            out_of_descriptors: false,
+            throttle: Throttle::new(NOTICE_INTERVAL),
         })
     }
 
@@ -111,22 +158,32 @@ impl ChatServer {
         loop {
             screen.status("waiting for a message… (Ctrl-C to quit)");
             // Each tick without a message is also the moment to show what is
-            // buffered. A script whose input has ended can answer nothing
-            // more, so stop listening rather than accept a message that would
-            // never be answered.
-            let received = transport::receive(&self.socket, shutdown, || {
+            // buffered and what the connections did. A script whose input has
+            // ended can answer nothing more, so stop listening rather than
+            // accept a message that would never be answered.
+            let (watch, exhausted) = (&self.watch, &mut self.out_of_descriptors);
+            let received = transport::receive_within(&self.socket, shutdown, || {
                 let _ = screen.flush();
+                notice_descriptors(watch, exhausted, screen);
                 match &mut replies {
                     ReplySource::Operator(lines) => !lines.is_exhausted(),
                     ReplySource::Echo => true,
                 }
             })?;
+            let now = clock.now();
             let frames = match received {
-                Received::Message(frames) => frames,
+                Received::Message(Ok(frames)) => frames,
+                Received::Message(Err(oversized)) => {
+                    self.warn(screen, "oversized", &format!(
+                        "dropped a message of {} bytes in {} frames unread: a message may have at most {WIRE_LIMIT_BYTES} bytes in {MAX_FRAMES} frames",
+                        oversized.bytes, oversized.frames
+                    ), now);
+                    continue;
+                }
                 Received::Interrupted => return finish(screen, End::Interrupted),
                 Received::Abandoned => return finish(screen, End::Eof),
             };
-            match self.serve(frames, &mut replies, screen, shutdown, clock)? {
+            match self.serve(frames, &mut replies, screen, shutdown, now)? {
                 Served::Next => {}
                 Served::Ended(end) => return finish(screen, end),
             }
@@ -140,34 +197,43 @@ impl ChatServer {
         replies: &mut ReplySource<'_>,
         screen: &Screen,
         shutdown: &Shutdown,
-        clock: &dyn Clock,
+        now: Instant,
     ) -> Result<Served, ChatError> {
         // Skip the routing id (frame 0): it may be any bytes, even empty.
         let Ok(Enveloped {
             envelope, id, body, ..
         }) = Enveloped::split(frames, 1)
         else {
-            screen.notice("ignored a message without a REQ envelope (from a DEALER or raw peer?)");
+            let text = "ignored a message without a REQ envelope (from a DEALER or raw peer?)";
+            self.warn(screen, "no envelope", text, now);
             return Ok(Served::Next);
         };
-        let (origin, id, body) = match self.channel.incoming(id, body, clock.now()) {
+        let (origin, id, body) = match self.channel.incoming(id, body, now) {
             Admission::Message { origin, id, body } => (origin, id, body),
             Admission::Answer { body, mark, notice } => {
-                screen.notice(&notice);
-                self.send(marked(envelope, id, mark), vec![body], screen)?;
+                match mark {
+                    // A refusal is the answer to a peer's mistake, which it can repeat.
+                    Mark::Refused => self.warn(screen, "refused", &notice, now),
+                    _ => screen.notice(&notice),
+                }
+                self.send(marked(envelope, id, mark), vec![body], screen, now);
                 return Ok(Served::Next);
             }
         };
         if let Some(id) = id {
             match self.answers.recall(origin.key, id) {
                 Recall::New => {}
-                Recall::Answered(reply) => {
-                    let reply = reply.to_vec();
-                    screen.notice(&format!(
+                Recall::Answered(answer) => {
+                    let reply = match answer {
+                        Answer::Echo => body,
+                        Answer::Reply(reply) => reply.clone(),
+                    };
+                    let text = format!(
                         "message #{} arrived again after a reconnect; sent its reply again",
                         id.sequence
-                    ));
-                    self.answer(envelope, origin, Some(id), reply, screen)?;
+                    );
+                    self.warn(screen, "again", &text, now);
+                    self.answer(envelope, origin, Some(id), reply, screen, now);
                     return Ok(Served::Next);
                 }
                 Recall::Stale => return Ok(Served::Next),
@@ -175,11 +241,14 @@ impl ChatServer {
         }
         let incoming = Incoming::decode(&body, self.max_message_bytes);
         screen.show(&incoming, origin.label().as_deref())?;
-        let reply = match replies {
+        let (reply, remembered) = match replies {
             // The message goes back exactly as it came.
-            ReplySource::Echo => body,
+            ReplySource::Echo => (body, Answer::Echo),
             ReplySource::Operator(lines) => match operator_reply(&mut **lines, screen, shutdown)? {
-                Line::Text(reply) => vec![reply.into_bytes()],
+                Line::Text(reply) => {
+                    let reply = vec![reply.into_bytes()];
+                    (reply.clone(), Answer::Reply(reply))
+                }
                 Line::End(end) => {
                     self.say_goodbye(envelope, id);
                     screen.notice(
@@ -190,9 +259,9 @@ impl ChatServer {
             },
         };
         if let Some(id) = id {
-            self.answers.remember(origin.key, id, &reply);
+            self.answers.remember(origin.key, id, remembered);
         }
-        self.answer(envelope, origin, id, reply, screen)?;
+        self.answer(envelope, origin, id, reply, screen, now);
         Ok(Served::Next)
     }
 
@@ -204,33 +273,38 @@ impl ChatServer {
         id: Option<MessageId>,
         reply: Vec<Vec<u8>>,
         screen: &Screen,
-    ) -> Result<(), ChatError> {
+        now: Instant,
+    ) {
         match self.channel.outgoing(origin, id, reply) {
-            Some(body) => self.send(envelope, body, screen),
+            Some(body) => self.send(envelope, body, screen, now),
             None => {
                 screen.notice("the client's session ended before the reply could be sent; it gets the reply when it sends its message again");
-                Ok(())
             }
         }
     }
 
-    /// Sends `body` along `envelope`. A client that has gone is not an error
-    /// for the server: the operator is told, and a chat-client that comes back
-    /// gets the reply when it re-sends its message.
-    fn send(
-        &self,
-        envelope: Vec<Vec<u8>>,
-        body: Vec<Vec<u8>>,
-        screen: &Screen,
-    ) -> Result<(), ChatError> {
-        let frames = envelope.into_iter().chain(body);
-        match self.socket.send_multipart(frames, 0) {
-            Ok(()) => Ok(()),
-            Err(zmq::Error::EHOSTUNREACH) => {
-                screen.notice("the reply could not be delivered: that client has disconnected");
-                Ok(())
-            }
-            Err(error) => Err(error.into()),
+    /// Sends `body` along `envelope` without ever blocking. A reply that
+    /// cannot be sent is not an error for the server, which goes on serving
+    /// the others: a client that has gone, or that does not read its
+    /// replies, loses it (a chat-client that comes back and re-sends its
+    /// message gets it from the answer memory), and the operator is told.
+    fn send(&mut self, envelope: Vec<Vec<u8>>, body: Vec<Vec<u8>>, screen: &Screen, now: Instant) {
+        let mut frames = envelope;
+        frames.extend(body);
+        match transport::send_now(&self.socket, &frames) {
+            Ok(()) => {}
+            Err(zmq::Error::EHOSTUNREACH) => self.warn(
+                screen,
+                "gone",
+                "the reply could not be delivered: that client has disconnected",
+                now,
+            ),
+            Err(error) => self.warn(
+                screen,
+                "not reading",
+                &format!("a reply was dropped: that client is not reading its replies ({error})"),
+                now,
+            ),
         }
     }
 
@@ -238,10 +312,38 @@ impl ChatServer {
     /// effort: a plain REQ peer cannot be told without a fake reply.
     fn say_goodbye(&self, envelope: Vec<Vec<u8>>, id: Option<MessageId>) {
         if id.is_some() {
-            let envelope = marked(envelope, id, Mark::Ended);
-            let _ = self
-                .socket
-                .send_multipart(envelope.into_iter().chain([Vec::new()]), 0);
+            let mut frames = marked(envelope, id, Mark::Ended);
+            frames.push(Vec::new());
+            let _ = transport::send_now(&self.socket, &frames);
+        }
+    }
+
+    /// A notice a peer can trigger: at most one of each kind per
+    /// [`NOTICE_INTERVAL`], with a count of those held back.
+    fn warn(&mut self, screen: &Screen, kind: &'static str, text: &str, now: Instant) {
+        if let Some(held) = self.throttle.admit(kind, now) {
+            screen.notice(&Throttle::with_count(text, held));
+        }
+    }
+}
+
+/// Reads the monitor's queued events and says once when connections start
+/// being refused for want of file descriptors, and once when they are
+/// taken in again. (libzmq retries the refused accept on its own.)
+fn notice_descriptors(watch: &ConnectionWatch, exhausted: &mut bool, screen: &Screen) {
+    while let Ok(Some(event)) = watch.try_next() {
+        match event {
+            ConnectionEvent::AcceptFailed { errno }
+                if !*exhausted && (errno == libc::EMFILE || errno == libc::ENFILE) =>
+            {
+                *exhausted = true;
+                screen.notice("out of file descriptors: new connections are refused until some close (raise the open-file limit, ulimit -n, to allow more)");
+            }
+            ConnectionEvent::Accepted if *exhausted => {
+                *exhausted = false;
+                screen.notice("taking new connections again");
+            }
+            _ => {}
         }
     }
 }
@@ -263,70 +365,97 @@ fn finish(screen: &Screen, end: End) -> Result<End, ChatError> {
     Ok(end)
 }
 
-/// The operator's reply to the message just shown, or why there is none.
+/// The operator's reply to the message just shown, or why there is none. A
+/// line longer than a message may be is not sent: the operator is told, and
+/// the next line is the reply.
 fn operator_reply(
     lines: &mut dyn LineSource,
     screen: &Screen,
     shutdown: &Shutdown,
 ) -> std::io::Result<Line> {
-    // The operator must see the message before answering it.
-    if !lines.has_ready_line() {
-        screen.flush()?;
+    loop {
+        // The operator must see the message before answering it.
+        if !lines.has_ready_line() {
+            screen.flush()?;
+        }
+        match lines.next_line(shutdown)? {
+            Line::Text(reply) if reply.len() > MAX_TEXT_BYTES => screen.notice(&format!(
+                "that reply has {} bytes, more than the {MAX_TEXT_BYTES} a message may have; not sent: type a shorter one",
+                reply.len()
+            )),
+            line => return Ok(line),
+        }
     }
-    lines.next_line(shutdown)
 }
 
 /// What the server knows of a message id.
 enum Recall<'a> {
     /// Not seen before: show it and get a reply.
     New,
-    /// Already answered with this reply.
-    Answered(&'a [Vec<u8>]),
+    /// Already answered, with this.
+    Answered(&'a Answer),
     /// Older than the session's last message: a late duplicate, dropped.
     Stale,
+}
+
+/// The answer given to a message, as remembered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Answer {
+    /// The message itself (echo mode): a re-sent copy is its own reply, so
+    /// nothing is stored.
+    Echo,
+    /// The operator's reply.
+    Reply(Vec<Vec<u8>>),
+}
+
+impl Answer {
+    fn bytes(&self) -> usize {
+        match self {
+            Answer::Echo => 0,
+            Answer::Reply(frames) => frames.iter().map(Vec::len).sum(),
+        }
+    }
 }
 
 /// A client session as the answer memory knows it: in secure mode the
 /// client's key is part of it, so no client can claim another's session.
 type SessionKey = (Option<PublicKey>, u64);
 
-/// The last answer given to each recent client session.
+/// The last answer given to each recent client session: at most
+/// [`REMEMBERED_SESSIONS`] sessions and [`REMEMBERED_BYTES`] of replies,
+/// the oldest sessions forgotten first.
 #[derive(Default)]
 struct AnswerMemory {
-    last: HashMap<SessionKey, (u64, Vec<Vec<u8>>)>,
+    last: HashMap<SessionKey, (u64, Answer)>,
     order: VecDeque<SessionKey>,
+    /// The bytes of all stored replies.
+    bytes: usize,
 }
 
 impl AnswerMemory {
     fn recall(&self, client: Option<PublicKey>, id: MessageId) -> Recall<'_> {
         match self.last.get(&(client, id.session)) {
-            Some((sequence, reply)) if *sequence == id.sequence => Recall::Answered(reply),
+            Some((sequence, answer)) if *sequence == id.sequence => Recall::Answered(answer),
             Some((sequence, _)) if *sequence > id.sequence => Recall::Stale,
             _ => Recall::New,
         }
     }
 
-    fn remember(&mut self, client: Option<PublicKey>, id: MessageId, reply: &[impl AsRef<[u8]>]) {
+    fn remember(&mut self, client: Option<PublicKey>, id: MessageId, answer: Answer) {
         let key = (client, id.session);
-        // A known session's buffers are reused: no allocation per message.
-        if let Some((sequence, stored)) = self.last.get_mut(&key) {
-            *sequence = id.sequence;
-            stored.truncate(reply.len());
-            let kept = stored.len();
-            for (old, new) in stored.iter_mut().zip(reply) {
-                old.clear();
-                old.extend_from_slice(new.as_ref());
-            }
-            stored.extend(reply[kept..].iter().map(|frame| frame.as_ref().to_vec()));
-            return;
+        self.bytes += answer.bytes();
+        match self.last.insert(key, (id.sequence, answer)) {
+            Some((_, old)) => self.bytes -= old.bytes(),
+            None => self.order.push_back(key),
         }
-        let reply = reply.iter().map(|frame| frame.as_ref().to_vec()).collect();
-        if self.last.insert(key, (id.sequence, reply)).is_none() {
-            self.order.push_back(key);
-            if self.order.len() > REMEMBERED_SESSIONS
-                && let Some(oldest) = self.order.pop_front()
-            {
-                self.last.remove(&oldest);
+        while self.order.len() > REMEMBERED_SESSIONS
+            || (self.bytes > REMEMBERED_BYTES && self.order.len() > 1)
+        {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, forgotten)) = self.last.remove(&oldest) {
+                self.bytes -= forgotten.bytes();
             }
         }
     }
@@ -608,49 +737,43 @@ mod tests {
     #[test]
     fn answer_memory_recognises_copies_and_forgets_old_sessions() {
         let mut memory = AnswerMemory::default();
-        let id = MessageId {
-            session: 1,
-            sequence: 5,
-        };
-        assert!(matches!(memory.recall(None, id), Recall::New));
-        memory.remember(None, id, &[b"five".to_vec()]);
-        assert!(
-            matches!(memory.recall(None, id), Recall::Answered(reply) if reply == [b"five".to_vec()])
-        );
-        assert!(matches!(
-            memory.recall(
-                None,
-                MessageId {
-                    session: 1,
-                    sequence: 4
-                }
-            ),
-            Recall::Stale
-        ));
-        assert!(matches!(
-            memory.recall(
-                None,
-                MessageId {
-                    session: 1,
-                    sequence: 6
-                }
-            ),
-            Recall::New
-        ));
+        let five = id(5);
+        assert!(matches!(memory.recall(None, five), Recall::New));
+        let reply = Answer::Reply(vec![b"five".to_vec()]);
+        memory.remember(None, five, reply.clone());
+        assert!(matches!(memory.recall(None, five), Recall::Answered(answer) if *answer == reply));
+        assert!(matches!(memory.recall(None, id(4)), Recall::Stale));
+        assert!(matches!(memory.recall(None, id(6)), Recall::New));
         for session in 2..(REMEMBERED_SESSIONS as u64 + 10) {
-            memory.remember(
-                None,
-                MessageId {
-                    session,
-                    sequence: 1,
-                },
-                &[] as &[Vec<u8>],
-            );
+            let other = MessageId {
+                session,
+                sequence: 1,
+            };
+            memory.remember(None, other, Answer::Echo);
         }
         assert!(memory.last.len() <= REMEMBERED_SESSIONS);
         assert!(
-            matches!(memory.recall(None, id), Recall::New),
+            matches!(memory.recall(None, five), Recall::New),
             "the oldest session was forgotten"
         );
+    }
+
+    #[test]
+    fn answer_memory_holds_at_most_its_byte_budget_and_stores_no_echo() {
+        let mut memory = AnswerMemory::default();
+        let big = Answer::Reply(vec![vec![b'r'; 1024 * 1024]]);
+        for session in 0..100 {
+            let key = MessageId {
+                session,
+                sequence: 1,
+            };
+            memory.remember(None, key, big.clone());
+            assert!(memory.bytes <= REMEMBERED_BYTES, "{} bytes", memory.bytes);
+        }
+        let kept: usize = memory.last.values().map(|(_, answer)| answer.bytes()).sum();
+        assert_eq!(kept, memory.bytes, "the count matches what is stored");
+        assert_eq!(memory.last.len(), REMEMBERED_BYTES / (1024 * 1024));
+        memory.remember(None, id(1), Answer::Echo);
+        assert_eq!(memory.bytes, kept, "an echo costs nothing to remember");
     }
 }

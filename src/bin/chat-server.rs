@@ -16,6 +16,7 @@ use zmq_chat::secure::session::ServerSecurity;
 use zmq_chat::server::{ChatServer, ReplySource};
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::{self, End, Prompt, Screen, ScriptLines};
+use zmq_chat::transport;
 
 const PROGRAM: &str = "chat-server";
 
@@ -98,6 +99,14 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         server.require_encryption(security);
     }
     screen.notice(&format!("listening on {}", server.endpoint()));
+    // Every connection holds a descriptor: take all the system allows.
+    match transport::raise_open_file_limit() {
+        Ok(limit) => screen.notice(&format!(
+            "room for about {} connections (open-file limit {limit})",
+            limit.saturating_sub(32)
+        )),
+        Err(error) => screen.notice(&format!("cannot read the open-file limit: {error}")),
+    }
     screen.status("each message you receive waits for your reply; /help lists commands");
 
     let mut prompt;
