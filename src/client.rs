@@ -17,8 +17,11 @@
 //!   give-up time, the message is handed back to the caller unsent.
 //!
 //! The socket is a DEALER doing REQ's lock-step itself: it sends
-//! `[id, "", body]` and ignores replies whose id is not the pending one (the
-//! answer to a copy that crossed a reconnect). The body comes from the
+//! `[id, "", body]` and takes as the reply only a message that carries the
+//! pending id, as every REP socket and chat-server returns it: the answer
+//! to a copy that crossed a reconnect is ignored, and so is anything a
+//! hostile server sends unasked. A reply over the wire limits is dropped
+//! unread. The body comes from the
 //! client channel: the text in plain mode; in secure mode a handshake,
 //! then the sealed text, and a fresh handshake after every reconnect.
 
@@ -30,7 +33,7 @@ use crate::clock::Clock;
 use crate::display::escape_for_terminal;
 use crate::envelope::{self, Enveloped, Mark, MessageId};
 use crate::error::ChatError;
-use crate::message::{DEFAULT_MAX_MESSAGE_BYTES, Incoming};
+use crate::message::{DEFAULT_MAX_MESSAGE_BYTES, Incoming, MAX_TEXT_BYTES};
 use crate::secure::session::ClientSecurity;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
@@ -107,6 +110,9 @@ pub enum Change {
         /// Whether the pending message must go out again.
         resend: bool,
     },
+    /// A connection was made at the address but no ZeroMQ handshake
+    /// completed on it: not a ZeroMQ program (or a frozen one).
+    Foreign,
 }
 
 impl Link {
@@ -135,6 +141,11 @@ impl Link {
             (Link::Down { resend, .. }, ConnectionEvent::Connected) => {
                 (Link::Up, Change::Back { resend })
             }
+            // Lost before it was ever up: something took the connection but
+            // did not complete a handshake (a refused ZMTP 1.0 peer is
+            // dropped without a handshake-failed event).
+            (link @ Link::Down { .. }, ConnectionEvent::Disconnected)
+            | (link, ConnectionEvent::HandshakeFailed) => (link, Change::Foreign),
             (link, _) => (link, Change::None),
         }
     }
@@ -239,6 +250,13 @@ impl ChatClient {
                 screen.flush()?;
             }
             let text = match lines.next_line(shutdown)? {
+                Line::Text(text) if text.len() > MAX_TEXT_BYTES => {
+                    screen.notice(&format!(
+                        "not sent: that line has {} bytes, more than the {MAX_TEXT_BYTES} a message may have",
+                        text.len()
+                    ));
+                    continue;
+                }
                 Line::Text(text) => text,
                 Line::End(end) => {
                     screen.flush()?;
@@ -296,17 +314,26 @@ impl ChatClient {
                 self.endpoint
             ));
         }
+        // Each of these is said once per message, however often it happens.
+        let (mut told_foreign, mut told_oversized) = (false, false);
         loop {
             if shutdown.requested() {
                 return Ok(Waited::Interrupted);
             }
             // Blocks until a reply or the socket's receive timeout (one tick).
-            match self.socket.recv_multipart(0) {
-                Ok(frames) => {
+            match transport::receive_one(&self.socket) {
+                Ok(Ok(frames)) => {
                     if let Some(waited) = self.reply_to(id, text, frames, screen)? {
                         return Ok(waited);
                     }
                 }
+                Ok(Err(oversized)) if !std::mem::replace(&mut told_oversized, true) => {
+                    screen.notice(&format!(
+                        "dropped a reply of {} bytes in {} frames unread: over the limits of a chat message",
+                        oversized.bytes, oversized.frames
+                    ));
+                }
+                Ok(Err(_)) => {}
                 // A whole tick without a reply: show what is buffered meanwhile.
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => screen.flush()?,
                 Err(error) => return Err(error.into()),
@@ -322,6 +349,13 @@ impl ChatClient {
                         self.liveness.give_up.as_secs_f32()
                     )),
                     Change::Back { resend: false } => {}
+                    Change::Foreign if !std::mem::replace(&mut told_foreign, true) => {
+                        screen.notice(&format!(
+                            "the program at {} took the connection but did not complete a ZeroMQ handshake: not a ZeroMQ program (or a frozen one); is the address right? Still waiting for a chat-server there",
+                            self.endpoint
+                        ));
+                    }
+                    Change::Foreign => {}
                     Change::Back { resend: true } => {
                         // The copy sent on the lost connection may never have
                         // arrived; the server drops this one if it did. The
@@ -349,16 +383,10 @@ impl ChatClient {
         screen: &Screen,
     ) -> Result<Option<Waited>, ChatError> {
         let reply = match Enveloped::split(frames, 0) {
-            // The answer to an earlier copy, or to an earlier message.
-            Ok(reply) if reply.id.is_some_and(|reply_id| reply_id != id) => return Ok(None),
-            Ok(reply) => reply,
-            // A peer that dropped our envelope: take what it sent.
-            Err(body) => Enveloped {
-                envelope: Vec::new(),
-                id: None,
-                mark: Mark::Normal,
-                body,
-            },
+            Ok(reply) if reply.id == Some(id) => reply,
+            // The answer to an earlier copy or message, or something the
+            // server sent unasked: not the reply to this message.
+            Ok(_) | Err(_) => return Ok(None),
         };
         match reply.mark {
             Mark::Ended => return Ok(Some(Waited::Ended)),
@@ -521,16 +549,17 @@ mod tests {
             (Link::Up, Change::Back { resend: false })
         );
         assert_eq!(Link::Up.sent(later), Link::Up);
-        for event in [
-            ConnectionEvent::HandshakeFailed,
-            ConnectionEvent::Other,
-            ConnectionEvent::Connected,
-        ] {
+        for event in [ConnectionEvent::Other, ConnectionEvent::Connected] {
             assert_eq!(Link::Up.on(event, later), (Link::Up, Change::None));
         }
         assert_eq!(
+            queued.on(ConnectionEvent::HandshakeFailed, later),
+            (queued, Change::Foreign)
+        );
+        assert_eq!(
             queued.on(ConnectionEvent::Disconnected, later),
-            (queued, Change::None)
+            (queued, Change::Foreign),
+            "a connection lost before it was up never spoke ZeroMQ"
         );
         assert!(!queued.gave_up(later + Duration::from_secs(29), Duration::from_secs(30)));
         assert!(queued.gave_up(later + Duration::from_secs(30), Duration::from_secs(30)));
