@@ -46,9 +46,15 @@ impl Proc {
 
     /// Like [`Proc::spawn`], with extra environment variables.
     pub fn spawn_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut child = Command::new(program)
-            .args(args)
-            .envs(env.iter().copied())
+        let mut command = Command::new(program);
+        command.args(args).envs(env.iter().copied());
+        Proc::from_command(command)
+    }
+
+    /// Starts a prepared `command` with stdin, stdout and stderr piped.
+    pub fn from_command(mut command: Command) -> Proc {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut child = command
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -57,7 +63,7 @@ impl Proc {
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         let stdout = line_reader(child.stdout.take().unwrap());
         let stderr = line_reader(child.stderr.take().unwrap());
-        let name = program.rsplit('/').next().unwrap_or(program).to_string();
+        let name = program.rsplit('/').next().unwrap_or(&program).to_string();
         Proc {
             name,
             stdin: child.stdin.take(),
@@ -71,7 +77,14 @@ impl Proc {
     /// Starts `chat-server` with `args` and waits for its ready line;
     /// returns it with the endpoint it reported.
     pub fn server(args: &[&str]) -> (Proc, String) {
-        let mut server = Proc::spawn(SERVER, args);
+        let mut command = Command::new(SERVER);
+        command.args(args);
+        Proc::server_from(command)
+    }
+
+    /// Like [`Proc::server`], from a prepared command.
+    pub fn server_from(command: Command) -> (Proc, String) {
+        let mut server = Proc::from_command(command);
         let ready = server.stderr_line_containing("listening on ");
         let endpoint = ready.rsplit(' ').next().unwrap().to_string();
         (server, endpoint)
