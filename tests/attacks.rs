@@ -292,3 +292,30 @@ fn running_out_of_file_descriptors_is_said_once_and_recovered_from() {
         true
     });
 }
+
+/// A client frozen after connecting (SIGSTOP: its ZeroMQ thread too) stops
+/// answering the server's heartbeats; the server drops the connection
+/// after its heartbeat timeout (6 s) instead of holding it forever.
+#[test]
+fn a_peer_that_stops_answering_heartbeats_is_dropped() {
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
+    let alone = server.open_sockets();
+    let mut frozen = Proc::spawn(CLIENT, &["--connect", &endpoint]);
+    frozen.send_line("connected");
+    assert_eq!(frozen.stdout_line(), "connected");
+    assert_eq!(server.stdout_line(), "connected");
+    let with_peer = server.open_sockets();
+    assert!(with_peer > alone, "the connection holds a socket");
+    frozen.signal("STOP");
+    let started = Instant::now();
+    wait_until("the server dropping the frozen peer", || {
+        server.open_sockets() < with_peer
+    });
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(4),
+        "dropped after {took:?}: too soon for a heartbeat timeout"
+    );
+    frozen.signal("CONT");
+    served_within_a_second(&endpoint, "others are served");
+}
