@@ -236,12 +236,18 @@ pub fn ipc_address(name: &str) -> String {
 
 /// Waits until `done` holds, checking every 10 ms, and fails the test
 /// naming `what` if it has not within the deadline.
-pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
+pub fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    wait_until_within(DEADLINE, what, done);
+}
+
+/// Like [`wait_until`], with a deadline of `limit` (for events that take
+/// seconds by design, such as a heartbeat timeout).
+pub fn wait_until_within(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !done() {
         assert!(
             Instant::now() < deadline,
-            "{what} did not happen within {DEADLINE:?}"
+            "{what} did not happen within {limit:?}"
         );
         thread::sleep(Duration::from_millis(10));
     }
