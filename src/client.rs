@@ -160,6 +160,10 @@ impl Link {
 pub struct ChatClient {
     socket: zmq::Socket,
     watch: ConnectionWatch,
+    /// What makes a new socket when the old one must go (see
+    /// [`ChatClient::catch_up_with_connection_events`]).
+    context: zmq::Context,
+    target: Endpoint,
     endpoint: String,
     link: Link,
     /// Plain, or secure once [`ChatClient::require_encryption`] is called.
@@ -193,17 +197,12 @@ impl ChatClient {
         liveness: Liveness,
         clock: &dyn Clock,
     ) -> Result<ChatClient, TransportError> {
-        let timeout = liveness.timeout.as_millis().clamp(10, i32::MAX as u128) as i32;
-        let socket = transport::socket_for(context, zmq::DEALER, endpoint)?;
-        socket.set_heartbeat_ivl((timeout / 3).max(10))?;
-        socket.set_heartbeat_timeout(timeout)?;
-        // The monitor is attached before connecting, or a server that is
-        // already up could complete its handshake unseen.
-        let watch = ConnectionWatch::attach(context, &socket)?;
-        transport::connect_socket(&socket, endpoint)?;
+        let (socket, watch) = connected_socket(context, endpoint, liveness)?;
         Ok(ChatClient {
             socket,
             watch,
+            context: context.clone(),
+            target: endpoint.clone(),
             endpoint: endpoint.to_string(),
             link: Link::Down {
                 since: clock.now(),
@@ -297,12 +296,8 @@ impl ChatClient {
         clock: &dyn Clock,
     ) -> Result<Waited, ChatError> {
         // Events from while the user was typing describe the past; only what
-        // happens from now on concerns this message. Reading them only serves
-        // the status line, so script mode skips it (a disconnection is still
-        // seen during the wait below).
-        if screen.is_interactive() {
-            self.catch_up_with_connection_events(screen, clock)?;
-        }
+        // happens from now on concerns this message.
+        self.catch_up_with_connection_events(screen, clock)?;
         let body = self.channel.outgoing(id, text)?;
         self.send_request(id, &body)?;
         self.link = self.link.sent(clock.now());
@@ -316,6 +311,7 @@ impl ChatClient {
         }
         // Each of these is said once per message, however often it happens.
         let (mut told_foreign, mut told_oversized) = (false, false);
+        let mut drops = QuickDrops::default();
         loop {
             if shutdown.requested() {
                 return Ok(Waited::Interrupted);
@@ -343,11 +339,22 @@ impl ChatClient {
                 self.link = link;
                 match change {
                     Change::None => {}
-                    Change::Lost => screen.notice(&format!(
-                        "lost the connection to the server at {}; waiting up to {} s for it to come back",
-                        self.endpoint,
-                        self.liveness.give_up.as_secs_f32()
-                    )),
+                    Change::Lost if drops.lost(clock.now()) => {
+                        return Ok(Waited::Refused(format!(
+                            "the server at {} dropped the connection {QUICK_DROPS} times right after the connection was made, this message waiting: most likely its reply is over the limits of a chat message (1 MiB of text), which ZeroMQ refuses by dropping the connection",
+                            self.endpoint
+                        )));
+                    }
+                    Change::Lost => {
+                        screen.notice(&format!(
+                            "lost the connection to the server at {}; waiting up to {} s for it to come back",
+                            self.endpoint,
+                            self.liveness.give_up.as_secs_f32()
+                        ));
+                        // libzmq does not reconnect after a protocol error
+                        // (a frame over the limit, say): a new socket does.
+                        self.renew_socket()?;
+                    }
                     Change::Back { resend: false } => {}
                     Change::Foreign if !std::mem::replace(&mut told_foreign, true) => {
                         screen.notice(&format!(
@@ -357,13 +364,16 @@ impl ChatClient {
                     }
                     Change::Foreign => {}
                     Change::Back { resend: true } => {
+                        drops.connected(clock.now());
                         // The copy sent on the lost connection may never have
                         // arrived; the server drops this one if it did. The
                         // server may be a new one: the channel starts afresh.
                         self.channel.reset();
                         let body = self.channel.outgoing(id, text)?;
                         self.send_request(id, &body)?;
-                        screen.notice("connected to the server again; re-sent the unanswered message");
+                        screen.notice(
+                            "connected to the server again; re-sent the unanswered message",
+                        );
                     }
                 }
             }
@@ -420,20 +430,101 @@ impl ChatClient {
         self.socket.send(body, 0)
     }
 
+    /// Brings the link up to date with what happened while the user typed.
+    ///
+    /// A connection lost meanwhile means a new socket, before anything is
+    /// read from the old one. Between messages nothing reads the socket, so
+    /// a server that floods it fills its queue; libzmq then stops reading
+    /// that connection, which so misses heartbeat replies and is dropped,
+    /// and reconnects. Reading from the stalled queue afterwards would make
+    /// libzmq restart input on the new connection, which never stopped: an
+    /// assertion (`_input_stopped`, libzmq issue 3937) aborts the program.
+    /// A new socket has no stalled queue, and what the old one held was
+    /// never asked for.
     fn catch_up_with_connection_events(
         &mut self,
         screen: &Screen,
         clock: &dyn Clock,
-    ) -> Result<(), zmq::Error> {
+    ) -> Result<(), TransportError> {
+        let mut lost = false;
         while let Some(event) = self.watch.try_next()? {
             let (link, change) = self.link.on(event, clock.now());
             self.link = link;
-            if change == Change::Lost {
-                screen.status("(the connection to the server dropped while you were typing)");
-            }
+            lost |= change == Change::Lost;
+        }
+        if lost {
+            screen.status("(the connection to the server dropped while you were typing)");
+            self.renew_socket()?;
+            self.link = Link::Down {
+                since: clock.now(),
+                resend: false,
+            };
         }
         Ok(())
     }
+
+    /// Replaces the socket and its monitor with new ones, connecting to the
+    /// same server. Used whenever a connection was lost: libzmq reconnects
+    /// by itself after most losses but not after a protocol error (the
+    /// session ends for good), and a new socket carries no stalled queue.
+    fn renew_socket(&mut self) -> Result<(), TransportError> {
+        let (socket, watch) = connected_socket(&self.context, &self.target, self.liveness)?;
+        // The monitor goes first: it watches the old socket.
+        self.watch = watch;
+        self.socket = socket;
+        Ok(())
+    }
+}
+
+/// How many connections in a row may be lost soon after they were made,
+/// the same message waiting, before the client stops re-sending it.
+const QUICK_DROPS: u32 = 3;
+
+/// What counts as soon: a reply over the wire limit is refused (and the
+/// connection dropped) as soon as it arrives after the re-sent message.
+const SOON: Duration = Duration::from_secs(2);
+
+/// Counts connections lost within [`SOON`] of being made while one message
+/// waits: a server whose reply ZeroMQ refuses would otherwise be re-sent the
+/// message forever, the connection made and lost each time.
+#[derive(Default)]
+struct QuickDrops {
+    connected_at: Option<Instant>,
+    count: u32,
+}
+
+impl QuickDrops {
+    /// A connection was made, and the message re-sent on it.
+    fn connected(&mut self, now: Instant) {
+        self.connected_at = Some(now);
+    }
+
+    /// A connection was lost: whether that makes [`QUICK_DROPS`] in a row.
+    fn lost(&mut self, now: Instant) -> bool {
+        match self.connected_at.take() {
+            Some(at) if now.duration_since(at) < SOON => self.count += 1,
+            _ => self.count = 0,
+        }
+        self.count >= QUICK_DROPS
+    }
+}
+
+/// A DEALER with the chat's options, heartbeats after `liveness`, and a
+/// monitor, connected to `endpoint`.
+fn connected_socket(
+    context: &zmq::Context,
+    endpoint: &Endpoint,
+    liveness: Liveness,
+) -> Result<(zmq::Socket, ConnectionWatch), TransportError> {
+    let timeout = liveness.timeout.as_millis().clamp(10, i32::MAX as u128) as i32;
+    let socket = transport::socket_for(context, zmq::DEALER, endpoint)?;
+    socket.set_heartbeat_ivl((timeout / 3).max(10))?;
+    socket.set_heartbeat_timeout(timeout)?;
+    // The monitor is attached before connecting, or a server that is
+    // already up could complete its handshake unseen.
+    let watch = ConnectionWatch::attach(context, &socket)?;
+    transport::connect_socket(&socket, endpoint)?;
+    Ok((socket, watch))
 }
 
 #[cfg(test)]
@@ -564,6 +655,29 @@ mod tests {
         assert!(!queued.gave_up(later + Duration::from_secs(29), Duration::from_secs(30)));
         assert!(queued.gave_up(later + Duration::from_secs(30), Duration::from_secs(30)));
         assert!(!Link::Up.gave_up(later + Duration::from_secs(3600), Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn only_connections_lost_soon_after_being_made_count_as_quick_drops() {
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let mut drops = QuickDrops::default();
+        assert!(
+            !drops.lost(at(0)),
+            "a loss before any reconnect is not quick"
+        );
+        drops.connected(at(10));
+        assert!(!drops.lost(at(11)));
+        drops.connected(at(20));
+        assert!(
+            !drops.lost(at(30)),
+            "a connection that lasted resets the count"
+        );
+        for second in [40, 42, 44] {
+            drops.connected(at(second));
+            let third = second == 44;
+            assert_eq!(drops.lost(at(second + 1)), third);
+        }
     }
 
     #[test]

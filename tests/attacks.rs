@@ -324,3 +324,74 @@ fn a_peer_that_stops_answering_heartbeats_is_dropped() {
     frozen.signal("CONT");
     served_within_a_second(&endpoint, "others are served");
 }
+
+/// A server that floods the client with unsolicited messages while its
+/// user takes a while to type the next line: the client's queue fills, its
+/// connection stalls and is dropped for missed heartbeats. libzmq 4.3.4
+/// then aborts on an assertion (`_input_stopped`, libzmq issue 3937) at the
+/// next read, unless the stalled socket is replaced first. The client
+/// neither aborts nor shows any of the flood, and the next line is answered.
+#[test]
+fn a_flood_while_the_user_types_neither_aborts_the_client_nor_reaches_its_screen() {
+    let context = zmq::Context::new();
+    let hostile = plain_socket(&context, zmq::ROUTER);
+    hostile.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = hostile.get_last_endpoint().unwrap().unwrap();
+    let mut client = Proc::spawn(CLIENT, &["--connect", &endpoint, "--liveness", "1"]);
+    client.send_line("first");
+    let request = hostile.recv_multipart(0).expect("the first request");
+    hostile
+        .send_multipart([&request[0][..], &request[1][..], b"", b"first reply"], 0)
+        .unwrap();
+    assert_eq!(client.stdout_line(), "first reply");
+    for _ in 0..200_000 {
+        // Beyond what the queues hold, ROUTER drops: the flood is bounded.
+        let _ = hostile.send_multipart([&request[0][..], b"", b"flood"], zmq::DONTWAIT);
+    }
+    // The user types for a while: long enough for the stalled connection
+    // to miss its heartbeats (--liveness 1) and be replaced by libzmq.
+    std::thread::sleep(Duration::from_secs(3));
+    client.send_line("second");
+    let second = loop {
+        let request = hostile.recv_multipart(0).expect("the second request");
+        if request.last().map(Vec::as_slice) == Some(&b"second"[..]) {
+            break request;
+        }
+    };
+    hostile
+        .send_multipart([&second[0][..], &second[1][..], b"", b"second reply"], 0)
+        .unwrap();
+    assert_eq!(client.stdout_line(), "second reply");
+    client.close_stdin();
+    assert_eq!(client.wait().code(), Some(0), "{:?}", client.drain_stderr());
+    assert!(
+        client.remaining_stdout().is_empty(),
+        "nothing of the flood shown"
+    );
+}
+
+/// A server whose every reply is over the wire limit: ZeroMQ drops the
+/// connection each time it arrives, the client reconnects and re-sends.
+/// After three such drops the client says what is most likely going on
+/// and ends (exit 1), instead of re-sending forever.
+#[test]
+fn a_server_whose_replies_are_over_the_limit_is_named_not_retried_forever() {
+    let context = zmq::Context::new();
+    let hostile = plain_socket(&context, zmq::ROUTER);
+    // The answering thread ends a second after the client stops sending.
+    hostile.set_rcvtimeo(1000).unwrap();
+    hostile.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = hostile.get_last_endpoint().unwrap().unwrap();
+    let mut client = Proc::spawn(CLIENT, &["--connect", &endpoint]);
+    client.send_line("big reply, please");
+    let huge = vec![b'h'; 2 * 1024 * 1024];
+    let answering = std::thread::spawn(move || {
+        // Answers each copy of the request, until the client stops sending.
+        while let Ok(request) = hostile.recv_multipart(0) {
+            let _ = hostile.send_multipart([&request[0][..], &request[1][..], b"", &huge], 0);
+        }
+    });
+    client.stderr_line_containing("most likely its reply is over the limits");
+    assert_eq!(client.wait().code(), Some(1));
+    answering.join().unwrap();
+}
