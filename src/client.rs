@@ -341,7 +341,7 @@ impl ChatClient {
                     Change::None => {}
                     Change::Lost if drops.lost(clock.now()) => {
                         return Ok(Waited::Refused(format!(
-                            "the server at {} dropped the connection {QUICK_DROPS} times right after the connection was made, this message waiting: most likely its reply is over the limits of a chat message (1 MiB of text), which ZeroMQ refuses by dropping the connection",
+                            "the server at {} dropped the connection {QUICK_DROPS} times right after the connection was made, this message waiting: most likely its reply is over the limits of a chat message ({MAX_TEXT_BYTES} bytes of text), which ZeroMQ refuses by dropping the connection",
                             self.endpoint
                         )));
                     }
@@ -518,6 +518,9 @@ fn connected_socket(
 ) -> Result<(zmq::Socket, ConnectionWatch), TransportError> {
     let timeout = liveness.timeout.as_millis().clamp(10, i32::MAX as u128) as i32;
     let socket = transport::socket_for(context, zmq::DEALER, endpoint)?;
+    // A server that floods the client between messages fills this, then
+    // libzmq stops reading: at most this many replies' worth of memory.
+    socket.set_rcvhwm(transport::QUEUED_PER_CONNECTION)?;
     socket.set_heartbeat_ivl((timeout / 3).max(10))?;
     socket.set_heartbeat_timeout(timeout)?;
     // The monitor is attached before connecting, or a server that is

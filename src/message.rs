@@ -11,14 +11,14 @@ use std::fmt;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// The longest message text the chat carries: a chat-client refuses to send
-/// a longer line. A chat is lines of text; a megabyte is a long one.
-pub const MAX_TEXT_BYTES: usize = 1024 * 1024;
+/// a longer line. A chat is lines of text; 256 KiB is a very long one.
+pub const MAX_TEXT_BYTES: usize = 256 * 1024;
 
 /// Frames above this size are refused by ZeroMQ itself (`ZMQ_MAXMSGSIZE`),
 /// which drops the sending connection instead of buffering the frame. It
 /// leaves room above [`MAX_TEXT_BYTES`] for secure mode's sealing (47
 /// bytes, and 16 per 64 KiB chunk).
-pub const WIRE_LIMIT_BYTES: usize = MAX_TEXT_BYTES + 64 * 1024;
+pub const WIRE_LIMIT_BYTES: usize = MAX_TEXT_BYTES + 16 * 1024;
 
 /// The most frames one message may have; a message with more is dropped
 /// unread. A chat request has four (routing id, message id, delimiter, text).

@@ -54,11 +54,6 @@ const REMEMBERED_SESSIONS: usize = 4096;
 /// messages are not stored: the re-sent copy is the reply).
 const REMEMBERED_BYTES: usize = 16 * 1024 * 1024;
 
-/// Messages queued per connection, each way. A lock-step client has one
-/// message in flight; the limit bounds what a flooding or non-reading peer
-/// can make the server hold to a few wire-limit messages.
-const QUEUED_PER_CONNECTION: i32 = 16;
-
 /// ZMTP heartbeats to every client: a peer that answers none for
 /// [`HEARTBEAT_TIMEOUT`] is dropped, so dead connections do not pile up.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
@@ -110,8 +105,8 @@ impl ChatServer {
     pub fn bind(context: &zmq::Context, endpoint: &Endpoint) -> Result<ChatServer, TransportError> {
         let socket = transport::socket_for(context, zmq::ROUTER, endpoint)?;
         socket.set_router_mandatory(true)?;
-        socket.set_sndhwm(QUEUED_PER_CONNECTION)?;
-        socket.set_rcvhwm(QUEUED_PER_CONNECTION)?;
+        socket.set_sndhwm(transport::QUEUED_PER_CONNECTION)?;
+        socket.set_rcvhwm(transport::QUEUED_PER_CONNECTION)?;
         socket.set_heartbeat_ivl(HEARTBEAT_INTERVAL.as_millis() as i32)?;
         socket.set_heartbeat_timeout(HEARTBEAT_TIMEOUT.as_millis() as i32)?;
         // Attached before binding, so no connection goes unseen.

@@ -26,6 +26,15 @@ use crate::shutdown::Shutdown;
 /// How long `close` may spend flushing unsent messages (the server's last reply).
 const LINGER: Duration = Duration::from_millis(1000);
 
+/// Messages queued per connection, each way: what a flooding or
+/// non-reading peer can make either program hold is at most this many
+/// wire-limit messages (17 MiB). A lock-step client has one message in
+/// flight. Not much smaller: libzmq tells a queue's writer that it has room
+/// again every half of this many messages, a cross-thread wake-up each.
+/// (The benchmark's concurrency rows could not tell 16, 64 and 1000 apart
+/// beyond their noise.)
+pub const QUEUED_PER_CONNECTION: i32 = 64;
+
 /// How often blocking waits wake up to notice Ctrl-C.
 pub const TICK: Duration = Duration::from_millis(100);
 

@@ -134,23 +134,23 @@ fn byte_streams_that_are_not_zmtp3_never_become_messages() {
     assert!(stderr.len() < 10, "stderr flooded: {stderr:?}");
 }
 
-/// A request over the wire limits in all (many frames, each under the
-/// per-frame limit) is dropped unread with one notice; so are echo
-/// sessions of long messages, which are not kept in the answer memory:
-/// the server's memory stays under the target.
+/// A request over the wire limits in all (8 frames of 250 KiB, each under
+/// the per-frame limit) is dropped unread with one notice; 60 echo sessions
+/// of 250 KiB messages are not kept in the answer memory: the server's
+/// memory stays under the target.
 #[test]
 fn oversized_requests_and_long_echo_sessions_keep_memory_bounded() {
     let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
     let context = zmq::Context::new();
     let peer = plain_socket(&context, zmq::DEALER);
     peer.connect(&endpoint).unwrap();
-    let frame = vec![b'f'; 1000 * 1024];
+    let frame = vec![b'f'; 250 * 1024];
     let mut frames: Vec<&[u8]> = vec![b"zc1:0000000000000001:1", b""];
     frames.extend(std::iter::repeat_n(&frame[..], 8));
     peer.send_multipart(&frames, 0).unwrap();
     server.stderr_line_containing("dropped a message of");
 
-    let long = vec![b'l'; 1000 * 1024];
+    let long = vec![b'l'; 250 * 1024];
     for session in 2..62 {
         peer.send_multipart(request(session, 1, &long), 0).unwrap();
         let reply = peer.recv_multipart(0).expect("an echo");
@@ -192,7 +192,7 @@ fn the_client_accepts_only_the_reply_to_its_pending_message() {
     assert!(client.remaining_stdout().is_empty());
 }
 
-/// A reply over the limits in all (ten frames of nearly a megabyte) is
+/// A reply over the limits in all (ten frames of 250 KiB) is
 /// dropped unread with a notice and the client's memory stays bounded; the
 /// real reply that follows is shown.
 #[test]
@@ -204,7 +204,7 @@ fn an_oversized_reply_is_dropped_and_the_client_stays_small() {
     let mut client = Proc::spawn(CLIENT, &["--connect", &endpoint]);
     client.send_line("big?");
     let request = hostile.recv_multipart(0).expect("the request");
-    let frame = vec![b'b'; 1000 * 1024];
+    let frame = vec![b'b'; 250 * 1024];
     let mut reply: Vec<&[u8]> = vec![&request[0], &request[1], b""];
     reply.extend(std::iter::repeat_n(&frame[..], 10));
     hostile.send_multipart(&reply, 0).unwrap();
