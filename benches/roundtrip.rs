@@ -1,6 +1,8 @@
 //! The chat measured against its floor, side by side in one run.
 //!
-//! `cargo bench` (add `-- --quick` for a short run). Every measurement runs
+//! `cargo bench` (add `-- --quick` for a short run, `-- --concurrency` for
+//! the concurrency rows alone, as when comparing two builds of the server
+//! under load). Every measurement runs
 //! as real processes on 127.0.0.1:
 //!
 //! 1. chat round trip: `chat-client` in script mode against `chat-server --echo`;
@@ -83,10 +85,17 @@ fn main() {
             pipeline_runs: 30,
             memory_messages: 100_000,
             startups: 20,
-            concurrency_runs: 5,
+            concurrency_runs: 7,
         }
     };
     let mut table = Table::default();
+    if args.iter().any(|arg| arg == "--concurrency") {
+        for clients in CONCURRENCY {
+            concurrency_rows(&mut table, clients, concurrency_runs(clients, &settings));
+        }
+        table.print(&settings);
+        return;
+    }
     for size in [32, 1024] {
         let mut chat = Vec::new();
         let mut zmq_rr = Vec::new();
@@ -151,7 +160,7 @@ fn main() {
     }
 
     for clients in CONCURRENCY {
-        concurrency_rows(&mut table, clients, settings.concurrency_runs);
+        concurrency_rows(&mut table, clients, concurrency_runs(clients, &settings));
     }
 
     let server_ready: Vec<Duration> = (0..settings.startups).map(|_| server_startup()).collect();
@@ -734,6 +743,17 @@ fn load(endpoint: &str, clients: usize) -> Load {
     Load {
         rate: (clients * (CONCURRENT_ROUND_TRIPS - 1)) as f64 / elapsed.as_secs_f64(),
         probe,
+    }
+}
+
+/// Runs of a concurrency level: a load of few clients lasts a fraction of a
+/// second, so it takes more runs for a median that the machine's drift does
+/// not decide; 200 clients' loads last seconds.
+fn concurrency_runs(clients: usize, settings: &Settings) -> usize {
+    if clients >= 200 {
+        settings.concurrency_runs
+    } else {
+        settings.concurrency_runs * 3
     }
 }
 
