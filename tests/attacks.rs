@@ -46,7 +46,8 @@ fn request(session: u64, sequence: u64, text: &[u8]) -> [Vec<u8>; 3] {
 /// A peer that sends thousands of requests and never reads a reply: each
 /// reply that cannot be queued is dropped with one notice (not one per
 /// reply), the server answers a legitimate client at once during and after
-/// the attack, and SIGTERM still ends it as a signal does (130).
+/// the attack, its memory stays under the target, and SIGTERM still ends it
+/// as a signal does (130).
 #[test]
 fn a_peer_that_never_reads_its_replies_stalls_no_one() {
     let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
@@ -73,6 +74,11 @@ fn a_peer_that_never_reads_its_replies_stalls_no_one() {
     }
     server.stderr_line_containing("not reading its replies");
     served_within_a_second(&endpoint, "during the attack");
+    let rss = server.rss_kib();
+    assert!(
+        rss < RSS_LIMIT_KIB,
+        "server RSS {rss} KiB during the attack"
+    );
     drop(hog);
     served_within_a_second(&endpoint, "after the attack");
     let notices = server
@@ -130,6 +136,8 @@ fn byte_streams_that_are_not_zmtp3_never_become_messages() {
     }
     served_within_a_second(&endpoint, "the only real message");
     assert_eq!(server.stdout_line(), "the only real message");
+    let rss = server.rss_kib();
+    assert!(rss < RSS_LIMIT_KIB, "server RSS {rss} KiB");
     let stderr = server.drain_stderr();
     assert!(stderr.len() < 10, "stderr flooded: {stderr:?}");
 }
