@@ -645,3 +645,28 @@ fn secure_client_started_before_its_server_is_answered_when_it_appears() {
     assert_eq!(client.stdout_line(), "anyone there?");
     client.stderr_line_containing("encrypted chat with server");
 }
+
+/// A key of small order (here all zeros) secures nothing: neither program
+/// accepts one, as `--server-key` (a usage error) or on an allow list.
+#[test]
+fn an_all_zero_key_is_refused_by_both_programs() {
+    let zeros = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let (status, _, stderr) = run_to_end(CLIENT, &["--server-key", zeros], "hi\n");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("point of small order"), "{stderr}");
+
+    let keys = folder("zero-key");
+    let (key_file, _) = keygen(&keys, "server.key");
+    let allow = keys.join("allow.txt");
+    std::fs::write(&allow, format!("{zeros}\n")).unwrap();
+    let (status, _, stderr) = run_to_end(
+        SERVER,
+        &["--key", &key_file, "--allow", allow.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 1 of") && stderr.contains("point of small order"),
+        "{stderr}"
+    );
+}

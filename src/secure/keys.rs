@@ -48,6 +48,12 @@ pub enum KeyError {
     },
     /// No random key could be made.
     Random(String),
+    /// The key is a point of small order (all zeros, say): a chat with it
+    /// could be read by anyone.
+    LowOrder {
+        /// Where the key came from (a file and line, a flag).
+        what: String,
+    },
 }
 
 impl fmt::Display for KeyError {
@@ -67,6 +73,10 @@ impl fmt::Display for KeyError {
             ),
             KeyError::Random(error) => write!(f, "cannot generate a key: {error}"),
             KeyError::BadEncoding { what } => write!(f, "{what} is not valid base64"),
+            KeyError::LowOrder { what } => write!(
+                f,
+                "{what} is not a usable public key: it is a point of small order (such as all zeros), with which anyone could read the chat"
+            ),
             KeyError::WrongLength { what, length } => write!(
                 f,
                 "{what} is {length} bytes long; a key is {KEY_LEN} bytes (44 base64 characters)"
@@ -83,8 +93,19 @@ pub struct PublicKey(pub [u8; KEY_LEN]);
 
 impl PublicKey {
     /// Parses one base64 line; `what` names it in errors ("--server-key").
+    /// A point of small order (such as all zeros) is refused: see
+    /// [`is_low_order`].
+    ///
+    /// # Errors
+    /// When the text is not base64 of 32 bytes, or is a low-order point.
     pub fn parse(text: &str, what: &str) -> Result<PublicKey, KeyError> {
-        decode_key(text.trim(), what).map(PublicKey)
+        let key = decode_key(text.trim(), what)?;
+        if is_low_order(&key) {
+            return Err(KeyError::LowOrder {
+                what: what.to_string(),
+            });
+        }
+        Ok(PublicKey(key))
     }
 
     /// A short form for the screen: the first 8 base64 characters, enough
@@ -282,6 +303,22 @@ impl AllowList {
     }
 }
 
+/// Whether `key` is a Curve25519 point of small order (all zeros is one):
+/// a Diffie-Hellman with it gives a secret anyone can compute, so a
+/// handshake with it authenticates nothing. X25519 clamps every scalar to a
+/// multiple of 8, so its result with a fresh scalar is all zeros for such a
+/// point and only for such a point (as WireGuard checks).
+pub fn is_low_order(key: &[u8; KEY_LEN]) -> bool {
+    let mut dh = curve25519();
+    let Some(mut rng) = DefaultResolver.resolve_rng() else {
+        return true;
+    };
+    let mut shared = [0u8; KEY_LEN];
+    dh.generate(rng.as_mut()).is_err()
+        || dh.dh(key, &mut shared).is_err()
+        || shared == [0u8; KEY_LEN]
+}
+
 fn curve25519() -> Box<dyn snow::types::Dh> {
     DefaultResolver
         .resolve_dh(&DHChoice::Curve25519)
@@ -305,6 +342,52 @@ fn decode_key(text: &str, what: &str) -> Result<[u8; KEY_LEN], KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Curve25519 points of small order, as 32-byte encodings: 0, 1, p - 1,
+    /// a point of order 8, and p itself (a non-canonical 0).
+    const LOW_ORDER: [&str; 5] = [
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    ];
+
+    fn from_hex(hex: &str) -> [u8; KEY_LEN] {
+        std::array::from_fn(|index| {
+            u8::from_str_radix(&hex[2 * index..2 * index + 2], 16).expect("hex")
+        })
+    }
+
+    #[test]
+    fn points_of_small_order_are_told_from_real_keys() {
+        for hex in LOW_ORDER {
+            assert!(is_low_order(&from_hex(hex)), "{hex}");
+        }
+        for _ in 0..20 {
+            let key = Identity::generate().unwrap().public_key();
+            assert!(!is_low_order(&key.0));
+        }
+    }
+
+    #[test]
+    fn an_all_zero_key_is_refused_as_a_server_key_and_on_an_allow_list() {
+        let zeros = BASE64_STANDARD.encode([0u8; KEY_LEN]);
+        let error = PublicKey::parse(&zeros, "--server-key").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--server-key is not a usable public key: it is a point of small order (such as all zeros), with which anyone could read the chat"
+        );
+        let real = Identity::generate().unwrap().public_key();
+        let list = format!("{real}\n# a comment\n{zeros}\n");
+        let error = AllowList::parse(&list, "allow.txt").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("line 3 of allow.txt is not a usable public key"),
+            "{error}"
+        );
+    }
 
     fn temporary_folder(name: &str) -> PathBuf {
         let folder =

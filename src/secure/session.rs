@@ -9,7 +9,7 @@ use snow::{HandshakeState, TransportState};
 
 use crate::envelope::{MessageId, random_id};
 use crate::secure::frame::{self, Frame, Refusal};
-use crate::secure::keys::{AllowList, Identity, KEY_LEN, PublicKey};
+use crate::secure::keys::{AllowList, Identity, KEY_LEN, PublicKey, is_low_order};
 use crate::secure::noise_params;
 
 /// Bound into every handshake, so a handshake of another protocol (or of a
@@ -188,6 +188,10 @@ impl ClientSecurity {
                 if client_index != *expected {
                     return Ok(ClientStep::Ignore);
                 }
+                // The responder's ephemeral key opens IK's second message.
+                if noise.first_chunk::<KEY_LEN>().is_none_or(is_low_order) {
+                    return Err(SecureFailure::ServerNotProven);
+                }
                 let mut payload = vec![0u8; 256];
                 handshake
                     .read_message(noise, &mut payload)
@@ -343,6 +347,10 @@ impl ServerSecurity {
                 "could not start a handshake".to_string(),
             );
         };
+        // IK's first message opens with the initiator's ephemeral key, in clear.
+        if noise.first_chunk::<KEY_LEN>().is_none_or(is_low_order) {
+            return refuse_low_order();
+        }
         let mut payload = vec![0u8; 256];
         if handshake.read_message(noise, &mut payload).is_err() {
             return refuse(
@@ -352,6 +360,7 @@ impl ServerSecurity {
             );
         }
         let client = match handshake.get_remote_static().map(<[u8; KEY_LEN]>::try_from) {
+            Some(Ok(key)) if is_low_order(&key) => return refuse_low_order(),
             Some(Ok(key)) => PublicKey(key),
             _ => {
                 return refuse(
@@ -496,6 +505,15 @@ impl ServerSecurity {
     fn session_count(&self) -> usize {
         self.sessions.len()
     }
+}
+
+/// A handshake with a key of small order: its secrets are known to all.
+fn refuse_low_order() -> Opened {
+    refuse(
+        Refusal::HandshakeFailed,
+        "the handshake used a key of small order, which secures nothing",
+        "refused a handshake with a key of small order (all zeros, say): its secrets are known to anyone".to_string(),
+    )
 }
 
 fn refuse(reason: Refusal, text: &str, notice: String) -> Opened {
@@ -651,6 +669,42 @@ mod tests {
             client.step(next, b"later", &[reply]),
             Ok(ClientStep::Restart(_))
         ));
+    }
+
+    #[test]
+    fn handshakes_with_an_ephemeral_key_of_small_order_are_refused_both_ways() {
+        let server_identity = identity();
+        let server_key = server_identity.public_key();
+        let mut server = ServerSecurity::new(server_identity, None);
+        let forged = [[0u8; KEY_LEN].as_slice(), &[7u8; 64]].concat();
+        let hello = Frame::HandshakeInit {
+            client_index: 9,
+            noise: &forged,
+        }
+        .encode();
+        let answer = server.open(&[hello], Some(ID), Instant::now());
+        assert_eq!(refusal(&answer), Refusal::HandshakeFailed);
+        let Opened::Answer { notice, .. } = answer else {
+            unreachable!()
+        };
+        assert!(notice.contains("small order"), "{notice}");
+        assert_eq!(server.session_count(), 0);
+
+        let mut client = ClientSecurity::new(identity(), server_key);
+        let hello = client.opening(ID, b"hi").unwrap();
+        let Some(Frame::HandshakeInit { client_index, .. }) = Frame::parse(&hello) else {
+            panic!("the opening is a handshake");
+        };
+        let reply = Frame::HandshakeReply {
+            client_index,
+            server_index: 1,
+            noise: &forged,
+        }
+        .encode();
+        assert_eq!(
+            client.step(ID, b"hi", &[reply]).err(),
+            Some(SecureFailure::ServerNotProven)
+        );
     }
 
     #[test]
