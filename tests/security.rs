@@ -130,7 +130,7 @@ impl Tap {
     /// attacker on the path would.
     fn replay_first_message(&self) {
         let recorded = self.client_to_server();
-        let sealed = find(&recorded, b"zcs1M").expect("a sealed message crossed the tap");
+        let sealed = find(&recorded, b"zcs2M").expect("a sealed message crossed the tap");
         let id = recorded[..sealed]
             .windows(4)
             .rposition(|window| window == b"zc1:")
@@ -162,7 +162,7 @@ fn pump(
         record.lock().unwrap().extend_from_slice(chunk);
         if let Some(done) = tamper {
             let mut done = done.lock().unwrap();
-            if !*done && let Some(at) = find(chunk, b"zcs1M") {
+            if !*done && let Some(at) = find(chunk, b"zcs2M") {
                 // Past the magic, kind, index and length: inside the ciphertext.
                 let target = at + 5 + 8 + 2 + 4;
                 if target < chunk.len() {
@@ -253,7 +253,7 @@ fn tap_sees_plaintext_in_plain_mode_and_none_in_secure_mode() {
     server.stderr_line_containing("encrypted session with client");
     let (sent, received) = (tap.client_to_server(), tap.server_to_client());
     assert!(
-        find(&sent, b"zcs1M").is_some(),
+        find(&sent, b"zcs2M").is_some(),
         "a sealed message crossed the tap"
     );
     assert!(
@@ -283,10 +283,10 @@ fn wrong_server_key_is_refused_before_any_message_is_sent() {
     server.stderr_line_containing("refused a handshake made for another server key");
     let sent = tap.client_to_server();
     assert!(
-        find(&sent, b"zcs1H").is_some(),
+        find(&sent, b"zcs2H").is_some(),
         "the handshake crossed the tap"
     );
-    assert!(find(&sent, b"zcs1M").is_none(), "no message was sent");
+    assert!(find(&sent, b"zcs2M").is_none(), "no message was sent");
     assert!(find(&sent, b"secret").is_none());
 
     let mut good = secure_client(&keys, "good.key", &endpoint, &server_key);
@@ -381,7 +381,7 @@ fn replayed_ciphertext_is_rejected() {
 
     tap.replay_first_message();
     server.stderr_line_containing("failed authentication (altered, replayed or out of order)");
-    wait_for_bytes(&tap, b"zcs1R");
+    wait_for_bytes(&tap, b"zcs2R");
 
     client.send_line("second");
     assert_eq!(server.stdout_line(), "second", "the replay was not shown");

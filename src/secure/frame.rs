@@ -2,7 +2,7 @@
 //! in secure mode, instead of the plain text.
 //!
 //! ```text
-//! "zcs1" kind  rest
+//! "zcs2" kind  rest
 //!        'H'   client index (8) | Noise IK message 1        client → server
 //!        'h'   client index (8) | server index (8) | msg 2  server → client
 //!        'M'   server index (8) | sealed payload            client → server
@@ -15,12 +15,18 @@
 //! server does not know which client sent what) and let each side drop
 //! frames of another session. A sealed payload is one or more Noise transport
 //! messages (each at most 65,535 bytes), each preceded by its length in two
-//! bytes; its plaintext is the message id (16 bytes) followed by the text.
+//! bytes. Its plaintext, cut into those messages, is the length of the rest
+//! (4 bytes), the message id (16 bytes) and the text. The length binds the
+//! chunks together: each is authenticated under the next nonce, so chunks
+//! cannot be reordered or taken from another message, and the length
+//! refuses a payload with chunks dropped from its end or added to it.
+//! (Version 1, `zcs1`, had no length: a cut payload opened as a shorter
+//! message.)
 
 use crate::envelope::MessageId;
 
 /// The first bytes of every secure frame.
-pub const MAGIC: &[u8; 4] = b"zcs1";
+pub const MAGIC: &[u8; 4] = b"zcs2";
 
 /// Why a secure server refused a frame. Travels as one byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +183,8 @@ fn take_index(bytes: &[u8]) -> Option<(u64, &[u8])> {
 const NOISE_MAX: usize = 65_535;
 const TAG_LEN: usize = 16;
 const ID_LEN: usize = 16;
+/// The length that opens a sealed plaintext.
+const LENGTH_LEN: usize = 4;
 
 /// Encrypts `id` and `text` into a sealed payload.
 pub fn seal(
@@ -184,7 +192,9 @@ pub fn seal(
     id: MessageId,
     text: &[u8],
 ) -> Result<Vec<u8>, snow::Error> {
-    let mut plain = Vec::with_capacity(ID_LEN + text.len());
+    let length = u32::try_from(ID_LEN + text.len()).map_err(|_| snow::Error::Input)?;
+    let mut plain = Vec::with_capacity(LENGTH_LEN + ID_LEN + text.len());
+    plain.extend_from_slice(&length.to_be_bytes());
     plain.extend_from_slice(&id.session.to_be_bytes());
     plain.extend_from_slice(&id.sequence.to_be_bytes());
     plain.extend_from_slice(text);
@@ -212,7 +222,12 @@ pub fn open(
         transport.set_receiving_nonce(nonce_before);
     }
     let plain = opened?;
-    let Some((id, text)) = plain.split_first_chunk::<ID_LEN>() else {
+    // The whole message, as its sender sealed it, or nothing.
+    let whole = plain
+        .split_first_chunk::<LENGTH_LEN>()
+        .filter(|(length, rest)| u32::from_be_bytes(**length) as usize == rest.len())
+        .and_then(|(_, rest)| rest.split_first_chunk::<ID_LEN>());
+    let Some((id, text)) = whole else {
         transport.set_receiving_nonce(nonce_before);
         return Err(snow::Error::Decrypt);
     };
@@ -285,8 +300,69 @@ mod tests {
             assert_eq!(Frame::parse(&bytes), Some(frame));
         }
         assert_eq!(Frame::parse(b"hello"), None);
-        assert_eq!(Frame::parse(b"zcs1M\x00\x01"), None, "a cut index");
-        assert_eq!(Frame::parse(b"zcs1R\x09oops"), None, "an unknown reason");
+        assert_eq!(Frame::parse(b"zcs2M\x00\x01"), None, "a cut index");
+        assert_eq!(Frame::parse(b"zcs2R\x09oops"), None, "an unknown reason");
+    }
+
+    /// A sender's and a receiver's transport, after a Noise handshake.
+    fn transports() -> (snow::TransportState, snow::TransportState) {
+        let params: snow::params::NoiseParams =
+            "Noise_NN_25519_ChaChaPoly_BLAKE2s".parse().unwrap();
+        let mut sender = snow::Builder::new(params.clone())
+            .build_initiator()
+            .unwrap();
+        let mut receiver = snow::Builder::new(params).build_responder().unwrap();
+        let (mut one, mut two) = ([0u8; 1024], [0u8; 1024]);
+        let length = sender.write_message(&[], &mut one).unwrap();
+        receiver.read_message(&one[..length], &mut two).unwrap();
+        let length = receiver.write_message(&[], &mut one).unwrap();
+        sender.read_message(&one[..length], &mut two).unwrap();
+        (
+            sender.into_transport_mode().unwrap(),
+            receiver.into_transport_mode().unwrap(),
+        )
+    }
+
+    /// The chunks of a sealed payload, each with its two-byte length.
+    fn chunks(mut sealed: &[u8]) -> Vec<Vec<u8>> {
+        let mut chunks = Vec::new();
+        while let Some((length, _)) = sealed.split_first_chunk::<2>() {
+            let end = 2 + u16::from_be_bytes(*length) as usize;
+            chunks.push(sealed[..end].to_vec());
+            sealed = &sealed[end..];
+        }
+        chunks
+    }
+
+    const ID: MessageId = MessageId {
+        session: 5,
+        sequence: 6,
+    };
+
+    #[test]
+    fn a_long_message_cut_short_reordered_or_spliced_is_refused() {
+        let (mut sender, mut receiver) = transports();
+        let text = vec![b'x'; 100_017];
+        let sealed = seal(&mut sender, ID, &text).unwrap();
+        let parts = chunks(&sealed);
+        assert_eq!(parts.len(), 2, "a message over 64 KiB takes two chunks");
+        let next = seal(&mut sender, ID, b"the next message").unwrap();
+        for (attack, bytes) in [
+            ("first chunk only", parts[0].clone()),
+            ("reordered", [parts[1].clone(), parts[0].clone()].concat()),
+            (
+                "with the next message's chunk",
+                [sealed.clone(), next.clone()].concat(),
+            ),
+        ] {
+            assert!(
+                open(&mut receiver, &bytes).is_err(),
+                "{attack} was accepted"
+            );
+        }
+        // Refusals leave the session as it was: the real payloads open.
+        assert_eq!(open(&mut receiver, &sealed).unwrap(), (ID, text));
+        assert_eq!(open(&mut receiver, &next).unwrap().1, b"the next message");
     }
 
     proptest! {

@@ -14,7 +14,7 @@ use crate::secure::noise_params;
 
 /// Bound into every handshake, so a handshake of another protocol (or of a
 /// future version of this one) cannot be mistaken for ours.
-const PROLOGUE: &[u8] = b"zmq-chat secure v1";
+const PROLOGUE: &[u8] = b"zmq-chat secure v2";
 
 /// A server forgets a session unused for this long; the client then shakes
 /// hands again without the user noticing.
