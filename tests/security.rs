@@ -670,3 +670,13 @@ fn an_all_zero_key_is_refused_by_both_programs() {
         "{stderr}"
     );
 }
+
+/// A folder given as `--key` gets one line saying so (not "Is a directory").
+#[test]
+fn a_folder_given_as_the_key_is_named_as_such() {
+    let keys = folder("key-is-folder");
+    let (status, _, stderr) = run_to_end(SERVER, &["--key", keys.to_str().unwrap()], "");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("is a folder, not a key file"), "{stderr}");
+}

@@ -34,6 +34,29 @@ pub enum KeyError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The path names something that is not a regular file (a folder, a
+    /// device).
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// Whether it is a folder (the usual mistake).
+        folder: bool,
+    },
+    /// A private key file owned by another user is not trusted (as ssh).
+    NotOwner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner's user id.
+        owner: u32,
+    },
+    /// A private key in a folder that anyone may write to (and that is not
+    /// sticky, as /tmp is) could be replaced by anyone.
+    LooseFolder {
+        /// The folder.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The text is not base64.
     BadEncoding {
         /// Where the text came from (a file and line, a flag).
@@ -73,6 +96,32 @@ impl fmt::Display for KeyError {
             ),
             KeyError::Random(error) => write!(f, "cannot generate a key: {error}"),
             KeyError::BadEncoding { what } => write!(f, "{what} is not valid base64"),
+            KeyError::NotAFile { path, folder: true } => write!(
+                f,
+                "{} is a folder, not a key file: name the key file in it (made with --keygen FILE)",
+                path.display()
+            ),
+            KeyError::NotAFile {
+                path,
+                folder: false,
+            } => {
+                write!(
+                    f,
+                    "{} is not a regular file, so not a key file",
+                    path.display()
+                )
+            }
+            KeyError::NotOwner { path, owner } => write!(
+                f,
+                "private key file {} belongs to another user (uid {owner}); use a key file of your own",
+                path.display()
+            ),
+            KeyError::LooseFolder { path, mode } => write!(
+                f,
+                "the folder {} can be written by anyone (mode {mode:03o}), so the key in it could be replaced; move the key, or run: chmod o-w {}",
+                path.display(),
+                path.display()
+            ),
             KeyError::LowOrder { what } => write!(
                 f,
                 "{what} is not a usable public key: it is a point of small order (such as all zeros), with which anyone could read the chat"
@@ -199,20 +248,45 @@ impl Identity {
     }
 
     /// Reads a key file written by [`Identity::write_new`] (or by hand: one
-    /// base64 line). Refuses files that group or others can read.
+    /// base64 line). The file is opened once and the open file is checked
+    /// (no race between a check and the read): it must be a regular file of
+    /// this user's that group and others cannot read, in a folder that not
+    /// everyone can write to (unless sticky, as /tmp).
+    ///
+    /// # Errors
+    /// Each check that fails, and the read, as a [`KeyError`] naming the fix.
     pub fn load(path: &Path) -> Result<Identity, KeyError> {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
         let io_error = |error| KeyError::Io {
             path: path.to_path_buf(),
             error,
         };
-        let mode = fs::metadata(path).map_err(io_error)?.permissions().mode() & 0o777;
+        let mut file = fs::File::open(path).map_err(io_error)?;
+        let metadata = file.metadata().map_err(io_error)?;
+        if !metadata.is_file() {
+            return Err(KeyError::NotAFile {
+                path: path.to_path_buf(),
+                folder: metadata.is_dir(),
+            });
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if metadata.uid() != unsafe { libc::geteuid() } {
+            return Err(KeyError::NotOwner {
+                path: path.to_path_buf(),
+                owner: metadata.uid(),
+            });
+        }
+        let mode = metadata.mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyError::LoosePermissions {
                 path: path.to_path_buf(),
                 mode,
             });
         }
-        let text = fs::read_to_string(path).map_err(io_error)?;
+        check_folder(path)?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io_error)?;
         let what = format!("the key in {}", path.display());
         decode_key(text.trim(), &what).map(Identity::from_private)
     }
@@ -240,6 +314,29 @@ impl Identity {
         identity.write_new(path)?;
         Ok((identity, true))
     }
+}
+
+/// Refuses a key whose folder anyone may write to, unless the folder is
+/// sticky (then only the file's owner may replace it, as in /tmp).
+fn check_folder(path: &Path) -> Result<(), KeyError> {
+    let folder = match path.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    let metadata = fs::metadata(folder).map_err(|error| KeyError::Io {
+        path: folder.to_path_buf(),
+        error,
+    })?;
+    let mode = metadata.permissions().mode();
+    const WRITABLE_BY_OTHERS: u32 = 0o002;
+    const STICKY: u32 = 0o1000;
+    if mode & WRITABLE_BY_OTHERS != 0 && mode & STICKY == 0 {
+        return Err(KeyError::LooseFolder {
+            path: folder.to_path_buf(),
+            mode: mode & 0o7777,
+        });
+    }
+    Ok(())
 }
 
 /// Where `chat-client` keeps its key when `--key` is not given:
@@ -357,6 +454,85 @@ mod tests {
         std::array::from_fn(|index| {
             u8::from_str_radix(&hex[2 * index..2 * index + 2], 16).expect("hex")
         })
+    }
+
+    /// A fresh folder for one test, owner-only.
+    fn scratch(name: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("zmq-chat-keys-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::DirBuilder::new().mode(0o700).create(&path).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_folder_given_as_a_key_file_is_named_as_such() {
+        let folder = scratch("folder");
+        let Err(error) = Identity::load(&folder) else {
+            panic!("a folder is refused");
+        };
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{} is a folder, not a key file: name the key file in it (made with --keygen FILE)",
+                folder.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_key_in_a_folder_anyone_may_write_is_refused_unless_it_is_sticky() {
+        let folder = scratch("loose");
+        let key = folder.join("server.key");
+        Identity::generate().unwrap().write_new(&key).unwrap();
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o777)).unwrap();
+        let Err(error) = Identity::load(&key) else {
+            panic!("a world-writable folder is refused");
+        };
+        assert!(
+            matches!(error, KeyError::LooseFolder { mode: 0o777, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("chmod o-w"), "{error}");
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(
+            Identity::load(&key).is_ok(),
+            "a sticky folder, as /tmp, is fine"
+        );
+    }
+
+    #[test]
+    fn a_key_file_of_another_user_is_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let folder = scratch("owner");
+        let key = folder.join("client.key");
+        Identity::generate().unwrap().write_new(&key).unwrap();
+        // Only root can give a file away; as anyone else there is no such file to test with.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: giving a file to another user needs root");
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI runs as root: this must not skip"
+            );
+            return;
+        }
+        let nobody = 65534;
+        std::os::unix::fs::chown(&key, Some(nobody), Some(nobody)).unwrap();
+        assert_eq!(fs::metadata(&key).unwrap().uid(), nobody);
+        let Err(error) = Identity::load(&key) else {
+            panic!("another user's key is refused");
+        };
+        assert!(
+            matches!(error, KeyError::NotOwner { owner: 65534, .. }),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("belongs to another user (uid 65534)"),
+            "{error}"
+        );
     }
 
     #[test]
