@@ -55,6 +55,9 @@ pub enum Admission {
         mark: Mark,
         /// One line for the operator's stderr.
         notice: String,
+        /// For a notice a peer can repeat at will (a refusal), the kind it
+        /// is rate-limited as; `None` for one worth every line.
+        throttle: Option<&'static str>,
     },
 }
 
@@ -123,6 +126,7 @@ impl ServerChannel for Plain {
                 body: PLAIN_ONLY.as_bytes().to_vec(),
                 mark: Mark::Refused,
                 notice: "refused an encrypted chat: this server runs in plain mode (start it with --key FILE for encrypted chats)".into(),
+                throttle: Some("refused"),
             };
         }
         Admission::Message {

@@ -205,11 +205,15 @@ impl ChatServer {
         };
         let (origin, id, body) = match self.channel.incoming(id, body, now) {
             Admission::Message { origin, id, body } => (origin, id, body),
-            Admission::Answer { body, mark, notice } => {
-                match mark {
-                    // A refusal is the answer to a peer's mistake, which it can repeat.
-                    Mark::Refused => self.warn(screen, "refused", &notice, now),
-                    _ => screen.notice(&notice),
+            Admission::Answer {
+                body,
+                mark,
+                notice,
+                throttle,
+            } => {
+                match throttle {
+                    Some(kind) => self.warn(screen, kind, &notice, now),
+                    None => screen.notice(&notice),
                 }
                 self.send(marked(envelope, id, mark), vec![body], screen, now);
                 return Ok(Served::Next);

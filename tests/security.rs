@@ -680,3 +680,74 @@ fn a_folder_given_as_the_key_is_named_as_such() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("is a folder, not a key file"), "{stderr}");
 }
+
+/// 10,000 forged first handshake messages from ten connections (each costs
+/// the server a Diffie-Hellman before it fails) do not keep a legitimate
+/// client from its first reply within a second, and make a handful of
+/// stderr lines, not one per frame. (libzmq serves connections in turn.)
+#[test]
+fn a_flood_of_forged_handshakes_delays_no_legitimate_client() {
+    let keys = folder("handshake-flood");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &["--echo"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = {
+        let (endpoint, stop) = (endpoint.clone(), std::sync::Arc::clone(&stop));
+        thread::spawn(move || {
+            let context = zmq::Context::new();
+            let sockets: Vec<zmq::Socket> = (0..10)
+                .map(|_| {
+                    let socket = plain_socket(&context, zmq::DEALER);
+                    socket.connect(&endpoint).unwrap();
+                    socket
+                })
+                .collect();
+            let mut forged = b"zcs2H".to_vec();
+            forged.extend_from_slice(&7u64.to_be_bytes());
+            forged.extend((0..96u8).map(|byte| byte.wrapping_mul(37).wrapping_add(11)));
+            let mut sent = 0;
+            while sent < 10_000 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for socket in &sockets {
+                    let id = format!("zc1:00000000000f100d:{sent}");
+                    if socket
+                        .send_multipart([id.as_bytes(), b"", &forged], zmq::DONTWAIT)
+                        .is_ok()
+                    {
+                        sent += 1;
+                    }
+                    // Replies are read and dropped, so the flood never stalls on them.
+                    while socket.recv_multipart(zmq::DONTWAIT).is_ok() {}
+                }
+            }
+            sent
+        })
+    };
+    let (client_key, _) = keygen(&keys, "client.key");
+    server.stderr_line_containing("refused a handshake");
+    let started = Instant::now();
+    let (status, stdout, stderr) = run_to_end(
+        CLIENT,
+        &[
+            "--connect",
+            &endpoint,
+            "--server-key",
+            &server_key,
+            "--key",
+            &client_key,
+        ],
+        "through the flood\n",
+    );
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = flooding.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, "through the flood");
+    assert!(
+        took < Duration::from_secs(1),
+        "the legitimate client took {took:?} ({sent} forged)"
+    );
+    let lines = server.drain_stderr().len();
+    assert!(
+        lines < 20,
+        "{lines} stderr lines for {sent} forged handshakes"
+    );
+}

@@ -21,6 +21,7 @@ impl ServerChannel for ServerSecurity {
                 mark: Mark::Refused,
                 notice: "refused a plain (unencrypted) message: this server is in secure mode"
                     .into(),
+                throttle: Some("refused"),
             };
         }
         match self.open(&body, id, now) {
@@ -37,10 +38,15 @@ impl ServerChannel for ServerSecurity {
                 id: Some(id),
                 body: vec![text],
             },
-            Opened::Answer { reply, notice } => Admission::Answer {
+            Opened::Answer {
+                reply,
+                notice,
+                refusal,
+            } => Admission::Answer {
                 body: reply,
                 mark: Mark::Normal,
                 notice,
+                throttle: refusal.then_some("secure refusal"),
             },
         }
     }

@@ -1,9 +1,18 @@
 //! The two ends of a secure chat: the client starts a Noise IK handshake
 //! with the server's pinned key; the server answers it, checks the client's
-//! key against its allow list and keeps one session per handshake.
+//! key against its allow list and keeps sessions per client key.
+//!
+//! As in WireGuard, the client's first message carries a TAI64N timestamp,
+//! encrypted and authenticated by the client's key: the server keeps the
+//! newest one per key and refuses any handshake that is not newer, so a
+//! recorded handshake cannot be replayed to open sessions. A key has at
+//! most one pending session (handshake done, no message yet) and
+//! [`CONFIRMED_PER_CLIENT`] confirmed ones; a new session replaces an older
+//! one only once its first sealed message confirms it, so a handshake never
+//! evicts a working session.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use snow::{HandshakeState, TransportState};
 
@@ -20,8 +29,30 @@ const PROLOGUE: &[u8] = b"zmq-chat secure v2";
 /// hands again without the user noticing.
 pub const SESSION_IDLE_LIMIT: Duration = Duration::from_secs(30 * 60);
 
-/// At most this many sessions are kept; beyond, the least recently used goes.
-pub const MAX_SESSIONS: usize = 4096;
+/// At most this many client keys are remembered (their newest handshake
+/// and sessions); beyond, a key that never confirmed a session goes first,
+/// then the one heard from least recently.
+pub const MAX_CLIENTS: usize = 4096;
+
+/// Confirmed sessions kept per client key: the newest and the one before
+/// (two processes may share a key, and a re-handshake must not cut the
+/// session a message is in flight on).
+pub const CONFIRMED_PER_CLIENT: usize = 2;
+
+/// A TAI64N timestamp: 8 bytes of TAI64 seconds, 4 of nanoseconds, big
+/// endian, so that byte order is time order.
+type Timestamp = [u8; 12];
+
+/// The current time as TAI64N (the label of 1970 TAI is 2^62 + 10).
+fn tai64n_now() -> Timestamp {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut stamp = [0u8; 12];
+    stamp[..8].copy_from_slice(&(0x4000_0000_0000_000a_u64 + since.as_secs()).to_be_bytes());
+    stamp[8..].copy_from_slice(&since.subsec_nanos().to_be_bytes());
+    stamp
+}
 
 /// What can go wrong on the client's side of a secure chat. Each says what
 /// it means for the user.
@@ -74,7 +105,16 @@ pub struct ClientSecurity {
     identity: Identity,
     server_key: PublicKey,
     state: ClientState,
+    /// The last handshake's timestamp: the next is always later, even if
+    /// the clock is not.
+    last_stamp: Timestamp,
+    /// How many times the server said "no such session" while this message
+    /// waited: an unauthenticated answer, so only a few restarts follow it.
+    restarts: (Option<MessageId>, u32),
 }
+
+/// Handshakes restarted on "no such session" for one message, at most.
+const RESTARTS_PER_MESSAGE: u32 = 3;
 
 /// Where the client's handshake stands. A reply moves it forward only from
 /// the state that expects that reply.
@@ -115,6 +155,8 @@ impl ClientSecurity {
             identity,
             server_key,
             state: ClientState::Idle,
+            last_stamp: [0; 12],
+            restarts: (None, 0),
         }
     }
 
@@ -148,8 +190,15 @@ impl ClientSecurity {
             .remote_public_key(&self.server_key.0)?
             .prologue(PROLOGUE)?
             .build_initiator()?;
+        let mut stamp = tai64n_now();
+        if stamp <= self.last_stamp {
+            stamp = self.last_stamp;
+            let nanos = u32::from_be_bytes([stamp[8], stamp[9], stamp[10], stamp[11]]);
+            stamp[8..].copy_from_slice(&nanos.wrapping_add(1).to_be_bytes());
+        }
+        self.last_stamp = stamp;
         let mut noise = vec![0u8; 256];
-        let length = handshake.write_message(&[], &mut noise)?;
+        let length = handshake.write_message(&stamp, &mut noise)?;
         let client_index = random_id();
         self.state = ClientState::Handshaking {
             handshake: Box::new(handshake),
@@ -231,8 +280,19 @@ impl ClientSecurity {
             }
             Frame::Refused {
                 reason: Refusal::UnknownSession,
-                ..
+                text,
             } => {
+                let (message, count) = &mut self.restarts;
+                if *message != Some(id) {
+                    (*message, *count) = (Some(id), 0);
+                }
+                *count += 1;
+                if *count > RESTARTS_PER_MESSAGE {
+                    return Err(SecureFailure::Refused(
+                        Refusal::UnknownSession,
+                        String::from_utf8_lossy(text).into_owned(),
+                    ));
+                }
                 let restart = self
                     .begin_handshake()
                     .map_err(|_| SecureFailure::ServerNotProven)?;
@@ -267,7 +327,21 @@ fn seal_message(
 pub struct ServerSecurity {
     identity: Identity,
     allowed: Option<AllowList>,
+    /// By server index: at most `(1 + CONFIRMED_PER_CLIENT) * MAX_CLIENTS`.
     sessions: HashMap<u64, ServerSession>,
+    /// By client key: at most [`MAX_CLIENTS`].
+    clients: HashMap<PublicKey, Client>,
+}
+
+/// What the server knows of one client key.
+struct Client {
+    /// The newest handshake timestamp seen: an older or equal one is a replay.
+    newest: Timestamp,
+    /// A session whose handshake is done but that no message confirmed yet.
+    pending: Option<u64>,
+    /// Confirmed sessions, newest first.
+    confirmed: VecDeque<u64>,
+    last_seen: Instant,
 }
 
 struct ServerSession {
@@ -287,8 +361,14 @@ pub(crate) enum Opened {
         id: MessageId,
         text: Vec<u8>,
     },
-    /// Not a message: send `reply` back at once and log `notice`.
-    Answer { reply: Vec<u8>, notice: String },
+    /// Not a message: send `reply` back at once and log `notice`; a
+    /// refusal's notice is one a peer can repeat at will, so it is
+    /// rate-limited.
+    Answer {
+        reply: Vec<u8>,
+        notice: String,
+        refusal: bool,
+    },
 }
 
 impl ServerSecurity {
@@ -298,6 +378,7 @@ impl ServerSecurity {
             identity,
             allowed,
             sessions: HashMap::new(),
+            clients: HashMap::new(),
         }
     }
 
@@ -352,7 +433,8 @@ impl ServerSecurity {
             return refuse_low_order();
         }
         let mut payload = vec![0u8; 256];
-        if handshake.read_message(noise, &mut payload).is_err() {
+        let read = handshake.read_message(noise, &mut payload);
+        if read.is_err() {
             return refuse(
                 Refusal::HandshakeFailed,
                 "the server could not read the handshake: the client has the wrong --server-key (or the handshake was altered on the way)",
@@ -381,6 +463,33 @@ impl ServerSecurity {
                 format!("refused client key {client}: not on the allow list"),
             );
         }
+        let stamp = read
+            .ok()
+            .and_then(|length| Timestamp::try_from(&payload[..length]).ok());
+        let Some(stamp) = stamp else {
+            return refuse(
+                Refusal::HandshakeFailed,
+                "the handshake carried no timestamp: this chat-client is too old for this server",
+                format!(
+                    "refused a handshake without a timestamp from client {}",
+                    client.fingerprint()
+                ),
+            );
+        };
+        if self
+            .clients
+            .get(&client)
+            .is_some_and(|known| stamp <= known.newest)
+        {
+            return refuse(
+                Refusal::HandshakeFailed,
+                "a handshake no newer than one already seen was refused (replayed?)",
+                format!(
+                    "refused a replayed handshake of client {} (not newer than the last one)",
+                    client.fingerprint()
+                ),
+            );
+        }
         let mut noise_reply = vec![0u8; 256];
         let written = handshake.write_message(&[], &mut noise_reply);
         let transport = written.and_then(|length| {
@@ -395,7 +504,18 @@ impl ServerSecurity {
             );
         };
         let server_index = random_id();
-        self.make_room(now);
+        let known = self.clients.entry(client).or_insert(Client {
+            newest: stamp,
+            pending: None,
+            confirmed: VecDeque::new(),
+            last_seen: now,
+        });
+        known.newest = stamp;
+        known.last_seen = now;
+        // Only the pending session is replaced: confirmed ones keep working.
+        if let Some(unconfirmed) = known.pending.replace(server_index) {
+            self.sessions.remove(&unconfirmed);
+        }
         self.sessions.insert(
             server_index,
             ServerSession {
@@ -405,6 +525,7 @@ impl ServerSecurity {
                 last_used: now,
             },
         );
+        self.make_room(client);
         Opened::Answer {
             reply: Frame::HandshakeReply {
                 client_index,
@@ -416,6 +537,7 @@ impl ServerSecurity {
                 "encrypted session with client {} started",
                 client.fingerprint()
             ),
+            refusal: false,
         }
     }
 
@@ -430,7 +552,7 @@ impl ServerSecurity {
             Some(session) if now.duration_since(session.last_used) <= SESSION_IDLE_LIMIT => session,
             found => {
                 if found.is_some() {
-                    self.sessions.remove(&server_index);
+                    self.forget_session(server_index);
                 }
                 return refuse(
                     Refusal::UnknownSession,
@@ -440,24 +562,65 @@ impl ServerSecurity {
                 );
             }
         };
+        let nonce_before = session.transport.receiving_nonce();
         match frame::open(&mut session.transport, sealed) {
             Ok((id, text)) if Some(id) == envelope_id => {
                 session.last_used = now;
+                let client = session.client;
+                self.confirm(client, server_index, now);
                 Opened::Message {
                     session: server_index,
-                    client: session.client,
+                    client,
                     id,
                     text,
                 }
             }
-            _ => refuse(
-                Refusal::NotAuthentic,
-                "the message failed authentication (altered, replayed or out of order) and was dropped",
-                format!(
-                    "dropped a message from client {} that failed authentication (altered, replayed or out of order)",
-                    session.client.fingerprint()
-                ),
-            ),
+            opened => {
+                // An id altered on the way must not burn the nonce: the
+                // genuine copy that follows still opens.
+                if opened.is_ok() {
+                    session.transport.set_receiving_nonce(nonce_before);
+                }
+                refuse(
+                    Refusal::NotAuthentic,
+                    "the message failed authentication (altered, replayed or out of order) and was dropped",
+                    format!(
+                        "dropped a message from client {} that failed authentication (altered, replayed or out of order)",
+                        session.client.fingerprint()
+                    ),
+                )
+            }
+        }
+    }
+
+    /// A message opened on `index`: if that was the client's pending
+    /// session, it is confirmed now, and the oldest confirmed one beyond
+    /// [`CONFIRMED_PER_CLIENT`] goes.
+    fn confirm(&mut self, client: PublicKey, index: u64, now: Instant) {
+        let Some(known) = self.clients.get_mut(&client) else {
+            return;
+        };
+        known.last_seen = now;
+        if known.pending == Some(index) {
+            known.pending = None;
+            known.confirmed.push_front(index);
+            while known.confirmed.len() > CONFIRMED_PER_CLIENT {
+                if let Some(old) = known.confirmed.pop_back() {
+                    self.sessions.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Removes a session, and its mention in its client's entry.
+    fn forget_session(&mut self, index: u64) {
+        if let Some(session) = self.sessions.remove(&index)
+            && let Some(known) = self.clients.get_mut(&session.client)
+        {
+            if known.pending == Some(index) {
+                known.pending = None;
+            }
+            known.confirmed.retain(|kept| *kept != index);
         }
     }
 
@@ -480,23 +643,23 @@ impl ServerSecurity {
         )
     }
 
-    /// Drops expired sessions and, if still full, the least recently used.
-    fn make_room(&mut self, now: Instant) {
-        if self.sessions.len() < MAX_SESSIONS {
-            return;
-        }
-        self.sessions
-            .retain(|_, session| now.duration_since(session.last_used) <= SESSION_IDLE_LIMIT);
-        while self.sessions.len() >= MAX_SESSIONS {
+    /// Keeps at most [`MAX_CLIENTS`] client keys: beyond, forgets first a
+    /// key that never confirmed a session (a flood of new keys makes only
+    /// such), then the one heard from least recently; never `newcomer`.
+    fn make_room(&mut self, newcomer: PublicKey) {
+        while self.clients.len() > MAX_CLIENTS {
             let oldest = self
-                .sessions
+                .clients
                 .iter()
-                .min_by_key(|(_, session)| session.last_used)
-                .map(|(index, _)| *index);
-            match oldest {
-                Some(index) => self.sessions.remove(&index),
-                None => break,
-            };
+                .filter(|(key, _)| **key != newcomer)
+                .min_by_key(|(_, known)| (!known.confirmed.is_empty(), known.last_seen))
+                .map(|(key, _)| *key);
+            let Some(key) = oldest else { break };
+            if let Some(known) = self.clients.remove(&key) {
+                for index in known.pending.iter().chain(&known.confirmed) {
+                    self.sessions.remove(index);
+                }
+            }
         }
     }
 
@@ -524,6 +687,7 @@ fn refuse(reason: Refusal, text: &str, notice: String) -> Opened {
         }
         .encode(),
         notice,
+        refusal: true,
     }
 }
 
@@ -705,6 +869,147 @@ mod tests {
             client.step(ID, b"hi", &[reply]).err(),
             Some(SecureFailure::ServerNotProven)
         );
+    }
+
+    /// Two loads of one key, as two processes sharing a key file have.
+    fn same_identity_twice() -> (Identity, Identity) {
+        let path = std::env::temp_dir().join(format!(
+            "zmq-chat-session-twice-{}-{}",
+            std::process::id(),
+            random_id()
+        ));
+        identity().write_new(&path).unwrap();
+        let pair = (
+            Identity::load(&path).unwrap(),
+            Identity::load(&path).unwrap(),
+        );
+        let _ = std::fs::remove_file(&path);
+        pair
+    }
+
+    /// Sends message `id` from an established `client`; whether it opened.
+    fn opens(client: &mut ClientSecurity, server: &mut ServerSecurity, id: MessageId) -> bool {
+        let sealed = client.opening(id, b"m").unwrap();
+        matches!(
+            server.open(&[sealed], Some(id), Instant::now()),
+            Opened::Message { .. }
+        )
+    }
+
+    #[test]
+    fn a_replayed_handshake_is_refused_and_evicts_no_session() {
+        let server_identity = identity();
+        let server_key = server_identity.public_key();
+        let mut server = ServerSecurity::new(server_identity, None);
+        let mut client = ClientSecurity::new(identity(), server_key);
+        let now = Instant::now();
+        let hello = client.opening(ID, b"hi").unwrap();
+        let Opened::Answer { reply, .. } = server.open(std::slice::from_ref(&hello), Some(ID), now)
+        else {
+            panic!("the handshake is answered");
+        };
+        let ClientStep::Send(sealed) = client.step(ID, b"hi", &[reply]).unwrap() else {
+            panic!("the handshake completes");
+        };
+        assert!(matches!(
+            server.open(&[sealed], Some(ID), now),
+            Opened::Message { .. }
+        ));
+        // Before, each replay made a session (and past 4,096 evicted live
+        // ones); now none does, so a hundred show it.
+        for _ in 0..100 {
+            let answer = server.open(std::slice::from_ref(&hello), Some(ID), now);
+            assert_eq!(refusal(&answer), Refusal::HandshakeFailed);
+        }
+        let Opened::Answer { notice, .. } = server.open(&[hello], Some(ID), now) else {
+            unreachable!()
+        };
+        assert!(notice.contains("replayed handshake"), "{notice}");
+        assert_eq!(server.session_count(), 1, "no session made by a replay");
+        assert!(opens(
+            &mut client,
+            &mut server,
+            MessageId { sequence: 2, ..ID }
+        ));
+    }
+
+    #[test]
+    fn a_new_session_replaces_an_old_one_only_once_confirmed() {
+        let server_identity = identity();
+        let server_key = server_identity.public_key();
+        let mut server = ServerSecurity::new(server_identity, None);
+        let now = Instant::now();
+        let (one, two) = same_identity_twice();
+        let mut first = ClientSecurity::new(one, server_key);
+        first_message(&mut first, &mut server, now);
+        // A second handshake with the same key, never confirmed: the first
+        // session keeps working.
+        let mut second = ClientSecurity::new(two, server_key);
+        let hello = second.opening(ID, b"hi").unwrap();
+        let Opened::Answer { reply, .. } = server.open(&[hello], Some(ID), now) else {
+            panic!("answered");
+        };
+        assert!(opens(
+            &mut first,
+            &mut server,
+            MessageId { sequence: 2, ..ID }
+        ));
+        // Confirmed, it joins the first (two confirmed sessions per key).
+        let ClientStep::Send(sealed) = second.step(ID, b"hi", &[reply]).unwrap() else {
+            panic!("the handshake completes");
+        };
+        assert!(matches!(
+            server.open(&[sealed], Some(ID), now),
+            Opened::Message { .. }
+        ));
+        assert!(opens(
+            &mut first,
+            &mut server,
+            MessageId { sequence: 3, ..ID }
+        ));
+        assert!(opens(
+            &mut second,
+            &mut server,
+            MessageId { sequence: 2, ..ID }
+        ));
+        assert_eq!(server.session_count(), 2);
+    }
+
+    #[test]
+    fn a_handshake_older_than_the_newest_seen_is_refused() {
+        let server_identity = identity();
+        let server_key = server_identity.public_key();
+        let mut server = ServerSecurity::new(server_identity, None);
+        let now = Instant::now();
+        let (one, two) = same_identity_twice();
+        let mut older = ClientSecurity::new(one, server_key);
+        let recorded = older.opening(ID, b"hi").unwrap();
+        let mut newer = ClientSecurity::new(two, server_key);
+        first_message(&mut newer, &mut server, now);
+        let answer = server.open(&[recorded], Some(ID), now);
+        assert_eq!(refusal(&answer), Refusal::HandshakeFailed);
+        assert_eq!(server.session_count(), 1);
+    }
+
+    #[test]
+    fn no_such_session_restarts_the_handshake_a_few_times_then_fails() {
+        let mut client = ClientSecurity::new(identity(), identity().public_key());
+        client.opening(ID, b"hi").unwrap();
+        let unknown = Frame::Refused {
+            reason: Refusal::UnknownSession,
+            text: b"no such session",
+        }
+        .encode();
+        for _ in 0..RESTARTS_PER_MESSAGE {
+            assert!(matches!(
+                client.step(ID, b"hi", std::slice::from_ref(&unknown)),
+                Ok(ClientStep::Restart(_))
+            ));
+        }
+        assert!(matches!(
+            client.step(ID, b"hi", &[unknown]),
+            Err(SecureFailure::Refused(Refusal::UnknownSession, _))
+        ));
     }
 
     #[test]
