@@ -48,6 +48,17 @@ pub fn keygen(program: &str, path: &Path) -> Result<u8, KeyError> {
     Ok(EXIT_OK)
 }
 
+/// `--public-key FILE`: prints the public key of an existing private key
+/// file on stdout as one base64 line, as `wg pubkey` and `ssh-keygen -y` do.
+/// The file is checked as when it is used (owner-only, this user's).
+///
+/// # Errors
+/// When the key file cannot be used ([`KeyError`] says why).
+pub fn print_public_key(path: &Path) -> Result<u8, KeyError> {
+    println!("{}", Identity::load(path)?.public_key());
+    Ok(EXIT_OK)
+}
+
 /// Parses a public key flag (`--server-key`), for clap.
 pub fn parse_public_key(text: &str) -> Result<PublicKey, String> {
     PublicKey::parse(text, &format!("'{text}'")).map_err(|error| error.to_string())

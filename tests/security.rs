@@ -751,3 +751,21 @@ fn a_flood_of_forged_handshakes_delays_no_legitimate_client() {
         "{lines} stderr lines for {sent} forged handshakes"
     );
 }
+
+/// `--public-key FILE` prints the public key of a key file, as `--keygen`
+/// printed it when making the file, with both programs; a missing file is
+/// one line of error, exit 1.
+#[test]
+fn public_key_prints_the_public_key_of_a_key_file() {
+    let keys = folder("public-key");
+    let (key_file, public) = keygen(&keys, "server.key");
+    for program in [SERVER, CLIENT] {
+        let (status, stdout, stderr) = run_to_end(program, &["--public-key", &key_file], "");
+        assert!(status.success(), "{stderr}");
+        assert_eq!(stdout.trim(), public);
+    }
+    let missing = keys.join("missing.key");
+    let (status, _, stderr) = run_to_end(SERVER, &["--public-key", missing.to_str().unwrap()], "");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

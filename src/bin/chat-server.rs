@@ -64,6 +64,11 @@ struct Args {
     /// Write a new private key to FILE (owner-only), print its public key, exit
     #[arg(long, value_name = "FILE", exclusive = true)]
     keygen: Option<PathBuf>,
+
+    /// Print the public key of the private key FILE (for a peer, or an
+    /// --allow list) and exit
+    #[arg(long, value_name = "FILE", exclusive = true)]
+    public_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +82,9 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<u8> {
     if let Some(path) = &args.keygen {
         return Ok(cli::keygen(PROGRAM, path)?);
+    }
+    if let Some(path) = &args.public_key {
+        return Ok(cli::print_public_key(path)?);
     }
     let security = args
         .key
