@@ -75,6 +75,10 @@ pub trait ServerChannel {
         id: Option<MessageId>,
         reply: Vec<Vec<u8>>,
     ) -> Option<Vec<Vec<u8>>>;
+
+    /// The body that tells the sender of message `id` that the operator
+    /// ended the chat (its envelope carries [`Mark::Ended`] too).
+    fn goodbye(&mut self, origin: Origin, id: MessageId) -> Vec<Vec<u8>>;
 }
 
 /// What the client's channel makes of a reply to its pending message.
@@ -90,8 +94,11 @@ pub enum Step {
         /// One line for the user, if the step is worth telling.
         notice: Option<String>,
     },
-    /// Not about the pending message (a late answer to an earlier session).
+    /// Not about the pending message (a late answer to an earlier session),
+    /// or not to be believed (a clear refusal inside a secure session).
     Ignore,
+    /// The server's operator ended the chat with this message unanswered.
+    Ended,
     /// The message cannot be answered; the reason, for the user.
     Failed(String),
 }
@@ -104,8 +111,16 @@ pub trait ClientChannel {
     /// Only if sealing fails where valid input cannot fail (a bug, reported).
     fn outgoing(&mut self, id: MessageId, text: &str) -> Result<Vec<u8>, ChatError>;
 
-    /// What the body of a reply to message `id` (whose text is `text`) means.
-    fn incoming(&mut self, id: MessageId, text: &str, body: Vec<Vec<u8>>) -> Step;
+    /// What a reply means while message `id` (whose text is `text`) waits:
+    /// its envelope's id and `mark`, and its `body`.
+    fn incoming(
+        &mut self,
+        id: MessageId,
+        text: &str,
+        envelope_id: Option<MessageId>,
+        mark: Mark,
+        body: Vec<Vec<u8>>,
+    ) -> Step;
 
     /// The connection was made again, perhaps to a new server: forget what
     /// was agreed with the old one.
@@ -144,6 +159,26 @@ impl ServerChannel for Plain {
     ) -> Option<Vec<Vec<u8>>> {
         Some(reply)
     }
+
+    fn goodbye(&mut self, _origin: Origin, _id: MessageId) -> Vec<Vec<u8>> {
+        vec![Vec::new()]
+    }
+}
+
+/// What an envelope's mark says, in plain mode (and in secure mode before
+/// a session exists, when nothing can be sealed): `None` for a reply.
+pub(crate) fn marked_step(mark: Mark, body: &[Vec<u8>]) -> Option<Step> {
+    match mark {
+        Mark::Normal => None,
+        Mark::Ended => Some(Step::Ended),
+        Mark::Refused => {
+            let reason = crate::message::Incoming::decode(body, 1024).text;
+            Some(Step::Failed(format!(
+                "the server refused the message: {}",
+                crate::display::escape_for_terminal(&reason)
+            )))
+        }
+    }
 }
 
 impl ClientChannel for Plain {
@@ -151,8 +186,20 @@ impl ClientChannel for Plain {
         Ok(text.as_bytes().to_vec())
     }
 
-    fn incoming(&mut self, _id: MessageId, _text: &str, body: Vec<Vec<u8>>) -> Step {
-        Step::Reply(body)
+    fn incoming(
+        &mut self,
+        id: MessageId,
+        _text: &str,
+        envelope_id: Option<MessageId>,
+        mark: Mark,
+        body: Vec<Vec<u8>>,
+    ) -> Step {
+        // The answer to an earlier copy or message, or something the server
+        // sent unasked: not the reply to this message.
+        if envelope_id != Some(id) {
+            return Step::Ignore;
+        }
+        marked_step(mark, &body).unwrap_or(Step::Reply(body))
     }
 
     fn reset(&mut self) {}

@@ -30,8 +30,7 @@ use std::time::{Duration, Instant};
 use crate::address::Endpoint;
 use crate::channel::{ClientChannel, Plain, Step};
 use crate::clock::Clock;
-use crate::display::escape_for_terminal;
-use crate::envelope::{self, Enveloped, Mark, MessageId};
+use crate::envelope::{self, Enveloped, MessageId};
 use crate::error::ChatError;
 use crate::message::{DEFAULT_MAX_MESSAGE_BYTES, Incoming, MAX_TEXT_BYTES};
 use crate::secure::session::ClientSecurity;
@@ -346,6 +345,15 @@ impl ChatClient {
                         )));
                     }
                     Change::Lost => {
+                        // What arrived before the loss is still queued (a
+                        // server's last words: its goodbye): read it first.
+                        while self.socket.get_events()?.contains(zmq::POLLIN) {
+                            if let Ok(frames) = transport::receive_one(&self.socket)?
+                                && let Some(waited) = self.reply_to(id, text, frames, screen)?
+                            {
+                                return Ok(waited);
+                            }
+                        }
                         screen.notice(&format!(
                             "lost the connection to the server at {}; waiting up to {} s for it to come back",
                             self.endpoint,
@@ -392,35 +400,30 @@ impl ChatClient {
         frames: Vec<Vec<u8>>,
         screen: &Screen,
     ) -> Result<Option<Waited>, ChatError> {
-        let reply = match Enveloped::split(frames, 0) {
-            Ok(reply) if reply.id == Some(id) => reply,
-            // The answer to an earlier copy or message, or something the
-            // server sent unasked: not the reply to this message.
-            Ok(_) | Err(_) => return Ok(None),
+        // A message without an envelope is nobody's reply; whose reply one
+        // with an envelope is, the channel says (in a secure session, the
+        // sealed id decides).
+        let Ok(reply) = Enveloped::split(frames, 0) else {
+            return Ok(None);
         };
-        match reply.mark {
-            Mark::Ended => return Ok(Some(Waited::Ended)),
-            Mark::Refused => {
-                let reason = Incoming::decode(&reply.body, 1024).text;
-                return Ok(Some(Waited::Refused(format!(
-                    "the server refused the message: {}",
-                    escape_for_terminal(&reason)
-                ))));
-            }
-            Mark::Normal => {}
-        }
-        Ok(match self.channel.incoming(id, text, reply.body) {
-            Step::Reply(body) => Some(Waited::Reply(body)),
-            Step::Send { body, notice } => {
-                if let Some(notice) = notice {
-                    screen.notice(&notice);
+        Ok(
+            match self
+                .channel
+                .incoming(id, text, reply.id, reply.mark, reply.body)
+            {
+                Step::Reply(body) => Some(Waited::Reply(body)),
+                Step::Ended => Some(Waited::Ended),
+                Step::Send { body, notice } => {
+                    if let Some(notice) = notice {
+                        screen.notice(&notice);
+                    }
+                    self.send_request(id, &body)?;
+                    None
                 }
-                self.send_request(id, &body)?;
-                None
-            }
-            Step::Ignore => None,
-            Step::Failed(reason) => Some(Waited::Refused(reason)),
-        })
+                Step::Ignore => None,
+                Step::Failed(reason) => Some(Waited::Refused(reason)),
+            },
+        )
     }
 
     /// Sends `[id, "", body]` for the pending message.
@@ -533,6 +536,7 @@ fn connected_socket(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::Mark;
     use crate::fixture::{
         Lines, Output, SteppingClock, StopOnDrop, ipc_endpoint, peer_socket, screen,
     };

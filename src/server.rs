@@ -249,7 +249,7 @@ impl ChatServer {
                     (reply.clone(), Answer::Reply(reply))
                 }
                 Line::End(end) => {
-                    self.say_goodbye(envelope, id);
+                    self.say_goodbye(envelope, origin, id);
                     screen.notice(
                         "ending with the last message unanswered; its sender is told the chat ended",
                     );
@@ -309,10 +309,10 @@ impl ChatServer {
 
     /// Tells a waiting chat-client that the operator ended the chat. Best
     /// effort: a plain REQ peer cannot be told without a fake reply.
-    fn say_goodbye(&self, envelope: Vec<Vec<u8>>, id: Option<MessageId>) {
-        if id.is_some() {
-            let mut frames = marked(envelope, id, Mark::Ended);
-            frames.push(Vec::new());
+    fn say_goodbye(&mut self, envelope: Vec<Vec<u8>>, origin: Origin, id: Option<MessageId>) {
+        if let Some(id) = id {
+            let mut frames = marked(envelope, Some(id), Mark::Ended);
+            frames.extend(self.channel.goodbye(origin, id));
             let _ = transport::send_now(&self.socket, &frames);
         }
     }
@@ -731,6 +731,36 @@ mod tests {
             [format!("client {fingerprint} (encrypted)> secret")]
         );
         assert!(ran.stderr.text().contains("encrypted session with client"));
+    }
+
+    #[test]
+    fn a_secure_goodbye_is_sealed_in_the_session() {
+        let server_identity = Identity::generate().unwrap();
+        let server_key = server_identity.public_key();
+        let mut server = bound();
+        server.require_encryption(ServerSecurity::new(server_identity, None));
+        let client_identity = Identity::generate().unwrap();
+        let mut lines = Lines::new(&[], End::Quit);
+        let ran = serve_while(
+            server,
+            ReplySource::Operator(&mut lines),
+            false,
+            move |endpoint| {
+                let mut security = ClientSecurity::new(client_identity, server_key);
+                let client = dealer(endpoint);
+                request(&client, id(1), &security.opening(id(1), b"bye?").unwrap());
+                let handshake = reply(&client).split_off(2);
+                let Ok(ClientStep::Send(sealed)) = security.step(id(1), b"bye?", &handshake) else {
+                    panic!("the server completes the handshake");
+                };
+                request(&client, id(1), &sealed);
+                let goodbye = reply(&client);
+                assert_eq!(goodbye[0], id(1).marked_frame(Mark::Ended));
+                let step = security.step(id(1), b"bye?", &goodbye[2..]);
+                assert!(matches!(step, Ok(ClientStep::Ended)), "{goodbye:?}");
+            },
+        );
+        assert_eq!(ran.end, End::Quit);
     }
 
     #[test]

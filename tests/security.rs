@@ -201,13 +201,20 @@ fn zmtp_message_end(bytes: &[u8], mut at: usize) -> usize {
     }
 }
 
-/// The tap records what it forwards; wait until `needle` has crossed it.
-fn wait_for_bytes(tap: &Tap, needle: &[u8]) {
+/// The tap records what it forwards; wait until `needle` has crossed it
+/// toward the client `count` times.
+fn wait_for_bytes(tap: &Tap, needle: &[u8], count: usize) {
     let deadline = Instant::now() + DEADLINE;
-    while find(&tap.server_to_client(), needle).is_none() {
+    let seen = || {
+        tap.server_to_client()
+            .windows(needle.len())
+            .filter(|window| *window == needle)
+            .count()
+    };
+    while seen() < count {
         assert!(
             Instant::now() < deadline,
-            "{needle:?} never reached the client"
+            "{needle:?} did not reach the client {count} times"
         );
         thread::sleep(Duration::from_millis(10));
     }
@@ -381,7 +388,8 @@ fn replayed_ciphertext_is_rejected() {
 
     tap.replay_first_message();
     server.stderr_line_containing("failed authentication (altered, replayed or out of order)");
-    wait_for_bytes(&tap, b"zcs2R");
+    // The refusal is sealed in the session: a second sealed reply crosses.
+    wait_for_bytes(&tap, b"zcs2m", 2);
 
     client.send_line("second");
     assert_eq!(server.stdout_line(), "second", "the replay was not shown");
@@ -768,4 +776,20 @@ fn public_key_prints_the_public_key_of_a_key_file() {
     let (status, _, stderr) = run_to_end(SERVER, &["--public-key", missing.to_str().unwrap()], "");
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// The operator ends the chat (end of the server's script) while a secure
+/// client's message waits: the goodbye is sealed, so the client believes it
+/// and says the operator ended the chat (a forged, clear one it ignores:
+/// see the secure channel's unit tests).
+#[test]
+fn a_secure_servers_goodbye_is_sealed_and_believed() {
+    let keys = folder("sealed-goodbye");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &[]);
+    let mut client = secure_client(&keys, "client.key", &endpoint, &server_key);
+    client.send_line("are you leaving?");
+    assert_eq!(server.stdout_line(), "are you leaving?");
+    server.close_stdin();
+    client.stderr_line_containing("operator ended the chat");
+    assert_eq!(client.wait().code(), Some(1));
 }

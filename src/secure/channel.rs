@@ -4,10 +4,10 @@
 
 use std::time::Instant;
 
-use crate::channel::{Admission, ClientChannel, Origin, ServerChannel, Step};
+use crate::channel::{Admission, ClientChannel, Origin, ServerChannel, Step, marked_step};
 use crate::envelope::{Mark, MessageId};
 use crate::error::ChatError;
-use crate::secure::frame;
+use crate::secure::frame::{self, Sealed};
 use crate::secure::session::{ClientSecurity, ClientStep, Opened, ServerSecurity};
 
 /// Told to a plain peer that writes to a secure server.
@@ -58,8 +58,14 @@ impl ServerChannel for ServerSecurity {
         reply: Vec<Vec<u8>>,
     ) -> Option<Vec<Vec<u8>>> {
         // Every message admitted in secure mode carries its sealed id.
-        let sealed = self.seal_reply(origin.session, id?, &reply.concat())?;
+        let sealed = self.seal_reply(origin.session, Sealed::Text, id?, &reply.concat())?;
         Some(vec![sealed])
+    }
+
+    fn goodbye(&mut self, origin: Origin, id: MessageId) -> Vec<Vec<u8>> {
+        // Sealed, so the client can tell it from a forged end.
+        let sealed = self.seal_reply(origin.session, Sealed::Ended, id, b"");
+        vec![sealed.unwrap_or_default()]
     }
 }
 
@@ -68,9 +74,30 @@ impl ClientChannel for ClientSecurity {
         Ok(self.opening(id, text.as_bytes())?)
     }
 
-    fn incoming(&mut self, id: MessageId, text: &str, body: Vec<Vec<u8>>) -> Step {
+    fn incoming(
+        &mut self,
+        id: MessageId,
+        text: &str,
+        envelope_id: Option<MessageId>,
+        mark: Mark,
+        body: Vec<Vec<u8>>,
+    ) -> Step {
+        // Before a session exists nothing can be sealed, so the envelope is
+        // taken as it is: its id, and a mark (a plain server's refusal, an
+        // end). Inside one only what opens as sealed counts, its sealed id
+        // included, and every sealed reply of the session is opened, in
+        // order, so that the two sides' nonces stay in step.
+        if !self.has_session() {
+            if envelope_id != Some(id) {
+                return Step::Ignore;
+            }
+            if let Some(step) = marked_step(mark, &body) {
+                return step;
+            }
+        }
         match self.step(id, text.as_bytes(), &body) {
             Ok(ClientStep::Reply(text)) => Step::Reply(vec![text]),
+            Ok(ClientStep::Ended) => Step::Ended,
             Ok(ClientStep::Send(sealed)) => Step::Send {
                 body: sealed,
                 notice: Some(format!(
@@ -96,5 +123,87 @@ impl ClientChannel for ClientSecurity {
             "server {} (encrypted)",
             self.server_key().fingerprint()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secure::frame::{Frame, Refusal};
+    use crate::secure::keys::Identity;
+
+    const ID: MessageId = MessageId {
+        session: 3,
+        sequence: 1,
+    };
+
+    /// A client and server with a session, the first message answered.
+    fn in_session() -> (ClientSecurity, ServerSecurity, Origin) {
+        let server_identity = Identity::generate().unwrap();
+        let mut client =
+            ClientSecurity::new(Identity::generate().unwrap(), server_identity.public_key());
+        let mut server = ServerSecurity::new(server_identity, None);
+        let now = Instant::now();
+        let hello = ClientChannel::outgoing(&mut client, ID, "hi").unwrap();
+        let Admission::Answer { body, .. } =
+            ServerChannel::incoming(&mut server, Some(ID), vec![hello], now)
+        else {
+            panic!("a handshake is answered");
+        };
+        let Step::Send { body: sealed, .. } =
+            ClientChannel::incoming(&mut client, ID, "hi", Some(ID), Mark::Normal, vec![body])
+        else {
+            panic!("the handshake completes");
+        };
+        let Admission::Message { origin, .. } =
+            ServerChannel::incoming(&mut server, Some(ID), vec![sealed], now)
+        else {
+            panic!("the message opens");
+        };
+        (client, server, origin)
+    }
+
+    #[test]
+    fn inside_a_session_forged_ends_and_clear_refusals_change_nothing() {
+        let (mut client, mut server, origin) = in_session();
+        let forged_refusal = Frame::Refused {
+            reason: Refusal::NotAllowed,
+            text: b"you are banned",
+        }
+        .encode();
+        for (mark, body) in [
+            (Mark::Ended, Vec::new()),
+            (Mark::Refused, b"go away".to_vec()),
+            (Mark::Normal, forged_refusal),
+            (Mark::Normal, b"plain words".to_vec()),
+        ] {
+            let step = ClientChannel::incoming(&mut client, ID, "hi", Some(ID), mark, vec![body]);
+            assert_eq!(step, Step::Ignore, "{mark:?}");
+        }
+        // The genuine end, sealed by the server, is believed.
+        let goodbye = server.goodbye(origin, ID);
+        let step = ClientChannel::incoming(&mut client, ID, "hi", Some(ID), Mark::Ended, goodbye);
+        assert_eq!(step, Step::Ended);
+    }
+
+    #[test]
+    fn before_a_session_a_refusal_mark_is_taken_as_it_is() {
+        let mut client = ClientSecurity::new(
+            Identity::generate().unwrap(),
+            Identity::generate().unwrap().public_key(),
+        );
+        ClientChannel::outgoing(&mut client, ID, "hi").unwrap();
+        let step = ClientChannel::incoming(
+            &mut client,
+            ID,
+            "hi",
+            Some(ID),
+            Mark::Refused,
+            vec![b"not in secure mode".to_vec()],
+        );
+        assert_eq!(
+            step,
+            Step::Failed("the server refused the message: not in secure mode".into())
+        );
     }
 }

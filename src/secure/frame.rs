@@ -16,7 +16,10 @@
 //! frames of another session. A sealed payload is one or more Noise transport
 //! messages (each at most 65,535 bytes), each preceded by its length in two
 //! bytes. Its plaintext, cut into those messages, is the length of the rest
-//! (4 bytes), the message id (16 bytes) and the text. The length binds the
+//! (4 bytes), the [`Sealed`] kind (1 byte: a message, the operator's
+//! goodbye, a refusal), the message id (16 bytes) and the text. The kind
+//! makes the server's goodbye and refusals inside a session authentic: a
+//! clear `R` frame or envelope mark cannot forge them. The length binds the
 //! chunks together: each is authenticated under the next nonce, so chunks
 //! cannot be reordered or taken from another message, and the length
 //! refuses a payload with chunks dropped from its end or added to it.
@@ -186,15 +189,39 @@ const ID_LEN: usize = 16;
 /// The length that opens a sealed plaintext.
 const LENGTH_LEN: usize = 4;
 
-/// Encrypts `id` and `text` into a sealed payload.
+/// What a sealed payload is: its kind travels inside the encryption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sealed {
+    /// A message or a reply: the text.
+    Text = 0,
+    /// The server's operator ended the chat with this message unanswered.
+    Ended = 1,
+    /// The server refused this message; the text says why.
+    Refused = 2,
+}
+
+impl Sealed {
+    fn from_byte(byte: u8) -> Option<Sealed> {
+        Some(match byte {
+            0 => Sealed::Text,
+            1 => Sealed::Ended,
+            2 => Sealed::Refused,
+            _ => return None,
+        })
+    }
+}
+
+/// Encrypts a payload of `kind` for message `id` with `text`.
 pub fn seal(
     transport: &mut snow::TransportState,
+    kind: Sealed,
     id: MessageId,
     text: &[u8],
 ) -> Result<Vec<u8>, snow::Error> {
-    let length = u32::try_from(ID_LEN + text.len()).map_err(|_| snow::Error::Input)?;
-    let mut plain = Vec::with_capacity(LENGTH_LEN + ID_LEN + text.len());
+    let length = u32::try_from(1 + ID_LEN + text.len()).map_err(|_| snow::Error::Input)?;
+    let mut plain = Vec::with_capacity(LENGTH_LEN + 1 + ID_LEN + text.len());
     plain.extend_from_slice(&length.to_be_bytes());
+    plain.push(kind as u8);
     plain.extend_from_slice(&id.session.to_be_bytes());
     plain.extend_from_slice(&id.sequence.to_be_bytes());
     plain.extend_from_slice(text);
@@ -209,13 +236,13 @@ pub fn seal(
     Ok(sealed)
 }
 
-/// Decrypts a sealed payload into its message id and text. On failure the
-/// session is left as it was, so one forged or replayed frame does not
+/// Decrypts a sealed payload into its kind, message id and text. On failure
+/// the session is left as it was, so one forged or replayed frame does not
 /// break the session for the genuine peer.
 pub fn open(
     transport: &mut snow::TransportState,
     sealed: &[u8],
-) -> Result<(MessageId, Vec<u8>), snow::Error> {
+) -> Result<(Sealed, MessageId, Vec<u8>), snow::Error> {
     let nonce_before = transport.receiving_nonce();
     let opened = open_chunks(transport, sealed);
     if opened.is_err() {
@@ -226,8 +253,14 @@ pub fn open(
     let whole = plain
         .split_first_chunk::<LENGTH_LEN>()
         .filter(|(length, rest)| u32::from_be_bytes(**length) as usize == rest.len())
-        .and_then(|(_, rest)| rest.split_first_chunk::<ID_LEN>());
-    let Some((id, text)) = whole else {
+        .and_then(|(_, rest)| rest.split_first())
+        .and_then(|(kind, rest)| {
+            Some((
+                Sealed::from_byte(*kind)?,
+                rest.split_first_chunk::<ID_LEN>()?,
+            ))
+        });
+    let Some((kind, (id, text))) = whole else {
         transport.set_receiving_nonce(nonce_before);
         return Err(snow::Error::Decrypt);
     };
@@ -236,7 +269,7 @@ pub fn open(
         session: u64::from_be_bytes(session.try_into().unwrap_or_default()),
         sequence: u64::from_be_bytes(sequence.try_into().unwrap_or_default()),
     };
-    Ok((id, text.to_vec()))
+    Ok((kind, id, text.to_vec()))
 }
 
 fn open_chunks(
@@ -343,10 +376,10 @@ mod tests {
     fn a_long_message_cut_short_reordered_or_spliced_is_refused() {
         let (mut sender, mut receiver) = transports();
         let text = vec![b'x'; 100_017];
-        let sealed = seal(&mut sender, ID, &text).unwrap();
+        let sealed = seal(&mut sender, Sealed::Text, ID, &text).unwrap();
         let parts = chunks(&sealed);
         assert_eq!(parts.len(), 2, "a message over 64 KiB takes two chunks");
-        let next = seal(&mut sender, ID, b"the next message").unwrap();
+        let next = seal(&mut sender, Sealed::Ended, ID, b"the next message").unwrap();
         for (attack, bytes) in [
             ("first chunk only", parts[0].clone()),
             ("reordered", [parts[1].clone(), parts[0].clone()].concat()),
@@ -361,8 +394,12 @@ mod tests {
             );
         }
         // Refusals leave the session as it was: the real payloads open.
-        assert_eq!(open(&mut receiver, &sealed).unwrap(), (ID, text));
-        assert_eq!(open(&mut receiver, &next).unwrap().1, b"the next message");
+        assert_eq!(
+            open(&mut receiver, &sealed).unwrap(),
+            (Sealed::Text, ID, text)
+        );
+        let (kind, _, text) = open(&mut receiver, &next).unwrap();
+        assert_eq!((kind, &text[..]), (Sealed::Ended, &b"the next message"[..]));
     }
 
     proptest! {

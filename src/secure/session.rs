@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use snow::{HandshakeState, TransportState};
 
 use crate::envelope::{MessageId, random_id};
-use crate::secure::frame::{self, Frame, Refusal};
+use crate::secure::frame::{self, Frame, Refusal, Sealed};
 use crate::secure::keys::{AllowList, Identity, KEY_LEN, PublicKey, is_low_order};
 use crate::secure::noise_params;
 
@@ -142,6 +142,8 @@ pub(crate) enum ClientStep {
     Send(Vec<u8>),
     /// The reply's text.
     Reply(Vec<u8>),
+    /// The server's operator ended the chat (sealed, so authentic).
+    Ended,
     /// The server lost our session: shake hands again (send this).
     Restart(Vec<u8>),
     /// Not for the current session (a late answer to an earlier one).
@@ -168,6 +170,11 @@ impl ClientSecurity {
     /// The client's own public key.
     pub fn public_key(&self) -> PublicKey {
         self.identity.public_key()
+    }
+
+    /// Whether a session with the server exists (the handshake is done).
+    pub(crate) fn has_session(&self) -> bool {
+        matches!(self.state, ClientState::Established(_))
     }
 
     /// Forgets the session (after a reconnect: the server may be a new one).
@@ -218,10 +225,18 @@ impl ClientSecurity {
         text: &[u8],
         body: &[Vec<u8>],
     ) -> Result<ClientStep, SecureFailure> {
-        let [frame] = body else {
-            return Err(SecureFailure::ServerIsPlain);
+        let parsed = match body {
+            [frame] => Frame::parse(frame),
+            _ => None,
         };
-        match Frame::parse(frame).ok_or(SecureFailure::ServerIsPlain)? {
+        let Some(frame) = parsed else {
+            // Inside a session, what is not sealed is anyone's word.
+            return match self.state {
+                ClientState::Established(_) => Ok(ClientStep::Ignore),
+                _ => Err(SecureFailure::ServerIsPlain),
+            };
+        };
+        match frame {
             Frame::HandshakeReply {
                 client_index,
                 server_index,
@@ -274,8 +289,20 @@ impl ClientSecurity {
                     return Ok(ClientStep::Ignore);
                 }
                 match frame::open(&mut session.transport, sealed) {
-                    Ok((reply_id, reply)) if reply_id == id => Ok(ClientStep::Reply(reply)),
-                    _ => Err(SecureFailure::ReplyNotAuthentic),
+                    Ok((Sealed::Text, reply_id, reply)) if reply_id == id => {
+                        Ok(ClientStep::Reply(reply))
+                    }
+                    Ok((Sealed::Ended, reply_id, _)) if reply_id == id => Ok(ClientStep::Ended),
+                    Ok((Sealed::Refused, reply_id, reason)) if reply_id == id => {
+                        Err(SecureFailure::Refused(
+                            Refusal::NotAuthentic,
+                            String::from_utf8_lossy(&reason).into_owned(),
+                        ))
+                    }
+                    // Authentic, about an earlier message (a refused replay,
+                    // an answer to a copy): opened only to keep in step.
+                    Ok(_) => Ok(ClientStep::Ignore),
+                    Err(_) => Err(SecureFailure::ReplyNotAuthentic),
                 }
             }
             Frame::Refused {
@@ -298,14 +325,20 @@ impl ClientSecurity {
                     .map_err(|_| SecureFailure::ServerNotProven)?;
                 Ok(ClientStep::Restart(restart))
             }
+            // Inside a session the server seals its refusals: a clear one
+            // is anyone's word, and changes nothing.
+            Frame::Refused { .. } if matches!(self.state, ClientState::Established(_)) => {
+                Ok(ClientStep::Ignore)
+            }
             Frame::Refused { reason, text } => Err(SecureFailure::Refused(
                 reason,
                 String::from_utf8_lossy(text).into_owned(),
             )),
             // Client-to-server kinds coming back: a plain echo server.
-            Frame::HandshakeInit { .. } | Frame::Message { .. } => {
-                Err(SecureFailure::ServerIsPlain)
-            }
+            Frame::HandshakeInit { .. } | Frame::Message { .. } => match self.state {
+                ClientState::Established(_) => Ok(ClientStep::Ignore),
+                _ => Err(SecureFailure::ServerIsPlain),
+            },
         }
     }
 }
@@ -315,7 +348,7 @@ fn seal_message(
     id: MessageId,
     text: &[u8],
 ) -> Result<Vec<u8>, snow::Error> {
-    let sealed = frame::seal(&mut session.transport, id, text)?;
+    let sealed = frame::seal(&mut session.transport, Sealed::Text, id, text)?;
     Ok(Frame::Message {
         server_index: session.server_index,
         sealed: &sealed,
@@ -564,7 +597,7 @@ impl ServerSecurity {
         };
         let nonce_before = session.transport.receiving_nonce();
         match frame::open(&mut session.transport, sealed) {
-            Ok((id, text)) if Some(id) == envelope_id => {
+            Ok((Sealed::Text, id, text)) if Some(id) == envelope_id => {
                 session.last_used = now;
                 let client = session.client;
                 self.confirm(client, server_index, now);
@@ -581,14 +614,34 @@ impl ServerSecurity {
                 if opened.is_ok() {
                     session.transport.set_receiving_nonce(nonce_before);
                 }
-                refuse(
-                    Refusal::NotAuthentic,
-                    "the message failed authentication (altered, replayed or out of order) and was dropped",
-                    format!(
-                        "dropped a message from client {} that failed authentication (altered, replayed or out of order)",
-                        session.client.fingerprint()
-                    ),
-                )
+                let reason = "the message failed authentication (altered, replayed or out of order) and was dropped";
+                let notice = format!(
+                    "dropped a message from client {} that failed authentication (altered, replayed or out of order)",
+                    session.client.fingerprint()
+                );
+                // Sealed in the session, so the client can trust it; a clear
+                // refusal only where there is no id to seal it for.
+                let sealed = envelope_id.and_then(|id| {
+                    frame::seal(
+                        &mut session.transport,
+                        Sealed::Refused,
+                        id,
+                        reason.as_bytes(),
+                    )
+                    .ok()
+                });
+                match sealed {
+                    Some(sealed) => Opened::Answer {
+                        reply: Frame::Reply {
+                            client_index: session.client_index,
+                            sealed: &sealed,
+                        }
+                        .encode(),
+                        notice,
+                        refusal: true,
+                    },
+                    None => refuse(Refusal::NotAuthentic, reason, notice),
+                }
             }
         }
     }
@@ -624,16 +677,18 @@ impl ServerSecurity {
         }
     }
 
-    /// Seals `text` as the reply to message `id` of `session`; `None` if the
-    /// session is gone (the client will shake hands again and re-send).
+    /// Seals `text` as the reply of `kind` to message `id` of `session`;
+    /// `None` if the session is gone (the client will shake hands again and
+    /// re-send).
     pub(crate) fn seal_reply(
         &mut self,
         session: u64,
+        kind: Sealed,
         id: MessageId,
         text: &[u8],
     ) -> Option<Vec<u8>> {
         let session = self.sessions.get_mut(&session)?;
-        let sealed = frame::seal(&mut session.transport, id, text).ok()?;
+        let sealed = frame::seal(&mut session.transport, kind, id, text).ok()?;
         Some(
             Frame::Reply {
                 client_index: session.client_index,
@@ -726,8 +781,11 @@ mod tests {
 
     fn refusal(opened: &Opened) -> Refusal {
         match opened {
-            Opened::Answer { reply, .. } => match Frame::parse(reply) {
+            Opened::Answer { reply, refusal, .. } => match Frame::parse(reply) {
                 Some(Frame::Refused { reason, .. }) => reason,
+                // Inside a session the server seals its refusal of a
+                // message that failed authentication.
+                Some(Frame::Reply { .. }) if *refusal => Refusal::NotAuthentic,
                 other => panic!("expected a refusal, got {other:?}"),
             },
             Opened::Message { .. } => panic!("expected a refusal, got a message"),
@@ -756,7 +814,9 @@ mod tests {
             (key, id, text.as_slice()),
             (client.public_key(), ID, &b"hi"[..])
         );
-        let reply = server.seal_reply(session, ID, b"hello back").unwrap();
+        let reply = server
+            .seal_reply(session, Sealed::Text, ID, b"hello back")
+            .unwrap();
         assert!(matches!(
             client.step(ID, b"hi", &[reply]),
             Ok(ClientStep::Reply(text)) if text == b"hello back"
