@@ -63,8 +63,15 @@ pub enum Admission {
 
 /// The server's side of a channel.
 pub trait ServerChannel {
-    /// What the body of a request with envelope id `id` is.
-    fn incoming(&mut self, id: Option<MessageId>, body: Vec<Vec<u8>>, now: Instant) -> Admission;
+    /// What the body of a request with envelope id `id`, on the connection
+    /// whose routing id is `connection`, is.
+    fn incoming(
+        &mut self,
+        connection: &[u8],
+        id: Option<MessageId>,
+        body: Vec<Vec<u8>>,
+        now: Instant,
+    ) -> Admission;
 
     /// The body that carries `reply` to message `id` from `origin`; `None`
     /// when it can no longer be sent (the secure session ended: the client
@@ -135,7 +142,13 @@ pub trait ClientChannel {
 pub struct Plain;
 
 impl ServerChannel for Plain {
-    fn incoming(&mut self, id: Option<MessageId>, body: Vec<Vec<u8>>, _now: Instant) -> Admission {
+    fn incoming(
+        &mut self,
+        _connection: &[u8],
+        id: Option<MessageId>,
+        body: Vec<Vec<u8>>,
+        _now: Instant,
+    ) -> Admission {
         if frame::is_secure(&body) {
             return Admission::Answer {
                 body: PLAIN_ONLY.as_bytes().to_vec(),

@@ -203,7 +203,9 @@ impl ChatServer {
             self.warn(screen, "no envelope", text, now);
             return Ok(Served::Next);
         };
-        let (origin, id, body) = match self.channel.incoming(id, body, now) {
+        // The routing id: ROUTER puts it first, one per connection.
+        let connection = envelope.first().map_or(&[][..], Vec::as_slice);
+        let (origin, id, body) = match self.channel.incoming(connection, id, body, now) {
             Admission::Message { origin, id, body } => (origin, id, body),
             Admission::Answer {
                 body,

@@ -14,7 +14,30 @@ use crate::secure::session::{ClientSecurity, ClientStep, Opened, ServerSecurity}
 const SECURE_ONLY: &str = "this chat-server only accepts encrypted chats: connect with chat-client --server-key KEY (ask the server's operator for its key)";
 
 impl ServerChannel for ServerSecurity {
-    fn incoming(&mut self, id: Option<MessageId>, body: Vec<Vec<u8>>, now: Instant) -> Admission {
+    fn incoming(
+        &mut self,
+        connection: &[u8],
+        id: Option<MessageId>,
+        body: Vec<Vec<u8>>,
+        now: Instant,
+    ) -> Admission {
+        let handshake = matches!(
+            body.as_slice(),
+            [frame] if matches!(frame::Frame::parse(frame), Some(frame::Frame::HandshakeInit { .. }))
+        );
+        if handshake && !self.may_handshake(connection, now) {
+            return Admission::Answer {
+                body: frame::Frame::Refused {
+                    reason: frame::Refusal::HandshakeFailed,
+                    text: b"too many handshakes on this connection: wait a moment",
+                }
+                .encode(),
+                mark: Mark::Normal,
+                notice: "refused handshakes beyond the rate one connection may start (a flood?)"
+                    .into(),
+                throttle: Some("handshake rate"),
+            };
+        }
         if !frame::is_secure(&body) {
             return Admission::Answer {
                 body: SECURE_ONLY.as_bytes().to_vec(),
@@ -131,6 +154,7 @@ mod tests {
     use super::*;
     use crate::secure::frame::{Frame, Refusal};
     use crate::secure::keys::Identity;
+    use crate::secure::session::{HANDSHAKE_BURST, HANDSHAKE_RATE};
 
     const ID: MessageId = MessageId {
         session: 3,
@@ -146,7 +170,7 @@ mod tests {
         let now = Instant::now();
         let hello = ClientChannel::outgoing(&mut client, ID, "hi").unwrap();
         let Admission::Answer { body, .. } =
-            ServerChannel::incoming(&mut server, Some(ID), vec![hello], now)
+            ServerChannel::incoming(&mut server, b"one", Some(ID), vec![hello], now)
         else {
             panic!("a handshake is answered");
         };
@@ -156,7 +180,7 @@ mod tests {
             panic!("the handshake completes");
         };
         let Admission::Message { origin, .. } =
-            ServerChannel::incoming(&mut server, Some(ID), vec![sealed], now)
+            ServerChannel::incoming(&mut server, b"one", Some(ID), vec![sealed], now)
         else {
             panic!("the message opens");
         };
@@ -184,6 +208,50 @@ mod tests {
         let goodbye = server.goodbye(origin, ID);
         let step = ClientChannel::incoming(&mut client, ID, "hi", Some(ID), Mark::Ended, goodbye);
         assert_eq!(step, Step::Ended);
+    }
+
+    #[test]
+    fn handshakes_beyond_the_rate_of_one_connection_are_refused_without_a_dh() {
+        let mut server = ServerSecurity::new(Identity::generate().unwrap(), None);
+        let forged = Frame::HandshakeInit {
+            client_index: 1,
+            noise: &[9u8; 96],
+        }
+        .encode();
+        let now = Instant::now();
+        let mut notice_of = |connection: &[u8], at: Instant| match ServerChannel::incoming(
+            &mut server,
+            connection,
+            Some(ID),
+            vec![forged.clone()],
+            at,
+        ) {
+            Admission::Answer { notice, .. } => notice,
+            Admission::Message { .. } => panic!("a forged handshake opened"),
+        };
+        let rate_limited = |notice: &str| notice.contains("beyond the rate");
+        for _ in 0..HANDSHAKE_BURST as usize {
+            assert!(
+                !rate_limited(&notice_of(b"flood", now)),
+                "within the burst, read"
+            );
+        }
+        assert!(
+            rate_limited(&notice_of(b"flood", now)),
+            "beyond it, refused unread"
+        );
+        assert!(
+            !rate_limited(&notice_of(b"other", now)),
+            "another connection is not held back"
+        );
+        let later = now + std::time::Duration::from_secs(1);
+        for _ in 0..HANDSHAKE_RATE as usize {
+            assert!(
+                !rate_limited(&notice_of(b"flood", later)),
+                "a second later, some again"
+            );
+        }
+        assert!(rate_limited(&notice_of(b"flood", later)));
     }
 
     #[test]

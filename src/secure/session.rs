@@ -39,6 +39,54 @@ pub const MAX_CLIENTS: usize = 4096;
 /// session a message is in flight on).
 pub const CONFIRMED_PER_CLIENT: usize = 2;
 
+/// Handshakes one connection may start: a burst of this many, then
+/// [`HANDSHAKE_RATE`] a second. A legitimate client starts one per
+/// connection (a few after "no such session"); a flood on one connection is
+/// refused before the server spends a Diffie-Hellman on it. (Over TCP a
+/// connection already proves that its initiator receives at its address,
+/// which is what WireGuard's cookie reply proves over UDP.)
+pub const HANDSHAKE_BURST: f64 = 10.0;
+/// See [`HANDSHAKE_BURST`].
+pub const HANDSHAKE_RATE: f64 = 5.0;
+/// Connections whose handshake budget is remembered, at most; beyond, the
+/// one heard from least recently is forgotten.
+const CONNECTIONS_REMEMBERED: usize = 4096;
+
+/// A token bucket of handshakes per connection (by its routing id).
+#[derive(Default)]
+struct HandshakeBudget {
+    buckets: HashMap<Vec<u8>, (f64, Instant)>,
+}
+
+impl HandshakeBudget {
+    /// Takes one handshake from `connection`'s bucket, if there is one left.
+    fn spend(&mut self, connection: &[u8], now: Instant) -> bool {
+        if !self.buckets.contains_key(connection) && self.buckets.len() >= CONNECTIONS_REMEMBERED {
+            let oldest = self
+                .buckets
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                self.buckets.remove(&oldest);
+            }
+        }
+        let (tokens, at) = self
+            .buckets
+            .entry(connection.to_vec())
+            .or_insert((HANDSHAKE_BURST, now));
+        let refill = now.saturating_duration_since(*at).as_secs_f64() * HANDSHAKE_RATE;
+        *tokens = (*tokens + refill).min(HANDSHAKE_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A TAI64N timestamp: 8 bytes of TAI64 seconds, 4 of nanoseconds, big
 /// endian, so that byte order is time order.
 type Timestamp = [u8; 12];
@@ -364,6 +412,8 @@ pub struct ServerSecurity {
     sessions: HashMap<u64, ServerSession>,
     /// By client key: at most [`MAX_CLIENTS`].
     clients: HashMap<PublicKey, Client>,
+    /// Handshakes per connection, rate-limited.
+    budget: HandshakeBudget,
 }
 
 /// What the server knows of one client key.
@@ -412,12 +462,19 @@ impl ServerSecurity {
             allowed,
             sessions: HashMap::new(),
             clients: HashMap::new(),
+            budget: HandshakeBudget::default(),
         }
     }
 
     /// The server's public key, for its clients' `--server-key`.
     pub fn public_key(&self) -> PublicKey {
         self.identity.public_key()
+    }
+
+    /// Whether `connection` (its routing id) may start a handshake now; see
+    /// [`HANDSHAKE_BURST`].
+    pub(crate) fn may_handshake(&mut self, connection: &[u8], now: Instant) -> bool {
+        self.budget.spend(connection, now)
     }
 
     /// Handles one received body; `envelope_id` is the id the client put in
