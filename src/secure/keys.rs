@@ -42,7 +42,15 @@ pub enum KeyError {
         /// Whether it is a folder (the usual mistake).
         folder: bool,
     },
-    /// A private key file owned by another user is not trusted (as ssh).
+    /// An allow list that group or others may change is not trusted: they
+    /// could let themselves in.
+    WritableByOthers {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A key file or allow list owned by another user is not trusted (as ssh).
     NotOwner {
         /// The file.
         path: PathBuf,
@@ -113,7 +121,13 @@ impl fmt::Display for KeyError {
             }
             KeyError::NotOwner { path, owner } => write!(
                 f,
-                "private key file {} belongs to another user (uid {owner}); use a key file of your own",
+                "{} belongs to another user (uid {owner}); use a file of your own",
+                path.display()
+            ),
+            KeyError::WritableByOthers { path, mode } => write!(
+                f,
+                "{} can be changed by others (mode {mode:03o}), who could add their own key; run: chmod go-w {}",
+                path.display(),
                 path.display()
             ),
             KeyError::LooseFolder { path, mode } => write!(
@@ -362,11 +376,45 @@ pub struct AllowList {
 impl AllowList {
     /// Reads one base64 public key per line; `#` starts a comment, blank
     /// lines are skipped. A bad line is an error naming its line number.
+    /// The list says who may come in, so, as ssh does with its
+    /// authorized_keys, it must be a regular file of this user's that
+    /// group and others cannot write, in a folder not everyone can write to
+    /// (unless sticky); it is opened once and the open file checked.
+    ///
+    /// # Errors
+    /// Each check that fails, the read, and a bad line, as a [`KeyError`].
     pub fn load(path: &Path) -> Result<AllowList, KeyError> {
-        let text = fs::read_to_string(path).map_err(|error| KeyError::Io {
+        use std::io::Read;
+        use std::os::unix::fs::MetadataExt;
+        let io_error = |error| KeyError::Io {
             path: path.to_path_buf(),
             error,
-        })?;
+        };
+        let mut file = fs::File::open(path).map_err(io_error)?;
+        let metadata = file.metadata().map_err(io_error)?;
+        if !metadata.is_file() {
+            return Err(KeyError::NotAFile {
+                path: path.to_path_buf(),
+                folder: metadata.is_dir(),
+            });
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if metadata.uid() != unsafe { libc::geteuid() } {
+            return Err(KeyError::NotOwner {
+                path: path.to_path_buf(),
+                owner: metadata.uid(),
+            });
+        }
+        let mode = metadata.mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(KeyError::WritableByOthers {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        check_folder(path)?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io_error)?;
         AllowList::parse(&text, &path.display().to_string())
     }
 
@@ -502,7 +550,29 @@ mod tests {
     }
 
     #[test]
-    fn a_key_file_of_another_user_is_refused() {
+    fn an_allow_list_others_may_change_is_refused() {
+        let folder = scratch("allow");
+        let list = folder.join("allow.txt");
+        let key = Identity::generate().unwrap().public_key();
+        fs::write(&list, format!("{key}\n")).unwrap();
+        fs::set_permissions(&list, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            AllowList::load(&list).unwrap().allows(&key),
+            "readable by all is fine"
+        );
+        fs::set_permissions(&list, fs::Permissions::from_mode(0o666)).unwrap();
+        let error = AllowList::load(&list).unwrap_err();
+        assert!(
+            matches!(error, KeyError::WritableByOthers { mode: 0o666, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("chmod go-w"), "{error}");
+        let error = AllowList::load(&folder).unwrap_err();
+        assert!(error.to_string().contains("is a folder"), "{error}");
+    }
+
+    #[test]
+    fn a_key_file_or_allow_list_of_another_user_is_refused() {
         use std::os::unix::fs::MetadataExt;
         let folder = scratch("owner");
         let key = folder.join("client.key");
@@ -531,6 +601,18 @@ mod tests {
             error
                 .to_string()
                 .contains("belongs to another user (uid 65534)"),
+            "{error}"
+        );
+        let list = folder.join("allow.txt");
+        fs::write(
+            &list,
+            format!("{}\n", Identity::generate().unwrap().public_key()),
+        )
+        .unwrap();
+        std::os::unix::fs::chown(&list, Some(nobody), Some(nobody)).unwrap();
+        let error = AllowList::load(&list).unwrap_err();
+        assert!(
+            matches!(error, KeyError::NotOwner { owner: 65534, .. }),
             "{error}"
         );
     }
