@@ -270,37 +270,7 @@ impl Identity {
     /// # Errors
     /// Each check that fails, and the read, as a [`KeyError`] naming the fix.
     pub fn load(path: &Path) -> Result<Identity, KeyError> {
-        use std::io::Read;
-        use std::os::unix::fs::MetadataExt;
-        let io_error = |error| KeyError::Io {
-            path: path.to_path_buf(),
-            error,
-        };
-        let mut file = fs::File::open(path).map_err(io_error)?;
-        let metadata = file.metadata().map_err(io_error)?;
-        if !metadata.is_file() {
-            return Err(KeyError::NotAFile {
-                path: path.to_path_buf(),
-                folder: metadata.is_dir(),
-            });
-        }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if metadata.uid() != unsafe { libc::geteuid() } {
-            return Err(KeyError::NotOwner {
-                path: path.to_path_buf(),
-                owner: metadata.uid(),
-            });
-        }
-        let mode = metadata.mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::LoosePermissions {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-        check_folder(path)?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).map_err(io_error)?;
+        let text = read_trusted(path, Trusted::PrivateKey)?;
         let what = format!("the key in {}", path.display());
         decode_key(text.trim(), &what).map(Identity::from_private)
     }
@@ -328,6 +298,58 @@ impl Identity {
         identity.write_new(path)?;
         Ok((identity, true))
     }
+}
+
+/// What a file the chat trusts must keep from group and others.
+#[derive(Clone, Copy)]
+enum Trusted {
+    /// A private key: any access (mode bits 077).
+    PrivateKey,
+    /// An allow list: writing (mode bits 022), or they could let themselves in.
+    AllowList,
+}
+
+/// Reads a file the chat trusts. It is opened once and the open file is
+/// checked, so it cannot be swapped between check and read: a regular file
+/// of this user's, without the mode bits `trusted` forbids, in a folder that
+/// not everyone can write to (see [`check_folder`]).
+fn read_trusted(path: &Path, trusted: Trusted) -> Result<String, KeyError> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let io_error = |error| KeyError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut file = fs::File::open(path).map_err(io_error)?;
+    let metadata = file.metadata().map_err(io_error)?;
+    if !metadata.is_file() {
+        return Err(KeyError::NotAFile {
+            path: path.to_path_buf(),
+            folder: metadata.is_dir(),
+        });
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if metadata.uid() != unsafe { libc::geteuid() } {
+        return Err(KeyError::NotOwner {
+            path: path.to_path_buf(),
+            owner: metadata.uid(),
+        });
+    }
+    let (path, mode) = (path.to_path_buf(), metadata.mode() & 0o777);
+    match trusted {
+        Trusted::PrivateKey if mode & 0o077 != 0 => {
+            return Err(KeyError::LoosePermissions { path, mode });
+        }
+        Trusted::AllowList if mode & 0o022 != 0 => {
+            return Err(KeyError::WritableByOthers { path, mode });
+        }
+        _ => {}
+    }
+    check_folder(&path)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|error| KeyError::Io { path, error })?;
+    Ok(text)
 }
 
 /// Refuses a key whose folder anyone may write to, unless the folder is
@@ -384,37 +406,7 @@ impl AllowList {
     /// # Errors
     /// Each check that fails, the read, and a bad line, as a [`KeyError`].
     pub fn load(path: &Path) -> Result<AllowList, KeyError> {
-        use std::io::Read;
-        use std::os::unix::fs::MetadataExt;
-        let io_error = |error| KeyError::Io {
-            path: path.to_path_buf(),
-            error,
-        };
-        let mut file = fs::File::open(path).map_err(io_error)?;
-        let metadata = file.metadata().map_err(io_error)?;
-        if !metadata.is_file() {
-            return Err(KeyError::NotAFile {
-                path: path.to_path_buf(),
-                folder: metadata.is_dir(),
-            });
-        }
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if metadata.uid() != unsafe { libc::geteuid() } {
-            return Err(KeyError::NotOwner {
-                path: path.to_path_buf(),
-                owner: metadata.uid(),
-            });
-        }
-        let mode = metadata.mode() & 0o777;
-        if mode & 0o022 != 0 {
-            return Err(KeyError::WritableByOthers {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-        check_folder(path)?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).map_err(io_error)?;
+        let text = read_trusted(path, Trusted::AllowList)?;
         AllowList::parse(&text, &path.display().to_string())
     }
 
