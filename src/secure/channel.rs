@@ -21,23 +21,6 @@ impl ServerChannel for ServerSecurity {
         body: Vec<Vec<u8>>,
         now: Instant,
     ) -> Admission {
-        let handshake = matches!(
-            body.as_slice(),
-            [frame] if matches!(frame::Frame::parse(frame), Some(frame::Frame::HandshakeInit { .. }))
-        );
-        if handshake && !self.may_handshake(connection, now) {
-            return Admission::Answer {
-                body: frame::Frame::Refused {
-                    reason: frame::Refusal::HandshakeFailed,
-                    text: b"too many handshakes on this connection: wait a moment",
-                }
-                .encode(),
-                mark: Mark::Normal,
-                notice: "refused handshakes beyond the rate one connection may start (a flood?)"
-                    .into(),
-                throttle: Some("handshake rate"),
-            };
-        }
         if !frame::is_secure(&body) {
             return Admission::Answer {
                 body: SECURE_ONLY.as_bytes().to_vec(),
@@ -47,7 +30,7 @@ impl ServerChannel for ServerSecurity {
                 throttle: Some("refused"),
             };
         }
-        match self.open(&body, id, now) {
+        match self.open(connection, &body, id, now) {
             Opened::Message {
                 session,
                 client,

@@ -471,16 +471,13 @@ impl ServerSecurity {
         self.identity.public_key()
     }
 
-    /// Whether `connection` (its routing id) may start a handshake now; see
-    /// [`HANDSHAKE_BURST`].
-    pub(crate) fn may_handshake(&mut self, connection: &[u8], now: Instant) -> bool {
-        self.budget.spend(connection, now)
-    }
-
-    /// Handles one received body; `envelope_id` is the id the client put in
-    /// the envelope, which must match the one sealed inside.
+    /// Handles one received body from `connection` (its routing id);
+    /// `envelope_id` is the id the client put in the envelope, which must
+    /// match the one sealed inside. A connection starting handshakes beyond
+    /// [`HANDSHAKE_BURST`] is refused before any cryptography.
     pub(crate) fn open(
         &mut self,
+        connection: &[u8],
         body: &[Vec<u8>],
         envelope_id: Option<MessageId>,
         now: Instant,
@@ -490,6 +487,12 @@ impl ServerSecurity {
             _ => None,
         };
         match frame {
+            Some(Frame::HandshakeInit { .. }) if !self.budget.spend(connection, now) => refuse(
+                Refusal::HandshakeFailed,
+                "too many handshakes on this connection: wait a moment",
+                "refused handshakes beyond the rate one connection may start (a flood?)"
+                    .to_string(),
+            ),
             Some(Frame::HandshakeInit {
                 client_index,
                 noise,
@@ -824,14 +827,14 @@ mod tests {
         now: Instant,
     ) -> (Opened, Vec<u8>) {
         let hello = client.opening(ID, b"hi").unwrap();
-        let Opened::Answer { reply, .. } = server.open(&[hello], Some(ID), now) else {
+        let Opened::Answer { reply, .. } = server.open(b"peer", &[hello], Some(ID), now) else {
             panic!("a handshake is answered at once");
         };
         let ClientStep::Send(sealed) = client.step(ID, b"hi", &[reply]).unwrap() else {
             panic!("the handshake reply completes the handshake");
         };
         (
-            server.open(std::slice::from_ref(&sealed), Some(ID), now),
+            server.open(b"peer", std::slice::from_ref(&sealed), Some(ID), now),
             sealed,
         )
     }
@@ -889,7 +892,7 @@ mod tests {
         let now = Instant::now();
         let (_, sealed) = first_message(&mut client, &mut server, now);
         assert_eq!(
-            refusal(&server.open(std::slice::from_ref(&sealed), Some(ID), now)),
+            refusal(&server.open(b"peer", std::slice::from_ref(&sealed), Some(ID), now)),
             Refusal::NotAuthentic
         );
         let next = MessageId { sequence: 2, ..ID };
@@ -897,12 +900,12 @@ mod tests {
         let last = altered.len() - 1;
         altered[last] ^= 1;
         assert_eq!(
-            refusal(&server.open(&[altered.clone()], Some(next), now)),
+            refusal(&server.open(b"peer", &[altered.clone()], Some(next), now)),
             Refusal::NotAuthentic
         );
         altered[last] ^= 1;
         assert!(matches!(
-            server.open(&[altered], Some(next), now),
+            server.open(b"peer", &[altered], Some(next), now),
             Opened::Message { text, .. } if text == b"second"
         ));
     }
@@ -912,7 +915,7 @@ mod tests {
         let mut server = ServerSecurity::new(identity(), None);
         let mut client = ClientSecurity::new(identity(), identity().public_key());
         let hello = client.opening(ID, b"hi").unwrap();
-        let answer = server.open(&[hello], Some(ID), Instant::now());
+        let answer = server.open(b"peer", &[hello], Some(ID), Instant::now());
         assert_eq!(refusal(&answer), Refusal::HandshakeFailed);
 
         let server_identity = identity();
@@ -920,7 +923,7 @@ mod tests {
         let mut server = ServerSecurity::new(server_identity, Some(AllowList::default()));
         let mut client = ClientSecurity::new(identity(), server_key);
         let hello = client.opening(ID, b"hi").unwrap();
-        let answer = server.open(&[hello], Some(ID), Instant::now());
+        let answer = server.open(b"peer", &[hello], Some(ID), Instant::now());
         assert_eq!(refusal(&answer), Refusal::NotAllowed);
         let Opened::Answer { notice, .. } = answer else {
             unreachable!()
@@ -942,7 +945,8 @@ mod tests {
         let next = MessageId { sequence: 2, ..ID };
         let sealed = client.opening(next, b"later").unwrap();
         let later = now + SESSION_IDLE_LIMIT + Duration::from_secs(1);
-        let Opened::Answer { reply, .. } = server.open(&[sealed], Some(next), later) else {
+        let Opened::Answer { reply, .. } = server.open(b"peer", &[sealed], Some(next), later)
+        else {
             panic!("an expired session is refused");
         };
         assert_eq!(server.session_count(), 0);
@@ -963,7 +967,7 @@ mod tests {
             noise: &forged,
         }
         .encode();
-        let answer = server.open(&[hello], Some(ID), Instant::now());
+        let answer = server.open(b"peer", &[hello], Some(ID), Instant::now());
         assert_eq!(refusal(&answer), Refusal::HandshakeFailed);
         let Opened::Answer { notice, .. } = answer else {
             unreachable!()
@@ -1008,7 +1012,7 @@ mod tests {
     fn opens(client: &mut ClientSecurity, server: &mut ServerSecurity, id: MessageId) -> bool {
         let sealed = client.opening(id, b"m").unwrap();
         matches!(
-            server.open(&[sealed], Some(id), Instant::now()),
+            server.open(b"peer", &[sealed], Some(id), Instant::now()),
             Opened::Message { .. }
         )
     }
@@ -1021,7 +1025,8 @@ mod tests {
         let mut client = ClientSecurity::new(identity(), server_key);
         let now = Instant::now();
         let hello = client.opening(ID, b"hi").unwrap();
-        let Opened::Answer { reply, .. } = server.open(std::slice::from_ref(&hello), Some(ID), now)
+        let Opened::Answer { reply, .. } =
+            server.open(b"peer", std::slice::from_ref(&hello), Some(ID), now)
         else {
             panic!("the handshake is answered");
         };
@@ -1029,19 +1034,27 @@ mod tests {
             panic!("the handshake completes");
         };
         assert!(matches!(
-            server.open(&[sealed], Some(ID), now),
+            server.open(b"peer", &[sealed], Some(ID), now),
             Opened::Message { .. }
         ));
         // Before, each replay made a session (and past 4,096 evicted live
-        // ones); now none does, so a hundred show it.
-        for _ in 0..100 {
-            let answer = server.open(std::slice::from_ref(&hello), Some(ID), now);
+        // ones); now none does, so a hundred show it. Each comes on a
+        // connection of its own, so the per-connection rate limit does not
+        // refuse it first: the replay check is what refuses every one.
+        for replay in 0..100 {
+            let connection = format!("replayer {replay}");
+            let answer = server.open(
+                connection.as_bytes(),
+                std::slice::from_ref(&hello),
+                Some(ID),
+                now,
+            );
+            let Opened::Answer { notice, .. } = &answer else {
+                unreachable!()
+            };
+            assert!(notice.contains("replayed handshake"), "{notice}");
             assert_eq!(refusal(&answer), Refusal::HandshakeFailed);
         }
-        let Opened::Answer { notice, .. } = server.open(&[hello], Some(ID), now) else {
-            unreachable!()
-        };
-        assert!(notice.contains("replayed handshake"), "{notice}");
         assert_eq!(server.session_count(), 1, "no session made by a replay");
         assert!(opens(
             &mut client,
@@ -1063,7 +1076,7 @@ mod tests {
         // session keeps working.
         let mut second = ClientSecurity::new(two, server_key);
         let hello = second.opening(ID, b"hi").unwrap();
-        let Opened::Answer { reply, .. } = server.open(&[hello], Some(ID), now) else {
+        let Opened::Answer { reply, .. } = server.open(b"peer", &[hello], Some(ID), now) else {
             panic!("answered");
         };
         assert!(opens(
@@ -1076,7 +1089,7 @@ mod tests {
             panic!("the handshake completes");
         };
         assert!(matches!(
-            server.open(&[sealed], Some(ID), now),
+            server.open(b"peer", &[sealed], Some(ID), now),
             Opened::Message { .. }
         ));
         assert!(opens(
@@ -1103,7 +1116,7 @@ mod tests {
         let recorded = older.opening(ID, b"hi").unwrap();
         let mut newer = ClientSecurity::new(two, server_key);
         first_message(&mut newer, &mut server, now);
-        let answer = server.open(&[recorded], Some(ID), now);
+        let answer = server.open(b"peer", &[recorded], Some(ID), now);
         assert_eq!(refusal(&answer), Refusal::HandshakeFailed);
         assert_eq!(server.session_count(), 1);
     }
