@@ -72,6 +72,9 @@ enum TapMode {
     Forward,
     /// Flips one byte inside the first sealed message.
     TamperFirstMessage,
+    /// Cuts the first sealed message to its first Noise message (of a
+    /// payload sealed as several), fixing the ZMTP frame size to match.
+    TruncateFirstMessage,
 }
 
 /// A TCP forwarder between a client and a server, recording both directions.
@@ -99,7 +102,7 @@ impl Tap {
             tap.to_client.clone(),
             tap.upstream.clone(),
         );
-        let tampered = Arc::new(Mutex::new(mode != TapMode::TamperFirstMessage));
+        let tampered = Arc::new(Mutex::new(mode == TapMode::Forward));
         thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -110,7 +113,9 @@ impl Tap {
                 let (client_in, server_out) =
                     (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (tampered, to_server) = (tampered.clone(), to_server.clone());
-                thread::spawn(move || pump(client_in, server_out, &to_server, Some(&tampered)));
+                thread::spawn(move || {
+                    pump(client_in, server_out, &to_server, Some((mode, &tampered)))
+                });
                 let to_client = to_client.clone();
                 thread::spawn(move || pump(server, client, &to_client, None));
             }
@@ -130,7 +135,7 @@ impl Tap {
     /// attacker on the path would.
     fn replay_first_message(&self) {
         let recorded = self.client_to_server();
-        let sealed = find(&recorded, b"zcs2M").expect("a sealed message crossed the tap");
+        let sealed = find(&recorded, b"zcs3M").expect("a sealed message crossed the tap");
         let id = recorded[..sealed]
             .windows(4)
             .rposition(|window| window == b"zc1:")
@@ -144,15 +149,17 @@ impl Tap {
     }
 }
 
-/// Copies `from` to `to`, recording the bytes; with `tamper`, flips one byte
-/// of the first sealed message (the flag says whether that was done).
+/// Copies `from` to `to`, recording the bytes; with `tamper`, alters the
+/// first sealed message as its mode says (the flag says whether that was done).
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
     record: &Mutex<Vec<u8>>,
-    tamper: Option<&Mutex<bool>>,
+    tamper: Option<(TapMode, &Mutex<bool>)>,
 ) {
     let mut buffer = [0u8; 65536];
+    // A sealed message being held back whole, to be cut.
+    let mut held = Vec::new();
     loop {
         let read = match from.read(&mut buffer) {
             Ok(0) | Err(_) => break,
@@ -160,22 +167,62 @@ fn pump(
         };
         let chunk = &mut buffer[..read];
         record.lock().unwrap().extend_from_slice(chunk);
-        if let Some(done) = tamper {
+        let mut forward = chunk.to_vec();
+        if let Some((mode, done)) = tamper {
             let mut done = done.lock().unwrap();
-            if !*done && let Some(at) = find(chunk, b"zcs2M") {
-                // Past the magic, kind, index and length: inside the ciphertext.
-                let target = at + 5 + 8 + 2 + 4;
-                if target < chunk.len() {
-                    chunk[target] ^= 0x20;
-                    *done = true;
+            match mode {
+                TapMode::Forward => {}
+                TapMode::TamperFirstMessage => {
+                    if !*done && let Some(at) = find(&forward, b"zcs3M") {
+                        // Past the magic, kind, index and length: inside the ciphertext.
+                        let target = at + 5 + 8 + 2 + 4;
+                        if target < forward.len() {
+                            forward[target] ^= 0x20;
+                            *done = true;
+                        }
+                    }
                 }
+                TapMode::TruncateFirstMessage if !*done => {
+                    if held.is_empty() {
+                        // A long ZMTP frame: flags and an 8-byte size before the magic.
+                        match find(&forward, b"zcs3M") {
+                            Some(at) if at >= 9 && forward[at - 9] & 0x02 != 0 => {
+                                held = forward.split_off(at - 9);
+                            }
+                            _ => {}
+                        }
+                    } else {
+                        held.append(&mut forward);
+                    }
+                    if let Some(cut) = cut_to_first_noise_message(&held) {
+                        forward.extend(cut);
+                        held.clear();
+                        *done = true;
+                    }
+                }
+                TapMode::TruncateFirstMessage => {}
             }
         }
-        if to.write_all(chunk).is_err() {
+        if to.write_all(&forward).is_err() {
             break;
         }
     }
     let _ = to.shutdown(Shutdown::Write);
+}
+
+/// `frame` is a long ZMTP frame holding a sealed message: once it is whole,
+/// the same frame with only its first Noise message, then what followed it.
+fn cut_to_first_noise_message(frame: &[u8]) -> Option<Vec<u8>> {
+    let size = u64::from_be_bytes(frame.get(1..9)?.try_into().ok()?) as usize;
+    let (whole, after) = frame.get(9..)?.split_at_checked(size)?;
+    // Magic and kind (5), server index (8), then each Noise message's length.
+    let first = u16::from_be_bytes(whole.get(13..15)?.try_into().ok()?) as usize;
+    let kept = &whole[..15 + first];
+    let mut cut = vec![frame[0]];
+    cut.extend_from_slice(&(kept.len() as u64).to_be_bytes());
+    cut.extend_from_slice(kept);
+    cut.extend_from_slice(after);
+    Some(cut)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -260,7 +307,7 @@ fn tap_sees_plaintext_in_plain_mode_and_none_in_secure_mode() {
     server.stderr_line_containing("encrypted session with client");
     let (sent, received) = (tap.client_to_server(), tap.server_to_client());
     assert!(
-        find(&sent, b"zcs2M").is_some(),
+        find(&sent, b"zcs3M").is_some(),
         "a sealed message crossed the tap"
     );
     assert!(
@@ -290,10 +337,10 @@ fn wrong_server_key_is_refused_before_any_message_is_sent() {
     server.stderr_line_containing("refused a handshake made for another server key");
     let sent = tap.client_to_server();
     assert!(
-        find(&sent, b"zcs2H").is_some(),
+        find(&sent, b"zcs3H").is_some(),
         "the handshake crossed the tap"
     );
-    assert!(find(&sent, b"zcs2M").is_none(), "no message was sent");
+    assert!(find(&sent, b"zcs3M").is_none(), "no message was sent");
     assert!(find(&sent, b"secret").is_none());
 
     let mut good = secure_client(&keys, "good.key", &endpoint, &server_key);
@@ -373,6 +420,35 @@ fn tampered_ciphertext_is_refused_and_the_server_keeps_serving() {
     );
 }
 
+/// A long message cut short on the path (only the first of its two Noise
+/// messages kept, the frame size fixed) is refused whole: the server shows
+/// nothing of it, and both ends say it failed authentication.
+#[test]
+fn a_long_message_cut_short_on_the_way_is_refused_not_shown_in_part() {
+    let keys = folder("truncate");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &["--echo"]);
+    let tap = Tap::start(&endpoint, TapMode::TruncateFirstMessage);
+    let mut client = secure_client(&keys, "client.key", &tap.endpoint, &server_key);
+    client.send_line(&"y".repeat(100_017));
+    client.stderr_line_containing("failed authentication");
+    assert_eq!(client.wait().code(), Some(1));
+    server.stderr_line_containing("failed authentication");
+    let recorded = tap.client_to_server();
+    assert!(
+        find(&recorded, b"zcs3M").is_some(),
+        "the message crossed the tap"
+    );
+
+    let mut other = secure_client(&keys, "other.key", &endpoint, &server_key);
+    other.send_line("after the cut");
+    assert_eq!(other.stdout_line(), "after the cut");
+    assert_eq!(
+        server.stdout_line(),
+        "after the cut",
+        "nothing of the cut message was shown"
+    );
+}
+
 /// A sealed message sent again by someone on the path is rejected: the
 /// server shows it once, logs the replay, and the genuine session goes on.
 #[test]
@@ -389,7 +465,7 @@ fn replayed_ciphertext_is_rejected() {
     tap.replay_first_message();
     server.stderr_line_containing("failed authentication (altered, replayed or out of order)");
     // The refusal is sealed in the session: a second sealed reply crosses.
-    wait_for_bytes(&tap, b"zcs2m", 2);
+    wait_for_bytes(&tap, b"zcs3m", 2);
 
     client.send_line("second");
     assert_eq!(server.stdout_line(), "second", "the replay was not shown");
@@ -689,75 +765,120 @@ fn a_folder_given_as_the_key_is_named_as_such() {
     assert!(stderr.contains("is a folder, not a key file"), "{stderr}");
 }
 
-/// 10,000 forged first handshake messages from ten connections (each costs
-/// the server a Diffie-Hellman before it fails) do not keep a legitimate
-/// client from its first reply within a second, and make a handful of
-/// stderr lines, not one per frame. (libzmq serves connections in turn.)
+/// The 32 bytes of a base64 public key.
+fn decode_key(key: &str) -> [u8; 32] {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+/// Appends WireGuard's mac1 for the server whose public key is `server`
+/// (keyed BLAKE2s-128 under BLAKE2s-256("mac1----" | key)), as an attacker
+/// who knows the server's public key can.
+fn append_mac1(frame: &mut Vec<u8>, server: &[u8; 32]) {
+    use blake2::digest::consts::U16;
+    use blake2::digest::{FixedOutput, KeyInit, Update};
+    use blake2::{Blake2s256, Blake2sMac, Digest};
+    let key = Blake2s256::new()
+        .chain_update(b"mac1----")
+        .chain_update(server)
+        .finalize();
+    let mut mac = <Blake2sMac<U16> as KeyInit>::new_from_slice(&key).unwrap();
+    Update::update(&mut mac, frame);
+    frame.extend_from_slice(&mac.finalize_fixed());
+}
+
+/// Sends 10,000 forged first handshake messages to `endpoint` over
+/// `connections` DEALER connections, in turn, until done or `stop`; returns
+/// how many were sent. With `server_key` they carry a valid mac1 (so each
+/// costs the server a Diffie-Hellman unless its budget refuses it first).
+/// Replies are read and dropped, so the flood never stalls on them.
+fn flood_forged_handshakes(
+    endpoint: &str,
+    connections: usize,
+    server_key: Option<[u8; 32]>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<usize> {
+    let (endpoint, stop) = (endpoint.to_string(), Arc::clone(stop));
+    thread::spawn(move || {
+        let context = zmq::Context::new();
+        let sockets: Vec<zmq::Socket> = (0..connections)
+            .map(|_| {
+                let socket = plain_socket(&context, zmq::DEALER);
+                socket.connect(&endpoint).unwrap();
+                socket
+            })
+            .collect();
+        let mut forged = b"zcs3H".to_vec();
+        forged.extend_from_slice(&7u64.to_be_bytes());
+        forged.extend((0..96u8).map(|byte| byte.wrapping_mul(37).wrapping_add(11)));
+        if let Some(server_key) = server_key {
+            append_mac1(&mut forged, &server_key);
+        }
+        let mut sent = 0;
+        while sent < 10_000 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for socket in &sockets {
+                let id = format!("zc1:00000000000f100d:{sent}");
+                if socket
+                    .send_multipart([id.as_bytes(), b"", &forged], zmq::DONTWAIT)
+                    .is_ok()
+                {
+                    sent += 1;
+                }
+                while socket.recv_multipart(zmq::DONTWAIT).is_ok() {}
+            }
+        }
+        sent
+    })
+}
+
+/// 10,000 forged first handshake messages do not keep a legitimate client
+/// from its first reply within a second, and make a handful of stderr
+/// lines, not one per frame. From ten connections with a valid mac1 (each
+/// costs a Diffie-Hellman), the connections' handshake budgets refuse most
+/// unread; from a thousand connections without one (a scan, random bytes),
+/// the mac1 check refuses each for the price of a hash.
 #[test]
 fn a_flood_of_forged_handshakes_delays_no_legitimate_client() {
-    let keys = folder("handshake-flood");
-    let (mut server, endpoint, server_key) = secure_server(&keys, &["--echo"]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flooding = {
-        let (endpoint, stop) = (endpoint.clone(), std::sync::Arc::clone(&stop));
-        thread::spawn(move || {
-            let context = zmq::Context::new();
-            let sockets: Vec<zmq::Socket> = (0..10)
-                .map(|_| {
-                    let socket = plain_socket(&context, zmq::DEALER);
-                    socket.connect(&endpoint).unwrap();
-                    socket
-                })
-                .collect();
-            let mut forged = b"zcs2H".to_vec();
-            forged.extend_from_slice(&7u64.to_be_bytes());
-            forged.extend((0..96u8).map(|byte| byte.wrapping_mul(37).wrapping_add(11)));
-            let mut sent = 0;
-            while sent < 10_000 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                for socket in &sockets {
-                    let id = format!("zc1:00000000000f100d:{sent}");
-                    if socket
-                        .send_multipart([id.as_bytes(), b"", &forged], zmq::DONTWAIT)
-                        .is_ok()
-                    {
-                        sent += 1;
-                    }
-                    // Replies are read and dropped, so the flood never stalls on them.
-                    while socket.recv_multipart(zmq::DONTWAIT).is_ok() {}
-                }
-            }
-            sent
-        })
-    };
-    let (client_key, _) = keygen(&keys, "client.key");
-    server.stderr_line_containing("refused a handshake");
-    let started = Instant::now();
-    let (status, stdout, stderr) = run_to_end(
-        CLIENT,
-        &[
-            "--connect",
-            &endpoint,
-            "--server-key",
-            &server_key,
-            "--key",
-            &client_key,
-        ],
-        "through the flood\n",
-    );
-    let took = started.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let sent = flooding.join().unwrap();
-    assert!(status.success(), "{stderr}");
-    assert_eq!(stdout, "through the flood");
-    assert!(
-        took < Duration::from_secs(1),
-        "the legitimate client took {took:?} ({sent} forged)"
-    );
-    let lines = server.drain_stderr().len();
-    assert!(
-        lines < 20,
-        "{lines} stderr lines for {sent} forged handshakes"
-    );
+    for (connections, mac1) in [(10, true), (1_000, false)] {
+        let keys = folder(&format!("handshake-flood-{connections}"));
+        let (mut server, endpoint, server_key) = secure_server(&keys, &["--echo"]);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let server_key_bytes = mac1.then(|| decode_key(&server_key));
+        let flooding = flood_forged_handshakes(&endpoint, connections, server_key_bytes, &stop);
+        let (client_key, _) = keygen(&keys, "client.key");
+        server.stderr_line_containing("refused a handshake");
+        let started = Instant::now();
+        let (status, stdout, stderr) = run_to_end(
+            CLIENT,
+            &[
+                "--connect",
+                &endpoint,
+                "--server-key",
+                &server_key,
+                "--key",
+                &client_key,
+            ],
+            "through the flood\n",
+        );
+        let took = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = flooding.join().unwrap();
+        assert!(status.success(), "{stderr}");
+        assert_eq!(stdout, "through the flood");
+        assert!(
+            took < Duration::from_secs(1),
+            "the legitimate client took {took:?} ({sent} forged over {connections} connections)"
+        );
+        let lines = server.drain_stderr().len();
+        assert!(
+            lines < 20,
+            "{lines} stderr lines for {sent} forged handshakes over {connections} connections"
+        );
+    }
 }
 
 /// `--public-key FILE` prints the public key of a key file, as `--keygen`

@@ -52,7 +52,13 @@ impl ServerChannel for ServerSecurity {
                 body: reply,
                 mark: Mark::Normal,
                 notice,
-                throttle: refusal.then_some("secure refusal"),
+                // Both can be made at will by anyone holding a key (or
+                // none): at most one of each kind per notice interval.
+                throttle: Some(if refusal {
+                    "secure refusal"
+                } else {
+                    "session started"
+                }),
             },
         }
     }
@@ -136,7 +142,8 @@ impl ClientChannel for ClientSecurity {
 mod tests {
     use super::*;
     use crate::secure::frame::{Frame, Refusal};
-    use crate::secure::keys::Identity;
+    use crate::secure::keys::{Identity, PublicKey};
+    use crate::secure::mac::Mac1Key;
     use crate::secure::session::{HANDSHAKE_BURST, HANDSHAKE_RATE};
 
     const ID: MessageId = MessageId {
@@ -196,11 +203,13 @@ mod tests {
     #[test]
     fn handshakes_beyond_the_rate_of_one_connection_are_refused_without_a_dh() {
         let mut server = ServerSecurity::new(Identity::generate().unwrap(), None);
-        let forged = Frame::HandshakeInit {
+        // Forged by someone who knows the server's public key, so its mac1 passes.
+        let mut forged = Frame::HandshakeInit {
             client_index: 1,
             noise: &[9u8; 96],
         }
         .encode();
+        Mac1Key::for_server(&server.public_key()).append(&mut forged);
         let now = Instant::now();
         let mut notice_of = |connection: &[u8], at: Instant| match ServerChannel::incoming(
             &mut server,
@@ -235,6 +244,33 @@ mod tests {
             );
         }
         assert!(rate_limited(&notice_of(b"flood", later)));
+    }
+
+    #[test]
+    fn a_handshake_without_the_servers_mac1_is_refused_and_spends_no_budget() {
+        let mut server = ServerSecurity::new(Identity::generate().unwrap(), None);
+        let mut forged = Frame::HandshakeInit {
+            client_index: 1,
+            noise: &[9u8; 96],
+        }
+        .encode();
+        Mac1Key::for_server(&PublicKey([5; 32])).append(&mut forged);
+        let now = Instant::now();
+        for _ in 0..3 * HANDSHAKE_BURST as usize {
+            let Admission::Answer { body, notice, .. } =
+                ServerChannel::incoming(&mut server, b"flood", Some(ID), vec![forged.clone()], now)
+            else {
+                panic!("a forged handshake opened");
+            };
+            assert!(notice.contains("another server key"), "{notice}");
+            assert!(matches!(
+                Frame::parse(&body),
+                Some(Frame::Refused {
+                    reason: Refusal::HandshakeFailed,
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! in secure mode, instead of the plain text.
 //!
 //! ```text
-//! "zcs2" kind  rest
-//!        'H'   client index (8) | Noise IK message 1        client → server
+//! "zcs3" kind  rest
+//!        'H'   client index (8) | Noise IK message 1 | mac1  client → server
 //!        'h'   client index (8) | server index (8) | msg 2  server → client
 //!        'M'   server index (8) | sealed payload            client → server
 //!        'm'   client index (8) | sealed payload            server → client
@@ -23,13 +23,16 @@
 //! chunks together: each is authenticated under the next nonce, so chunks
 //! cannot be reordered or taken from another message, and the length
 //! refuses a payload with chunks dropped from its end or added to it.
+//! The first handshake message ends with WireGuard's mac1 (16 bytes, see
+//! `secure::mac`), keyed by the server's public key, so the server refuses
+//! forged ones before any Diffie-Hellman.
 //! (Version 1, `zcs1`, had no length: a cut payload opened as a shorter
-//! message.)
+//! message; version 2, `zcs2`, no mac1.)
 
 use crate::envelope::MessageId;
 
 /// The first bytes of every secure frame.
-pub const MAGIC: &[u8; 4] = b"zcs2";
+pub const MAGIC: &[u8; 4] = b"zcs3";
 
 /// Why a secure server refused a frame. Travels as one byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +90,13 @@ pub enum Frame<'a> {
 /// encrypted chat from text, and say so instead of showing bytes).
 pub fn is_secure(body: &[Vec<u8>]) -> bool {
     matches!(body, [frame] if is_secure_frame(frame))
+}
+
+/// Whether `frame` is a first handshake message (which ends with a mac1).
+pub fn is_handshake_init(frame: &[u8]) -> bool {
+    frame
+        .strip_prefix(MAGIC)
+        .is_some_and(|rest| rest.first() == Some(&b'H'))
 }
 
 /// Whether one frame is a secure frame (see [`is_secure`]).
@@ -333,8 +343,8 @@ mod tests {
             assert_eq!(Frame::parse(&bytes), Some(frame));
         }
         assert_eq!(Frame::parse(b"hello"), None);
-        assert_eq!(Frame::parse(b"zcs2M\x00\x01"), None, "a cut index");
-        assert_eq!(Frame::parse(b"zcs2R\x09oops"), None, "an unknown reason");
+        assert_eq!(Frame::parse(b"zcs3M\x00\x01"), None, "a cut index");
+        assert_eq!(Frame::parse(b"zcs3R\x09oops"), None, "an unknown reason");
     }
 
     /// A sender's and a receiver's transport, after a Noise handshake.

@@ -11,12 +11,15 @@
 //!
 //! - [`keys`]: key files, public keys, allow lists.
 //! - `frame`: the secure body frame and sealing/opening payloads.
+//! - `mac`: WireGuard's mac1, which lets the server refuse forged first
+//!   handshake messages before any Diffie-Hellman.
 //! - [`session`]: the client's and the server's side of a session.
 //! - `channel`: both sides behind the loops' one channel interface.
 
 mod channel;
 pub(crate) mod frame;
 pub mod keys;
+mod mac;
 pub mod session;
 
 /// The Noise protocol the chat speaks.

@@ -19,11 +19,12 @@ use snow::{HandshakeState, TransportState};
 use crate::envelope::{MessageId, random_id};
 use crate::secure::frame::{self, Frame, Refusal, Sealed};
 use crate::secure::keys::{AllowList, Identity, KEY_LEN, PublicKey, is_low_order};
+use crate::secure::mac::Mac1Key;
 use crate::secure::noise_params;
 
 /// Bound into every handshake, so a handshake of another protocol (or of a
 /// future version of this one) cannot be mistaken for ours.
-const PROLOGUE: &[u8] = b"zmq-chat secure v2";
+const PROLOGUE: &[u8] = b"zmq-chat secure v3";
 
 /// A server forgets a session unused for this long; the client then shakes
 /// hands again without the user noticing.
@@ -152,6 +153,8 @@ impl std::error::Error for SecureFailure {}
 pub struct ClientSecurity {
     identity: Identity,
     server_key: PublicKey,
+    /// Macs first handshake messages for `server_key`.
+    mac1: Mac1Key,
     state: ClientState,
     /// The last handshake's timestamp: the next is always later, even if
     /// the clock is not.
@@ -204,6 +207,7 @@ impl ClientSecurity {
         ClientSecurity {
             identity,
             server_key,
+            mac1: Mac1Key::for_server(&server_key),
             state: ClientState::Idle,
             last_stamp: [0; 12],
             restarts: (None, 0),
@@ -259,11 +263,13 @@ impl ClientSecurity {
             handshake: Box::new(handshake),
             client_index,
         };
-        Ok(Frame::HandshakeInit {
+        let mut frame = Frame::HandshakeInit {
             client_index,
             noise: &noise[..length],
         }
-        .encode())
+        .encode();
+        self.mac1.append(&mut frame);
+        Ok(frame)
     }
 
     /// Handles a reply to the pending message (`id`, whose text is `text`).
@@ -407,6 +413,8 @@ fn seal_message(
 /// The server's side: its identity, who may come in, and the sessions.
 pub struct ServerSecurity {
     identity: Identity,
+    /// Checks first handshake messages before any Diffie-Hellman.
+    mac1: Mac1Key,
     allowed: Option<AllowList>,
     /// By server index: at most `(1 + CONFIRMED_PER_CLIENT) * MAX_CLIENTS`.
     sessions: HashMap<u64, ServerSession>,
@@ -458,6 +466,7 @@ impl ServerSecurity {
     /// A server with this identity; with an allow list only those keys get in.
     pub fn new(identity: Identity, allowed: Option<AllowList>) -> ServerSecurity {
         ServerSecurity {
+            mac1: Mac1Key::for_server(&identity.public_key()),
             identity,
             allowed,
             sessions: HashMap::new(),
@@ -473,8 +482,9 @@ impl ServerSecurity {
 
     /// Handles one received body from `connection` (its routing id);
     /// `envelope_id` is the id the client put in the envelope, which must
-    /// match the one sealed inside. A connection starting handshakes beyond
-    /// [`HANDSHAKE_BURST`] is refused before any cryptography.
+    /// match the one sealed inside. A first handshake message without this
+    /// server's mac1, or from a connection starting handshakes beyond
+    /// [`HANDSHAKE_BURST`], is refused before any Diffie-Hellman.
     pub(crate) fn open(
         &mut self,
         connection: &[u8],
@@ -483,9 +493,18 @@ impl ServerSecurity {
         now: Instant,
     ) -> Opened {
         let frame = match body {
-            [frame] => Frame::parse(frame),
-            _ => None,
+            [frame] => frame.as_slice(),
+            _ => &[],
         };
+        let frame = if frame::is_handshake_init(frame) {
+            match self.mac1.strip(frame) {
+                Some(frame) => frame,
+                None => return refuse_wrong_server_key(),
+            }
+        } else {
+            frame
+        };
+        let frame = Frame::parse(frame);
         match frame {
             Some(Frame::HandshakeInit { .. }) if !self.budget.spend(connection, now) => refuse(
                 Refusal::HandshakeFailed,
@@ -528,11 +547,7 @@ impl ServerSecurity {
         let mut payload = vec![0u8; 256];
         let read = handshake.read_message(noise, &mut payload);
         if read.is_err() {
-            return refuse(
-                Refusal::HandshakeFailed,
-                "the server could not read the handshake: the client has the wrong --server-key (or the handshake was altered on the way)",
-                "refused a handshake made for another server key (a client with a wrong --server-key?)".to_string(),
-            );
+            return refuse_wrong_server_key();
         }
         let client = match handshake.get_remote_static().map(<[u8; KEY_LEN]>::try_from) {
             Some(Ok(key)) if is_low_order(&key) => return refuse_low_order(),
@@ -786,6 +801,16 @@ impl ServerSecurity {
 }
 
 /// A handshake with a key of small order: its secrets are known to all.
+/// A first handshake message made for another server key (or forged).
+fn refuse_wrong_server_key() -> Opened {
+    refuse(
+        Refusal::HandshakeFailed,
+        "the server could not read the handshake: the client has the wrong --server-key (or the handshake was altered on the way)",
+        "refused a handshake made for another server key (a client with a wrong --server-key?)"
+            .to_string(),
+    )
+}
+
 fn refuse_low_order() -> Opened {
     refuse(
         Refusal::HandshakeFailed,
@@ -962,11 +987,12 @@ mod tests {
         let server_key = server_identity.public_key();
         let mut server = ServerSecurity::new(server_identity, None);
         let forged = [[0u8; KEY_LEN].as_slice(), &[7u8; 64]].concat();
-        let hello = Frame::HandshakeInit {
+        let mut hello = Frame::HandshakeInit {
             client_index: 9,
             noise: &forged,
         }
         .encode();
+        Mac1Key::for_server(&server_key).append(&mut hello);
         let answer = server.open(b"peer", &[hello], Some(ID), Instant::now());
         assert_eq!(refusal(&answer), Refusal::HandshakeFailed);
         let Opened::Answer { notice, .. } = answer else {
