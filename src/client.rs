@@ -169,6 +169,9 @@ pub struct ChatClient {
     channel: Box<dyn ClientChannel>,
     session: u64,
     sequence: u64,
+    /// The message last given up on, with its id: sent again unchanged, it
+    /// keeps its id, so a server that got the first copy answers it once.
+    given_up: Option<(MessageId, String)>,
     liveness: Liveness,
     /// Replies are shown with at most this many bytes of text.
     max_message_bytes: usize,
@@ -210,6 +213,7 @@ impl ChatClient {
             channel: Box::new(Plain),
             session: envelope::random_id(),
             sequence: 0,
+            given_up: None,
             liveness,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         })
@@ -261,10 +265,15 @@ impl ChatClient {
                     return Ok(ClientEnd::Finished(end));
                 }
             };
-            self.sequence += 1;
-            let id = MessageId {
-                session: self.session,
-                sequence: self.sequence,
+            let id = match self.given_up.take() {
+                Some((id, given_up)) if given_up == text => id,
+                _ => {
+                    self.sequence += 1;
+                    MessageId {
+                        session: self.session,
+                        sequence: self.sequence,
+                    }
+                }
             };
             let end = match self.exchange(id, &text, screen, shutdown, clock)? {
                 Waited::Reply(body) => {
@@ -277,7 +286,18 @@ impl ChatClient {
                     reason,
                     unanswered: text,
                 },
-                Waited::GaveUp => ClientEnd::GaveUp { unanswered: text },
+                Waited::GaveUp => {
+                    // The copy still queued in the socket must not reach a
+                    // server that appears later: it would be a second one.
+                    self.renew_socket()?;
+                    self.channel.reset();
+                    self.link = Link::Down {
+                        since: clock.now(),
+                        resend: false,
+                    };
+                    self.given_up = Some((id, text.clone()));
+                    ClientEnd::GaveUp { unanswered: text }
+                }
                 Waited::Interrupted => ClientEnd::InterruptedWaiting { unanswered: text },
             };
             return Ok(end);

@@ -136,6 +136,33 @@ fn given_up_message_is_offered_again_at_the_prompt() {
     client.exp_string("server> got it this time").unwrap();
 }
 
+/// Issue 16, bug 1: a message given up on while no server ever existed,
+/// then sent again from the prompt once the server is up, is shown to the
+/// operator once, and the client gets the answer to it.
+#[test]
+fn a_message_sent_again_after_a_give_up_reaches_the_operator_once() {
+    let address = common::ipc_address("give-up-once");
+    let mut client = in_terminal(CLIENT, &["--connect", &address, "--give-up", "1"]);
+    client.exp_string("you> ").unwrap();
+    client.send_line("first try").unwrap();
+    client.exp_string("unanswered message: first try").unwrap();
+    client.exp_string("you> first try").unwrap();
+
+    let (mut server, _) = Proc::server(&["--bind", &address]);
+    client.send_line("").unwrap(); // Enter: send the offered text again
+    assert_eq!(server.stdout_line(), "first try");
+    server.send_line("the answer to it");
+    client.exp_string("server> the answer to it").unwrap();
+    client.send_line("second").unwrap();
+    assert_eq!(
+        server.stdout_line(),
+        "second",
+        "no second copy of the first"
+    );
+    server.send_line("ok");
+    client.exp_string("server> ok").unwrap();
+}
+
 /// Writes a key with `--keygen` into a fresh temporary file; returns the
 /// file and the public key.
 fn keygen(name: &str) -> (String, String) {
