@@ -159,3 +159,22 @@ fn unknown_flag_is_a_usage_error() {
     assert_eq!(status.code(), Some(2));
     assert!(stderr.contains("--frobnicate"));
 }
+
+/// Issue 16, point 7: the address may be given as a positional argument, as
+/// `nc` and `ssh` take it; the flag and a positional address together are a
+/// usage error.
+#[test]
+fn the_address_may_be_given_without_its_flag() {
+    let (_server, endpoint) = Proc::server(&["127.0.0.1:0", "--echo"]);
+    let (status, stdout, stderr) = run_to_end(CLIENT, &[&endpoint], "positional\n");
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, "positional");
+    for (program, flag) in [(SERVER, "--bind"), (CLIENT, "--connect")] {
+        let (status, _, stderr) = run_to_end(program, &["127.0.0.1:1", flag, "127.0.0.1:2"], "");
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("cannot be used with"), "{stderr}");
+    }
+    let (status, _, stderr) = run_to_end(CLIENT, &["127.0.0.1:99999"], "");
+    assert_eq!(status.code(), Some(2));
+    assert_one_clear_line(&stderr, "chat-client", "port 99999 is out of range");
+}

@@ -31,6 +31,10 @@ const PROGRAM: &str = "chat-client";
 #[derive(Parser)]
 #[command(version, after_help = EXIT_CODES_HELP)]
 struct Args {
+    /// The server, as --connect takes it (`chat-client 192.0.2.7:8877`)
+    #[arg(value_name = "ADDR", conflicts_with = "connect")]
+    address: Option<String>,
+
     // The help is an attribute, not a doc comment: rustdoc would read
     // "[IPv6]" as a link.
     #[arg(
@@ -96,8 +100,9 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         .server_key
         .map(|server_key| secure_mode(args, server_key))
         .transpose()?;
-    let endpoint = cli::endpoint_from_flag(&args.connect, Role::Connect)
-        .with_context(|| format!("invalid --connect address '{}'", args.connect))?;
+    let address = args.address.as_ref().unwrap_or(&args.connect);
+    let endpoint = cli::endpoint_from_flag(address, Role::Connect)
+        .with_context(|| format!("invalid address to connect to '{address}'"))?;
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
     let context = zmq::Context::new();
     let liveness = Liveness {

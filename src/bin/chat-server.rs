@@ -30,6 +30,10 @@ const PROGRAM: &str = "chat-server";
 #[derive(Parser)]
 #[command(version, after_help = EXIT_CODES_HELP)]
 struct Args {
+    /// Where to listen, as --bind takes it (`chat-server 0.0.0.0:8877`)
+    #[arg(value_name = "ADDR", conflicts_with = "bind")]
+    address: Option<String>,
+
     // The help is an attribute, not a doc comment: rustdoc would read
     // "[IPv6]" as a link.
     #[arg(
@@ -91,8 +95,9 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         .as_deref()
         .map(|key| secure_mode(key, args.allow.as_deref()))
         .transpose()?;
-    let endpoint = cli::endpoint_from_flag(&args.bind, Role::Bind)
-        .with_context(|| format!("invalid --bind address '{}'", args.bind))?;
+    let address = args.address.as_ref().unwrap_or(&args.bind);
+    let endpoint = cli::endpoint_from_flag(address, Role::Bind)
+        .with_context(|| format!("invalid address to bind '{address}'"))?;
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
     let context = zmq::Context::new();
     let mut server = ChatServer::bind(&context, &endpoint)?;
