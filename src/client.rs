@@ -251,7 +251,7 @@ impl ChatClient {
             if !lines.has_ready_line() {
                 screen.flush()?;
             }
-            let text = match lines.next_line(shutdown)? {
+            let text = match lines.next_line(shutdown, &mut || None)? {
                 Line::Text(text) if text.len() > MAX_TEXT_BYTES => {
                     screen.notice(&format!(
                         "not sent: that line has {} bytes, more than the {MAX_TEXT_BYTES} a message may have",

@@ -96,7 +96,11 @@ impl Lines {
 }
 
 impl LineSource for Lines {
-    fn next_line(&mut self, _shutdown: &Shutdown) -> io::Result<Line> {
+    fn next_line(
+        &mut self,
+        _shutdown: &Shutdown,
+        _meanwhile: &mut dyn FnMut() -> Option<Line>,
+    ) -> io::Result<Line> {
         Ok(self.0.pop_front().unwrap_or(Line::End(End::Eof)))
     }
 

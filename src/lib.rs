@@ -28,7 +28,10 @@
 //!   connection monitor and the interruptible receive.
 //! - [`server`] / [`client`]: the two loops, independent of where lines
 //!   come from, where output goes and what time it is.
-//! - [`terminal`]: interactive prompt (rustyline) vs script mode, and output.
+//! - [`terminal`]: script input, and the screen (what each mode shows).
+//! - [`prompt`]: the interactive prompt: rustyline on its own thread, with
+//!   history, printing incoming lines above the line being edited.
+//! - `tty`: type-ahead and restoring the terminal, which rustyline lacks.
 //! - [`clock`]: the loops' time, which tests can drive.
 //! - [`cli`]: flags, exit codes and error reports shared by the programs.
 //! - `command`: `/help`, `/quit` and friends.
@@ -48,12 +51,14 @@ pub mod display;
 mod envelope;
 pub mod error;
 pub mod message;
+pub mod prompt;
 pub mod secure;
 pub mod server;
 pub mod shutdown;
 pub mod terminal;
 mod throttle;
 pub mod transport;
+mod tty;
 
 #[cfg(test)]
 mod fixture;

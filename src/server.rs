@@ -157,14 +157,27 @@ impl ChatServer {
             // ended can answer nothing more, so stop listening rather than
             // accept a message that would never be answered.
             let (watch, exhausted) = (&self.watch, &mut self.out_of_descriptors);
+            let mut ended = None;
             let received = transport::receive_within(&self.socket, shutdown, || {
                 let _ = screen.flush();
                 notice_descriptors(watch, exhausted, screen);
-                match &mut replies {
-                    ReplySource::Operator(lines) => !lines.is_exhausted(),
-                    ReplySource::Echo => true,
+                let ReplySource::Operator(lines) = &mut replies else {
+                    return true;
+                };
+                // The operator may quit while no message waits; what they
+                // type meanwhile answers nothing.
+                match lines.while_waiting() {
+                    Some(Line::End(end)) => ended = Some(end),
+                    Some(Line::Text(_)) => screen.notice(
+                        "not sent: no message is waiting for an answer yet; type your reply once one is shown (/quit or Ctrl-D ends)",
+                    ),
+                    None => {}
                 }
+                ended.is_none() && !lines.is_exhausted()
             })?;
+            if let Some(end) = ended {
+                return finish(screen, end);
+            }
             let now = clock.now();
             let frames = match received {
                 Received::Message(Ok(frames)) => frames,
@@ -241,6 +254,15 @@ impl ChatServer {
             }
         }
         let incoming = Incoming::decode(&body, self.max_message_bytes);
+        if let ReplySource::Operator(lines) = replies {
+            // Typed before this message was on the screen: not its answer.
+            let discarded = lines.discard_type_ahead();
+            if discarded > 0 {
+                screen.notice(&format!(
+                    "discarded {discarded} bytes typed before this message arrived: a reply is what you type after reading it"
+                ));
+            }
+        }
         screen.show(&incoming, origin.label().as_deref())?;
         let (reply, remembered) = match replies {
             // The message goes back exactly as it came.
@@ -379,7 +401,7 @@ fn operator_reply(
         if !lines.has_ready_line() {
             screen.flush()?;
         }
-        match lines.next_line(shutdown)? {
+        match lines.next_line(shutdown, &mut || None)? {
             Line::Text(reply) if reply.len() > MAX_TEXT_BYTES => screen.notice(&format!(
                 "that reply has {} bytes, more than the {MAX_TEXT_BYTES} a message may have; not sent: type a shorter one",
                 reply.len()

@@ -13,12 +13,9 @@ use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
-use rustyline::DefaultEditor;
-use rustyline::error::ReadlineError;
-
-use crate::command::{Command, HELP};
 use crate::display::escape_for_terminal;
 use crate::message::{Incoming, strip_line_ending};
+use crate::prompt::Printer;
 use crate::shutdown::Shutdown;
 use crate::transport::TICK;
 
@@ -49,8 +46,29 @@ pub enum Line {
 
 /// Where outgoing messages come from: a person at a prompt or a script's stdin.
 pub trait LineSource {
-    /// Blocks until the next message is available or input ends.
-    fn next_line(&mut self, shutdown: &Shutdown) -> io::Result<Line>;
+    /// Blocks until the next message is available or input ends. While it
+    /// waits, `meanwhile` runs every tick (or so); a line it returns ends
+    /// the wait with that line instead.
+    fn next_line(
+        &mut self,
+        shutdown: &Shutdown,
+        meanwhile: &mut dyn FnMut() -> Option<Line>,
+    ) -> io::Result<Line>;
+
+    /// Checked every tick while no line is wanted (a server waiting for a
+    /// message): `Line::End` if the user ended the input meanwhile (Ctrl-D,
+    /// `/quit`), `Line::Text` with what they typed, which is no answer to
+    /// anything and is dropped. Script input is left to be read later.
+    fn while_waiting(&mut self) -> Option<Line> {
+        None
+    }
+
+    /// Throws away what the user typed before a line was asked for (a
+    /// server operator must answer only what they have seen); how many
+    /// bytes that was.
+    fn discard_type_ahead(&mut self) -> usize {
+        0
+    }
 
     /// Whether input has ended with no line left to read, checked without
     /// blocking. A server uses it to stop listening once it cannot reply.
@@ -67,65 +85,6 @@ pub trait LineSource {
     /// Offers `text` for sending again: the prompt shows it, ready to edit.
     /// Script input ignores the offer (the caller prints the text instead).
     fn offer(&mut self, _text: &str) {}
-}
-
-/// The interactive prompt: rustyline editing, history and `/commands`.
-pub struct Prompt {
-    editor: DefaultEditor,
-    prompt: String,
-    offered: Option<String>,
-}
-
-impl Prompt {
-    /// A prompt showing `prompt` before each line.
-    pub fn new(prompt: &str) -> io::Result<Prompt> {
-        let editor = DefaultEditor::new().map_err(io::Error::other)?;
-        Ok(Prompt {
-            editor,
-            prompt: prompt.to_string(),
-            offered: None,
-        })
-    }
-}
-
-impl LineSource for Prompt {
-    fn next_line(&mut self, shutdown: &Shutdown) -> io::Result<Line> {
-        loop {
-            if shutdown.requested() {
-                return Ok(Line::End(End::Interrupted));
-            }
-            let _blocked = shutdown.at_prompt();
-            let read = match self.offered.take() {
-                Some(text) => self.editor.readline_with_initial(&self.prompt, (&text, "")),
-                None => self.editor.readline(&self.prompt),
-            };
-            let line = match read {
-                Ok(line) => line,
-                Err(ReadlineError::Eof) => return Ok(Line::End(End::Eof)),
-                Err(ReadlineError::Interrupted) => return Ok(Line::End(End::Interrupted)),
-                Err(ReadlineError::Io(error)) => return Err(error),
-                Err(other) => return Err(io::Error::other(other)),
-            };
-            match Command::interpret(&line) {
-                Command::Send(text) => {
-                    let _ = self.editor.add_history_entry(line.as_str());
-                    return Ok(Line::Text(text));
-                }
-                Command::Quit => return Ok(Line::End(End::Quit)),
-                Command::Help => eprintln!("{HELP}"),
-                Command::Nothing => {}
-                Command::Unknown(word) => {
-                    eprintln!(
-                        "unknown command {word}; /help lists the commands, //text sends text starting with '/'"
-                    )
-                }
-            }
-        }
-    }
-
-    fn offer(&mut self, text: &str) {
-        self.offered = Some(text.to_string());
-    }
 }
 
 /// Script input: one message per line of a pipe or file (stdin in the binaries).
@@ -260,7 +219,11 @@ impl<R: Read + AsFd> ScriptLines<R> {
 }
 
 impl<R: Read + AsFd> LineSource for ScriptLines<R> {
-    fn next_line(&mut self, shutdown: &Shutdown) -> io::Result<Line> {
+    fn next_line(
+        &mut self,
+        shutdown: &Shutdown,
+        meanwhile: &mut dyn FnMut() -> Option<Line>,
+    ) -> io::Result<Line> {
         loop {
             if let Some(line) = self.take_line() {
                 return Ok(Line::Text(line));
@@ -272,6 +235,12 @@ impl<R: Read + AsFd> LineSource for ScriptLines<R> {
                 return Ok(Line::End(End::Interrupted));
             }
             self.fill(TICK)?;
+            if !self.has_buffered_line()
+                && !self.ended
+                && let Some(line) = meanwhile()
+            {
+                return Ok(line);
+            }
         }
     }
 
@@ -305,6 +274,8 @@ pub struct Screen {
     out: RefCell<Box<dyn Write>>,
     /// Notices and status lines, written as they come.
     err: RefCell<Box<dyn Write>>,
+    /// For a person at a prompt: everything goes above the line being edited.
+    printer: Option<Printer>,
 }
 
 const BOLD_CYAN: &str = "\x1b[1;36m";
@@ -355,7 +326,14 @@ impl Screen {
             colour: false,
             out: RefCell::new(out),
             err: RefCell::new(err),
+            printer: None,
         }
+    }
+
+    /// Sends everything this screen shows through `printer`, so that it
+    /// appears above a line being edited at the prompt, not inside it.
+    pub fn print_above_prompt(&mut self, printer: Printer) {
+        self.printer = Some(printer);
     }
 
     /// Whether this screen talks to a person.
@@ -383,6 +361,10 @@ impl Screen {
             } else {
                 ("", "")
             };
+            if let Some(printer) = &self.printer {
+                printer.print(&format!("{on}{peer}>{off} {text}"));
+                return Ok(());
+            }
             writeln!(out, "{on}{peer}>{off} {text}")?;
             out.flush()
         } else {
@@ -406,14 +388,24 @@ impl Screen {
     pub fn status(&self, text: &str) {
         if self.interactive {
             let (on, off) = if self.colour { (DIM, RESET) } else { ("", "") };
-            let _ = writeln!(self.err.borrow_mut(), "{on}{text}{off}");
+            match &self.printer {
+                Some(printer) => printer.print(&format!("{on}{text}{off}")),
+                None => {
+                    let _ = writeln!(self.err.borrow_mut(), "{on}{text}{off}");
+                }
+            }
         }
     }
 
     /// A line on stderr, prefixed by the program name, in every mode. A
     /// stderr that cannot be written to is no reason to stop chatting.
     pub fn notice(&self, text: &str) {
-        let _ = writeln!(self.err.borrow_mut(), "{}: {text}", self.program);
+        match &self.printer {
+            Some(printer) => printer.print(&format!("{}: {text}", self.program)),
+            None => {
+                let _ = writeln!(self.err.borrow_mut(), "{}: {text}", self.program);
+            }
+        }
     }
 }
 
@@ -443,7 +435,7 @@ mod tests {
         let shutdown = Shutdown::default();
         let mut read = Vec::new();
         loop {
-            match lines.next_line(&shutdown).expect("read") {
+            match lines.next_line(&shutdown, &mut || None).expect("read") {
                 Line::Text(text) => read.push(text),
                 Line::End(end) => {
                     assert_eq!(end, End::Eof);
@@ -484,7 +476,7 @@ mod tests {
         let (mut lines, _) = script(input.into_bytes(), 4096);
         let shutdown = Shutdown::default();
         let mut count = 0;
-        while let Line::Text(text) = lines.next_line(&shutdown).unwrap() {
+        while let Line::Text(text) = lines.next_line(&shutdown, &mut || None).unwrap() {
             assert_eq!(text, format!("line {count}"));
             count += 1;
             assert!(

@@ -13,14 +13,28 @@ use rexpect::process::WaitStatus;
 use rexpect::session::PtySession;
 
 fn in_terminal(program: &str, args: &[&str]) -> PtySession {
-    let mut command = Command::new(program);
+    // rexpect turns the terminal's echo off; a person's terminal has it on,
+    // and what it echoes outside the prompt is part of what they see.
+    let mut command = Command::new("sh");
     command
+        .args(["-c", "stty echo && exec \"$0\" \"$@\"", program])
         .args(args)
         .env("TERM", "xterm")
         .env("NO_COLOR", "1")
+        // The prompt history goes to a folder of the test's, not the user's.
+        .env(
+            "XDG_DATA_HOME",
+            std::env::temp_dir().join(format!("zmq-chat-tty-data-{}", std::process::id())),
+        )
         .env_remove("RUST_BACKTRACE");
     rexpect::session::spawn_command(command, Some(DEADLINE.as_millis() as u64))
         .expect("spawn in a pty")
+}
+
+/// Types `keys` without pressing Enter.
+fn type_keys(session: &mut PtySession, keys: &str) {
+    session.send(keys).unwrap();
+    session.flush().unwrap();
 }
 
 fn exit_code(session: &PtySession) -> Option<i32> {
@@ -213,4 +227,125 @@ fn secure_chat_shows_encryption_and_the_peers_fingerprint() {
     for file in [server_file, client_file] {
         let _ = std::fs::remove_file(file);
     }
+}
+
+/// A server in a terminal, and the endpoint it listens on, once it waits.
+fn server_in_terminal(extra: &[&str]) -> (PtySession, String) {
+    let mut args = vec!["--bind", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut server = in_terminal(SERVER, &args);
+    let (_, address) = server
+        .exp_regex(r"tcp://127\.0\.0\.1:[0-9]+")
+        .expect("the ready line names the bound port");
+    server.exp_string("waiting for a message").unwrap();
+    (server, address)
+}
+
+/// Issue 16, bug 3: Ctrl-D and /quit while the server waits for a message
+/// end it at once, exit 0, without a message having to arrive first.
+#[test]
+fn ctrl_d_or_quit_while_the_server_waits_ends_it_at_once() {
+    for keys in ["\x04", "/quit\n"] {
+        let (mut server, _) = server_in_terminal(&[]);
+        type_keys(&mut server, keys);
+        server.exp_eof().unwrap();
+        assert_eq!(exit_code(&server), Some(0), "after {keys:?}");
+    }
+}
+
+/// Issue 16, bug 2: what the operator types while no message is shown
+/// answers nothing: a finished line is refused with a notice, an unfinished
+/// one is discarded when the message arrives (and the operator is told),
+/// and the reply is what is typed after the message is shown.
+#[test]
+fn the_operator_cannot_answer_a_message_before_seeing_it() {
+    let (mut server, address) = server_in_terminal(&[]);
+    server.send_line("blind answer").unwrap();
+    server
+        .exp_string("not sent: no message is waiting")
+        .unwrap();
+    type_keys(&mut server, "half typed");
+    server.exp_string("half typed").unwrap(); // echoed by the terminal
+
+    let mut client = Proc::spawn(CLIENT, &["--connect", &address]);
+    client.send_line("question?");
+    server
+        .exp_string("discarded 10 bytes typed before this message arrived")
+        .unwrap();
+    server.exp_string("client> question?").unwrap();
+    server.exp_string("reply> ").unwrap();
+    server.send_line("seen answer").unwrap();
+    assert_eq!(client.stdout_line(), "seen answer");
+}
+
+/// Issue 16, bug 4: text typed at the client while its message waits for
+/// the reply is not run into by the reply: the reply starts on a line of its
+/// own, and the typed text is still there at the next prompt.
+#[test]
+fn a_reply_does_not_run_into_text_typed_meanwhile() {
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+    let mut client = in_terminal(CLIENT, &["--connect", &endpoint]);
+    client.exp_string("you> ").unwrap();
+    client.send_line("first").unwrap();
+    client.exp_string("waiting for the server's reply").unwrap();
+    assert_eq!(server.stdout_line(), "first");
+    type_keys(&mut client, "partial typed");
+    client.exp_string("partial typed").unwrap();
+    server.send_line("ok got it");
+    let before = client.exp_string("server> ok got it").unwrap();
+    assert!(
+        before.ends_with('\n'),
+        "the reply starts on its own line, after {before:?}"
+    );
+    // The prompt is drawn, then the text typed ahead is read into it.
+    client.exp_regex("you> [^\n]*partial typed").unwrap();
+    client.send_line(" and finished").unwrap();
+    assert_eq!(server.stdout_line(), "partial typed and finished");
+}
+
+/// Issue 16, point 8: a line sent in one run is in the history of the next
+/// (Up arrow), kept in an owner-only file; with --no-history none is kept.
+#[test]
+fn history_survives_a_restart_unless_turned_off() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = std::env::temp_dir().join(format!("zmq-chat-history-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let in_terminal_with_data = |args: &[&str]| {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "stty echo && exec \"$0\" \"$@\"", CLIENT])
+            .args(args)
+            .env("TERM", "xterm")
+            .env("NO_COLOR", "1")
+            .env("XDG_DATA_HOME", &data);
+        rexpect::session::spawn_command(command, Some(DEADLINE.as_millis() as u64)).unwrap()
+    };
+    let (_server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
+    let mut first = in_terminal_with_data(&["--connect", &endpoint]);
+    first.exp_string("you> ").unwrap();
+    first.send_line("remember me").unwrap();
+    first.exp_string("server> remember me").unwrap();
+    first.send_line("/quit").unwrap();
+    first.exp_eof().unwrap();
+    let file = data.join("zmq-chat").join("chat-client.history");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+
+    let mut second = in_terminal_with_data(&["--connect", &endpoint]);
+    second.exp_string("you> ").unwrap();
+    type_keys(&mut second, "\x1b[A"); // Up arrow
+    second.exp_string("remember me").unwrap();
+    second.send_line("").unwrap();
+    second.exp_string("server> remember me").unwrap();
+    second.send_line("/quit").unwrap();
+    second.exp_eof().unwrap();
+
+    std::fs::remove_dir_all(&data).unwrap();
+    let mut private = in_terminal_with_data(&["--connect", &endpoint, "--no-history"]);
+    private.exp_string("you> ").unwrap();
+    private.send_line("forget me").unwrap();
+    private.exp_string("server> forget me").unwrap();
+    private.send_line("/quit").unwrap();
+    private.exp_eof().unwrap();
+    assert!(!file.exists(), "--no-history wrote {}", file.display());
 }

@@ -15,10 +15,11 @@ use zmq_chat::client::{ChatClient, ClientEnd, Liveness};
 use zmq_chat::clock::SystemClock;
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
+use zmq_chat::prompt::{Prompt, default_history_path};
 use zmq_chat::secure::keys::{Identity, PublicKey, default_client_key_path};
 use zmq_chat::secure::session::ClientSecurity;
 use zmq_chat::shutdown::Shutdown;
-use zmq_chat::terminal::{self, End, LineSource, Prompt, Screen, ScriptLines};
+use zmq_chat::terminal::{self, End, LineSource, Screen, ScriptLines};
 
 const PROGRAM: &str = "chat-client";
 
@@ -71,6 +72,11 @@ struct Args {
     #[arg(long, value_name = "FILE", requires = "server_key")]
     key: Option<PathBuf>,
 
+    /// Keep no history of the messages typed at the prompt (by default it is
+    /// kept, owner-only, in ~/.local/share/zmq-chat/chat-client.history)
+    #[arg(long)]
+    no_history: bool,
+
     /// Write a new private key to FILE (owner-only), print its public key, exit
     #[arg(long, value_name = "FILE", exclusive = true)]
     keygen: Option<PathBuf>,
@@ -115,17 +121,22 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         client.require_encryption(security);
     }
     let interactive = terminal::stdin_is_interactive();
-    let screen = Screen::new(PROGRAM, "server", interactive).context("cannot set up stdout")?;
+    let mut screen = Screen::new(PROGRAM, "server", interactive).context("cannot set up stdout")?;
+    let mut lines: Box<dyn LineSource> = if interactive {
+        let history = (!args.no_history)
+            .then(|| default_history_path(PROGRAM))
+            .flatten();
+        let prompt = Prompt::new("you> ", history)?;
+        screen.print_above_prompt(prompt.printer());
+        Box::new(prompt)
+    } else {
+        Box::new(ScriptLines::from_stdin(PROGRAM))
+    };
     screen.status(&format!(
         "chatting with {}; type a message, /help lists commands",
         client.endpoint()
     ));
 
-    let mut lines: Box<dyn LineSource> = if interactive {
-        Box::new(Prompt::new("you> ")?)
-    } else {
-        Box::new(ScriptLines::from_stdin(PROGRAM))
-    };
     let shown = |text: &str| escape_for_terminal(text).into_owned();
     let code = loop {
         break match client.run(lines.as_mut(), &screen, &shutdown, &SystemClock)? {

@@ -11,11 +11,12 @@ use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli::{self, EXIT_CODES_HELP};
 use zmq_chat::clock::SystemClock;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
+use zmq_chat::prompt::{Prompt, default_history_path};
 use zmq_chat::secure::keys::{AllowList, Identity};
 use zmq_chat::secure::session::ServerSecurity;
 use zmq_chat::server::{ChatServer, ReplySource};
 use zmq_chat::shutdown::Shutdown;
-use zmq_chat::terminal::{self, End, Prompt, Screen, ScriptLines};
+use zmq_chat::terminal::{self, End, Screen, ScriptLines};
 use zmq_chat::transport;
 
 const PROGRAM: &str = "chat-server";
@@ -65,6 +66,11 @@ struct Args {
     #[arg(long, value_name = "FILE", requires = "key")]
     allow: Option<PathBuf>,
 
+    /// Keep no history of the replies typed at the prompt (by default it is
+    /// kept, owner-only, in ~/.local/share/zmq-chat/chat-server.history)
+    #[arg(long)]
+    no_history: bool,
+
     /// Write a new private key to FILE (owner-only), print its public key, exit
     #[arg(long, value_name = "FILE", exclusive = true)]
     keygen: Option<PathBuf>,
@@ -103,7 +109,17 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     let mut server = ChatServer::bind(&context, &endpoint)?;
     server.show_at_most(args.max_size);
     let interactive = !args.echo && terminal::stdin_is_interactive();
-    let screen = Screen::new(PROGRAM, "client", interactive).context("cannot set up stdout")?;
+    let mut screen = Screen::new(PROGRAM, "client", interactive).context("cannot set up stdout")?;
+    let mut prompt = if interactive {
+        let history = (!args.no_history)
+            .then(|| default_history_path(PROGRAM))
+            .flatten();
+        let prompt = Prompt::new("reply> ", history)?;
+        screen.print_above_prompt(prompt.printer());
+        Some(prompt)
+    } else {
+        None
+    };
     if let Some(security) = security {
         screen.notice(&format!(
             "secure mode: clients connect with --server-key {}",
@@ -122,13 +138,11 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     }
     screen.status("each message you receive waits for your reply; /help lists commands");
 
-    let mut prompt;
     let mut script;
     let replies = if args.echo {
         ReplySource::Echo
-    } else if interactive {
-        prompt = Prompt::new("reply> ")?;
-        ReplySource::Operator(&mut prompt)
+    } else if let Some(prompt) = &mut prompt {
+        ReplySource::Operator(prompt)
     } else {
         script = ScriptLines::from_stdin(PROGRAM);
         ReplySource::Operator(&mut script)

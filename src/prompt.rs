@@ -1,0 +1,279 @@
+//! The interactive prompt: rustyline on a thread of its own, so the loops
+//! keep watching the network while a person types, and print what happens
+//! above the line being edited (rustyline's external printer) instead of
+//! through it. History is kept in a file between runs.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use rustyline::error::ReadlineError;
+use rustyline::{DefaultEditor, ExternalPrinter};
+
+use crate::command::{Command, HELP};
+use crate::shutdown::Shutdown;
+use crate::terminal::{End, Line, LineSource};
+use crate::transport::TICK;
+use crate::tty;
+
+/// The interactive prompt: rustyline editing, history and `/commands`.
+pub struct Prompt {
+    requests: mpsc::Sender<Request>,
+    lines: mpsc::Receiver<rustyline::Result<String>>,
+    printer: Printer,
+    prompt: String,
+    offered: Option<String>,
+    /// Whether a line was asked of the prompt thread and not received yet
+    /// (a wait ended by its `meanwhile` leaves the read under way).
+    asked: bool,
+    /// The terminal before rustyline, put back if the program ends while
+    /// a line is being edited.
+    saved: Option<tty::Saved>,
+}
+
+/// What the prompt thread is asked for: one line.
+struct Request {
+    prompt: String,
+    initial: Option<String>,
+}
+
+/// Prints a line above the prompt while one is being edited, and as usual
+/// when not. Shared by the loops' [`crate::terminal::Screen`].
+#[derive(Clone)]
+pub struct Printer {
+    external: Arc<Mutex<Box<dyn ExternalPrinter + Send>>>,
+    /// Whether the prompt thread is editing a line.
+    reading: Arc<AtomicBool>,
+    /// Bytes typed ahead (outside the prompt) when a line was last printed:
+    /// more than that means the cursor sits after an unfinished echoed line.
+    typed: Arc<AtomicUsize>,
+}
+
+impl Printer {
+    /// Prints `text` (a whole line, without its newline).
+    pub fn print(&self, text: &str) {
+        let mut line = String::with_capacity(text.len() + 2);
+        if !self.reading.load(Ordering::SeqCst) {
+            // Text typed while no prompt was shown is echoed by the
+            // terminal: start below it rather than after it.
+            let typed = tty::typed_ahead(false);
+            if typed > self.typed.swap(typed, Ordering::SeqCst) {
+                line.push('\n');
+            }
+        }
+        line.push_str(text);
+        line.push('\n');
+        if let Ok(mut external) = self.external.lock() {
+            let _ = external.print(line);
+        }
+    }
+}
+
+impl Prompt {
+    /// A prompt showing `prompt` before each line, with its history in
+    /// `history` (loaded now, each sent line appended), if given.
+    pub fn new(prompt: &str, history: Option<PathBuf>) -> io::Result<Prompt> {
+        let saved = tty::save();
+        let mut editor = DefaultEditor::new().map_err(io::Error::other)?;
+        if let Some(path) = &history {
+            if let Some(folder) = path.parent() {
+                create_private_folder(folder)?;
+            }
+            // A missing file is a first run, not an error.
+            let _ = editor.load_history(path);
+        }
+        let external: Box<dyn ExternalPrinter + Send> =
+            Box::new(editor.create_external_printer().map_err(io::Error::other)?);
+        let reading = Arc::new(AtomicBool::new(false));
+        let (requests, wanted) = mpsc::channel::<Request>();
+        let (lines_out, lines) = mpsc::channel();
+        let editing = Arc::clone(&reading);
+        thread::Builder::new()
+            .name("prompt".into())
+            .spawn(move || {
+                while let Ok(Request { prompt, initial }) = wanted.recv() {
+                    editing.store(true, Ordering::SeqCst);
+                    let read = match &initial {
+                        Some(text) => editor.readline_with_initial(&prompt, (text, "")),
+                        None => editor.readline(&prompt),
+                    };
+                    editing.store(false, Ordering::SeqCst);
+                    if let Ok(line) = &read
+                        && matches!(Command::interpret(line), Command::Send(_))
+                    {
+                        let _ = editor.add_history_entry(line.as_str());
+                        if let Some(path) = &history {
+                            let _ = editor.append_history(path);
+                        }
+                    }
+                    if lines_out.send(read).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Prompt {
+            requests,
+            lines,
+            printer: Printer {
+                external: Arc::new(Mutex::new(external)),
+                reading,
+                typed: Arc::default(),
+            },
+            prompt: prompt.to_string(),
+            offered: None,
+            asked: false,
+            saved,
+        })
+    }
+
+    /// What prints above the line being edited.
+    pub fn printer(&self) -> Printer {
+        self.printer.clone()
+    }
+
+    /// Waits for the line asked for (asking if no read is under way), for
+    /// at most a tick.
+    fn wait_for_line(&mut self) -> io::Result<Option<rustyline::Result<String>>> {
+        if !self.asked {
+            let initial = self.offered.take();
+            self.printer.typed.store(0, Ordering::SeqCst);
+            let request = Request {
+                prompt: self.prompt.clone(),
+                initial,
+            };
+            self.requests
+                .send(request)
+                .map_err(|_| io::Error::other("the prompt thread has ended"))?;
+            self.asked = true;
+        }
+        match self.lines.recv_timeout(TICK) {
+            Ok(read) => {
+                self.asked = false;
+                Ok(Some(read))
+            }
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(io::Error::other("the prompt thread has ended"))
+            }
+        }
+    }
+}
+
+impl LineSource for Prompt {
+    fn next_line(
+        &mut self,
+        shutdown: &Shutdown,
+        meanwhile: &mut dyn FnMut() -> Option<Line>,
+    ) -> io::Result<Line> {
+        loop {
+            if shutdown.requested() {
+                return Ok(Line::End(End::Interrupted));
+            }
+            let line = match self.wait_for_line()? {
+                None => match meanwhile() {
+                    Some(line) => return Ok(line),
+                    None => continue,
+                },
+                Some(Ok(line)) => line,
+                Some(Err(ReadlineError::Eof)) => return Ok(Line::End(End::Eof)),
+                Some(Err(ReadlineError::Interrupted)) => return Ok(Line::End(End::Interrupted)),
+                Some(Err(ReadlineError::Io(error))) => return Err(error),
+                Some(Err(other)) => return Err(io::Error::other(other)),
+            };
+            match Command::interpret(&line) {
+                Command::Send(text) => return Ok(Line::Text(text)),
+                Command::Quit => return Ok(Line::End(End::Quit)),
+                Command::Help => self.printer.print(HELP),
+                Command::Nothing => {}
+                Command::Unknown(word) => self.printer.print(&format!(
+                    "unknown command {word}; /help lists the commands, //text sends text starting with '/'"
+                )),
+            }
+        }
+    }
+
+    fn offer(&mut self, text: &str) {
+        self.offered = Some(text.to_string());
+    }
+
+    fn while_waiting(&mut self) -> Option<Line> {
+        // No prompt is shown: the terminal is in its usual (canonical)
+        // mode, so a read returns one finished line, or nothing at Ctrl-D.
+        let stdin = io::stdin();
+        let mut ready = [zmq::PollItem::from_fd(
+            std::os::fd::AsRawFd::as_raw_fd(&stdin.as_fd()),
+            zmq::POLLIN,
+        )];
+        if !matches!(zmq::poll(&mut ready, 0), Ok(1)) {
+            return None;
+        }
+        let mut input = File::from(stdin.as_fd().try_clone_to_owned().ok()?);
+        let mut buffer = [0u8; 4096];
+        match input.read(&mut buffer) {
+            Ok(0) => Some(Line::End(End::Eof)),
+            Ok(read) => {
+                let typed = String::from_utf8_lossy(&buffer[..read]);
+                match Command::interpret(typed.trim_end_matches(['\r', '\n'])) {
+                    Command::Quit => Some(Line::End(End::Quit)),
+                    Command::Nothing => None,
+                    _ => Some(Line::Text(typed.trim_end().to_string())),
+                }
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn discard_type_ahead(&mut self) -> usize {
+        tty::typed_ahead(true)
+    }
+}
+
+impl Drop for Prompt {
+    fn drop(&mut self) {
+        // Ending while a line is edited leaves rustyline's raw mode on.
+        if self.asked
+            && let Some(saved) = self.saved
+        {
+            let _ = tty::restore(saved);
+            println!();
+        }
+    }
+}
+
+/// Creates `folder` (owner-only) if it is missing.
+fn create_private_folder(folder: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(folder)
+    {
+        Ok(()) => Ok(()),
+        Err(error) => Err(io::Error::new(
+            error.kind(),
+            format!(
+                "cannot create {} for the history: {error}",
+                folder.display()
+            ),
+        )),
+    }
+}
+
+/// Where `program` keeps its prompt history: `$XDG_DATA_HOME/zmq-chat/`,
+/// else `~/.local/share/zmq-chat/`; `None` without a home folder.
+pub fn default_history_path(program: &str) -> Option<PathBuf> {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|value| !value.is_empty())
+                .map(|home| PathBuf::from(home).join(".local").join("share"))
+        })?;
+    Some(data.join("zmq-chat").join(format!("{program}.history")))
+}
