@@ -108,6 +108,11 @@ pub enum Step {
     Ended,
     /// The message cannot be answered; the reason, for the user.
     Failed(String),
+    /// The handshake made before any message is done (secure mode).
+    Ready {
+        /// One line for the user.
+        notice: String,
+    },
 }
 
 /// The client's side of a channel.
@@ -118,12 +123,24 @@ pub trait ClientChannel {
     /// Only if sealing fails where valid input cannot fail (a bug, reported).
     fn outgoing(&mut self, id: MessageId, text: &str) -> Result<Vec<u8>, ChatError>;
 
-    /// What a reply means while message `id` (whose text is `text`) waits:
-    /// its envelope's id and `mark`, and its `body`.
+    /// A body to send, as message `id` without text, before any message:
+    /// secure mode shakes hands as soon as a server is there, so that a
+    /// wrong server key is found out before anything is typed. `None` when
+    /// there is nothing to agree on (plain mode, or already agreed).
+    ///
+    /// # Errors
+    /// Only if the handshake cannot be made (a bug, reported).
+    fn hello(&mut self) -> Result<Option<Vec<u8>>, ChatError> {
+        Ok(None)
+    }
+
+    /// What a reply means while message `id` (whose text is `text`, `None`
+    /// for a [`ClientChannel::hello`]) waits: its envelope's id and `mark`,
+    /// and its `body`.
     fn incoming(
         &mut self,
         id: MessageId,
-        text: &str,
+        text: Option<&str>,
         envelope_id: Option<MessageId>,
         mark: Mark,
         body: Vec<Vec<u8>>,
@@ -202,7 +219,7 @@ impl ClientChannel for Plain {
     fn incoming(
         &mut self,
         id: MessageId,
-        _text: &str,
+        _text: Option<&str>,
         envelope_id: Option<MessageId>,
         mark: Mark,
         body: Vec<Vec<u8>>,

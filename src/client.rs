@@ -36,7 +36,16 @@ use crate::message::{DEFAULT_MAX_MESSAGE_BYTES, Incoming, MAX_TEXT_BYTES};
 use crate::secure::session::ClientSecurity;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
+use crate::throttle::Throttle;
 use crate::transport::{self, ConnectionEvent, ConnectionWatch, TransportError};
+
+/// At most one notice of each kind a server can trigger (coming and going)
+/// per this interval.
+const NOTICE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How many of each kind may be shown at once, before [`NOTICE_INTERVAL`]
+/// applies: a server restarted by hand goes and comes back in seconds.
+const NOTICE_BURST: u32 = 3;
 
 /// How the client judges that a server is gone.
 #[derive(Clone, Copy, Debug)]
@@ -63,6 +72,12 @@ pub enum ClientEnd {
     ServerEnded {
         /// The message's text.
         unanswered: String,
+    },
+    /// Secure mode failed before any message was sent (the handshake made
+    /// as soon as a server was there): `reason` says why, for the user.
+    Failed {
+        /// Why, for the user.
+        reason: String,
     },
     /// Interrupted while this message waited for its reply.
     InterruptedWaiting {
@@ -172,6 +187,15 @@ pub struct ChatClient {
     /// The message last given up on, with its id: sent again unchanged, it
     /// keeps its id, so a server that got the first copy answers it once.
     given_up: Option<(MessageId, String)>,
+    /// The id of the handshake made before any message, while it waits.
+    hello: Option<MessageId>,
+    /// Whether a server was ever connected (to say "connected", then "back").
+    ever_connected: bool,
+    /// Whether the user was told that the program at the address is not a
+    /// ZeroMQ one, since the last connection.
+    told_foreign: bool,
+    /// Notices a server can trigger by coming and going.
+    throttle: Throttle,
     liveness: Liveness,
     /// Replies are shown with at most this many bytes of text.
     max_message_bytes: usize,
@@ -180,6 +204,8 @@ pub struct ChatClient {
 /// What ended the wait for one reply.
 enum Waited {
     Reply(Vec<Vec<u8>>),
+    /// The handshake made before any message is done.
+    Ready,
     Ended,
     Refused(String),
     GaveUp,
@@ -214,6 +240,10 @@ impl ChatClient {
             session: envelope::random_id(),
             sequence: 0,
             given_up: None,
+            hello: None,
+            ever_connected: false,
+            told_foreign: false,
+            throttle: Throttle::with_burst(NOTICE_INTERVAL, NOTICE_BURST),
             liveness,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         })
@@ -251,7 +281,20 @@ impl ChatClient {
             if !lines.has_ready_line() {
                 screen.flush()?;
             }
-            let text = match lines.next_line(shutdown, &mut || None)? {
+            let mut stopped = None;
+            let line = lines.next_line(shutdown, &mut || {
+                match self.between_messages(screen, clock) {
+                    Ok(None) => return None,
+                    Ok(Some(reason)) => stopped = Some(Ok(ClientEnd::Failed { reason })),
+                    Err(error) => stopped = Some(Err(error)),
+                }
+                Some(Line::End(End::Eof))
+            })?;
+            if let Some(stopped) = stopped {
+                screen.flush()?;
+                return stopped;
+            }
+            let text = match line {
                 Line::Text(text) if text.len() > MAX_TEXT_BYTES => {
                     screen.notice(&format!(
                         "not sent: that line has {} bytes, more than the {MAX_TEXT_BYTES} a message may have",
@@ -276,6 +319,8 @@ impl ChatClient {
                 }
             };
             let end = match self.exchange(id, &text, screen, shutdown, clock)? {
+                // Only the handshake made between messages ends so.
+                Waited::Ready => continue,
                 Waited::Reply(body) => {
                     let incoming = Incoming::decode(&body, self.max_message_bytes);
                     screen.show(&incoming, self.channel.peer_label().as_deref())?;
@@ -315,8 +360,10 @@ impl ChatClient {
         clock: &dyn Clock,
     ) -> Result<Waited, ChatError> {
         // Events from while the user was typing describe the past; only what
-        // happens from now on concerns this message.
+        // happens from now on concerns this message. (A handshake made
+        // meanwhile and still unanswered is overtaken by this message's.)
         self.catch_up_with_connection_events(screen, clock)?;
+        self.hello = None;
         let body = self.channel.outgoing(id, text)?;
         self.send_request(id, &body)?;
         self.link = self.link.sent(clock.now());
@@ -338,7 +385,9 @@ impl ChatClient {
             // Blocks until a reply or the socket's receive timeout (one tick).
             match transport::receive_one(&self.socket) {
                 Ok(Ok(frames)) => {
-                    if let Some(waited) = self.reply_to(id, text, frames, screen)? {
+                    if let Some(waited) = self.reply_to(id, Some(text), frames, screen)?
+                        && !matches!(waited, Waited::Ready)
+                    {
                         return Ok(waited);
                     }
                 }
@@ -369,7 +418,9 @@ impl ChatClient {
                         // server's last words: its goodbye): read it first.
                         while self.socket.get_events()?.contains(zmq::POLLIN) {
                             if let Ok(frames) = transport::receive_one(&self.socket)?
-                                && let Some(waited) = self.reply_to(id, text, frames, screen)?
+                                && let Some(waited) =
+                                    self.reply_to(id, Some(text), frames, screen)?
+                                && !matches!(waited, Waited::Ready)
                             {
                                 return Ok(waited);
                             }
@@ -411,12 +462,101 @@ impl ChatClient {
         }
     }
 
+    /// Between messages (called every tick while the user types): follows
+    /// the connection and tells the user when the server goes and comes
+    /// back; in secure mode, shakes hands as soon as a server is there.
+    /// `Some(reason)` when secure mode failed (a wrong server key, say).
+    fn between_messages(
+        &mut self,
+        screen: &Screen,
+        clock: &dyn Clock,
+    ) -> Result<Option<String>, ChatError> {
+        while let Some(event) = self.watch.try_next()? {
+            let now = clock.now();
+            let (link, change) = self.link.on(event, now);
+            self.link = link;
+            match change {
+                Change::None => {}
+                Change::Lost => {
+                    self.link_status(
+                        "lost",
+                        &format!(
+                            "the server at {} went away; a message sent now waits for it (up to {} s)",
+                            self.endpoint,
+                            self.liveness.give_up.as_secs_f32()
+                        ),
+                        now,
+                        screen,
+                    );
+                    // See catch_up_with_connection_events: a new socket.
+                    self.renew_socket()?;
+                    self.channel.reset();
+                    self.hello = None;
+                    self.link = Link::Down {
+                        since: now,
+                        resend: false,
+                    };
+                }
+                Change::Back { .. } => {
+                    self.told_foreign = false;
+                    let text = if std::mem::replace(&mut self.ever_connected, true) {
+                        format!("the server at {} is back", self.endpoint)
+                    } else {
+                        format!("connected to {}", self.endpoint)
+                    };
+                    self.link_status("back", &text, now, screen);
+                }
+                Change::Foreign if !std::mem::replace(&mut self.told_foreign, true) => {
+                    screen.notice(&format!(
+                        "the program at {} took the connection but did not complete a ZeroMQ handshake: not a ZeroMQ program (or a frozen one); is the address right?",
+                        self.endpoint
+                    ));
+                }
+                Change::Foreign => {}
+            }
+        }
+        if self.link == Link::Up && self.hello.is_none() {
+            let id = MessageId {
+                session: self.session,
+                sequence: 0,
+            };
+            if let Some(body) = self.channel.hello()? {
+                self.send_request(id, &body)?;
+                self.hello = Some(id);
+            }
+        }
+        // Only a handshake's answer is read between messages; anything else
+        // a server sends unasked waits, bounded, in the socket's queue.
+        while let Some(id) = self.hello
+            && self.socket.get_events()?.contains(zmq::POLLIN)
+        {
+            let Ok(frames) = transport::receive_one(&self.socket)? else {
+                continue;
+            };
+            match self.reply_to(id, None, frames, screen)? {
+                Some(Waited::Refused(reason)) => return Ok(Some(reason)),
+                Some(Waited::Ready) => self.hello = None,
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// A status line about the connection, at most one of each `kind` per
+    /// [`NOTICE_INTERVAL`] (a server that comes and goes must not flood
+    /// the screen).
+    fn link_status(&mut self, kind: &'static str, text: &str, now: Instant, screen: &Screen) {
+        if let Some(held) = self.throttle.admit(kind, now) {
+            screen.status(&Throttle::with_count(text, held));
+        }
+    }
+
     /// What a reply means for the pending message `id`: the end of the
     /// wait, or `None` to keep waiting.
     fn reply_to(
         &mut self,
         id: MessageId,
-        text: &str,
+        text: Option<&str>,
         frames: Vec<Vec<u8>>,
         screen: &Screen,
     ) -> Result<Option<Waited>, ChatError> {
@@ -442,6 +582,10 @@ impl ChatClient {
                 }
                 Step::Ignore => None,
                 Step::Failed(reason) => Some(Waited::Refused(reason)),
+                Step::Ready { notice } => {
+                    screen.notice(&notice);
+                    Some(Waited::Ready)
+                }
             },
         )
     }

@@ -739,14 +739,15 @@ mod tests {
                 let client = dealer(endpoint);
                 request(&client, id(1), &security.opening(id(1), b"secret").unwrap());
                 let handshake = reply(&client).split_off(2);
-                let Ok(ClientStep::Send(sealed)) = security.step(id(1), b"secret", &handshake)
+                let Ok(ClientStep::Send(sealed)) =
+                    security.step(id(1), Some(b"secret"), &handshake)
                 else {
                     panic!("the server completes the handshake");
                 };
                 request(&client, id(1), &sealed);
                 let answer = reply(&client).split_off(2);
                 assert!(
-                    matches!(security.step(id(1), b"secret", &answer), Ok(ClientStep::Reply(text)) if text == b"sealed answer")
+                    matches!(security.step(id(1), Some(b"secret"), &answer), Ok(ClientStep::Reply(text)) if text == b"sealed answer")
                 );
             },
         );
@@ -774,13 +775,14 @@ mod tests {
                 let client = dealer(endpoint);
                 request(&client, id(1), &security.opening(id(1), b"bye?").unwrap());
                 let handshake = reply(&client).split_off(2);
-                let Ok(ClientStep::Send(sealed)) = security.step(id(1), b"bye?", &handshake) else {
+                let Ok(ClientStep::Send(sealed)) = security.step(id(1), Some(b"bye?"), &handshake)
+                else {
                     panic!("the server completes the handshake");
                 };
                 request(&client, id(1), &sealed);
                 let goodbye = reply(&client);
                 assert_eq!(goodbye[0], id(1).marked_frame(Mark::Ended));
-                let step = security.step(id(1), b"bye?", &goodbye[2..]);
+                let step = security.step(id(1), Some(b"bye?"), &goodbye[2..]);
                 assert!(matches!(step, Ok(ClientStep::Ended)), "{goodbye:?}");
             },
         );

@@ -3,21 +3,31 @@
 
 use std::time::{Duration, Instant};
 
-/// Lets through at most one notice of each kind per interval, and counts
-/// the ones it holds back. Kinds are `&'static str` names from the code, so
-/// its table holds at most as many entries as the code names kinds.
+/// Lets through at most `burst` notices of each kind at once, then one per
+/// interval, and counts the ones it holds back. Kinds are `&'static str`
+/// names from the code, so its table holds at most as many entries as the
+/// code names kinds.
 #[derive(Debug)]
 pub struct Throttle {
     interval: Duration,
-    /// Per kind: when one was last let through, and how many were held back since.
-    kinds: Vec<(&'static str, Instant, u64)>,
+    burst: f64,
+    /// Per kind: notices that may go now (up to `burst`), when that was
+    /// counted, and how many were held back since the last one shown.
+    kinds: Vec<(&'static str, f64, Instant, u64)>,
 }
 
 impl Throttle {
     /// At most one notice per kind per `interval`.
     pub fn new(interval: Duration) -> Throttle {
+        Throttle::with_burst(interval, 1)
+    }
+
+    /// `burst` notices per kind at once (a server going and coming back
+    /// is news worth every line), then one per `interval`.
+    pub fn with_burst(interval: Duration, burst: u32) -> Throttle {
         Throttle {
             interval,
+            burst: f64::from(burst.max(1)),
             kinds: Vec::new(),
         }
     }
@@ -25,19 +35,23 @@ impl Throttle {
     /// Whether a notice of `kind` may be shown at `now`: `Some(held)` with
     /// the number held back since the last one shown, or `None` to hold it.
     pub fn admit(&mut self, kind: &'static str, now: Instant) -> Option<u64> {
-        match self.kinds.iter_mut().find(|(name, ..)| *name == kind) {
+        let index = match self.kinds.iter().position(|(name, ..)| *name == kind) {
+            Some(index) => index,
             None => {
-                self.kinds.push((kind, now, 0));
-                Some(0)
+                self.kinds.push((kind, self.burst, now, 0));
+                self.kinds.len() - 1
             }
-            Some((_, last, held)) if now.duration_since(*last) >= self.interval => {
-                *last = now;
-                Some(std::mem::take(held))
-            }
-            Some((_, _, held)) => {
-                *held += 1;
-                None
-            }
+        };
+        let (_, tokens, at, held) = &mut self.kinds[index];
+        let earned = now.saturating_duration_since(*at).as_secs_f64() / self.interval.as_secs_f64();
+        *tokens = (*tokens + earned).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Some(std::mem::take(held))
+        } else {
+            *held += 1;
+            None
         }
     }
 
@@ -75,6 +89,13 @@ mod tests {
             Some(0)
         );
         assert_eq!(Throttle::with_count("x", 0), "x");
+        let mut bursty = Throttle::with_burst(Duration::from_secs(5), 3);
+        let admitted = (0..10).filter(|_| bursty.admit("flap", start).is_some());
+        assert_eq!(admitted.count(), 3, "a burst of three, then held");
+        assert_eq!(
+            bursty.admit("flap", start + Duration::from_secs(5)),
+            Some(7)
+        );
         assert_eq!(
             Throttle::with_count("x", 4),
             "x (and 4 more like it, not shown)"

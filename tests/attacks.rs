@@ -229,25 +229,8 @@ fn an_oversized_reply_is_dropped_and_the_client_stays_small() {
 /// answering 400) is named as such, instead of silence until the give-up.
 #[test]
 fn a_program_that_is_not_zeromq_is_named() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    listener.set_nonblocking(true).unwrap();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let answering = {
-        let done = std::sync::Arc::clone(&done);
-        std::thread::spawn(move || {
-            // Answers every connection as a web server would, until told to stop.
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-        })
-    };
-    let mut client = Proc::spawn(CLIENT, &["--connect", &address, "--give-up", "2"]);
+    let web = NotZeromq::start();
+    let mut client = Proc::spawn(CLIENT, &["--connect", &web.address, "--give-up", "2"]);
     client.send_line("anyone?");
     client.stderr_line_containing("did not complete a ZeroMQ handshake");
     assert_eq!(client.wait().code(), Some(3));
@@ -257,8 +240,69 @@ fn a_program_that_is_not_zeromq_is_named() {
         .filter(|line| line.contains("did not complete a ZeroMQ handshake"))
         .count();
     assert_eq!(told, 1, "said once for the message");
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    answering.join().unwrap();
+}
+
+/// The same before anything is sent: an idle client names the program at
+/// its address as not ZeroMQ, once, although it keeps reconnecting to it.
+#[test]
+fn a_program_that_is_not_zeromq_is_named_before_anything_is_sent() {
+    let web = NotZeromq::start();
+    let mut client = Proc::spawn(CLIENT, &["--connect", &web.address]);
+    client.stderr_line_containing("did not complete a ZeroMQ handshake");
+    // libzmq reconnects every 100 ms: a second more of attempts.
+    std::thread::sleep(Duration::from_secs(1));
+    client.close_stdin();
+    assert_eq!(client.wait().code(), Some(0));
+    let told = client
+        .drain_stderr()
+        .iter()
+        .filter(|line| line.contains("did not complete a ZeroMQ handshake"))
+        .count();
+    assert_eq!(told, 1, "said once, and only once");
+}
+
+/// A TCP listener that answers every connection as a web server would (a
+/// 400 and nothing more), until dropped.
+struct NotZeromq {
+    address: String,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answering: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NotZeromq {
+    fn start() -> NotZeromq {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        listener.set_nonblocking(true).unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answering = {
+            let done = std::sync::Arc::clone(&done);
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((mut stream, _)) => {
+                            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        NotZeromq {
+            address,
+            done,
+            answering: Some(answering),
+        }
+    }
+}
+
+impl Drop for NotZeromq {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(answering) = self.answering.take() {
+            let _ = answering.join();
+        }
+    }
 }
 
 /// A server started with a low open-file limit, then sent more connections

@@ -349,3 +349,30 @@ fn history_survives_a_restart_unless_turned_off() {
     private.exp_eof().unwrap();
     assert!(!file.exists(), "--no-history wrote {}", file.display());
 }
+
+/// Issue 16, point 6: an idle client says it waits for a server until one
+/// is there, then that it is connected, and tells the user when the server
+/// goes away and comes back, without anything being sent.
+#[test]
+fn an_idle_client_is_told_when_the_server_comes_goes_and_comes_back() {
+    let address = common::ipc_address("presence");
+    let mut client = in_terminal(CLIENT, &[&address]);
+    client
+        .exp_string(&format!("waiting for a server at {address}"))
+        .unwrap();
+    client.exp_string("you> ").unwrap();
+    let (server, _) = Proc::server(&["--bind", &address, "--echo"]);
+    client
+        .exp_string(&format!("connected to {address}"))
+        .unwrap();
+    server.signal("KILL");
+    client
+        .exp_string(&format!("the server at {address} went away"))
+        .unwrap();
+    let (_back, _) = Proc::server(&["--bind", &address, "--echo"]);
+    client
+        .exp_string(&format!("the server at {address} is back"))
+        .unwrap();
+    client.send_line("still there?").unwrap();
+    client.exp_string("server> still there?").unwrap();
+}

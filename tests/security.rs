@@ -330,9 +330,10 @@ fn wrong_server_key_is_refused_before_any_message_is_sent() {
     let (_, other_key) = keygen(&keys, "other.key");
     let tap = Tap::start(&endpoint, TapMode::Forward);
     let mut client = secure_client(&keys, "client.key", &tap.endpoint, &other_key);
+    // Typed at once: the handshake fails before or after it is read, and
+    // either way it is never sent.
     client.send_line("secret plans");
     client.stderr_line_containing("wrong --server-key");
-    client.stderr_line_containing("unanswered message: secret plans");
     assert_eq!(client.wait().code(), Some(1));
     server.stderr_line_containing("refused a handshake made for another server key");
     let sent = tap.client_to_server();
@@ -346,6 +347,28 @@ fn wrong_server_key_is_refused_before_any_message_is_sent() {
     let mut good = secure_client(&keys, "good.key", &endpoint, &server_key);
     good.send_line("still serving?");
     assert_eq!(good.stdout_line(), "still serving?");
+}
+
+/// The client shakes hands as soon as the server is there: a wrong
+/// --server-key is reported before anything is typed (exit 1), and with
+/// the right one the chat is said to be encrypted before the first message.
+#[test]
+fn the_handshake_happens_before_anything_is_typed() {
+    let keys = folder("early-handshake");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &["--echo"]);
+    let (_, other_key) = keygen(&keys, "other.key");
+    let mut wrong = secure_client(&keys, "wrong.key", &endpoint, &other_key);
+    wrong.stderr_line_containing("wrong --server-key");
+    assert_eq!(wrong.wait().code(), Some(1));
+    assert!(wrong.remaining_stdout().is_empty());
+
+    let mut right = secure_client(&keys, "right.key", &endpoint, &server_key);
+    right.stderr_line_containing("encrypted chat with server");
+    server.stderr_line_containing("encrypted session with client");
+    right.send_line("after the handshake");
+    assert_eq!(right.stdout_line(), "after the handshake");
+    right.send_line("and the next");
+    assert_eq!(right.stdout_line(), "and the next");
 }
 
 /// With --allow, a client whose key is listed chats; another is refused

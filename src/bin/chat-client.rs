@@ -133,7 +133,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         Box::new(ScriptLines::from_stdin(PROGRAM))
     };
     screen.status(&format!(
-        "chatting with {}; type a message, /help lists commands",
+        "waiting for a server at {}; type a message (it waits for the server if need be), /help lists commands",
         client.endpoint()
     ));
 
@@ -167,6 +167,10 @@ fn run(args: &Args) -> anyhow::Result<u8> {
             ClientEnd::Refused { reason, unanswered } => {
                 screen.notice(&reason);
                 screen.notice(&format!("unanswered message: {}", shown(&unanswered)));
+                cli::EXIT_FAILURE
+            }
+            ClientEnd::Failed { reason } => {
+                screen.notice(&reason);
                 cli::EXIT_FAILURE
             }
             ClientEnd::InterruptedWaiting { unanswered } => {

@@ -86,10 +86,14 @@ impl ClientChannel for ClientSecurity {
         Ok(self.opening(id, text.as_bytes())?)
     }
 
+    fn hello(&mut self) -> Result<Option<Vec<u8>>, ChatError> {
+        Ok(ClientSecurity::hello(self)?)
+    }
+
     fn incoming(
         &mut self,
         id: MessageId,
-        text: &str,
+        text: Option<&str>,
         envelope_id: Option<MessageId>,
         mark: Mark,
         body: Vec<Vec<u8>>,
@@ -107,16 +111,20 @@ impl ClientChannel for ClientSecurity {
                 return step;
             }
         }
-        match self.step(id, text.as_bytes(), &body) {
+        let server = self.server_key().fingerprint();
+        let proven = || {
+            format!(
+                "encrypted chat with server {server} (it proved it holds the key given with --server-key)"
+            )
+        };
+        match self.step(id, text.map(str::as_bytes), &body) {
             Ok(ClientStep::Reply(text)) => Step::Reply(vec![text]),
             Ok(ClientStep::Ended) => Step::Ended,
             Ok(ClientStep::Send(sealed)) => Step::Send {
                 body: sealed,
-                notice: Some(format!(
-                    "encrypted chat with server {} (it proved it holds the key given with --server-key)",
-                    self.server_key().fingerprint()
-                )),
+                notice: Some(proven()),
             },
+            Ok(ClientStep::Ready) => Step::Ready { notice: proven() },
             Ok(ClientStep::Restart(hello)) => Step::Send {
                 body: hello,
                 notice: None,
@@ -164,9 +172,14 @@ mod tests {
         else {
             panic!("a handshake is answered");
         };
-        let Step::Send { body: sealed, .. } =
-            ClientChannel::incoming(&mut client, ID, "hi", Some(ID), Mark::Normal, vec![body])
-        else {
+        let Step::Send { body: sealed, .. } = ClientChannel::incoming(
+            &mut client,
+            ID,
+            Some("hi"),
+            Some(ID),
+            Mark::Normal,
+            vec![body],
+        ) else {
             panic!("the handshake completes");
         };
         let Admission::Message { origin, .. } =
@@ -191,12 +204,14 @@ mod tests {
             (Mark::Normal, forged_refusal),
             (Mark::Normal, b"plain words".to_vec()),
         ] {
-            let step = ClientChannel::incoming(&mut client, ID, "hi", Some(ID), mark, vec![body]);
+            let step =
+                ClientChannel::incoming(&mut client, ID, Some("hi"), Some(ID), mark, vec![body]);
             assert_eq!(step, Step::Ignore, "{mark:?}");
         }
         // The genuine end, sealed by the server, is believed.
         let goodbye = server.goodbye(origin, ID);
-        let step = ClientChannel::incoming(&mut client, ID, "hi", Some(ID), Mark::Ended, goodbye);
+        let step =
+            ClientChannel::incoming(&mut client, ID, Some("hi"), Some(ID), Mark::Ended, goodbye);
         assert_eq!(step, Step::Ended);
     }
 
@@ -283,7 +298,7 @@ mod tests {
         let step = ClientChannel::incoming(
             &mut client,
             ID,
-            "hi",
+            Some("hi"),
             Some(ID),
             Mark::Refused,
             vec![b"not in secure mode".to_vec()],

@@ -191,6 +191,8 @@ struct ClientSession {
 pub(crate) enum ClientStep {
     /// The handshake is done: send this (the sealed message) next.
     Send(Vec<u8>),
+    /// The handshake made before any message is done: nothing to send.
+    Ready,
     /// The reply's text.
     Reply(Vec<u8>),
     /// The server's operator ended the chat (sealed, so authentic).
@@ -272,11 +274,23 @@ impl ClientSecurity {
         Ok(frame)
     }
 
-    /// Handles a reply to the pending message (`id`, whose text is `text`).
+    /// The first handshake message, to shake hands before any message is
+    /// sent (so a wrong server key is found out at once); `None` when a
+    /// session exists or a handshake is under way.
+    pub(crate) fn hello(&mut self) -> Result<Option<Vec<u8>>, snow::Error> {
+        match self.state {
+            ClientState::Idle => self.begin_handshake().map(Some),
+            ClientState::Handshaking { .. } | ClientState::Established(_) => Ok(None),
+        }
+    }
+
+    /// Handles a reply to the pending message (`id`, whose text is `text`;
+    /// `None` for the handshake made before any message, see
+    /// [`ClientSecurity::hello`]).
     pub(crate) fn step(
         &mut self,
         id: MessageId,
-        text: &[u8],
+        text: Option<&[u8]>,
         body: &[Vec<u8>],
     ) -> Result<ClientStep, SecureFailure> {
         let parsed = match body {
@@ -327,10 +341,12 @@ impl ClientSecurity {
                     client_index,
                     server_index,
                 };
-                let sealed = seal_message(&mut session, id, text)
+                let sealed = text
+                    .map(|text| seal_message(&mut session, id, text))
+                    .transpose()
                     .map_err(|_| SecureFailure::ServerNotProven)?;
                 self.state = ClientState::Established(session);
-                Ok(ClientStep::Send(sealed))
+                Ok(sealed.map_or(ClientStep::Ready, ClientStep::Send))
             }
             Frame::Reply {
                 client_index,
@@ -855,7 +871,7 @@ mod tests {
         let Opened::Answer { reply, .. } = server.open(b"peer", &[hello], Some(ID), now) else {
             panic!("a handshake is answered at once");
         };
-        let ClientStep::Send(sealed) = client.step(ID, b"hi", &[reply]).unwrap() else {
+        let ClientStep::Send(sealed) = client.step(ID, Some(b"hi"), &[reply]).unwrap() else {
             panic!("the handshake reply completes the handshake");
         };
         (
@@ -903,7 +919,7 @@ mod tests {
             .seal_reply(session, Sealed::Text, ID, b"hello back")
             .unwrap();
         assert!(matches!(
-            client.step(ID, b"hi", &[reply]),
+            client.step(ID, Some(b"hi"), &[reply]),
             Ok(ClientStep::Reply(text)) if text == b"hello back"
         ));
     }
@@ -976,7 +992,7 @@ mod tests {
         };
         assert_eq!(server.session_count(), 0);
         assert!(matches!(
-            client.step(next, b"later", &[reply]),
+            client.step(next, Some(b"later"), &[reply]),
             Ok(ClientStep::Restart(_))
         ));
     }
@@ -1013,7 +1029,7 @@ mod tests {
         }
         .encode();
         assert_eq!(
-            client.step(ID, b"hi", &[reply]).err(),
+            client.step(ID, Some(b"hi"), &[reply]).err(),
             Some(SecureFailure::ServerNotProven)
         );
     }
@@ -1056,7 +1072,7 @@ mod tests {
         else {
             panic!("the handshake is answered");
         };
-        let ClientStep::Send(sealed) = client.step(ID, b"hi", &[reply]).unwrap() else {
+        let ClientStep::Send(sealed) = client.step(ID, Some(b"hi"), &[reply]).unwrap() else {
             panic!("the handshake completes");
         };
         assert!(matches!(
@@ -1111,7 +1127,7 @@ mod tests {
             MessageId { sequence: 2, ..ID }
         ));
         // Confirmed, it joins the first (two confirmed sessions per key).
-        let ClientStep::Send(sealed) = second.step(ID, b"hi", &[reply]).unwrap() else {
+        let ClientStep::Send(sealed) = second.step(ID, Some(b"hi"), &[reply]).unwrap() else {
             panic!("the handshake completes");
         };
         assert!(matches!(
@@ -1158,12 +1174,12 @@ mod tests {
         .encode();
         for _ in 0..RESTARTS_PER_MESSAGE {
             assert!(matches!(
-                client.step(ID, b"hi", std::slice::from_ref(&unknown)),
+                client.step(ID, Some(b"hi"), std::slice::from_ref(&unknown)),
                 Ok(ClientStep::Restart(_))
             ));
         }
         assert!(matches!(
-            client.step(ID, b"hi", &[unknown]),
+            client.step(ID, Some(b"hi"), &[unknown]),
             Err(SecureFailure::Refused(Refusal::UnknownSession, _))
         ));
     }
@@ -1173,12 +1189,12 @@ mod tests {
         let mut client = ClientSecurity::new(identity(), identity().public_key());
         let hello = client.opening(ID, b"hi").unwrap();
         assert_eq!(
-            client.step(ID, b"hi", &[b"sure".to_vec()]).err(),
+            client.step(ID, Some(b"hi"), &[b"sure".to_vec()]).err(),
             Some(SecureFailure::ServerIsPlain)
         );
         // A plain echo server sends the handshake itself back.
         assert_eq!(
-            client.step(ID, b"hi", &[hello]).err(),
+            client.step(ID, Some(b"hi"), &[hello]).err(),
             Some(SecureFailure::ServerIsPlain)
         );
     }
