@@ -26,14 +26,6 @@ pub struct Origin {
     pub session: u64,
 }
 
-impl Origin {
-    /// How the sender is labelled on screen, if not simply "client".
-    pub fn label(&self) -> Option<String> {
-        self.key
-            .map(|key| format!("client {} (encrypted)", key.fingerprint()))
-    }
-}
-
 /// What the server's channel makes of a request's body.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Admission {

@@ -196,6 +196,8 @@ pub struct ChatClient {
     told_foreign: bool,
     /// Notices a server can trigger by coming and going.
     throttle: Throttle,
+    /// The envelope frame with the name the user gave (`--name`), if any.
+    name: Option<Vec<u8>>,
     liveness: Liveness,
     /// Replies are shown with at most this many bytes of text.
     max_message_bytes: usize,
@@ -244,6 +246,7 @@ impl ChatClient {
             ever_connected: false,
             told_foreign: false,
             throttle: Throttle::with_burst(NOTICE_INTERVAL, NOTICE_BURST),
+            name: None,
             liveness,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         })
@@ -253,6 +256,12 @@ impl ChatClient {
     /// key `security` pins, and nothing is sent until it proves it holds it.
     pub fn require_encryption(&mut self, security: ClientSecurity) {
         self.channel = Box::new(security);
+    }
+
+    /// Sends `name` with every message, for the server's operator to see
+    /// (`--name`; not authenticated, and a plain REP server ignores it).
+    pub fn call_yourself(&mut self, name: &str) {
+        self.name = Some(envelope::name_frame(name));
     }
 
     /// Shows at most `bytes` of each reply's text (`--max-size`).
@@ -590,8 +599,12 @@ impl ChatClient {
         )
     }
 
-    /// Sends `[id, "", body]` for the pending message.
+    /// Sends `[name, id, "", body]` for the pending message (no name frame
+    /// without `--name`).
     fn send_request(&self, id: MessageId, body: &[u8]) -> Result<(), zmq::Error> {
+        if let Some(name) = &self.name {
+            self.socket.send(&name[..], zmq::SNDMORE)?;
+        }
         self.socket.send(id.to_frame(), zmq::SNDMORE)?;
         self.socket.send(&[][..], zmq::SNDMORE)?;
         self.socket.send(body, 0)

@@ -4,9 +4,12 @@
 pub const HELP: &str = "\
 commands:
   /help    show this list
-  /quit    end the chat (Ctrl-D and Ctrl-C do too)
+  /quit    end the chat (Ctrl-D and Ctrl-C do too, also while waiting)
   //text   send a message that starts with '/'
-anything else you type is sent as one message";
+anything else you type is sent as one message.
+Up and Down recall earlier lines, kept between runs (--no-history: none).
+What happens meanwhile (replies, who comes and goes) is shown above the
+line you are typing; the server's operator answers only what is shown.";
 
 /// One line typed at the interactive prompt, interpreted.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,6 +16,11 @@ use std::hash::{BuildHasher, RandomState};
 use std::time::Instant;
 
 const ID_PREFIX: &str = "zc1:";
+/// The envelope frame that carries the name a chat-client gave itself
+/// (`--name`): shown by chat-server, echoed back unread by a REP peer.
+const NAME_PREFIX: &[u8] = b"zcn:";
+/// The most bytes of a name a server takes (longer ones are cut).
+pub const MAX_NAME_BYTES: usize = 32;
 /// The longest unmarked id frame: prefix, 16 hex digits, ':', 20 digits.
 const ID_FRAME_MAX: usize = ID_PREFIX.len() + 16 + 1 + 20;
 /// Appended to the id of the last reply a server sends when its operator ends
@@ -160,8 +165,16 @@ pub struct Enveloped {
     pub id: Option<MessageId>,
     /// What the id was marked with (a server's goodbye or refusal).
     pub mark: Mark,
+    /// The name the sender gave itself, if any (at most
+    /// [`MAX_NAME_BYTES`], invalid UTF-8 replaced). Not authenticated.
+    pub name: Option<String>,
     /// The frames after the delimiter: the message itself.
     pub body: Vec<Vec<u8>>,
+}
+
+/// The envelope frame carrying `name` (see [`Enveloped::name`]).
+pub fn name_frame(name: &str) -> Vec<u8> {
+    [NAME_PREFIX, name.as_bytes()].concat()
 }
 
 impl Enveloped {
@@ -182,10 +195,16 @@ impl Enveloped {
             Some((id, mark)) => (Some(id), mark),
             None => (None, Mark::Normal),
         };
+        let name = frames[skip..delimiter].iter().find_map(|frame| {
+            let name = frame.strip_prefix(NAME_PREFIX)?;
+            let name = &name[..name.len().min(MAX_NAME_BYTES)];
+            Some(String::from_utf8_lossy(name).into_owned())
+        });
         Ok(Enveloped {
             envelope: frames,
             id,
             mark,
+            name,
             body,
         })
     }
@@ -214,6 +233,31 @@ mod tests {
         };
         short.write_frame(&mut reused);
         assert_eq!(reused, short.to_string().into_bytes());
+    }
+
+    #[test]
+    fn a_name_frame_is_found_in_the_envelope_and_cut_to_its_limit() {
+        let id = MessageId {
+            session: 7,
+            sequence: 1,
+        };
+        let frames = vec![
+            b"routing".to_vec(),
+            name_frame("alice"),
+            id.to_frame(),
+            vec![],
+            b"hi".to_vec(),
+        ];
+        let split = Enveloped::split(frames, 1).unwrap();
+        assert_eq!(split.name.as_deref(), Some("alice"));
+        assert_eq!(split.id, Some(id));
+        assert_eq!(split.envelope.len(), 4, "the name goes back with the reply");
+        let long = "x".repeat(100);
+        let frames = vec![b"r".to_vec(), name_frame(&long), vec![], b"hi".to_vec()];
+        let split = Enveloped::split(frames, 1).unwrap();
+        assert_eq!(split.name.map(|name| name.len()), Some(MAX_NAME_BYTES));
+        let plain = Enveloped::split(vec![b"r".to_vec(), vec![], b"hi".to_vec()], 1).unwrap();
+        assert_eq!(plain.name, None);
     }
 
     #[test]

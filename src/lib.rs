@@ -26,6 +26,7 @@
 //!   body frame (encryption without CURVE), and its channel.
 //! - [`transport`]: sockets with the chat's options, bind errors, the
 //!   connection monitor and the interruptible receive.
+//! - `presence`: who is connected to the server, from the socket monitor.
 //! - [`server`] / [`client`]: the two loops, independent of where lines
 //!   come from, where output goes and what time it is.
 //! - [`terminal`]: script input, and the screen (what each mode shows).
@@ -51,6 +52,7 @@ pub mod display;
 mod envelope;
 pub mod error;
 pub mod message;
+mod presence;
 pub mod prompt;
 pub mod secure;
 pub mod server;
@@ -63,4 +65,4 @@ mod tty;
 #[cfg(test)]
 mod fixture;
 
-pub use envelope::MessageId;
+pub use envelope::{MAX_NAME_BYTES, MessageId};

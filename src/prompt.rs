@@ -201,6 +201,10 @@ impl LineSource for Prompt {
         self.offered = Some(text.to_string());
     }
 
+    fn set_prompt(&mut self, prompt: &str) {
+        prompt.clone_into(&mut self.prompt);
+    }
+
     fn while_waiting(&mut self) -> Option<Line> {
         // No prompt is shown: the terminal is in its usual (canonical)
         // mode, so a read returns one finished line, or nothing at Ctrl-D.

@@ -29,22 +29,25 @@
 //! back.
 
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::address::Endpoint;
 use crate::channel::{Admission, Origin, Plain, ServerChannel};
 use crate::clock::Clock;
+use crate::display::escape_for_terminal;
 use crate::envelope::{Enveloped, Mark, MessageId};
 use crate::error::ChatError;
 use crate::message::{
     DEFAULT_MAX_MESSAGE_BYTES, Incoming, MAX_FRAMES, MAX_TEXT_BYTES, WIRE_LIMIT_BYTES,
 };
+use crate::presence::Presence;
 use crate::secure::keys::PublicKey;
 use crate::secure::session::ServerSecurity;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
 use crate::throttle::Throttle;
-use crate::transport::{self, ConnectionEvent, ConnectionWatch, Received, TransportError};
+use crate::transport::{self, Bounded, ConnectionWatch, Received, TransportError};
 
 /// How many client sessions the server remembers the last answer of. Old
 /// sessions are forgotten first, so memory stays flat under any load.
@@ -80,13 +83,46 @@ pub struct ChatServer {
     answers: AnswerMemory,
     /// Messages are shown with at most this many bytes of text.
     max_message_bytes: usize,
-    /// The socket's monitor, for connections refused for want of descriptors.
+    /// The socket's monitor: connections coming and going.
     watch: ConnectionWatch,
-    /// Whether connections are being refused for want of file descriptors
-    /// (said once when it starts, once when it ends).
-    out_of_descriptors: bool,
+    /// Who is connected, from the monitor's events.
+    presence: Presence,
+    /// Messages read while the operator typed a reply, in arrival order:
+    /// at most [`READ_AHEAD`].
+    ahead: VecDeque<Pending>,
+    /// The message the operator is answering.
+    current: Option<Pending>,
     /// Rate limits on the notices a peer can trigger.
     throttle: Throttle,
+    /// Rate limit on "N messages are waiting": each worth saying while a
+    /// few arrive, a flood of them one line.
+    waiting_notices: Throttle,
+}
+
+/// How many messages are read ahead while the operator types, at most
+/// (each at most [`WIRE_LIMIT_BYTES`]): beyond, they wait in libzmq's
+/// queues, which hold a few per connection.
+const READ_AHEAD: usize = 64;
+
+/// A message for the operator, admitted by the channel and not answered yet.
+struct Pending {
+    /// Its envelope (the routing id first): where the reply goes.
+    envelope: Vec<Vec<u8>>,
+    origin: Origin,
+    id: Option<MessageId>,
+    /// Its text frames, in the clear.
+    body: Vec<Vec<u8>>,
+    /// The connection it came on.
+    source: Option<RawFd>,
+    /// The name its sender gave itself (`chat-client --name`), if any.
+    name: Option<String>,
+}
+
+impl Pending {
+    /// Whether `other` is a copy of this message (re-sent after a reconnect).
+    fn is_copy(&self, origin: &Origin, id: Option<MessageId>) -> bool {
+        id.is_some() && self.id == id && self.origin.key == origin.key
+    }
 }
 
 /// What the loop does after one request.
@@ -119,8 +155,11 @@ impl ChatServer {
             answers: AnswerMemory::default(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             watch,
-            out_of_descriptors: false,
+            presence: Presence::default(),
+            ahead: VecDeque::new(),
+            current: None,
             throttle: Throttle::new(NOTICE_INTERVAL),
+            waiting_notices: Throttle::with_burst(NOTICE_INTERVAL, 5),
         })
     }
 
@@ -151,70 +190,102 @@ impl ChatServer {
         clock: &dyn Clock,
     ) -> Result<End, ChatError> {
         loop {
-            screen.status("waiting for a message… (Ctrl-C to quit)");
-            // Each tick without a message is also the moment to show what is
-            // buffered and what the connections did. A script whose input has
-            // ended can answer nothing more, so stop listening rather than
-            // accept a message that would never be answered.
-            let (watch, exhausted) = (&self.watch, &mut self.out_of_descriptors);
-            let mut ended = None;
-            let received = transport::receive_within(&self.socket, shutdown, || {
-                let _ = screen.flush();
-                notice_descriptors(watch, exhausted, screen);
-                let ReplySource::Operator(lines) = &mut replies else {
-                    return true;
-                };
-                // The operator may quit while no message waits; what they
-                // type meanwhile answers nothing.
-                match lines.while_waiting() {
-                    Some(Line::End(end)) => ended = Some(end),
-                    Some(Line::Text(_)) => screen.notice(
-                        "not sent: no message is waiting for an answer yet; type your reply once one is shown (/quit or Ctrl-D ends)",
-                    ),
-                    None => {}
-                }
-                ended.is_none() && !lines.is_exhausted()
-            })?;
-            if let Some(end) = ended {
-                return finish(screen, end);
-            }
-            let now = clock.now();
-            let frames = match received {
-                Received::Message(Ok(frames)) => frames,
-                Received::Message(Err(oversized)) => {
-                    self.warn(screen, "oversized", &format!(
-                        "dropped a message of {} bytes in {} frames unread: a message may have at most {WIRE_LIMIT_BYTES} bytes in {MAX_FRAMES} frames",
-                        oversized.bytes, oversized.frames
-                    ), now);
-                    continue;
-                }
-                Received::Interrupted => return finish(screen, End::Interrupted),
-                Received::Abandoned => return finish(screen, End::Eof),
+            let pending = match self.ahead.pop_front() {
+                Some(pending) => pending,
+                None => match self.next_message(&mut replies, screen, shutdown, clock)? {
+                    Ok(Some(pending)) => pending,
+                    Ok(None) => continue,
+                    Err(end) => return finish(screen, end),
+                },
             };
-            match self.serve(frames, &mut replies, screen, shutdown, now)? {
+            match self.serve(pending, &mut replies, screen, shutdown, clock)? {
                 Served::Next => {}
                 Served::Ended(end) => return finish(screen, end),
             }
         }
     }
 
-    /// Serves one request: `[routing id, envelope…, "", body…]`.
-    fn serve(
+    /// Waits for the next request and admits it: `Ok(None)` if it was
+    /// answered at once (or dropped), `Err(end)` if the wait ended.
+    fn next_message(
         &mut self,
-        frames: Vec<Vec<u8>>,
         replies: &mut ReplySource<'_>,
         screen: &Screen,
         shutdown: &Shutdown,
+        clock: &dyn Clock,
+    ) -> Result<Result<Option<Pending>, End>, ChatError> {
+        screen.status("waiting for a message… (Ctrl-C to quit)");
+        // Each tick without a message is also the moment to show what is
+        // buffered and who came and went. A script whose input has ended
+        // can answer nothing more, so stop listening rather than accept a
+        // message that would never be answered.
+        let (watch, presence) = (&self.watch, &mut self.presence);
+        let mut ended = None;
+        let received = transport::receive_within_from(&mut self.socket, shutdown, || {
+            let _ = screen.flush();
+            presence.follow(watch, screen, clock.now());
+            let ReplySource::Operator(lines) = replies else {
+                return true;
+            };
+            // The operator may quit while no message waits; what they
+            // type meanwhile answers nothing.
+            match lines.while_waiting() {
+                Some(Line::End(end)) => ended = Some(end),
+                Some(Line::Text(_)) => screen.notice(
+                    "not sent: no message is waiting for an answer yet; type your reply once one is shown (/quit or Ctrl-D ends)",
+                ),
+                None => {}
+            }
+            ended.is_none() && !lines.is_exhausted()
+        })?;
+        if let Some(end) = ended {
+            return Ok(Err(end));
+        }
+        let (message, source) = match received {
+            Received::Message(message) => message,
+            Received::Interrupted => return Ok(Err(End::Interrupted)),
+            Received::Abandoned => return Ok(Err(End::Eof)),
+        };
+        // Connections made before this message are known before it is shown.
+        self.presence.follow(&self.watch, screen, clock.now());
+        Ok(Ok(self.admit(message, source, screen, clock.now())))
+    }
+
+    /// What one request is: a message for the operator (`Some`), or
+    /// something answered at once or dropped (`None`): a handshake or a
+    /// refusal, a copy of a message already answered (its reply again), a
+    /// copy of one still waiting (which then goes to the copy's
+    /// connection), a late copy of an older one.
+    fn admit(
+        &mut self,
+        message: Bounded,
+        source: Option<RawFd>,
+        screen: &Screen,
         now: Instant,
-    ) -> Result<Served, ChatError> {
+    ) -> Option<Pending> {
+        let frames = match message {
+            Ok(frames) => frames,
+            Err(oversized) => {
+                self.warn(screen, "oversized", &format!(
+                    "dropped a message of {} bytes in {} frames unread: a message may have at most {WIRE_LIMIT_BYTES} bytes in {MAX_FRAMES} frames",
+                    oversized.bytes, oversized.frames
+                ), now);
+                return None;
+            }
+        };
+        self.presence.heard_from(source, screen, now);
         // Skip the routing id (frame 0): it may be any bytes, even empty.
         let Ok(Enveloped {
-            envelope, id, body, ..
+            envelope,
+            id,
+            body,
+            name,
+            ..
         }) = Enveloped::split(frames, 1)
         else {
             let text = "ignored a message without a REQ envelope (from a DEALER or raw peer?)";
             self.warn(screen, "no envelope", text, now);
-            return Ok(Served::Next);
+            return None;
         };
         // The routing id: ROUTER puts it first, one per connection.
         let connection = envelope.first().map_or(&[][..], Vec::as_slice);
@@ -231,9 +302,28 @@ impl ChatServer {
                     None => screen.notice(&notice),
                 }
                 self.send(marked(envelope, id, mark), vec![body], screen, now);
-                return Ok(Served::Next);
+                return None;
             }
         };
+        // A copy of a message still waiting: its reply goes to the copy's
+        // connection, the one the client has now.
+        if let Some(waiting) = self
+            .current
+            .iter_mut()
+            .chain(self.ahead.iter_mut())
+            .find(|waiting| waiting.is_copy(&origin, id))
+        {
+            waiting.envelope = envelope;
+            waiting.source = source;
+            if self
+                .current
+                .as_ref()
+                .is_some_and(|current| current.is_copy(&origin, id))
+            {
+                self.presence.answering(source);
+            }
+            return None;
+        }
         if let Some(id) = id {
             match self.answers.recall(origin.key, id) {
                 Recall::New => {}
@@ -248,44 +338,140 @@ impl ChatServer {
                     );
                     self.warn(screen, "again", &text, now);
                     self.answer(envelope, origin, Some(id), reply, screen, now);
-                    return Ok(Served::Next);
+                    return None;
                 }
-                Recall::Stale => return Ok(Served::Next),
+                Recall::Stale => return None,
             }
         }
-        let incoming = Incoming::decode(&body, self.max_message_bytes);
-        if let ReplySource::Operator(lines) = replies {
-            // Typed before this message was on the screen: not its answer.
-            let discarded = lines.discard_type_ahead();
-            if discarded > 0 {
-                screen.notice(&format!(
-                    "discarded {discarded} bytes typed before this message arrived: a reply is what you type after reading it"
-                ));
-            }
-        }
-        screen.show(&incoming, origin.label().as_deref())?;
-        let (reply, remembered) = match replies {
+        Some(Pending {
+            envelope,
+            origin,
+            id,
+            body,
+            source,
+            name,
+        })
+    }
+
+    /// Shows one admitted message and sends the operator's reply (or, with
+    /// `--echo`, the message itself).
+    fn serve(
+        &mut self,
+        pending: Pending,
+        replies: &mut ReplySource<'_>,
+        screen: &Screen,
+        shutdown: &Shutdown,
+        clock: &dyn Clock,
+    ) -> Result<Served, ChatError> {
+        let incoming = Incoming::decode(&pending.body, self.max_message_bytes);
+        // Labels are for a person: a script sees the text alone.
+        let label = screen.is_interactive().then(|| {
+            label(
+                &pending.origin,
+                pending.name.as_deref(),
+                self.presence.address_of(pending.source),
+            )
+        });
+        let ReplySource::Operator(lines) = replies else {
             // The message goes back exactly as it came.
-            ReplySource::Echo => (body, Answer::Echo),
-            ReplySource::Operator(lines) => match operator_reply(&mut **lines, screen, shutdown)? {
-                Line::Text(reply) => {
-                    let reply = vec![reply.into_bytes()];
-                    (reply.clone(), Answer::Reply(reply))
-                }
-                Line::End(end) => {
-                    self.say_goodbye(envelope, origin, id);
-                    screen.notice(
-                        "ending with the last message unanswered; its sender is told the chat ended",
-                    );
-                    return Ok(Served::Ended(end));
-                }
-            },
+            screen.show(&incoming, label.as_deref())?;
+            let Pending {
+                envelope,
+                origin,
+                id,
+                body,
+                ..
+            } = pending;
+            if let Some(id) = id {
+                self.answers.remember(origin.key, id, Answer::Echo);
+            }
+            self.answer(envelope, origin, id, body, screen, clock.now());
+            return Ok(Served::Next);
         };
-        if let Some(id) = id {
-            self.answers.remember(origin.key, id, remembered);
+        // Typed before this message was on the screen: not its answer.
+        let discarded = lines.discard_type_ahead();
+        if discarded > 0 {
+            screen.notice(&format!(
+                "discarded {discarded} bytes typed before this message arrived: a reply is what you type after reading it"
+            ));
         }
-        self.answer(envelope, origin, id, reply, screen, now);
-        Ok(Served::Next)
+        screen.show(&incoming, label.as_deref())?;
+        if let Some(source) = pending.source
+            && !self.presence.is_open(source)
+        {
+            screen.notice(
+                "the client who sent this has left already: your reply reaches it only if it comes back and sends its message again",
+            );
+        }
+        self.presence.answering(pending.source);
+        self.current = Some(pending);
+        let waiting = self.ahead.len();
+        lines.set_prompt(&match waiting {
+            0 => "reply> ".to_string(),
+            waiting => format!("reply ({waiting} more waiting)> "),
+        });
+        let line = operator_reply(&mut **lines, screen, shutdown, &mut || {
+            self.read_ahead(screen, clock.now());
+            None
+        });
+        self.presence.answering(None);
+        let Some(Pending {
+            envelope,
+            origin,
+            id,
+            ..
+        }) = self.current.take()
+        else {
+            return Ok(Served::Next);
+        };
+        match line? {
+            Line::Text(reply) => {
+                let reply = vec![reply.into_bytes()];
+                if let Some(id) = id {
+                    self.answers
+                        .remember(origin.key, id, Answer::Reply(reply.clone()));
+                }
+                self.answer(envelope, origin, id, reply, screen, clock.now());
+                Ok(Served::Next)
+            }
+            Line::End(end) => {
+                self.say_goodbye(envelope, origin, id);
+                screen.notice(
+                    "ending with the last message unanswered; its sender is told the chat ended",
+                );
+                Ok(Served::Ended(end))
+            }
+        }
+    }
+
+    /// While the operator types: follows the connections, and reads and
+    /// admits what has arrived (handshakes and copies are answered at
+    /// once), keeping up to [`READ_AHEAD`] messages for the operator.
+    fn read_ahead(&mut self, screen: &Screen, now: Instant) {
+        self.presence.follow(&self.watch, screen, now);
+        let before = self.ahead.len();
+        while self.ahead.len() < READ_AHEAD
+            && self
+                .socket
+                .get_events()
+                .is_ok_and(|events| events.contains(zmq::POLLIN))
+        {
+            let Ok((message, source)) = transport::receive_one_with_source(&mut self.socket) else {
+                break;
+            };
+            if let Some(pending) = self.admit(message, source, screen, now) {
+                self.ahead.push_back(pending);
+            }
+        }
+        if self.ahead.len() > before {
+            let text = match self.ahead.len() {
+                1 => "another message is waiting for you".to_string(),
+                waiting => format!("{waiting} more messages are waiting for you"),
+            };
+            if let Some(held) = self.waiting_notices.admit("waiting", now) {
+                screen.notice(&Throttle::with_count(&text, held));
+            }
+        }
     }
 
     /// Sends `reply` to message `id` from `origin`, through the channel.
@@ -350,25 +536,26 @@ impl ChatServer {
     }
 }
 
-/// Reads the monitor's queued events and says once when connections start
-/// being refused for want of file descriptors, and once when they are
-/// taken in again. (libzmq retries the refused accept on its own.)
-fn notice_descriptors(watch: &ConnectionWatch, exhausted: &mut bool, screen: &Screen) {
-    while let Ok(Some(event)) = watch.try_next() {
-        match event {
-            ConnectionEvent::AcceptFailed { errno }
-                if !*exhausted && (errno == libc::EMFILE || errno == libc::ENFILE) =>
-            {
-                *exhausted = true;
-                screen.notice("out of file descriptors: new connections are refused until some close (raise the open-file limit, ulimit -n, to allow more)");
-            }
-            ConnectionEvent::Accepted if *exhausted => {
-                *exhausted = false;
-                screen.notice("taking new connections again");
-            }
-            _ => {}
-        }
+/// How the sender of a message is labelled for the operator: the name it
+/// gave (or "client"), its key's fingerprint in secure mode, whether the
+/// chat is encrypted, and the address it connects from.
+fn label(origin: &Origin, name: Option<&str>, address: Option<&str>) -> String {
+    let mut label = match name {
+        Some(name) => escape_for_terminal(name).into_owned(),
+        None => "client".to_string(),
+    };
+    let mut details = Vec::new();
+    if let Some(key) = origin.key {
+        label = format!("{label} {}", key.fingerprint());
+        details.push("encrypted");
     }
+    if let Some(address) = address {
+        details.push(address);
+    }
+    if !details.is_empty() {
+        label = format!("{label} ({})", details.join(", "));
+    }
+    label
 }
 
 /// The envelope with the id frame carrying `mark` (unchanged for
@@ -395,13 +582,14 @@ fn operator_reply(
     lines: &mut dyn LineSource,
     screen: &Screen,
     shutdown: &Shutdown,
+    meanwhile: &mut dyn FnMut() -> Option<Line>,
 ) -> std::io::Result<Line> {
     loop {
         // The operator must see the message before answering it.
         if !lines.has_ready_line() {
             screen.flush()?;
         }
-        match lines.next_line(shutdown, &mut || None)? {
+        match lines.next_line(shutdown, meanwhile)? {
             Line::Text(reply) if reply.len() > MAX_TEXT_BYTES => screen.notice(&format!(
                 "that reply has {} bytes, more than the {MAX_TEXT_BYTES} a message may have; not sent: type a shorter one",
                 reply.len()
@@ -582,7 +770,31 @@ mod tests {
         );
         assert_eq!(ran.end, End::Interrupted);
         assert_eq!(ran.stdout.lines(), ["hello"]);
-        assert_eq!(ran.stderr.text(), "");
+        assert_eq!(ran.stderr.lines(), ["chat-server: a client connected"]);
+    }
+
+    #[test]
+    fn senders_are_labelled_with_name_key_and_address() {
+        let plain = Origin::default();
+        let secure = Origin {
+            key: Some(PublicKey([7; 32])),
+            session: 1,
+        };
+        let fingerprint = PublicKey([7; 32]).fingerprint();
+        assert_eq!(label(&plain, None, None), "client");
+        assert_eq!(
+            label(&plain, Some("alice"), Some("10.0.0.1:5")),
+            "alice (10.0.0.1:5)"
+        );
+        assert_eq!(
+            label(&secure, None, Some("[::1]:5")),
+            format!("client {fingerprint} (encrypted, [::1]:5)")
+        );
+        assert_eq!(
+            label(&plain, Some("\u{1b}[2J"), None),
+            "\\x1b[2J",
+            "a name cannot drive the terminal"
+        );
     }
 
     #[test]
@@ -614,7 +826,10 @@ mod tests {
         assert_eq!(ran.stdout.lines(), ["hello"]);
         assert_eq!(
             ran.stderr.lines(),
-            ["chat-server: message #1 arrived again after a reconnect; sent its reply again"]
+            [
+                "chat-server: a client connected",
+                "chat-server: message #1 arrived again after a reconnect; sent its reply again"
+            ]
         );
     }
 

@@ -63,6 +63,10 @@ pub trait LineSource {
         None
     }
 
+    /// Shows `prompt` before the lines asked for from now on (a person's
+    /// prompt; script input has none).
+    fn set_prompt(&mut self, _prompt: &str) {}
+
     /// Throws away what the user typed before a line was asked for (a
     /// server operator must answer only what they have seen); how many
     /// bytes that was.

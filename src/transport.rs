@@ -16,6 +16,7 @@
 //! bound on that (see the README's *When things go wrong*).
 
 use std::fmt;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -234,8 +235,14 @@ impl ConnectionWatch {
 
     /// The next queued event, without waiting.
     pub fn try_next(&self) -> Result<Option<ConnectionEvent>, zmq::Error> {
+        Ok(self.try_next_on()?.map(|(event, _)| event))
+    }
+
+    /// The next queued event and the descriptor of the connection it is
+    /// about (for the connection events; see [`receive_one_with_source`]).
+    pub fn try_next_on(&self) -> Result<Option<(ConnectionEvent, RawFd)>, zmq::Error> {
         match self.events.recv_multipart(zmq::DONTWAIT) {
-            Ok(frames) => Ok(Some(parse_event(&frames))),
+            Ok(frames) => Ok(Some((parse_event(&frames), event_value(&frames)))),
             Err(zmq::Error::EAGAIN) => Ok(None),
             Err(other) => Err(other),
         }
@@ -254,10 +261,7 @@ fn parse_event(frames: &[Vec<u8>]) -> ConnectionEvent {
         return ConnectionEvent::Other;
     };
     let id = u16::from_le_bytes([head[0], head[1]]);
-    let value = match head.get(2..6) {
-        Some(&[a, b, c, d]) => i32::from_le_bytes([a, b, c, d]),
-        _ => 0,
-    };
+    let value = event_value(frames);
     match id {
         id if id == zmq::SocketEvent::ACCEPTED as u16 => ConnectionEvent::Accepted,
         id if id == zmq::SocketEvent::ACCEPT_FAILED as u16 => {
@@ -271,6 +275,15 @@ fn parse_event(frames: &[Vec<u8>]) -> ConnectionEvent {
             ConnectionEvent::HandshakeFailed
         }
         _ => ConnectionEvent::Other,
+    }
+}
+
+/// An event's value: the connection's descriptor for connection events,
+/// an error number for failures; -1 if missing.
+fn event_value(frames: &[Vec<u8>]) -> i32 {
+    match frames.first().and_then(|head| head.get(2..6)) {
+        Some(&[a, b, c, d]) => i32::from_le_bytes([a, b, c, d]),
+        _ => -1,
     }
 }
 
@@ -306,10 +319,89 @@ pub struct Oversized {
 /// # Errors
 /// `EAGAIN` when no message came within the timeout; other ZeroMQ errors.
 pub fn receive_one(socket: &zmq::Socket) -> Result<Bounded, zmq::Error> {
-    let mut frames = Vec::new();
+    let mut first = zmq::Message::new();
+    socket.recv(&mut first, 0)?;
+    receive_rest(socket, vec![first.to_vec()], first.get_more())
+}
+
+/// Like [`receive_one`], with the descriptor of the connection the message
+/// came on, which ties it to the monitor's connection events (see
+/// [`ConnectionWatch::try_next_on`]): libzmq's `ZMQ_SRCFD`, which the
+/// `zmq` crate does not expose, so the first frame is read through
+/// `zmq-sys`.
+///
+/// # Errors
+/// As [`receive_one`].
+pub fn receive_one_with_source(
+    socket: &mut zmq::Socket,
+) -> Result<(Bounded, Option<RawFd>), zmq::Error> {
+    // A ROUTER makes the routing id frame itself, and when it has read the
+    // message ahead (to answer ZMQ_EVENTS) that frame carries no
+    // descriptor; the next one, from the connection, does.
+    let (first, more, source) = receive_frame_with_source(socket)?;
+    if source.is_some() || !more {
+        return Ok((receive_rest(socket, vec![first], more)?, source));
+    }
+    let (second, more, source) = receive_frame_with_source(socket)?;
+    Ok((receive_rest(socket, vec![first, second], more)?, source))
+}
+
+/// `zmq_msg_get`'s property for the descriptor a message came on (zmq.h;
+/// deprecated, still served by the libzmq 4.3 the `zmq` crate builds).
+const ZMQ_SRCFD: i32 = 2;
+
+/// The next frame (each at most [`WIRE_LIMIT_BYTES`]: the socket's
+/// maximum message size), whether more follow, and the descriptor of the
+/// connection it came on, if it says.
+fn receive_frame_with_source(
+    socket: &mut zmq::Socket,
+) -> Result<(Vec<u8>, bool, Option<RawFd>), zmq::Error> {
+    let raw = socket.as_mut_ptr();
+    let mut message = std::mem::MaybeUninit::<zmq_sys::zmq_msg_t>::uninit();
+    let message = message.as_mut_ptr();
+    // SAFETY: `message` is initialised by zmq_msg_init before any other
+    // use, stays in place (libzmq may point into it), and is closed on
+    // every path after it was initialised; `raw` is a live socket borrowed
+    // mutably for the whole call. The data is copied out before the close.
+    unsafe {
+        if zmq_sys::zmq_msg_init(message) != 0 {
+            return Err(zmq::Error::from_raw(zmq_sys::zmq_errno()));
+        }
+        let received = if zmq_sys::zmq_msg_recv(message, raw, 0) < 0 {
+            Err(zmq::Error::from_raw(zmq_sys::zmq_errno()))
+        } else {
+            let source = zmq_sys::zmq_msg_get(message, ZMQ_SRCFD);
+            let data = zmq_sys::zmq_msg_data(message).cast::<u8>();
+            let size = zmq_sys::zmq_msg_size(message);
+            let bytes = if size == 0 {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(data, size).to_vec()
+            };
+            let more = zmq_sys::zmq_msg_more(message) == 1;
+            Ok((bytes, more, (source >= 0).then_some(source)))
+        };
+        zmq_sys::zmq_msg_close(message);
+        received
+    }
+}
+
+/// The frames after the `received` ones (whether there are any, `more`
+/// says), within the bounds of [`receive_one`].
+fn receive_rest(
+    socket: &zmq::Socket,
+    received: Vec<Vec<u8>>,
+    more: bool,
+) -> Result<Bounded, zmq::Error> {
+    let mut count = received.len();
+    let mut bytes = received.iter().map(Vec::len).sum();
+    let mut frames = received;
+    if bytes > WIRE_LIMIT_BYTES {
+        frames = Vec::new();
+    }
     let mut frame = zmq::Message::new();
-    let (mut count, mut bytes) = (0, 0);
-    loop {
+    let mut more = more;
+    while more {
         // Only the first frame can time out: libzmq delivers the rest with it.
         socket.recv(&mut frame, 0)?;
         count += 1;
@@ -319,9 +411,7 @@ pub fn receive_one(socket: &zmq::Socket) -> Result<Bounded, zmq::Error> {
         } else {
             frames = Vec::new();
         }
-        if !frame.get_more() {
-            break;
-        }
+        more = frame.get_more();
     }
     if count > MAX_FRAMES || bytes > WIRE_LIMIT_BYTES {
         return Ok(Err(Oversized {
@@ -330,6 +420,19 @@ pub fn receive_one(socket: &zmq::Socket) -> Result<Bounded, zmq::Error> {
         }));
     }
     Ok(Ok(frames))
+}
+
+/// Like [`receive_within`], with the descriptor of each message's
+/// connection (see [`receive_one_with_source`]).
+///
+/// # Errors
+/// ZeroMQ errors other than a timeout or an interrupted call.
+pub fn receive_within_from(
+    socket: &mut zmq::Socket,
+    shutdown: &Shutdown,
+    still_wanted: impl FnMut() -> bool,
+) -> Result<Received<(Bounded, Option<RawFd>)>, zmq::Error> {
+    wait_for(shutdown, still_wanted, || receive_one_with_source(socket))
 }
 
 /// Like [`receive`], within the bounds of [`receive_one`].
@@ -433,6 +536,31 @@ fn wait_for<M>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_names_its_connection_whether_or_not_it_was_read_ahead() {
+        let context = zmq::Context::new();
+        let mut router = context.socket(zmq::ROUTER).unwrap();
+        router.set_rcvtimeo(5_000).unwrap();
+        router.bind("tcp://127.0.0.1:0").unwrap();
+        let endpoint = router.get_last_endpoint().unwrap().unwrap();
+        let dealer = context.socket(zmq::DEALER).unwrap();
+        dealer.connect(&endpoint).unwrap();
+        for read_ahead in [false, true] {
+            dealer
+                .send_multipart([&b"id"[..], b"", b"text"], 0)
+                .unwrap();
+            if read_ahead {
+                while !router.get_events().unwrap().contains(zmq::POLLIN) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let (frames, source) = receive_one_with_source(&mut router).unwrap();
+            let frames = frames.unwrap();
+            assert_eq!(frames[1..], [b"id".to_vec(), vec![], b"text".to_vec()]);
+            assert!(source.is_some_and(|fd| fd > 2), "read ahead: {read_ahead}");
+        }
+    }
 
     #[test]
     fn monitor_frames_are_decoded_without_panicking() {

@@ -97,13 +97,17 @@ fn server_operator_replies_at_the_prompt_and_ctrl_c_ends_cleanly() {
 
     let mut client = Proc::spawn(CLIENT, &["--connect", &address]);
     client.send_line("question?");
-    server.exp_string("client> question?").unwrap();
+    server
+        .exp_regex(r"client \(127\.0\.0\.1:[0-9]+\)> question\?")
+        .unwrap();
     server.exp_string("reply> ").unwrap();
     server.send_line("answer!").unwrap();
     assert_eq!(client.stdout_line(), "answer!");
 
     client.send_line("are you there?");
-    server.exp_string("client> are you there?").unwrap();
+    server
+        .exp_regex(r"client \(127\.0\.0\.1:[0-9]+\)> are you there\?")
+        .unwrap();
     server.exp_string("reply> ").unwrap();
     server.send_control('c').unwrap();
     server.exp_eof().unwrap();
@@ -209,9 +213,9 @@ fn secure_chat_shows_encryption_and_the_peers_fingerprint() {
     client.exp_string("you> ").unwrap();
     client.send_line("hello securely").unwrap();
     server
-        .exp_string(&format!(
-            "client {} (encrypted)> hello securely",
-            &client_key[..8]
+        .exp_regex(&format!(
+            r"client {} \(encrypted, 127\.0\.0\.1:[0-9]+\)> hello securely",
+            regex_escape(&client_key[..8])
         ))
         .unwrap();
     server.exp_string("reply> ").unwrap();
@@ -272,7 +276,9 @@ fn the_operator_cannot_answer_a_message_before_seeing_it() {
     server
         .exp_string("discarded 10 bytes typed before this message arrived")
         .unwrap();
-    server.exp_string("client> question?").unwrap();
+    server
+        .exp_regex(r"client \(127\.0\.0\.1:[0-9]+\)> question\?")
+        .unwrap();
     server.exp_string("reply> ").unwrap();
     server.send_line("seen answer").unwrap();
     assert_eq!(client.stdout_line(), "seen answer");
@@ -375,4 +381,60 @@ fn an_idle_client_is_told_when_the_server_comes_goes_and_comes_back() {
         .unwrap();
     client.send_line("still there?").unwrap();
     client.exp_string("server> still there?").unwrap();
+}
+
+/// A base64 fingerprint as a regex matching itself ('+' and '/' occur).
+fn regex_escape(text: &str) -> String {
+    text.replace('+', "\\+")
+}
+
+/// Issue 16, point 5: the operator is told who connects and leaves, with
+/// the address; messages are labelled with the sender's name (--name) and
+/// address; messages that arrive while a reply is typed are counted, and
+/// the prompt of the next says how many more wait; a client that leaves
+/// while its reply is typed is flagged before the reply is sent.
+#[test]
+fn the_operator_sees_who_comes_and_goes_and_what_waits() {
+    let (mut server, address) = server_in_terminal(&[]);
+    let mut alice = Proc::spawn(CLIENT, &[&address, "--name", "alice"]);
+    server
+        .exp_regex(r"a client connected from 127\.0\.0\.1:[0-9]+")
+        .unwrap();
+    alice.send_line("hello from alice");
+    server
+        .exp_regex(r"alice \(127\.0\.0\.1:[0-9]+\)> hello from alice")
+        .unwrap();
+    server.exp_string("reply> ").unwrap();
+
+    let mut bob = Proc::spawn(CLIENT, &[&address]);
+    bob.send_line("bob here");
+    let mut carol = Proc::spawn(CLIENT, &[&address]);
+    server
+        .exp_string("another message is waiting for you")
+        .unwrap();
+    carol.send_line("carol too");
+    server
+        .exp_string("2 more messages are waiting for you")
+        .unwrap();
+    alice.signal("KILL");
+    server
+        .exp_regex(r"the client you are answering at 127\.0\.0\.1:[0-9]+ has left")
+        .unwrap();
+    server.send_line("too late").unwrap();
+    server
+        .exp_regex(r"client \(127\.0\.0\.1:[0-9]+\)> bob here")
+        .unwrap();
+    server.exp_string("reply (1 more waiting)> ").unwrap();
+    server.send_line("hi bob").unwrap();
+    assert_eq!(bob.stdout_line(), "hi bob");
+    server
+        .exp_regex(r"client \(127\.0\.0\.1:[0-9]+\)> carol too")
+        .unwrap();
+    server.exp_string("reply> ").unwrap();
+    server.send_line("hi carol").unwrap();
+    assert_eq!(carol.stdout_line(), "hi carol");
+    drop(bob);
+    server
+        .exp_regex(r"the client at 127\.0\.0\.1:[0-9]+ left")
+        .unwrap();
 }

@@ -57,6 +57,11 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_seconds)]
     give_up: f64,
 
+    /// A name the server's operator sees with your messages (at most 32
+    /// bytes; sent in clear and not proven, even in secure mode)
+    #[arg(long, value_name = "NAME", value_parser = parse_name)]
+    name: Option<String>,
+
     /// Show at most this many bytes of a received reply (the rest is
     /// reported, not shown)
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
@@ -117,6 +122,9 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     };
     let mut client = ChatClient::connect(&context, &endpoint, liveness, &SystemClock)?;
     client.show_at_most(args.max_size);
+    if let Some(name) = &args.name {
+        client.call_yourself(name);
+    }
     if let Some(security) = security {
         client.require_encryption(security);
     }
@@ -212,6 +220,21 @@ fn secure_mode(args: &Args, server_key: PublicKey) -> anyhow::Result<ClientSecur
         identity.public_key()
     );
     Ok(ClientSecurity::new(identity, server_key))
+}
+
+/// Checks a `--name`: 1 to 32 bytes, no control characters.
+fn parse_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > zmq_chat::MAX_NAME_BYTES {
+        return Err(format!(
+            "a name has 1 to {} bytes; '{text}' has {}",
+            zmq_chat::MAX_NAME_BYTES,
+            text.len()
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("a name may not contain control characters".to_string());
+    }
+    Ok(text.to_string())
 }
 
 /// Parses a positive number of seconds, fractions allowed ("0.5").
