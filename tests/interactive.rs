@@ -438,3 +438,60 @@ fn the_operator_sees_who_comes_and_goes_and_what_waits() {
         .exp_regex(r"the client at 127\.0\.0\.1:[0-9]+ left")
         .unwrap();
 }
+
+/// Trust on first use at a terminal (issue 15): --secure shows the key the
+/// server presents and asks; "n" ends without remembering anything, "y"
+/// remembers it and the chat is encrypted.
+#[test]
+fn a_new_servers_key_is_remembered_only_when_the_user_accepts_it() {
+    let (server_file, server_key) = keygen("tofu-server");
+    let config = std::env::temp_dir().join(format!("zmq-chat-tty-tofu-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&config);
+    let known = config.join("zmq-chat").join("known_servers");
+    let (_server, endpoint) =
+        Proc::server(&["--bind", "127.0.0.1:0", "--key", &server_file, "--echo"]);
+    let client_with_config = || {
+        let mut command = Command::new("sh");
+        command
+            .args([
+                "-c",
+                "stty echo && exec \"$0\" \"$@\"",
+                CLIENT,
+                "--secure",
+                &endpoint,
+            ])
+            .env("TERM", "xterm")
+            .env("NO_COLOR", "1")
+            .env("XDG_CONFIG_HOME", &config)
+            .env("XDG_DATA_HOME", &config);
+        rexpect::session::spawn_command(command, Some(DEADLINE.as_millis() as u64)).unwrap()
+    };
+    let mut refusing = client_with_config();
+    refusing
+        .exp_string(&format!("presents the key {server_key}"))
+        .unwrap();
+    refusing.exp_string("[y/N] ").unwrap();
+    refusing.send_line("n").unwrap();
+    refusing.exp_string("key not accepted").unwrap();
+    refusing.exp_eof().unwrap();
+    assert_eq!(exit_code(&refusing), Some(1));
+    assert!(!known.exists());
+
+    let mut accepting = client_with_config();
+    accepting.exp_string("[y/N] ").unwrap();
+    accepting.send_line("y").unwrap();
+    accepting.exp_string("remembered the key of").unwrap();
+    accepting.exp_string("you> ").unwrap();
+    accepting.send_line("hello, known server").unwrap();
+    accepting
+        .exp_regex(r"server [^ ]+ \(encrypted\)> hello, known server")
+        .unwrap();
+    accepting.send_line("/quit").unwrap();
+    accepting.exp_eof().unwrap();
+    assert!(
+        std::fs::read_to_string(&known)
+            .unwrap()
+            .contains(&server_key)
+    );
+    let _ = std::fs::remove_file(server_file);
+}

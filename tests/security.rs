@@ -937,3 +937,70 @@ fn a_secure_servers_goodbye_is_sealed_and_believed() {
     client.stderr_line_containing("operator ended the chat");
     assert_eq!(client.wait().code(), Some(1));
 }
+
+/// A chat-client whose config folder (for the known servers file and its
+/// own key) is `config`, not the user's.
+fn client_with_config(config: &Path, args: &[&str]) -> Proc {
+    Proc::spawn_with_env(
+        CLIENT,
+        args,
+        &[("XDG_CONFIG_HOME", config.to_str().unwrap())],
+    )
+}
+
+/// Trust on first use (issue 15): with --secure a script must say it
+/// accepts a new key; once accepted the key is remembered for the address,
+/// which is then secure without any flag; a server there with another key,
+/// or a plain one, is refused loudly, naming the file and line.
+#[test]
+fn trust_on_first_use_remembers_a_key_and_refuses_a_changed_one() {
+    let keys = folder("tofu");
+    let config = keys.join("config");
+    let known = config.join("zmq-chat").join("known_servers");
+    let (mut server, endpoint, server_key) = secure_server(&keys, &["--echo"]);
+
+    let mut unasked = client_with_config(&config, &["--secure", &endpoint]);
+    unasked.stderr_line_containing(&format!("presents the key {server_key}"));
+    unasked.stderr_line_containing("pass --accept-new-key");
+    assert_eq!(unasked.wait().code(), Some(1));
+    assert!(!known.exists(), "nothing remembered without consent");
+
+    let mut first = client_with_config(&config, &["--secure", "--accept-new-key", &endpoint]);
+    first.stderr_line_containing(&format!("remembered the key of {endpoint} (line 1 of"));
+    first.send_line("first use");
+    assert_eq!(first.stdout_line(), "first use");
+    first.close_stdin();
+    assert_eq!(first.wait().code(), Some(0));
+    let written = std::fs::read_to_string(&known).unwrap();
+    assert_eq!(written, format!("{endpoint} {server_key}\n"));
+
+    let mut later = client_with_config(&config, &[&endpoint]);
+    later.stderr_line_containing(&format!(
+        "secure mode with the key remembered for {endpoint}"
+    ));
+    later.send_line("known now");
+    assert_eq!(later.stdout_line(), "known now");
+    server.stderr_line_containing("encrypted session with client");
+    later.close_stdin();
+    assert_eq!(later.wait().code(), Some(0));
+    server.signal("KILL");
+    server.wait();
+
+    let (other_file, _) = keygen(&keys, "impostor.key");
+    let (mut impostor, _) = Proc::server(&["--bind", &endpoint, "--key", &other_file, "--echo"]);
+    let mut fooled = client_with_config(&config, &[&endpoint]);
+    let said = fooled.stderr_line_containing("THE SERVER'S KEY HAS CHANGED");
+    assert!(
+        said.contains(&format!("line 1 of {}", known.display())),
+        "{said}"
+    );
+    assert_eq!(fooled.wait().code(), Some(1));
+    impostor.signal("KILL");
+    impostor.wait();
+
+    let (_plain, _) = Proc::server(&["--bind", &endpoint, "--echo"]);
+    let mut downgraded = client_with_config(&config, &[&endpoint]);
+    downgraded.send_line("in clear?");
+    downgraded.stderr_line_containing("not in secure mode");
+    assert_eq!(downgraded.wait().code(), Some(1));
+}

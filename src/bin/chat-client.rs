@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use zmq_chat::address::Endpoint;
 use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli::{self, EXIT_CODES_HELP};
 use zmq_chat::client::{ChatClient, ClientEnd, Liveness};
@@ -17,6 +18,7 @@ use zmq_chat::display::escape_for_terminal;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
 use zmq_chat::prompt::{Prompt, default_history_path};
 use zmq_chat::secure::keys::{Identity, PublicKey, default_client_key_path};
+use zmq_chat::secure::known::{KnownServers, ask_server_key};
 use zmq_chat::secure::session::ClientSecurity;
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::{self, End, LineSource, Screen, ScriptLines};
@@ -72,9 +74,21 @@ struct Args {
     #[arg(long, value_name = "BASE64", value_parser = cli::parse_public_key)]
     server_key: Option<PublicKey>,
 
-    /// With --server-key: this client's private key [default:
+    /// Secure mode without --server-key (trust on first use, as ssh): use
+    /// the key remembered for this address in
+    /// ~/.config/zmq-chat/known_servers, or learn it now after you confirm
+    /// its fingerprint. An address listed there is always secure
+    #[arg(long, conflicts_with = "server_key")]
+    secure: bool,
+
+    /// With --secure, for scripts: remember a new server's key without
+    /// asking (check it another way: --secure trusts what first answers)
+    #[arg(long, requires = "secure")]
+    accept_new_key: bool,
+
+    /// In secure mode: this client's private key [default:
     /// ~/.config/zmq-chat/client.key, created on first use]
-    #[arg(long, value_name = "FILE", requires = "server_key")]
+    #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
 
     /// Keep no history of the messages typed at the prompt (by default it is
@@ -107,10 +121,6 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     if let Some(path) = &args.public_key {
         return Ok(cli::print_public_key(path)?);
     }
-    let security = args
-        .server_key
-        .map(|server_key| secure_mode(args, server_key))
-        .transpose()?;
     let address = args.address.as_ref().unwrap_or(&args.connect);
     let endpoint = cli::endpoint_from_flag(address, Role::Connect)
         .with_context(|| format!("invalid address to connect to '{address}'"))?;
@@ -120,6 +130,18 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         timeout: Duration::from_secs_f64(args.liveness),
         give_up: Duration::from_secs_f64(args.give_up),
     };
+    let server_key = match args.server_key {
+        Some(key) => Some((key, None)),
+        None => known_server_key(args, &context, &endpoint, &shutdown)?,
+    };
+    if server_key.is_none() && args.key.is_some() {
+        anyhow::bail!(
+            "--key is for secure mode: add --server-key KEY, or --secure to learn the server's key"
+        );
+    }
+    let security = server_key
+        .map(|(key, remembered_in)| secure_mode(args, key, remembered_in))
+        .transpose()?;
     let mut client = ChatClient::connect(&context, &endpoint, liveness, &SystemClock)?;
     client.show_at_most(args.max_size);
     if let Some(name) = &args.name {
@@ -193,8 +215,76 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     Ok(code)
 }
 
-/// Loads (or on first use creates) the client's key for secure mode.
-fn secure_mode(args: &Args, server_key: PublicKey) -> anyhow::Result<ClientSecurity> {
+/// The server's key from the known servers file (trust on first use), and
+/// where it is written: the one remembered for `endpoint`, or with
+/// `--secure` one learned now and remembered once the user accepts it.
+/// `None`: plain mode.
+fn known_server_key(
+    args: &Args,
+    context: &zmq::Context,
+    endpoint: &Endpoint,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<(PublicKey, Option<String>)>> {
+    let Some(path) = KnownServers::default_path() else {
+        if args.secure {
+            anyhow::bail!("no home folder for the known servers file: pass --server-key KEY");
+        }
+        return Ok(None);
+    };
+    let mut known = KnownServers::load(&path).context("cannot use the known servers file")?;
+    let endpoint_text = endpoint.to_string();
+    if let Some((key, place)) = known.lookup(&endpoint_text) {
+        eprintln!("{PROGRAM}: secure mode with the key remembered for {endpoint_text} ({place})");
+        return Ok(Some((key, Some(place))));
+    }
+    if !args.secure {
+        return Ok(None);
+    }
+    eprintln!(
+        "{PROGRAM}: {endpoint_text} is not in {}: asking the server for its key…",
+        path.display()
+    );
+    let wait = Duration::from_secs_f64(args.give_up);
+    let key = ask_server_key(context, endpoint, wait, shutdown)
+        .with_context(|| format!("cannot learn the key of the server at {endpoint_text}"))?;
+    eprintln!(
+        "{PROGRAM}: the server at {endpoint_text} presents the key {key} (fingerprint {}). Nothing proves it yet: compare it with the key its operator sees (chat-server prints it at start).",
+        key.fingerprint()
+    );
+    let accepted = args.accept_new_key || (terminal::stdin_is_interactive() && confirm()?);
+    if !accepted {
+        if terminal::stdin_is_interactive() {
+            anyhow::bail!("key not accepted; nothing was sent");
+        }
+        anyhow::bail!(
+            "not remembering a key without asking: pass --accept-new-key (scripts), or --server-key {key}"
+        );
+    }
+    let place = known
+        .remember(&endpoint_text, key)
+        .context("cannot write the known servers file")?;
+    eprintln!("{PROGRAM}: remembered the key of {endpoint_text} ({place})");
+    Ok(Some((key, Some(place))))
+}
+
+/// Asks the person at the terminal to accept a server's key.
+fn confirm() -> anyhow::Result<bool> {
+    eprint!("Trust this key and remember it for this address? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("cannot read the answer")?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
+}
+
+/// Loads (or on first use creates) the client's key for secure mode; the
+/// server's key is pinned, and `remembered_in` says where if trust on first
+/// use supplied it.
+fn secure_mode(
+    args: &Args,
+    server_key: PublicKey,
+    remembered_in: Option<String>,
+) -> anyhow::Result<ClientSecurity> {
     // A key named on the command line must exist (a typo must not quietly
     // become a new identity); the default one is made on first use.
     let (identity, created, path) = match &args.key {
@@ -219,7 +309,11 @@ fn secure_mode(args: &Args, server_key: PublicKey) -> anyhow::Result<ClientSecur
         "{PROGRAM}: secure mode: this client's public key is {} (for the server's --allow list)",
         identity.public_key()
     );
-    Ok(ClientSecurity::new(identity, server_key))
+    let security = ClientSecurity::new(identity, server_key);
+    Ok(match remembered_in {
+        Some(place) => security.remembered_in(place),
+        None => security,
+    })
 }
 
 /// Checks a `--name`: 1 to 32 bytes, no control characters.

@@ -47,18 +47,12 @@ impl ServerChannel for ServerSecurity {
             Opened::Answer {
                 reply,
                 notice,
-                refusal,
+                throttle,
             } => Admission::Answer {
                 body: reply,
                 mark: Mark::Normal,
                 notice,
-                // Both can be made at will by anyone holding a key (or
-                // none): at most one of each kind per notice interval.
-                throttle: Some(if refusal {
-                    "secure refusal"
-                } else {
-                    "session started"
-                }),
+                throttle: Some(throttle),
             },
         }
     }
@@ -281,7 +275,7 @@ mod tests {
             assert!(matches!(
                 Frame::parse(&body),
                 Some(Frame::Refused {
-                    reason: Refusal::HandshakeFailed,
+                    reason: Refusal::WrongKey,
                     ..
                 })
             ));

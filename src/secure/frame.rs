@@ -8,7 +8,13 @@
 //!        'M'   server index (8) | sealed payload            client → server
 //!        'm'   client index (8) | sealed payload            server → client
 //!        'R'   reason (1) | UTF-8 text, not encrypted       server → client
+//!        'K'   (nothing): which key do you hold?            client → server
+//!        'k'   the server's public key (32), not encrypted  server → client
 //! ```
+//!
+//! `K`/`k` serve trust on first use (`chat-client --secure`): the answer
+//! proves nothing, so the client shows its fingerprint for the user to
+//! check before it is remembered (see `secure::known`).
 //!
 //! Indexes are random numbers each side picks for a session, as in
 //! WireGuard: they let the server find the session of a message (a REP-style
@@ -46,6 +52,9 @@ pub enum Refusal {
     UnknownSession = 3,
     /// The message failed authentication: altered, replayed or out of order.
     NotAuthentic = 4,
+    /// The first handshake message was made for another server key (its
+    /// mac1 does not match this server's).
+    WrongKey = 5,
 }
 
 impl Refusal {
@@ -55,6 +64,7 @@ impl Refusal {
             2 => Refusal::HandshakeFailed,
             3 => Refusal::UnknownSession,
             4 => Refusal::NotAuthentic,
+            5 => Refusal::WrongKey,
             _ => return None,
         })
     }
@@ -83,6 +93,10 @@ pub enum Frame<'a> {
     Refused {
         reason: Refusal,
         text: &'a [u8],
+    },
+    KeyRequest,
+    Key {
+        key: &'a [u8; 32],
     },
 }
 
@@ -147,6 +161,10 @@ impl<'a> Frame<'a> {
                     text,
                 }
             }
+            b'K' if rest.is_empty() => Frame::KeyRequest,
+            b'k' => Frame::Key {
+                key: rest.try_into().ok()?,
+            },
             _ => return None,
         })
     }
@@ -172,6 +190,8 @@ impl<'a> Frame<'a> {
                 sealed,
             } => (b'm', &[*client_index], sealed),
             Frame::Refused { text, .. } => (b'R', &[], text),
+            Frame::KeyRequest => (b'K', &[], &[]),
+            Frame::Key { key } => (b'k', &[], &key[..]),
         };
         let mut frame = Vec::with_capacity(MAGIC.len() + 2 + indexes.len() * 8 + tail.len());
         frame.extend_from_slice(MAGIC);
@@ -336,6 +356,12 @@ mod tests {
                 reason: Refusal::NotAllowed,
                 text: "not on the list".as_bytes(),
             },
+            Frame::Refused {
+                reason: Refusal::WrongKey,
+                text: b"",
+            },
+            Frame::KeyRequest,
+            Frame::Key { key: &[7; 32] },
         ];
         for frame in frames {
             let bytes = frame.encode();
@@ -345,6 +371,12 @@ mod tests {
         assert_eq!(Frame::parse(b"hello"), None);
         assert_eq!(Frame::parse(b"zcs3M\x00\x01"), None, "a cut index");
         assert_eq!(Frame::parse(b"zcs3R\x09oops"), None, "an unknown reason");
+        assert_eq!(
+            Frame::parse(b"zcs3Kx"),
+            None,
+            "a key request carries nothing"
+        );
+        assert_eq!(Frame::parse(b"zcs3k\x01"), None, "a cut key");
     }
 
     /// A sender's and a receiver's transport, after a Noise handshake.

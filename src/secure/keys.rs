@@ -77,6 +77,13 @@ pub enum KeyError {
         /// How many bytes it decoded to.
         length: usize,
     },
+    /// A line of a file is not what it should be.
+    Malformed {
+        /// Which line of which file.
+        what: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// No random key could be made.
     Random(String),
     /// The key is a point of small order (all zeros, say): a chat with it
@@ -103,6 +110,7 @@ impl fmt::Display for KeyError {
                 path.display()
             ),
             KeyError::Random(error) => write!(f, "cannot generate a key: {error}"),
+            KeyError::Malformed { what, problem } => write!(f, "{what}: {problem}"),
             KeyError::BadEncoding { what } => write!(f, "{what} is not valid base64"),
             KeyError::NotAFile { path, folder: true } => write!(
                 f,
@@ -302,7 +310,7 @@ impl Identity {
 
 /// What a file the chat trusts must keep from group and others.
 #[derive(Clone, Copy)]
-enum Trusted {
+pub(crate) enum Trusted {
     /// A private key: any access (mode bits 077).
     PrivateKey,
     /// An allow list: writing (mode bits 022), or they could let themselves in.
@@ -313,7 +321,7 @@ enum Trusted {
 /// checked, so it cannot be swapped between check and read: a regular file
 /// of this user's, without the mode bits `trusted` forbids, in a folder that
 /// not everyone can write to (see [`check_folder`]).
-fn read_trusted(path: &Path, trusted: Trusted) -> Result<String, KeyError> {
+pub(crate) fn read_trusted(path: &Path, trusted: Trusted) -> Result<String, KeyError> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     let io_error = |error| KeyError::Io {

@@ -10,6 +10,7 @@
 //! a counter nonce, so altered, replayed or reordered ciphertext is refused.
 //!
 //! - [`keys`]: key files, public keys, allow lists.
+//! - [`known`]: trust on first use: the servers whose keys the user accepted.
 //! - `frame`: the secure body frame and sealing/opening payloads.
 //! - `mac`: WireGuard's mac1, which lets the server refuse forged first
 //!   handshake messages before any Diffie-Hellman.
@@ -19,6 +20,7 @@
 mod channel;
 pub(crate) mod frame;
 pub mod keys;
+pub mod known;
 mod mac;
 pub mod session;
 

@@ -116,6 +116,12 @@ pub enum SecureFailure {
     ReplyNotAuthentic,
     /// The server answered in plain text: it is not in secure mode.
     ServerIsPlain,
+    /// The server does not hold the key remembered for its address (trust
+    /// on first use): changed, or someone else answers there.
+    RememberedKeyRefused {
+        /// Where the key was remembered ("line 3 of FILE").
+        place: String,
+    },
 }
 
 impl std::fmt::Display for SecureFailure {
@@ -127,6 +133,10 @@ impl std::fmt::Display for SecureFailure {
             SecureFailure::ServerIsPlain => f.write_str(
                 "the server answered without encryption: it is not in secure mode (chat-server --key FILE); the message was not sent",
             ),
+            SecureFailure::RememberedKeyRefused { place } => write!(
+                f,
+                "THE SERVER'S KEY HAS CHANGED: the server at this address does not hold the key remembered for it ({place}). Someone may be impersonating it; or its key was changed on purpose, and then you delete that line and connect again to learn the new one. Nothing was sent"
+            ),
             SecureFailure::ReplyNotAuthentic => {
                 f.write_str("the reply failed authentication (altered on the way?) and was not shown")
             }
@@ -134,7 +144,7 @@ impl std::fmt::Display for SecureFailure {
                 let text = crate::display::escape_for_terminal(text);
                 match reason {
                     Refusal::NotAllowed => write!(f, "the server refused this client: {text}"),
-                    Refusal::HandshakeFailed => {
+                    Refusal::HandshakeFailed | Refusal::WrongKey => {
                         write!(f, "the server refused the handshake: {text}")
                     }
                     Refusal::NotAuthentic | Refusal::UnknownSession => {
@@ -162,6 +172,9 @@ pub struct ClientSecurity {
     /// How many times the server said "no such session" while this message
     /// waited: an unauthenticated answer, so only a few restarts follow it.
     restarts: (Option<MessageId>, u32),
+    /// Where the server's key was remembered, when trust on first use
+    /// supplied it (so a refusal for the wrong key says which line to check).
+    remembered_in: Option<String>,
 }
 
 /// Handshakes restarted on "no such session" for one message, at most.
@@ -213,7 +226,15 @@ impl ClientSecurity {
             state: ClientState::Idle,
             last_stamp: [0; 12],
             restarts: (None, 0),
+            remembered_in: None,
         }
+    }
+
+    /// The server's key came from the known servers file, at `place`
+    /// ("line 3 of FILE"): a refusal for the wrong key names it.
+    pub fn remembered_in(mut self, place: String) -> ClientSecurity {
+        self.remembered_in = Some(place);
+        self
     }
 
     /// The server's pinned key.
@@ -395,6 +416,12 @@ impl ClientSecurity {
                     .map_err(|_| SecureFailure::ServerNotProven)?;
                 Ok(ClientStep::Restart(restart))
             }
+            Frame::Refused {
+                reason: Refusal::WrongKey,
+                ..
+            } if self.remembered_in.is_some() => Err(SecureFailure::RememberedKeyRefused {
+                place: self.remembered_in.clone().unwrap_or_default(),
+            }),
             // Inside a session the server seals its refusals: a clear one
             // is anyone's word, and changes nothing.
             Frame::Refused { .. } if matches!(self.state, ClientState::Established(_)) => {
@@ -404,11 +431,15 @@ impl ClientSecurity {
                 reason,
                 String::from_utf8_lossy(text).into_owned(),
             )),
+            // The key asked for by trust on first use: not asked here.
+            Frame::Key { .. } => Ok(ClientStep::Ignore),
             // Client-to-server kinds coming back: a plain echo server.
-            Frame::HandshakeInit { .. } | Frame::Message { .. } => match self.state {
-                ClientState::Established(_) => Ok(ClientStep::Ignore),
-                _ => Err(SecureFailure::ServerIsPlain),
-            },
+            Frame::HandshakeInit { .. } | Frame::Message { .. } | Frame::KeyRequest => {
+                match self.state {
+                    ClientState::Established(_) => Ok(ClientStep::Ignore),
+                    _ => Err(SecureFailure::ServerIsPlain),
+                }
+            }
         }
     }
 }
@@ -468,13 +499,13 @@ pub(crate) enum Opened {
         id: MessageId,
         text: Vec<u8>,
     },
-    /// Not a message: send `reply` back at once and log `notice`; a
-    /// refusal's notice is one a peer can repeat at will, so it is
-    /// rate-limited.
+    /// Not a message: send `reply` back at once and log `notice`. A peer
+    /// can make any of these at will, so notices are rate-limited by kind,
+    /// `throttle` (a refusal, a session started, a key asked for).
     Answer {
         reply: Vec<u8>,
         notice: String,
-        refusal: bool,
+        throttle: &'static str,
     },
 }
 
@@ -536,6 +567,16 @@ impl ServerSecurity {
                 server_index,
                 sealed,
             }) => self.open_message(server_index, sealed, envelope_id, now),
+            // Public, and asked for before a first secure chat: said freely.
+            Some(Frame::KeyRequest) => Opened::Answer {
+                reply: Frame::Key {
+                    key: &self.identity.public_key().0,
+                }
+                .encode(),
+                notice: "told a client this server's public key (it is learning it on first use)"
+                    .to_string(),
+                throttle: "key asked",
+            },
             _ => refuse(
                 Refusal::NotAuthentic,
                 "that was not a secure chat message",
@@ -661,7 +702,7 @@ impl ServerSecurity {
                 "encrypted session with client {} started",
                 client.fingerprint()
             ),
-            refusal: false,
+            throttle: "session started",
         }
     }
 
@@ -729,7 +770,7 @@ impl ServerSecurity {
                         }
                         .encode(),
                         notice,
-                        refusal: true,
+                        throttle: REFUSAL,
                     },
                     None => refuse(Refusal::NotAuthentic, reason, notice),
                 }
@@ -820,7 +861,7 @@ impl ServerSecurity {
 /// A first handshake message made for another server key (or forged).
 fn refuse_wrong_server_key() -> Opened {
     refuse(
-        Refusal::HandshakeFailed,
+        Refusal::WrongKey,
         "the server could not read the handshake: the client has the wrong --server-key (or the handshake was altered on the way)",
         "refused a handshake made for another server key (a client with a wrong --server-key?)"
             .to_string(),
@@ -843,9 +884,12 @@ fn refuse(reason: Refusal, text: &str, notice: String) -> Opened {
         }
         .encode(),
         notice,
-        refusal: true,
+        throttle: REFUSAL,
     }
 }
+
+/// The rate-limit kind of every refusal's notice.
+const REFUSAL: &str = "secure refusal";
 
 #[cfg(test)]
 mod tests {
@@ -882,11 +926,13 @@ mod tests {
 
     fn refusal(opened: &Opened) -> Refusal {
         match opened {
-            Opened::Answer { reply, refusal, .. } => match Frame::parse(reply) {
+            Opened::Answer {
+                reply, throttle, ..
+            } => match Frame::parse(reply) {
                 Some(Frame::Refused { reason, .. }) => reason,
                 // Inside a session the server seals its refusal of a
                 // message that failed authentication.
-                Some(Frame::Reply { .. }) if *refusal => Refusal::NotAuthentic,
+                Some(Frame::Reply { .. }) if *throttle == REFUSAL => Refusal::NotAuthentic,
                 other => panic!("expected a refusal, got {other:?}"),
             },
             Opened::Message { .. } => panic!("expected a refusal, got a message"),
@@ -957,7 +1003,21 @@ mod tests {
         let mut client = ClientSecurity::new(identity(), identity().public_key());
         let hello = client.opening(ID, b"hi").unwrap();
         let answer = server.open(b"peer", &[hello], Some(ID), Instant::now());
-        assert_eq!(refusal(&answer), Refusal::HandshakeFailed);
+        assert_eq!(refusal(&answer), Refusal::WrongKey);
+        let Opened::Answer { reply, .. } = answer else {
+            unreachable!()
+        };
+        assert!(matches!(
+            client.step(ID, Some(b"hi"), std::slice::from_ref(&reply)),
+            Err(SecureFailure::Refused(Refusal::WrongKey, _))
+        ));
+        let mut remembered =
+            ClientSecurity::new(identity(), identity().public_key()).remembered_in("line 2".into());
+        remembered.opening(ID, b"hi").unwrap();
+        let Err(failure) = remembered.step(ID, Some(b"hi"), &[reply]) else {
+            panic!("a refusal for the wrong key is a failure");
+        };
+        assert!(failure.to_string().contains("(line 2)"), "{failure}");
 
         let server_identity = identity();
         let server_key = server_identity.public_key();
