@@ -1,6 +1,7 @@
 //! The chat measured against its floor, side by side in one run.
 //!
-//! `cargo bench` (add `-- --quick` for a short run, `-- --concurrency` for
+//! `cargo bench` (add `-- --quick` for a short run, `-- --pipeline` for the
+//! push/pull rows alone, `-- --concurrency` for
 //! the concurrency rows alone, as when comparing two builds of the server
 //! under load). Every measurement runs
 //! as real processes on 127.0.0.1:
@@ -89,6 +90,11 @@ fn main() {
         }
     };
     let mut table = Table::default();
+    if args.iter().any(|arg| arg == "--pipeline") {
+        pipeline_rows(&mut table, &settings);
+        table.print(&settings);
+        return;
+    }
     if args.iter().any(|arg| arg == "--concurrency") {
         for clients in CONCURRENCY {
             concurrency_rows(&mut table, clients, concurrency_runs(clients, &settings));
@@ -182,49 +188,7 @@ fn main() {
         settings.memory_messages, memory.server_rss_before_kib, memory.server_rss_after_kib
     ));
 
-    // Each run has the three pipelines one after another, the order
-    // rotating from run to run.
-    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
-    let messages = settings.pipeline_messages;
-    for run in 0..settings.pipeline_runs {
-        for turn in 0..3 {
-            let which = (run + turn) % 3;
-            rates[which].push(match which {
-                0 => pipeline_example(messages),
-                1 => pipeline_relay(Relay::Bare, messages),
-                _ => pipeline_relay(Relay::Reading, messages),
-            });
-        }
-    }
-    let [example, bare, reading] = rates;
-    table.rate_row(
-        "push/pull example (msg/s)",
-        &example,
-        Some(median_rate(&bare)),
-    );
-    table.rate_row("bare PUSH/PULL pipeline (msg/s)", &bare, None);
-    table.rate_row(
-        "PUSH/PULL relay reading each message (msg/s)",
-        &reading,
-        Some(median_rate(&bare)),
-    );
-    let paired =
-        |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(a, b)| a / b).collect() };
-    table.ratio_row(
-        "push/pull example / bare, run by run",
-        &paired(&example, &bare),
-        Some(Target::AtLeast(0.9)),
-    );
-    table.ratio_row(
-        "reading relay / bare, run by run",
-        &paired(&reading, &bare),
-        None,
-    );
-    table.ratio_row(
-        "push/pull example / reading relay, run by run",
-        &paired(&example, &reading),
-        None,
-    );
+    pipeline_rows(&mut table, &settings);
     table.print(&settings);
 }
 
@@ -447,10 +411,12 @@ fn start_listener(program: &str, args: &[&str]) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut ready = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    stderr.read_line(&mut ready).unwrap();
     let endpoint = ready.trim().rsplit(' ').next().unwrap().to_string();
+    // The rest is read and dropped: a closed pipe would make a later
+    // notice fail (and an example's eprintln! panic).
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     (child, endpoint)
 }
 
@@ -850,6 +816,53 @@ fn percentile(values: &mut [Duration], fraction: f64) -> Duration {
 
 // ---------------------------------------------------------------- pipelines
 
+/// The three pipelines, run by run, and their ratios.
+fn pipeline_rows(table: &mut Table, settings: &Settings) {
+    // Each run has the three pipelines one after another, the order
+    // rotating from run to run.
+    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    let messages = settings.pipeline_messages;
+    for run in 0..settings.pipeline_runs {
+        for turn in 0..3 {
+            let which = (run + turn) % 3;
+            rates[which].push(match which {
+                0 => pipeline_example(messages),
+                1 => pipeline_relay(Relay::Bare, messages),
+                _ => pipeline_relay(Relay::Reading, messages),
+            });
+        }
+    }
+    let [example, bare, reading] = rates;
+    table.rate_row(
+        "push/pull example (msg/s)",
+        &example,
+        Some(median_rate(&bare)),
+    );
+    table.rate_row("bare PUSH/PULL pipeline (msg/s)", &bare, None);
+    table.rate_row(
+        "PUSH/PULL relay reading each message (msg/s)",
+        &reading,
+        Some(median_rate(&bare)),
+    );
+    let paired =
+        |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(a, b)| a / b).collect() };
+    table.ratio_row(
+        "push/pull example / bare, run by run",
+        &paired(&example, &bare),
+        Some(Target::AtLeast(0.9)),
+    );
+    table.ratio_row(
+        "reading relay / bare, run by run",
+        &paired(&reading, &bare),
+        None,
+    );
+    table.ratio_row(
+        "push/pull example / reading relay, run by run",
+        &paired(&example, &reading),
+        None,
+    );
+}
+
 fn free_endpoint() -> String {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -882,11 +895,11 @@ fn pipeline_example(messages: usize) -> f64 {
     let worker = Command::new(&example)
         .args([
             "worker",
-            "--tasks-from",
+            "--connect",
             &tasks,
-            "--urgent-from",
+            "--connect-urgent",
             &urgent,
-            "--sink",
+            "--connect-sink",
             &sink_at,
             "--quiet",
         ])
@@ -901,9 +914,9 @@ fn pipeline_example(messages: usize) -> f64 {
             "ventilator",
             "--bind",
             &tasks,
-            "--urgent-bind",
+            "--bind-urgent",
             &urgent,
-            "--sink",
+            "--connect-sink",
             &sink_at,
         ])
         .args(["--tasks", &count, "--work-ms", "0", "--workers", "1"])

@@ -10,6 +10,9 @@
 //! cargo run --example pair -- connect              # terminal 2
 //! ```
 //!
+//! Each side says when its peer connects and when it leaves (the socket
+//! monitor's events): PAIR itself would not tell.
+//!
 //! Two threads of one process over `inproc://`, the signalling use the ZeroMQ
 //! guide recommends PAIR for (a worker reports each step, the main thread
 //! answers when all are done):
@@ -18,6 +21,7 @@
 //! cargo run --example pair -- threads
 //! ```
 
+use std::collections::VecDeque;
 use std::process::ExitCode;
 use std::thread;
 
@@ -27,12 +31,18 @@ use zmq_chat::cli;
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::{Line, ScriptLines};
-use zmq_chat::transport::{self, TICK};
+use zmq_chat::transport::{self, ConnectionEvent, ConnectionWatch, TICK};
 
 const PROGRAM: &str = "pair";
 
+const EXIT_CODES: &str = "\
+Exit status:
+  0    input ended (Ctrl-D), or Ctrl-C
+  1    a runtime error (address in use, say)
+  2    a usage error (unknown flag, malformed address)";
+
 #[derive(Parser)]
-#[command(about = "PAIR sockets: an exclusive two-way connection", after_help = cli::EXIT_CODES_HELP)]
+#[command(about = "PAIR sockets: an exclusive two-way connection", after_help = EXIT_CODES)]
 struct Args {
     #[command(subcommand)]
     role: PairRole,
@@ -42,13 +52,15 @@ struct Args {
 enum PairRole {
     /// Listen for the one peer (port 0 picks a free port, reported on stderr)
     Bind {
+        /// Where to listen
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5555")]
-        address: String,
+        bind: String,
     },
     /// Connect to the listening peer
     Connect {
+        /// The listening peer
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5555")]
-        address: String,
+        connect: String,
     },
     /// Two threads signalling each other over inproc://
     Threads {
@@ -68,44 +80,87 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let context = zmq::Context::new();
     match args.role {
-        PairRole::Bind { address } => {
-            let endpoint = cli::endpoint_from_flag(&address, Role::Bind)?;
-            let (socket, bound) = transport::bind(&context, zmq::PAIR, &endpoint)?;
+        PairRole::Bind { bind } => {
+            let endpoint = cli::endpoint_from_flag(&bind, Role::Bind)?;
+            let socket = transport::socket_for(&context, zmq::PAIR, &endpoint)?;
+            let watch = ConnectionWatch::attach(&context, &socket)?;
+            let bound = transport::bind_socket(&socket, &endpoint)?;
             eprintln!("{PROGRAM}: listening on {bound}");
-            converse(&socket)
+            converse(&socket, &watch)
         }
-        PairRole::Connect { address } => {
-            let endpoint = cli::endpoint_from_flag(&address, Role::Connect)?;
-            let socket = transport::connect(&context, zmq::PAIR, &endpoint)?;
+        PairRole::Connect { connect } => {
+            let endpoint = cli::endpoint_from_flag(&connect, Role::Connect)?;
+            let socket = transport::socket_for(&context, zmq::PAIR, &endpoint)?;
+            let watch = ConnectionWatch::attach(&context, &socket)?;
+            transport::connect_socket(&socket, &endpoint)?;
             eprintln!("{PROGRAM}: connecting to {endpoint}");
-            converse(&socket)
+            converse(&socket, &watch)
         }
         PairRole::Threads { steps } => signal_between_threads(&context, steps),
     }
 }
 
 /// Sends each stdin line and prints each received message, in whatever order
-/// they happen: PAIR has no turn-taking.
-fn converse(socket: &zmq::Socket) -> anyhow::Result<()> {
+/// they happen: PAIR has no turn-taking. Says when the peer comes and goes.
+fn converse(socket: &zmq::Socket, watch: &ConnectionWatch) -> anyhow::Result<()> {
     let shutdown = Shutdown::install()?;
     let mut input = ScriptLines::from_stdin(PROGRAM);
+    // PAIR blocks a send while no peer is connected: lines wait here
+    // instead (input is read no further while this many wait).
+    let mut unsent: VecDeque<String> = VecDeque::new();
+    let mut input_ended = false;
     while !shutdown.requested() {
-        while let Some(line) = input.poll_line() {
-            match line? {
-                Line::Text(text) => socket.send(text.as_bytes(), 0)?,
-                Line::End(_) => return Ok(()),
+        while !input_ended && unsent.len() < MAX_UNSENT {
+            match input.poll_line().transpose()? {
+                Some(Line::Text(text)) => unsent.push_back(text),
+                Some(Line::End(_)) => input_ended = true,
+                None => break,
             }
         }
-        if socket.poll(zmq::POLLIN, TICK.as_millis() as i64)? > 0 {
-            let message = socket.recv_bytes(0)?;
-            println!(
-                "received: {}",
-                escape_for_terminal(&String::from_utf8_lossy(&message))
-            );
+        while let Some(text) = unsent.front() {
+            match socket.send(text.as_bytes(), zmq::DONTWAIT) {
+                Ok(()) => {
+                    unsent.pop_front();
+                }
+                Err(zmq::Error::EAGAIN) => break,
+                Err(error) => return Err(error.into()),
+            }
         }
+        if input_ended && unsent.is_empty() {
+            return Ok(());
+        }
+        while let Some(event) = watch.try_next()? {
+            match event {
+                ConnectionEvent::Connected => eprintln!("{PROGRAM}: the peer is connected"),
+                ConnectionEvent::Disconnected => {
+                    eprintln!("{PROGRAM}: the peer left; lines typed now wait for it to come back")
+                }
+                _ => {}
+            }
+        }
+        match socket.poll(zmq::POLLIN, TICK.as_millis() as i64) {
+            Ok(0) | Err(zmq::Error::EINTR) => {}
+            Ok(_) => {
+                let message = socket.recv_bytes(0)?;
+                println!(
+                    "received: {}",
+                    escape_for_terminal(&String::from_utf8_lossy(&message))
+                );
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if !unsent.is_empty() {
+        eprintln!(
+            "{PROGRAM}: {} line(s) not sent: no peer took them",
+            unsent.len()
+        );
     }
     Ok(())
 }
+
+/// Lines typed while no peer is there, kept at most.
+const MAX_UNSENT: usize = 1000;
 
 /// The main thread binds first (inproc requires bind before connect in
 /// libzmq < 4.2 and it keeps the roles clear), then starts the worker.

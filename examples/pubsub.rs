@@ -21,6 +21,13 @@
 //! for subscribers and forwards both ways with `zmq::proxy`: publishers and
 //! subscribers only know the proxy's addresses, never each other's.
 //!
+//! **Ending.** A subscriber ends when every topic's END mark has come, or
+//! after `--idle-ms` without a message once some came (an END can itself be
+//! dropped at the high-water mark; the publisher sends each a few times, a
+//! little apart, to give a slow subscriber's queue room), or after `--wait`
+//! seconds if nothing came at all; it then reports what it got, per topic,
+//! and so it does on Ctrl-C.
+//!
 //! ```sh
 //! cargo run --example pubsub -- subscriber --topics weather        # terminal 1
 //! cargo run --example pubsub -- subscriber --topics weather,sports # terminal 2
@@ -47,8 +54,21 @@ const PROGRAM: &str = "pubsub";
 const READY_PREFIX: &str = "!ready ";
 const END_MARK: &str = "END";
 
+/// How many times the publisher sends each END mark, and how far apart: a
+/// slow subscriber's full queue drops one; a later one finds room.
+const END_REPEATS: u32 = 3;
+const END_INTERVAL: Duration = Duration::from_millis(200);
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0    done: the publisher published; the subscriber's topics ended (END,
+       or silence) and it reported what it got; the proxy was stopped
+  1    a runtime error (address in use, say)
+  2    a usage error (unknown flag, malformed address)
+  130  the subscriber was interrupted (Ctrl-C), after its report";
+
 #[derive(Parser)]
-#[command(about = "PUB/SUB with topics, a ready handshake and a proxy", after_help = cli::EXIT_CODES_HELP)]
+#[command(about = "PUB/SUB with topics, a ready handshake and a proxy", after_help = EXIT_CODES)]
 struct Args {
     #[command(subcommand)]
     role: PubSubRole,
@@ -95,26 +115,29 @@ enum PubSubRole {
         /// (an END mark can itself be dropped when this subscriber is slow)
         #[arg(long, value_name = "MS", default_value_t = 3000)]
         idle_ms: u64,
+        /// Stop if no message at all arrives within this long
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        wait: u64,
     },
     /// Forward between publishers and subscribers that only know the proxy
     Proxy {
         /// Where publishers connect (XSUB)
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5559")]
-        frontend: String,
+        bind_publishers: String,
         /// Where subscribers connect (XPUB)
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5560")]
-        backend: String,
+        bind_subscribers: String,
     },
 }
 
 fn main() -> ExitCode {
     match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => cli::report(PROGRAM, error.as_ref()),
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args) -> anyhow::Result<ExitCode> {
     let context = zmq::Context::new();
     let shutdown = Shutdown::install()?;
     match args.role {
@@ -141,9 +164,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             };
             let topics = split_topics(&topics);
             if !wait_for_ready_subscribers(&socket, subscribers, &shutdown)? {
-                return Ok(());
+                return Ok(ExitCode::from(cli::EXIT_INTERRUPTED));
             }
-            publish(&socket, &topics, count)
+            publish(&socket, &topics, count)?;
+            Ok(ExitCode::SUCCESS)
         }
         PubSubRole::Subscriber {
             connect,
@@ -152,6 +176,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             delay_ms,
             hwm,
             idle_ms,
+            wait,
         } => {
             let endpoint = cli::endpoint_from_flag(&connect, Role::Connect)?;
             let name = name.unwrap_or_else(|| format!("sub-{}", std::process::id()));
@@ -159,6 +184,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 delay: Duration::from_millis(delay_ms),
                 hwm,
                 idle: Duration::from_millis(idle_ms),
+                wait: Duration::from_secs(wait),
             };
             subscribe(
                 &context,
@@ -169,16 +195,19 @@ fn run(args: Args) -> anyhow::Result<()> {
                 &shutdown,
             )
         }
-        PubSubRole::Proxy { frontend, backend } => {
-            let frontend = cli::endpoint_from_flag(&frontend, Role::Bind)?;
-            let backend = cli::endpoint_from_flag(&backend, Role::Bind)?;
+        PubSubRole::Proxy {
+            bind_publishers,
+            bind_subscribers,
+        } => {
+            let frontend = cli::endpoint_from_flag(&bind_publishers, Role::Bind)?;
+            let backend = cli::endpoint_from_flag(&bind_subscribers, Role::Bind)?;
             let (publishers, publishers_at) = transport::bind(&context, zmq::XSUB, &frontend)?;
             let (subscribers, subscribers_at) = transport::bind(&context, zmq::XPUB, &backend)?;
             eprintln!("{PROGRAM}: proxy: publishers connect to {publishers_at}");
             eprintln!("{PROGRAM}: proxy: subscribers connect to {subscribers_at}");
             // zmq::proxy runs until the context ends or a signal interrupts it.
             match zmq::proxy(&publishers, &subscribers) {
-                Ok(()) | Err(zmq::Error::EINTR) | Err(zmq::Error::ETERM) => Ok(()),
+                Ok(()) | Err(zmq::Error::EINTR) | Err(zmq::Error::ETERM) => Ok(ExitCode::SUCCESS),
                 Err(error) => Err(error.into()),
             }
         }
@@ -224,17 +253,24 @@ fn wait_for_ready_subscribers(
     Ok(true)
 }
 
+/// Publishes `TOPIC SEQ/COUNT TEXT` frames, then each topic's END mark
+/// (a few times: see [`END_REPEATS`]).
 fn publish(socket: &zmq::Socket, topics: &[String], count: u64) -> anyhow::Result<()> {
     for sequence in 1..=count {
         for topic in topics {
             socket.send(
-                format!("{topic} {sequence} update {sequence} on {topic}").as_bytes(),
+                format!("{topic} {sequence}/{count} update {sequence} on {topic}").as_bytes(),
                 0,
             )?;
         }
     }
-    for topic in topics {
-        socket.send(format!("{topic} {END_MARK}").as_bytes(), 0)?;
+    for repeat in 0..END_REPEATS {
+        if repeat > 0 {
+            thread::sleep(END_INTERVAL);
+        }
+        for topic in topics {
+            socket.send(format!("{topic} {END_MARK}").as_bytes(), 0)?;
+        }
     }
     eprintln!(
         "{PROGRAM}: published {count} messages on each of {}",
@@ -247,6 +283,7 @@ struct SubscriberOptions {
     delay: Duration,
     hwm: i32,
     idle: Duration,
+    wait: Duration,
 }
 
 /// What one topic delivered: the sequence numbers seen, to find gaps.
@@ -266,11 +303,12 @@ fn subscribe(
     name: &str,
     options: SubscriberOptions,
     shutdown: &Shutdown,
-) -> anyhow::Result<()> {
-    let socket = context.socket(zmq::SUB)?;
-    socket.set_ipv6(endpoint.needs_ipv6())?;
+) -> anyhow::Result<ExitCode> {
+    // The chat's socket options: among them a receive timeout, so the wait
+    // for a message wakes up to notice silence and Ctrl-C.
+    let socket = transport::socket_for(context, zmq::SUB, endpoint)?;
     socket.set_rcvhwm(options.hwm)?;
-    socket.connect(&endpoint.to_string())?;
+    transport::connect_socket(&socket, endpoint)?;
     for topic in topics {
         socket.set_subscribe(topic.as_bytes())?;
     }
@@ -281,14 +319,24 @@ fn subscribe(
         topics.join(", ")
     );
 
-    let mut tallies: BTreeMap<String, TopicTally> = BTreeMap::new();
-    let mut last_message: Option<Instant> = None;
-    while !topics
+    let mut tallies: BTreeMap<String, TopicTally> = topics
         .iter()
-        .all(|t| tallies.get(t).is_some_and(|tally| tally.ended))
-    {
-        let not_idle = || last_message.is_none_or(|at| at.elapsed() < options.idle);
+        .map(|topic| (topic.clone(), TopicTally::default()))
+        .collect();
+    let started = Instant::now();
+    let mut last_message: Option<Instant> = None;
+    let mut ended_by = "every topic's END mark";
+    while !tallies.values().all(|tally| tally.ended) {
+        let not_idle = || match last_message {
+            Some(at) => at.elapsed() < options.idle,
+            None => started.elapsed() < options.wait,
+        };
         let Received::Message(frames) = transport::receive(&socket, shutdown, not_idle)? else {
+            ended_by = match (shutdown.requested(), last_message) {
+                (true, _) => "Ctrl-C",
+                (false, Some(_)) => "silence (--idle-ms) before every END mark came",
+                (false, None) => "no message at all within --wait",
+            };
             break;
         };
         last_message = Some(Instant::now());
@@ -298,10 +346,11 @@ fn subscribe(
             words.next().unwrap_or_default(),
             words.next().unwrap_or_default(),
         );
-        let Some(subscribed) = topics.iter().find(|t| topic.starts_with(t.as_str())) else {
+        let Some(tally) = tallies.iter_mut().find_map(|(subscribed, tally)| {
+            topic.starts_with(subscribed.as_str()).then_some(tally)
+        }) else {
             continue;
         };
-        let tally = tallies.entry(subscribed.clone()).or_default();
         if sequence == END_MARK {
             tally.ended = true;
             continue;
@@ -316,12 +365,14 @@ fn subscribe(
         }
         thread::sleep(options.delay);
     }
+    eprintln!("{PROGRAM}: {name}: ended by {ended_by}");
     for (topic, tally) in &tallies {
         let first = tally.first.unwrap_or(0);
-        let expected = if tally.received == 0 {
-            0
-        } else {
-            tally.last - first + 1
+        // From the first message seen to the last published (each says
+        // how many there are), or to the last seen if none said.
+        let expected = match tally.received {
+            0 => 0,
+            _ => tally.count.max(tally.last).saturating_sub(first) + 1,
         };
         let missing = expected.saturating_sub(tally.received);
         eprintln!(
@@ -330,10 +381,16 @@ fn subscribe(
             tally.last,
             if missing > 0 {
                 " (dropped at the high-water mark: this subscriber was too slow)"
+            } else if tally.received == 0 {
+                " (nothing on this topic: is it published?)"
             } else {
                 ""
             }
         );
     }
-    Ok(())
+    Ok(if shutdown.requested() {
+        ExitCode::from(cli::EXIT_INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -24,8 +24,15 @@ use zmq_chat::transport::{self, Received};
 
 const PROGRAM: &str = "reqrep";
 
+const EXIT_CODES: &str = "\
+Exit status:
+  0    the server was stopped (Ctrl-C), or the client got every reply
+  1    a runtime error (address in use, say), or the client was interrupted
+       while waiting for a reply
+  2    a usage error (unknown flag, malformed address)";
+
 #[derive(Parser)]
-#[command(about = "REQ/REP: lock-step requests and replies", after_help = cli::EXIT_CODES_HELP)]
+#[command(about = "REQ/REP: lock-step requests and replies", after_help = EXIT_CODES)]
 struct Args {
     #[command(subcommand)]
     role: ReqRepRole,

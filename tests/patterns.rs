@@ -10,9 +10,9 @@ use common::{Proc, example, run_to_end};
 #[test]
 fn pair_over_tcp_sends_both_ways() {
     let pair = example("pair");
-    let mut left = Proc::spawn(&pair, &["bind", "--address", "127.0.0.1:0"]);
+    let mut left = Proc::spawn(&pair, &["bind", "--bind", "127.0.0.1:0"]);
     let endpoint = left.endpoint_after("listening on");
-    let mut right = Proc::spawn(&pair, &["connect", "--address", &endpoint]);
+    let mut right = Proc::spawn(&pair, &["connect", "--connect", &endpoint]);
 
     // Two messages in a row from one side: no lock-step.
     right.send_line("hello from the connecting side");
@@ -157,7 +157,7 @@ fn pubsub_filters_by_topic_and_loses_nothing_after_ready() {
     );
     for (index, line) in weather_lines.iter().enumerate() {
         assert!(
-            line.starts_with(&format!("weather {} ", index + 1)),
+            line.starts_with(&format!("weather {}/200 ", index + 1)),
             "{line}"
         );
     }
@@ -184,9 +184,9 @@ fn pubsub_through_a_proxy() {
         &pubsub,
         &[
             "proxy",
-            "--frontend",
+            "--bind-publishers",
             "127.0.0.1:0",
-            "--backend",
+            "--bind-subscribers",
             "127.0.0.1:0",
         ],
     );
@@ -262,12 +262,12 @@ impl Pipeline {
     fn worker(&self, name: &str, quiet: bool) -> Proc {
         let mut args = vec![
             "worker",
-            "--tasks-from",
+            "--connect",
             &self.tasks_at,
-            "--urgent-from",
+            "--connect-urgent",
             &self.urgent_at,
         ];
-        args.extend(["--sink", &self.sink_at, "--name", name]);
+        args.extend(["--connect-sink", &self.sink_at, "--name", name]);
         if quiet {
             args.push("--quiet");
         }
@@ -280,10 +280,10 @@ impl Pipeline {
             "ventilator",
             "--bind",
             &self.tasks_at,
-            "--urgent-bind",
+            "--bind-urgent",
             &self.urgent_at,
         ];
-        args.extend(["--sink", &self.sink_at]);
+        args.extend(["--connect-sink", &self.sink_at]);
         args.extend_from_slice(batch);
         Proc::spawn(&self.program, &args)
     }
@@ -380,8 +380,9 @@ fn urgent_tasks_overtake_the_normal_backlog() {
 }
 
 /// The sink keeps an exact account whatever arrives: malformed results are
-/// dropped with a warning, a duplicate is counted and fails the batch, and a
-/// worker's name may hold spaces.
+/// dropped with a warning, a duplicate is counted and fails the batch, a
+/// result of another batch is counted apart, and a worker's name may hold
+/// spaces.
 #[test]
 fn pipeline_sink_drops_malformed_results_and_counts_duplicates() {
     let mut pipeline = Pipeline::start(false);
@@ -389,16 +390,17 @@ fn pipeline_sink_drops_malformed_results_and_counts_duplicates() {
     let results = common::plain_socket(&context, zmq::PUSH);
     results.connect(&pipeline.sink_at).unwrap();
     for message in [
-        "batch 3 6",
-        "result normal 1 a",
-        "result odd 2 a",
-        "result normal x a",
-        "result normal 2",
-        "result normal 99999999999999999999 a",
+        "batch b1 3 6",
+        "normal b1 1 a",
+        "odd b1 2 a",
+        "normal b1 x a",
+        "normal b1 2",
+        "normal b1 99999999999999999999 a",
         "hello",
-        "result normal 1 a",
-        "result urgent 2 worker two",
-        "result normal 3 a",
+        "normal b1 1 a",
+        "urgent b1 2 worker two",
+        "normal b0 3 a",
+        "normal b1 3 a",
     ] {
         results.send(message, 0).unwrap();
     }
@@ -417,8 +419,12 @@ fn pipeline_sink_drops_malformed_results_and_counts_duplicates() {
         lines[3],
         "sink: 3 results (2 normal, 1 urgent), 1 duplicates, 0 missing, checksum 6 = expected 6"
     );
-    assert_eq!(lines[4], "sink: per worker: a=2 worker two=1");
-    assert_eq!(lines[5], "sink: RESULTS INCOMPLETE");
+    assert_eq!(
+        lines[4],
+        "sink: ignored 1 results of another batch (left over from an earlier run?)"
+    );
+    assert_eq!(lines[5], "sink: per worker: a=2 worker two=1");
+    assert_eq!(lines[6], "sink: RESULTS INCOMPLETE");
     assert_eq!(pipeline.sink.wait().code(), Some(1));
     for _ in 0..5 {
         pipeline
@@ -442,25 +448,25 @@ fn pipeline_worker_skips_a_malformed_task() {
         &example("pipeline"),
         &[
             "worker",
-            "--tasks-from",
+            "--connect",
             &tasks_at,
-            "--urgent-from",
+            "--connect-urgent",
             &urgent_at,
-            "--sink",
+            "--connect-sink",
             &results_at,
             "--name",
             "w",
         ],
     );
     worker.stderr_line_containing("worker w ready");
-    for task in ["bogus", "normal 5", "normal 6 soon", "normal 7 0"] {
+    for task in ["bogus", "normal b1 5", "normal b1 6 soon", "normal b1 7 0"] {
         tasks.send(task, 0).unwrap();
     }
 
     let result = results
         .recv_string(0)
         .expect("a result within the deadline");
-    assert_eq!(result.unwrap(), "result normal 7 w");
+    assert_eq!(result.unwrap(), "normal b1 7 w");
     assert_eq!(worker.stdout_line(), "worker w: did normal task 7");
     for _ in 0..3 {
         worker.stderr_line_containing("worker w: ignoring malformed task");
@@ -472,7 +478,7 @@ fn pipeline_worker_skips_a_malformed_task() {
 #[test]
 fn examples_reject_bad_addresses_like_the_chat() {
     for (name, args) in [
-        ("pair", vec!["connect", "--address", "127.0.0.1:99999"]),
+        ("pair", vec!["connect", "--connect", "127.0.0.1:99999"]),
         ("reqrep", vec!["server", "--bind", "udp://x"]),
         ("pubsub", vec!["subscriber", "--connect", "*:5556"]),
         ("pipeline", vec!["sink", "--bind", "bad host:1"]),
@@ -482,4 +488,193 @@ fn examples_reject_bad_addresses_like_the_chat() {
         assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
         assert!(stderr.starts_with(&format!("{name}: ")), "{stderr}");
     }
+}
+
+/// Issue 17, point 1: a subscriber always ends and reports what it got:
+/// the README's `--topics sports,news` against the default publisher
+/// (weather, sports) ends by silence once sports has ended, and says news
+/// had nothing; one whose publisher never comes ends by --wait; one
+/// interrupted by Ctrl-C reports too, exit 130.
+#[test]
+fn a_subscriber_always_ends_and_reports() {
+    let pubsub = example("pubsub");
+    let mut publisher = Proc::spawn(
+        &pubsub,
+        &["publisher", "--bind", "127.0.0.1:0", "--subscribers", "1"],
+    );
+    let endpoint = publisher.endpoint_after("listening on");
+    let mut readme = Proc::spawn(
+        &pubsub,
+        &[
+            "subscriber",
+            "--connect",
+            &endpoint,
+            "--topics",
+            "sports,news",
+            "--idle-ms",
+            "500",
+        ],
+    );
+    readme.stderr_line_containing("sports: received 10 (seq 1..10), 0 missing");
+    readme.stderr_line_containing("news: received 0");
+    readme.stderr_line_containing("ended by silence");
+    assert_eq!(readme.wait().code(), Some(0));
+    assert!(publisher.wait().success());
+
+    let nobody = common::ipc_address("no-publisher");
+    let mut waiting = Proc::spawn(
+        &pubsub,
+        &["subscriber", "--connect", &nobody, "--wait", "1"],
+    );
+    waiting.stderr_line_containing("ended by no message at all within --wait");
+    waiting.stderr_line_containing("weather: received 0");
+    assert_eq!(waiting.wait().code(), Some(0));
+
+    let mut interrupted = Proc::spawn(&pubsub, &["subscriber", "--connect", &nobody]);
+    interrupted.stderr_line_containing("subscribed to weather");
+    interrupted.signal("INT");
+    interrupted.stderr_line_containing("ended by Ctrl-C");
+    interrupted.stderr_line_containing("weather: received 0");
+    assert_eq!(interrupted.wait().code(), Some(130));
+}
+
+/// Issue 17, point 1: a subscriber too slow for the publisher loses
+/// messages at its high-water mark (maybe the END marks too), and still
+/// ends, reporting how many were missing.
+#[test]
+fn a_slow_subscriber_ends_and_counts_what_it_lost() {
+    let pubsub = example("pubsub");
+    let mut publisher = Proc::spawn(
+        &pubsub,
+        &[
+            "publisher",
+            "--bind",
+            "127.0.0.1:0",
+            "--topics",
+            "weather",
+            "--count",
+            "3000",
+            "--subscribers",
+            "1",
+        ],
+    );
+    let endpoint = publisher.endpoint_after("listening on");
+    let mut slow = Proc::spawn(
+        &pubsub,
+        &[
+            "subscriber",
+            "--connect",
+            &endpoint,
+            "--delay-ms",
+            "1",
+            "--hwm",
+            "10",
+            "--idle-ms",
+            "500",
+        ],
+    );
+    let report = slow.stderr_line_containing("weather: received");
+    assert!(
+        report.contains("dropped at the high-water mark"),
+        "{report}"
+    );
+    assert_eq!(slow.wait().code(), Some(0));
+    assert!(publisher.wait().success());
+}
+
+/// Issue 17, point 3: a ventilator with no sink (and no worker) says what
+/// it waits for, and gives up after --wait with exit code 1.
+#[test]
+fn a_ventilator_without_a_sink_says_so_and_gives_up() {
+    let pipeline = Pipeline::start(true);
+    let unused_sink = common::ipc_address("no-sink");
+    let mut ventilator = Proc::spawn(
+        &pipeline.program,
+        &[
+            "ventilator",
+            "--bind",
+            &pipeline.tasks_at,
+            "--bind-urgent",
+            &pipeline.urgent_at,
+            "--connect-sink",
+            &unused_sink,
+            "--wait",
+            "1",
+        ],
+    );
+    ventilator.stderr_line_containing(&format!("and for the sink at {unused_sink}"));
+    let gave_up = ventilator.stderr_line_containing("gave up after 1 s");
+    assert!(gave_up.contains("no sink"), "{gave_up}");
+    assert_eq!(ventilator.wait().code(), Some(1));
+}
+
+/// Issue 17, point 4: pair says when its peer connects and leaves, and
+/// Ctrl-C ends it with exit code 0 and no error.
+#[test]
+fn pair_tells_when_the_peer_comes_and_goes_and_ctrl_c_exits_0() {
+    let pair = example("pair");
+    let mut left = Proc::spawn(&pair, &["bind", "--bind", "127.0.0.1:0"]);
+    let endpoint = left.endpoint_after("listening on");
+    let mut right = Proc::spawn(&pair, &["connect", "--connect", &endpoint]);
+    left.stderr_line_containing("the peer is connected");
+    right.stderr_line_containing("the peer is connected");
+    right.signal("INT");
+    assert_eq!(right.wait().code(), Some(0));
+    assert!(
+        !right
+            .drain_stderr()
+            .iter()
+            .any(|line| line.contains("Interrupted")),
+        "no error on Ctrl-C"
+    );
+    left.stderr_line_containing("the peer left");
+    left.send_line("kept until the peer is back");
+    let mut back = Proc::spawn(&pair, &["connect", "--connect", &endpoint]);
+    assert_eq!(back.stdout_line(), "received: kept until the peer is back");
+    left.signal("INT");
+    assert_eq!(left.wait().code(), Some(0));
+}
+
+/// Issue 17, point 6: each example's --help lists its own exit codes, not
+/// the chat-client's.
+#[test]
+fn each_example_lists_its_own_exit_codes() {
+    for name in ["pair", "reqrep", "pubsub", "pipeline"] {
+        let (status, help, _) = run_to_end(&example(name), &["--help"], "");
+        assert!(status.success(), "{name}");
+        assert!(help.contains("Exit status:"), "{name}: {help}");
+        assert!(!help.contains("chat-client"), "{name}: {help}");
+    }
+}
+
+/// Issue 17, point 8: scripts/rabbitmq refuses in one line to start a node
+/// on ports something already listens on, and leaves no Erlang crash dump
+/// in the repository.
+#[test]
+fn the_rabbitmq_script_names_a_taken_port_in_one_line() {
+    if !std::path::Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server").exists() {
+        common::skip("RabbitMQ is not installed (Debian: sudo apt-get install rabbitmq-server)");
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let output = std::process::Command::new("bash")
+        .args([
+            &format!("{root}/scripts/rabbitmq"),
+            "start",
+            "zmqchat-taken",
+            &port,
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("already listens on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(!std::path::Path::new(&format!("{root}/erl_crash.dump")).exists());
 }
