@@ -470,3 +470,215 @@ fn free_port() -> u16 {
         .map(|address| address.port())
         .expect("a free port on 127.0.0.1")
 }
+
+/// `count` consecutive TCP ports that were free a moment ago (RabbitMQ
+/// must be told its ports before it starts; see [`free_port`]).
+fn free_ports(count: u16) -> u16 {
+    for _ in 0..100 {
+        let base = free_port();
+        let taken: Vec<_> = (0..count)
+            .map_while(|offset| {
+                std::net::TcpListener::bind(("127.0.0.1", base.checked_add(offset)?)).ok()
+            })
+            .collect();
+        if taken.len() == usize::from(count) {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports on 127.0.0.1");
+}
+
+/// A three-node RabbitMQ cluster of this test's own (scripts/rabbitmq
+/// cluster start), stopped and removed on drop.
+struct Cluster {
+    prefix: String,
+    port: u16,
+    dist_port: u16,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let cluster = Cluster {
+            prefix: format!("zmqchat-failover-{}-", std::process::id()),
+            port: free_ports(3),
+            dist_port: free_ports(3),
+        };
+        cluster.script(&["cluster", "start"]);
+        cluster
+    }
+
+    fn script(&self, args: &[&str]) -> String {
+        let (port, dist) = (self.port.to_string(), self.dist_port.to_string());
+        let mut all = args.to_vec();
+        if args[0] == "cluster" {
+            all.extend([self.prefix.as_str(), &port, &dist]);
+        }
+        let output = Command::new("bash")
+            .arg(OwnBroker::script())
+            .args(&all)
+            .output()
+            .expect("run scripts/rabbitmq");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "scripts/rabbitmq {args:?}: {stderr}"
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Node `n` (1 to 3): its name and ports, as scripts/rabbitmq takes them.
+    fn node(&self, n: u16) -> [String; 3] {
+        [
+            format!("{}{n}", self.prefix),
+            (self.port + n - 1).to_string(),
+            (self.dist_port + n - 1).to_string(),
+        ]
+    }
+
+    /// `--url` for each node, node `first` first, then the next ones.
+    fn url_args(&self, first: u16) -> Vec<String> {
+        (0..3)
+            .flat_map(|step| {
+                let offset = (first - 1 + step) % 3;
+                let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port + offset);
+                ["--url".to_string(), url]
+            })
+            .collect()
+    }
+
+    /// Stops node `n` at once, as a crash would.
+    fn kill(&self, n: u16) {
+        let [name, port, dist] = self.node(n);
+        let said = self.script(&["kill", &name, &port, &dist]);
+        eprintln!("{}", said.trim());
+    }
+
+    /// Starts node `n` again (it is still a member of the cluster).
+    fn restart(&self, n: u16) {
+        let [name, port, dist] = self.node(n);
+        self.script(&["start", &name, &port, &dist]);
+    }
+
+    /// The node (1 to 3) that leads quorum queue `queue`.
+    fn leader(&self, queue: &str) -> u16 {
+        let output = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
+            .args(["-n", &format!("{}2@localhost", self.prefix)])
+            .args([
+                "list_queues",
+                "name",
+                "leader",
+                "--quiet",
+                "--no-table-headers",
+            ])
+            .output()
+            .expect("run rabbitmqctl");
+        let listing = String::from_utf8_lossy(&output.stdout);
+        let leader = listing
+            .lines()
+            .find_map(|line| line.strip_prefix(queue)?.trim().strip_suffix("@localhost"))
+            .unwrap_or_else(|| panic!("no leader for {queue} in {listing:?}"));
+        leader
+            .strip_prefix(&self.prefix)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("leader {leader} is not a node of this cluster"))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(OwnBroker::script())
+            .args(["cluster", "stop", &self.prefix])
+            .args([self.port.to_string(), self.dist_port.to_string()])
+            .output();
+        for n in 1..=3 {
+            let data = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/rabbitmq")
+                .join(format!("{}{n}", self.prefix));
+            let _ = std::fs::remove_dir_all(data);
+        }
+    }
+}
+
+/// 10,000 numbered messages go through a quorum queue of the cluster while
+/// the node `victim` names is killed once a thousand are confirmed; the
+/// publisher (given every node's URL, node 1 first) and the subscriber
+/// (node `subscriber_first` first; it declares the queue, whose leader is
+/// then on that node) fail over, and every message arrives at least once.
+/// Returns the subscriber's report of duplicates.
+fn failover_case(
+    example: &str,
+    cluster: &Cluster,
+    name: &str,
+    subscriber_first: u16,
+    victim: impl Fn(&str) -> u16,
+) -> String {
+    const MESSAGES: usize = 10_000;
+    let queue = unique(name);
+    let queue_args = ["--queue", queue.as_str(), "--quorum"];
+    let sub_urls = cluster.url_args(subscriber_first);
+    let mut subscribe = vec!["subscribe", "--count", "10000", "--prefetch", "200"];
+    subscribe.extend(sub_urls.iter().map(String::as_str));
+    subscribe.extend(queue_args);
+    let mut sub = Proc::spawn(example, &subscribe);
+    sub.stderr_line_containing("subscribed to queue");
+    let pub_urls = cluster.url_args(1);
+    let mut publish = vec!["publish"];
+    publish.extend(pub_urls.iter().map(String::as_str));
+    publish.extend(queue_args);
+    let mut publisher = Proc::spawn(example, &publish);
+    let input: String = (1..=MESSAGES).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    publisher.send_line(input.trim_end());
+    publisher.close_stdin();
+    publisher.stderr_line_containing("1000 of 10000 confirmed");
+    let node = victim(&queue);
+    cluster.kill(node);
+    let published = publisher.stderr_line_containing("published 10000 message(s)");
+    assert!(
+        published.contains("each confirmed by the broker"),
+        "{published}"
+    );
+    assert_eq!(publisher.wait().code(), Some(0));
+    let lines = sub.remaining_stdout();
+    assert_eq!(sub.wait().code(), Some(0), "{:?}", sub.drain_stderr());
+    let mut seen = vec![false; MESSAGES + 1];
+    for line in &lines {
+        let n: usize = line
+            .trim_start_matches("{\"n\":")
+            .trim_end_matches('}')
+            .parse()
+            .unwrap_or_else(|_| panic!("not a numbered message: {line}"));
+        seen[n] = true;
+    }
+    let missing: Vec<usize> = (1..=MESSAGES).filter(|&n| !seen[n]).collect();
+    assert!(
+        missing.is_empty(),
+        "{} lost, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    let report = sub.stderr_line_containing("received");
+    eprintln!("{name}: node {node} killed; {report}");
+    report
+}
+
+/// Issue 18: a three-node cluster with a quorum queue loses nothing when
+/// the node the publisher and subscriber are connected to is killed, nor
+/// when the queue leader's node is; duplicates are reported, not hidden.
+#[test]
+fn a_cluster_with_a_quorum_queue_loses_nothing_when_a_node_dies() {
+    let Some(example) = amqp_example() else {
+        return;
+    };
+    let cluster = Cluster::start();
+    // Both connect to node 1 first, and node 1 goes.
+    failover_case(&example, &cluster, "connected-node", 1, |_| 1);
+    cluster.restart(1);
+    // The queue is declared on node 3, so its leader is there; the
+    // publisher is on node 1, and the leader's node goes.
+    failover_case(&example, &cluster, "leader-node", 3, |queue| {
+        let leader = cluster.leader(queue);
+        assert_ne!(leader, 1, "the leader is not the publisher's node");
+        leader
+    });
+}

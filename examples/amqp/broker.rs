@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 
 /// The broker of a default local RabbitMQ.
@@ -13,7 +13,7 @@ pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The queue the Python `message_queue` examples use.
 pub const DEFAULT_QUEUE: &str = "python.publish.test";
 /// A broker that has not answered by then is reported, not waited for.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
@@ -30,9 +30,21 @@ Exit status:
 #[derive(Args, Clone, Debug)]
 pub struct Target {
     /// The broker's URL (amqp://USER:PASSWORD@HOST:PORT/VHOST; %2f is the
-    /// default vhost "/")
-    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
-    pub url: String,
+    /// default vhost "/"). Give several (the nodes of a cluster): the first
+    /// that answers is used, and on losing it the next
+    #[arg(long = "url", value_name = "URL", default_value = DEFAULT_URL)]
+    pub urls: Vec<String>,
+
+    /// Declare the queue as a quorum queue (x-queue-type: quorum),
+    /// replicated over a cluster's nodes; a queue's type is fixed when it
+    /// is first declared, so every program using it must agree
+    #[arg(long)]
+    pub quorum: bool,
+
+    /// After losing the broker, how long to keep trying the URLs before
+    /// giving up
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub failover_wait: u64,
 
     /// The durable queue (with --exchange: the subscriber's own queue, kept
     /// while it is away; without it, a temporary queue is made)
@@ -141,9 +153,89 @@ pub async fn open_channel(url: &str) -> Result<(Connection, Channel), Failure> {
     Ok((connection, channel))
 }
 
+/// The URLs of a [`Target`], tried in turn: the first that answers, and
+/// after a lost connection the next ones.
+pub struct Brokers {
+    urls: Vec<String>,
+    /// The URL last connected to.
+    current: usize,
+    failover_wait: Duration,
+}
+
+impl Brokers {
+    pub fn new(target: &Target) -> Brokers {
+        Brokers {
+            urls: target.urls.clone(),
+            current: 0,
+            failover_wait: Duration::from_secs(target.failover_wait),
+        }
+    }
+
+    /// The URL in use, passwords hidden.
+    pub fn shown(&self) -> String {
+        redacted(&self.urls[self.current])
+    }
+
+    /// The first URL that answers, in the order given; the last failure if
+    /// none does.
+    pub async fn first(&mut self) -> Result<(Connection, Channel), Failure> {
+        let mut last = None;
+        for index in 0..self.urls.len() {
+            match open_channel(&self.urls[index]).await {
+                Ok(opened) => {
+                    self.current = index;
+                    return Ok(opened);
+                }
+                Err(failure) if failure.code == EXIT_USAGE => return Err(failure),
+                Err(failure) => last = Some(failure),
+            }
+        }
+        Err(last.unwrap_or_else(|| Failure::usage("no --url given")))
+    }
+
+    /// After the connection was lost: the next URLs in turn, the lost one
+    /// last, again and again until one answers or the failover wait is over.
+    pub async fn next(&mut self) -> Result<(Connection, Channel), Failure> {
+        let deadline = tokio::time::Instant::now() + self.failover_wait;
+        let lost = self.current;
+        loop {
+            for step in 1..=self.urls.len() {
+                let index = (lost + step) % self.urls.len();
+                if let Ok(opened) = open_channel(&self.urls[index]).await {
+                    self.current = index;
+                    return Ok(opened);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Failure::runtime(format!(
+                    "lost the broker at {} and none of the {} URL(s) answered within {} s",
+                    redacted(&self.urls[lost]),
+                    self.urls.len(),
+                    self.failover_wait.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Closes `connection`, waiting a second at most: closing a connection
+/// the broker has dropped would wait for an answer that never comes.
+pub async fn close(connection: &Connection, reason: &str) {
+    let closing = connection.close(200, reason.into());
+    let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
+}
+
 /// Declares the durable queue (idempotent: the same arguments as pika's
-/// `queue_declare(name, durable=True)`).
-pub async fn declare_queue(channel: &Channel, name: &str) -> Result<(), Failure> {
+/// `queue_declare(name, durable=True)`), as a quorum queue with `quorum`.
+pub async fn declare_queue(channel: &Channel, name: &str, quorum: bool) -> Result<(), Failure> {
+    let mut arguments = FieldTable::default();
+    if quorum {
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+    }
     channel
         .queue_declare(
             name.into(),
@@ -151,11 +243,18 @@ pub async fn declare_queue(channel: &Channel, name: &str) -> Result<(), Failure>
                 durable: true,
                 ..QueueDeclareOptions::default()
             },
-            FieldTable::default(),
+            arguments,
         )
         .await
         .map(|_| ())
-        .map_err(|error| Failure::runtime(format!("cannot declare queue '{name}': {error}")))
+        .map_err(|error| {
+            let hint = if error.to_string().contains("PRECONDITION_FAILED") {
+                " (it exists with another type: a queue's type is fixed when it is first declared, so use --quorum with every program on it, or none)"
+            } else {
+                ""
+            };
+            Failure::runtime(format!("cannot declare queue '{name}': {error}{hint}"))
+        })
 }
 
 /// Declares the durable fanout exchange.

@@ -12,6 +12,13 @@
 //! durable `fanout` exchange instead, to which each subscriber binds its own
 //! queue, so every subscriber gets every message.
 //!
+//! Beyond one broker: the publisher keeps `--in-flight` messages published
+//! ahead of their confirms; `--quorum` declares a quorum queue, replicated
+//! over a cluster; several `--url`s are tried in turn, and after a lost
+//! connection both sides go on with the next, the publisher publishing again
+//! whatever was not confirmed (at least once: each message has a
+//! `message_id`, and the subscriber counts the duplicates it sees).
+//!
 //! Run (the feature keeps the chat's default build free of the async stack):
 //!
 //! ```sh
@@ -32,8 +39,8 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(after_help = broker::EXIT_CODES_HELP)]
 enum Role {
-    /// Publish JSON messages (from the arguments, or one per stdin line),
-    /// each confirmed by the broker before the next.
+    /// Publish JSON messages (from the arguments, or one per stdin line);
+    /// success means the broker confirmed every one.
     Publish(publish::PublishArgs),
     /// Print each message's JSON on one stdout line, acknowledging it once
     /// handled.

@@ -1,7 +1,12 @@
-//! The subscriber: one message at a time (prefetch 1), printed as compact
-//! JSON on one stdout line, acknowledged only once handled. Whatever it
-//! cannot handle goes back to the queue and the subscriber stops, saying why,
-//! so no message is lost and no problem goes unnoticed.
+//! The subscriber: one message at a time by default (prefetch 1), printed as
+//! compact JSON on one stdout line, acknowledged only once handled. Whatever
+//! it cannot handle goes back to the queue and the subscriber stops, saying
+//! why, so no message is lost and no problem goes unnoticed.
+//!
+//! When the connection is lost it connects to the next `--url` and goes on;
+//! the broker delivers again what was not acknowledged, so a message may be
+//! seen twice: each is printed, and those whose `message_id` was seen
+//! before are counted as duplicates.
 
 use std::io::Write;
 use std::process::Stdio;
@@ -18,7 +23,7 @@ use lapin::types::FieldTable;
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::broker::{self, Failure, Target};
+use crate::broker::{self, Brokers, Failure, Target};
 use zmq_chat::display::escape_for_terminal;
 
 #[derive(Args, Debug)]
@@ -26,9 +31,15 @@ pub struct SubscribeArgs {
     #[command(flatten)]
     target: Target,
 
-    /// Stop after this many messages
+    /// Stop after this many messages (duplicates by message_id not counted)
     #[arg(long, value_name = "N")]
     count: Option<u64>,
+
+    /// Messages the broker may send ahead of their acknowledgements (1,
+    /// the message_queue convention: nothing is held that another
+    /// subscriber could take; more: faster)
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    prefetch: u16,
 
     /// Handle each message with this shell command (its JSON line on
     /// stdin); acknowledge only if it exits 0, else return the message to
@@ -50,64 +61,153 @@ enum Handled {
 }
 
 pub async fn run(args: SubscribeArgs) -> Result<u8, Failure> {
-    let (connection, channel) = broker::open_channel(&args.target.url).await?;
-    channel
-        .basic_qos(1, BasicQosOptions::default())
-        .await
-        .map_err(broker::failed("cannot set prefetch 1"))?;
-    let queue = subscribe_queue(&channel, &args.target).await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(broker::failed("cannot consume"))?;
-    eprintln!("amqp: subscribed to queue '{queue}'; waiting for messages (Ctrl-C to stop)");
-
+    let mut brokers = Brokers::new(&args.target);
+    let mut opened = brokers.first().await?;
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| Failure::runtime(e.to_string()))?;
     let mut terminate =
         signal(SignalKind::terminate()).map_err(|e| Failure::runtime(e.to_string()))?;
-    let mut received = 0u64;
+    let mut seen = Seen::default();
     let outcome = loop {
-        if args.count.is_some_and(|count| received >= count) {
-            break Ok(broker::EXIT_OK);
+        let (connection, channel) = opened;
+        let ended = consume(&channel, &args, &mut seen, &mut interrupt, &mut terminate).await;
+        // Closing returns any unacknowledged message to the queue.
+        broker::close(&connection, "done").await;
+        match ended {
+            Consumed::Done(outcome) => break outcome,
+            Consumed::Lost(failure) => {
+                eprintln!("amqp: {}; trying the next broker", failure.message);
+                opened = brokers.next().await?;
+                eprintln!("amqp: connected to {}; resuming", brokers.shown());
+            }
+        }
+    };
+    if seen.duplicates > 0 || seen.distinct > 0 {
+        eprintln!(
+            "amqp: received {} message(s), {} of them again (duplicates by message_id, after a lost connection)",
+            seen.distinct + seen.duplicates,
+            seen.duplicates
+        );
+    }
+    outcome
+}
+
+/// How consuming on one connection ended.
+enum Consumed {
+    /// For good: done, interrupted, or a failure that another broker would
+    /// not mend.
+    Done(Result<u8, Failure>),
+    /// The connection was lost: go on with the next broker.
+    Lost(Failure),
+}
+
+/// The message ids seen, to count duplicates: the last [`REMEMBERED_IDS`].
+#[derive(Default)]
+struct Seen {
+    ids: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+    distinct: u64,
+    duplicates: u64,
+}
+
+/// Message ids remembered for telling duplicates, at most.
+const REMEMBERED_IDS: usize = 1_000_000;
+
+impl Seen {
+    /// Counts a delivery; false if its id was seen before.
+    fn first_time(&mut self, id: Option<&str>) -> bool {
+        let Some(id) = id else {
+            self.distinct += 1;
+            return true;
+        };
+        if self.ids.contains(id) {
+            self.duplicates += 1;
+            return false;
+        }
+        if self.order.len() >= REMEMBERED_IDS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        self.ids.insert(id.to_string());
+        self.order.push_back(id.to_string());
+        self.distinct += 1;
+        true
+    }
+}
+
+async fn consume(
+    channel: &Channel,
+    args: &SubscribeArgs,
+    seen: &mut Seen,
+    interrupt: &mut tokio::signal::unix::Signal,
+    terminate: &mut tokio::signal::unix::Signal,
+) -> Consumed {
+    let started = async {
+        channel
+            .basic_qos(args.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(broker::failed("cannot set the prefetch"))?;
+        let queue = subscribe_queue(channel, &args.target).await?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(broker::failed("cannot consume"))?;
+        Ok::<_, Failure>((queue, consumer))
+    };
+    let (queue, mut consumer) = match started.await {
+        Ok(started) => started,
+        Err(failure) => return Consumed::Lost(failure),
+    };
+    eprintln!("amqp: subscribed to queue '{queue}'; waiting for messages (Ctrl-C to stop)");
+    loop {
+        if args.count.is_some_and(|count| seen.distinct >= count) {
+            return Consumed::Done(Ok(broker::EXIT_OK));
         }
         let delivery = tokio::select! {
             delivery = consumer.next() => delivery,
-            _ = interrupt.recv() => break Ok(broker::EXIT_OK),
-            _ = terminate.recv() => break Ok(broker::EXIT_OK),
+            _ = interrupt.recv() => return Consumed::Done(Ok(broker::EXIT_OK)),
+            _ = terminate.recv() => return Consumed::Done(Ok(broker::EXIT_OK)),
         };
         let delivery = match delivery {
             Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => break Err(Failure::runtime(format!("lost the broker: {error}"))),
-            None => break Err(Failure::runtime("the broker cancelled the subscription")),
+            Some(Err(error)) => {
+                return Consumed::Lost(Failure::runtime(format!("lost the broker: {error}")));
+            }
+            None => {
+                return Consumed::Lost(Failure::runtime("the broker cancelled the subscription"));
+            }
         };
-        received += 1;
-        match handle(&delivery, &args).await? {
-            Handled::Acknowledged => {}
-            Handled::Returned(failure) => break Err(failure),
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().to_string());
+        seen.first_time(id.as_deref());
+        match handle(&delivery, args).await {
+            Ok(Handled::Acknowledged) => {}
+            Ok(Handled::Returned(failure)) => return Consumed::Done(Err(failure)),
+            Err(failure) => return Consumed::Lost(failure),
         }
-    };
-    // Closing returns any unacknowledged message to the queue.
-    let _ = connection.close(200, "done".into()).await;
-    outcome
+    }
 }
 
 /// Declares what this subscriber reads from; returns the queue's name.
 async fn subscribe_queue(channel: &Channel, target: &Target) -> Result<String, Failure> {
     let Some(exchange) = &target.exchange else {
         let queue = target.queue_or_default();
-        broker::declare_queue(channel, queue).await?;
+        broker::declare_queue(channel, queue, target.quorum).await?;
         return Ok(queue.to_string());
     };
     broker::declare_fanout(channel, exchange).await?;
     let queue = match &target.queue {
         Some(queue) => {
-            broker::declare_queue(channel, queue).await?;
+            broker::declare_queue(channel, queue, target.quorum).await?;
             queue.clone()
         }
         // A queue of its own that lives as long as this subscriber.
