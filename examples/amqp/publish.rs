@@ -39,9 +39,10 @@ pub struct PublishArgs {
     in_flight: usize,
 }
 
-/// The default window of unconfirmed messages. Measured (BENCHMARKS.md):
-/// the rate grows up to a few hundred in flight and is flat beyond.
-const DEFAULT_IN_FLIGHT: usize = 256;
+/// The default window of unconfirmed messages. Measured on one local node,
+/// 10,000 persistent messages: 16 in flight 11,000/s, 64 14,000/s, 256
+/// 19,000/s, 1024 24,000/s, 4096 23,000/s; without confirms 28,000/s.
+const DEFAULT_IN_FLIGHT: usize = 1024;
 
 /// How often a wait for a confirm looks whether the connection is still up.
 const CONFIRM_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
