@@ -198,6 +198,7 @@ fn main() {
     ));
 
     pipeline_rows(&mut table, &settings);
+    amqp_rows(&mut table, settings.amqp_runs);
     table.print(&settings);
 }
 

@@ -105,3 +105,47 @@ pub fn report(program: &str, error: &(dyn std::error::Error + 'static)) -> ExitC
         }
     }
 }
+
+/// What `--generate` writes: a man page, or a shell's completions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generated {
+    /// A man page (roff), for `man`.
+    Man,
+    /// Completions for bash.
+    Bash,
+    /// Completions for zsh.
+    Zsh,
+    /// Completions for fish.
+    Fish,
+    /// Completions for elvish.
+    Elvish,
+    /// Completions for PowerShell.
+    Powershell,
+}
+
+/// `--generate KIND`: writes the man page or completions of `command` (a
+/// program's clap definition, so they list exactly its flags) to `out`.
+///
+/// # Errors
+/// When `out` cannot be written.
+pub fn generate(
+    mut command: clap::Command,
+    kind: Generated,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<u8> {
+    use clap_complete::Shell;
+    let shell = match kind {
+        Generated::Man => {
+            clap_mangen::Man::new(command).render(out)?;
+            return Ok(EXIT_OK);
+        }
+        Generated::Bash => Shell::Bash,
+        Generated::Zsh => Shell::Zsh,
+        Generated::Fish => Shell::Fish,
+        Generated::Elvish => Shell::Elvish,
+        Generated::Powershell => Shell::PowerShell,
+    };
+    let name = command.get_name().to_string();
+    clap_complete::generate(shell, &mut command, name, out);
+    Ok(EXIT_OK)
+}

@@ -34,7 +34,9 @@
 //!   history, printing incoming lines above the line being edited.
 //! - `tty`: type-ahead and restoring the terminal, which rustyline lacks.
 //! - [`clock`]: the loops' time, which tests can drive.
-//! - [`cli`]: flags, exit codes and error reports shared by the programs.
+//! - [`cli`]: flags, exit codes and error reports shared by the programs;
+//!   man pages and completions (`--generate`).
+//! - `folders`: where the user's keys, known servers and history live.
 //! - `command`: `/help`, `/quit` and friends.
 //! - [`shutdown`]: Ctrl-C and termination signals as a flag.
 //! - `throttle`: rate limits on the notices a peer can trigger.
@@ -51,6 +53,7 @@ mod command;
 pub mod display;
 mod envelope;
 pub mod error;
+mod folders;
 pub mod message;
 mod presence;
 pub mod prompt;

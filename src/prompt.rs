@@ -271,13 +271,5 @@ fn create_private_folder(folder: &std::path::Path) -> io::Result<()> {
 /// Where `program` keeps its prompt history: `$XDG_DATA_HOME/zmq-chat/`,
 /// else `~/.local/share/zmq-chat/`; `None` without a home folder.
 pub fn default_history_path(program: &str) -> Option<PathBuf> {
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .filter(|value| !value.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|value| !value.is_empty())
-                .map(|home| PathBuf::from(home).join(".local").join("share"))
-        })?;
-    Some(data.join("zmq-chat").join(format!("{program}.history")))
+    Some(crate::folders::data()?.join(format!("{program}.history")))
 }

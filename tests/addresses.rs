@@ -117,7 +117,9 @@ fn privileged_port_without_rights_is_permission_denied() {
                 String::from_utf8_lossy(&output.stderr).into_owned(),
             ),
             Err(error) => {
-                eprintln!("skipped: running as root and setpriv is unavailable ({error})");
+                common::skip(&format!(
+                    "running as root and setpriv is unavailable ({error}); Debian: apt-get install util-linux"
+                ));
                 return;
             }
         }
@@ -126,7 +128,9 @@ fn privileged_port_without_rights_is_permission_denied() {
         (status, stderr)
     };
     if stderr.contains("cannot execute") || stderr.contains("Permission denied (os error") {
-        eprintln!("skipped: user nobody cannot run the test binary here: {stderr}");
+        common::skip(&format!(
+            "user nobody cannot run the test binary here (the target folder must be readable by others): {stderr}"
+        ));
         return;
     }
     assert_eq!(status.code(), Some(1), "{stderr}");

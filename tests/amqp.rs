@@ -20,14 +20,14 @@ const BROKER: &str = "127.0.0.1:5672";
 /// The example's path, or `None` (and why) when the tests cannot run here.
 fn amqp_example() -> Option<String> {
     if !cfg!(feature = "amqp") {
-        eprintln!("skipped: built without the amqp feature (cargo test --features amqp)");
+        common::skip("built without the amqp feature (cargo test --features amqp)");
         return None;
     }
     let address: SocketAddr = BROKER.parse().unwrap();
     if TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_err() {
-        eprintln!(
-            "skipped: no AMQP broker on {BROKER} (start one with: bash scripts/rabbitmq start)"
-        );
+        common::skip(&format!(
+            "no AMQP broker on {BROKER} (Debian: apt-get install rabbitmq-server; then: bash scripts/rabbitmq start)"
+        ));
         return None;
     }
     Some(common::example("amqp"))
@@ -417,7 +417,7 @@ fn python_pika_programs_share_the_queue_both_ways() {
     };
     let probe = Command::new("python3").args(["-c", "import pika"]).output();
     if !probe.is_ok_and(|output| output.status.success()) {
-        eprintln!("skipped: python3 with pika is not installed (pip install pika)");
+        common::skip("python3 with pika is not installed (pip install pika)");
         return;
     }
     let queue = unique("python");

@@ -101,7 +101,7 @@ fn wildcard_port_and_all_interfaces() {
 #[test]
 fn chat_over_ipv6_loopback() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipped: this machine has no IPv6 loopback");
+        common::skip("this machine has no IPv6 loopback (::1)");
         return;
     }
     let (_server, endpoint) = Proc::server(&["--bind", "[::1]:0", "--echo"]);

@@ -15,7 +15,7 @@ fn python(script: &str) -> Option<Proc> {
         .args(["-c", "import zmq"])
         .output();
     if !probe.is_ok_and(|output| output.status.success()) {
-        eprintln!("skipped: python3 with pyzmq is not installed (pip install pyzmq)");
+        common::skip("python3 with pyzmq is not installed (pip install pyzmq)");
         return None;
     }
     Some(Proc::spawn("python3", &["-c", script]))

@@ -873,7 +873,9 @@ fn a_flood_of_forged_handshakes_delays_no_legitimate_client() {
         let server_key_bytes = mac1.then(|| decode_key(&server_key));
         let flooding = flood_forged_handshakes(&endpoint, connections, server_key_bytes, &stop);
         let (client_key, _) = keygen(&keys, "client.key");
-        server.stderr_line_containing("refused a handshake");
+        // A thousand connections take a while to be made when the machine
+        // is busy (other test binaries' brokers shutting down, say).
+        server.stderr_line_containing_within("refused a handshake", Duration::from_secs(60));
         let started = Instant::now();
         let (status, stdout, stderr) = run_to_end(
             CLIENT,

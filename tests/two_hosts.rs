@@ -108,13 +108,17 @@ fn chat_between_two_network_namespaces_survives_a_link_outage() {
         .map(|o| o.stdout == b"0\n")
         .unwrap_or(false);
     if !is_root {
-        eprintln!("skipped: creating network namespaces needs root");
+        common::skip(
+            "creating network namespaces needs root (run the tests as root, as .ci/run does in CI)",
+        );
         return;
     }
     let hosts = match TwoHosts::create() {
         Ok(hosts) => hosts,
         Err(why) => {
-            eprintln!("skipped: cannot create network namespaces here ({why})");
+            common::skip(&format!(
+                "cannot create network namespaces here ({why}); needs root and iproute2 (apt-get install iproute2)"
+            ));
             return;
         }
     };

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use zmq_chat::address::Endpoint;
 use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli::{self, EXIT_CODES_HELP};
@@ -32,7 +32,7 @@ const PROGRAM: &str = "chat-client";
 /// reply is printed as one line: `printf 'a\nb\n' | chat-client`. The server
 /// may start after the client: messages wait until it appears.
 #[derive(Parser)]
-#[command(version, after_help = EXIT_CODES_HELP)]
+#[command(name = PROGRAM, version, after_help = EXIT_CODES_HELP)]
 struct Args {
     /// The server, as --connect takes it (`chat-client 192.0.2.7:8877`)
     #[arg(value_name = "ADDR", conflicts_with = "connect")]
@@ -96,6 +96,10 @@ struct Args {
     #[arg(long)]
     no_history: bool,
 
+    /// Write this program's man page or shell completions to stdout, exit
+    #[arg(long, value_name = "KIND", value_enum, exclusive = true, hide = true)]
+    generate: Option<cli::Generated>,
+
     /// Write a new private key to FILE (owner-only), print its public key, exit
     #[arg(long, value_name = "FILE", exclusive = true)]
     keygen: Option<PathBuf>,
@@ -115,6 +119,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<u8> {
+    if let Some(kind) = args.generate {
+        return Ok(cli::generate(
+            Args::command(),
+            kind,
+            &mut std::io::stdout().lock(),
+        )?);
+    }
     if let Some(path) = &args.keygen {
         return Ok(cli::keygen(PROGRAM, path)?);
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli::{self, EXIT_CODES_HELP};
 use zmq_chat::clock::SystemClock;
@@ -29,7 +29,7 @@ const PROGRAM: &str = "chat-server";
 /// answers everything. The bound endpoint is printed on stderr as
 /// `chat-server: listening on tcp://IP:PORT` as soon as it is ready.
 #[derive(Parser)]
-#[command(version, after_help = EXIT_CODES_HELP)]
+#[command(name = PROGRAM, version, after_help = EXIT_CODES_HELP)]
 struct Args {
     /// Where to listen, as --bind takes it (`chat-server 0.0.0.0:8877`)
     #[arg(value_name = "ADDR", conflicts_with = "bind")]
@@ -71,6 +71,10 @@ struct Args {
     #[arg(long)]
     no_history: bool,
 
+    /// Write this program's man page or shell completions to stdout, exit
+    #[arg(long, value_name = "KIND", value_enum, exclusive = true, hide = true)]
+    generate: Option<cli::Generated>,
+
     /// Write a new private key to FILE (owner-only), print its public key, exit
     #[arg(long, value_name = "FILE", exclusive = true)]
     keygen: Option<PathBuf>,
@@ -90,6 +94,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<u8> {
+    if let Some(kind) = args.generate {
+        return Ok(cli::generate(
+            Args::command(),
+            kind,
+            &mut std::io::stdout().lock(),
+        )?);
+    }
     if let Some(path) = &args.keygen {
         return Ok(cli::keygen(PROGRAM, path)?);
     }

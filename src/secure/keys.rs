@@ -386,15 +386,7 @@ fn check_folder(path: &Path) -> Result<(), KeyError> {
 /// Where `chat-client` keeps its key when `--key` is not given:
 /// `$XDG_CONFIG_HOME/zmq-chat/client.key`, else `~/.config/zmq-chat/client.key`.
 pub fn default_client_key_path() -> Option<PathBuf> {
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|value| !value.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|value| !value.is_empty())
-                .map(|home| PathBuf::from(home).join(".config"))
-        })?;
-    Some(config.join("zmq-chat").join("client.key"))
+    Some(crate::folders::config()?.join("client.key"))
 }
 
 /// The public keys a secure server lets in.

@@ -42,15 +42,7 @@ impl KnownServers {
     /// `$XDG_CONFIG_HOME/zmq-chat/known_servers`, else
     /// `~/.config/zmq-chat/known_servers`; `None` without a home folder.
     pub fn default_path() -> Option<PathBuf> {
-        let config = std::env::var_os("XDG_CONFIG_HOME")
-            .filter(|value| !value.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|value| !value.is_empty())
-                    .map(|home| PathBuf::from(home).join(".config"))
-            })?;
-        Some(config.join("zmq-chat").join("known_servers"))
+        Some(crate::folders::config()?.join("known_servers"))
     }
 
     /// Reads the file at `path` (none yet: no server is known). It says

@@ -119,7 +119,14 @@ impl Proc {
 
     /// Waits for a stderr line containing `needle`; returns it.
     pub fn stderr_line_containing(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
+        self.stderr_line_containing_within(needle, DEADLINE)
+    }
+
+    /// [`Proc::stderr_line_containing`] with a deadline of `limit`, for a
+    /// wait that is long by nature (a thousand connections being made on a
+    /// loaded machine, say).
+    pub fn stderr_line_containing_within(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         if let Some(line) = self.seen_stderr.iter().find(|line| line.contains(needle)) {
             return line.clone();
         }
