@@ -147,6 +147,11 @@ impl Presence {
         self.answering = descriptor;
     }
 
+    /// Whether the connection `descriptor` is known (or there is none).
+    pub fn knows(&self, descriptor: Option<RawFd>) -> bool {
+        descriptor.is_none_or(|descriptor| self.peers.contains_key(&descriptor))
+    }
+
     /// Whether `descriptor` is an open connection.
     pub fn is_open(&self, descriptor: RawFd) -> bool {
         self.peers.contains_key(&descriptor)
