@@ -34,7 +34,13 @@ pub struct Prompt {
     /// The terminal before rustyline, put back if the program ends while
     /// a line is being edited.
     saved: Option<tty::Saved>,
+    /// While no line is wanted (see [`LineSource::while_waiting`]): the
+    /// terminal's settings to put back, and what was typed meanwhile.
+    waiting: Option<(tty::Saved, Vec<u8>)>,
 }
+
+/// What is kept of a line typed while no line is wanted, at most.
+const TYPED_WHILE_WAITING: usize = 4096;
 
 /// What the prompt thread is asked for: one line.
 struct Request {
@@ -58,7 +64,7 @@ impl Printer {
     /// Prints `text` (a whole line, without its newline).
     pub fn print(&self, text: &str) {
         let mut line = String::with_capacity(text.len() + 2);
-        if !self.reading.load(Ordering::SeqCst) {
+        if !self.reading.load(Ordering::SeqCst) && tty::echoes_lines() {
             // Text typed while no prompt was shown is echoed by the
             // terminal: start below it rather than after it.
             let typed = tty::typed_ahead(false);
@@ -128,6 +134,7 @@ impl Prompt {
             offered: None,
             asked: false,
             saved,
+            waiting: None,
         })
     }
 
@@ -206,39 +213,59 @@ impl LineSource for Prompt {
     }
 
     fn while_waiting(&mut self) -> Option<Line> {
-        // No prompt is shown: the terminal is in its usual (canonical)
-        // mode, so a read returns one finished line, or nothing at Ctrl-D.
+        // No prompt is shown: keys are taken unechoed, as they come (a
+        // password prompt's way), so nothing typed now shows on the screen
+        // or becomes an answer; Ctrl-D and /quit are obeyed at once.
+        if self.waiting.is_none() {
+            self.waiting = Some((tty::quiet_keys()?, Vec::new()));
+        }
+        let (_, typed) = self.waiting.as_mut()?;
         let stdin = io::stdin();
-        let mut ready = [zmq::PollItem::from_fd(
-            std::os::fd::AsRawFd::as_raw_fd(&stdin.as_fd()),
-            zmq::POLLIN,
-        )];
-        if !matches!(zmq::poll(&mut ready, 0), Ok(1)) {
-            return None;
-        }
         let mut input = File::from(stdin.as_fd().try_clone_to_owned().ok()?);
-        let mut buffer = [0u8; 4096];
-        match input.read(&mut buffer) {
-            Ok(0) => Some(Line::End(End::Eof)),
-            Ok(read) => {
-                let typed = String::from_utf8_lossy(&buffer[..read]);
-                match Command::interpret(typed.trim_end_matches(['\r', '\n'])) {
-                    Command::Quit => Some(Line::End(End::Quit)),
-                    Command::Nothing => None,
-                    _ => Some(Line::Text(typed.trim_end().to_string())),
+        let mut buffer = [0u8; 1024];
+        let read = input.read(&mut buffer).ok()?;
+        for &byte in &buffer[..read] {
+            match byte {
+                // Ctrl-D; typed while the terminal was still in line mode,
+                // the line discipline left it as a 0 byte.
+                0x04 | 0x00 => return Some(Line::End(End::Eof)),
+                b'\r' | b'\n' => {
+                    let line = String::from_utf8_lossy(typed).into_owned();
+                    typed.clear();
+                    match Command::interpret(&line) {
+                        Command::Quit => return Some(Line::End(End::Quit)),
+                        Command::Nothing => {}
+                        _ => return Some(Line::Text(line)),
+                    }
                 }
+                // Backspace and delete take back a byte.
+                0x7f | 0x08 => {
+                    typed.pop();
+                }
+                byte if typed.len() < TYPED_WHILE_WAITING => typed.push(byte),
+                _ => {}
             }
-            Err(_) => None,
         }
+        None
     }
 
     fn discard_type_ahead(&mut self) -> usize {
-        tty::typed_ahead(true)
+        match self.waiting.take() {
+            Some((saved, typed)) => {
+                let pending = tty::typed_ahead(true);
+                let _ = tty::restore(saved);
+                typed.len() + pending
+            }
+            None => tty::typed_ahead(true),
+        }
     }
 }
 
 impl Drop for Prompt {
     fn drop(&mut self) {
+        if let Some((saved, _)) = self.waiting.take() {
+            let _ = tty::restore(saved);
+        }
         // Ending while a line is edited leaves rustyline's raw mode on.
         if self.asked
             && let Some(saved) = self.saved

@@ -29,6 +29,29 @@ pub fn restore(saved: Saved) -> io::Result<()> {
     }
 }
 
+/// Whether the terminal is in its usual line mode with echo: then what is
+/// typed outside a prompt shows on the screen, unfinished line included.
+pub fn echoes_lines() -> bool {
+    save().is_some_and(|saved| {
+        saved.0.c_lflag & (libc::ICANON | libc::ECHO) == (libc::ICANON | libc::ECHO)
+    })
+}
+
+/// Keys as they are typed, unechoed, and without waiting for any (no line
+/// mode, no echo, reads return at once): as a password prompt takes them.
+/// Returns the settings to restore; `None` if stdin is not a terminal.
+/// Ctrl-C still sends its signal.
+pub fn quiet_keys() -> Option<Saved> {
+    let saved = save()?;
+    let mut quiet = saved.0;
+    quiet.c_lflag &= !(libc::ICANON | libc::ECHO);
+    quiet.c_cc[libc::VMIN] = 0;
+    quiet.c_cc[libc::VTIME] = 0;
+    // SAFETY: a valid termios, derived from the terminal's own.
+    let set = unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) } == 0;
+    set.then_some(saved)
+}
+
 /// How many bytes have been typed and not read yet, unfinished line
 /// included; with `discard`, they are thrown away. A terminal in canonical
 /// mode counts only finished lines, so it is switched out of it for the

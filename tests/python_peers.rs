@@ -50,8 +50,8 @@ for text in ["héllo from pyzmq ☕", "second"]:
 }
 
 /// `chat-client` talks to a plain pyzmq REP server: the server receives one
-/// frame of UTF-8 (our message id travels in the envelope it never sees) and
-/// its `send_string` reply is shown.
+/// frame of UTF-8 (our message id and `--name` travel in the envelope it
+/// never sees) and its `send_string` reply is shown.
 #[test]
 fn chat_client_chats_with_pyzmq_rep_server() {
     let script = r#"
@@ -69,7 +69,8 @@ for answer in ["salut 🎉", "fin"]:
         return;
     };
     let endpoint = peer.stdout_line();
-    let mut client = Proc::spawn(CLIENT, &["--connect", &endpoint]);
+    // With --name the envelope holds one more frame, which REP hides too.
+    let mut client = Proc::spawn(CLIENT, &["--connect", &endpoint, "--name", "alice"]);
     client.send_line("bonjour ☕");
     assert_eq!(peer.stdout_line(), "got: ['bonjour ☕']");
     assert_eq!(client.stdout_line(), "salut 🎉");
