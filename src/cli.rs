@@ -1,7 +1,7 @@
 //! What the binaries and examples share on the command line: address flags,
 //! exit codes, and how a fatal error is reported.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::address::{ACCEPTED_FORMS, Address, AddressError, Endpoint, Role};
@@ -148,4 +148,51 @@ pub fn generate(
     let name = command.get_name().to_string();
     clap_complete::generate(shell, &mut command, name, out);
     Ok(EXIT_OK)
+}
+
+/// The flags both programs have that run a task instead of the chat, and
+/// exit: key files, man pages and completions.
+#[derive(clap::Args, Debug)]
+pub struct Tasks {
+    /// Write this program's man page or shell completions to stdout, exit
+    #[arg(long, value_name = "KIND", value_enum, exclusive = true, hide = true)]
+    pub generate: Option<Generated>,
+
+    /// Write a new private key to FILE (owner-only), print its public key, exit
+    #[arg(long, value_name = "FILE", exclusive = true)]
+    pub keygen: Option<PathBuf>,
+
+    /// Print the public key of the private key FILE (for a peer, or an
+    /// --allow list) and exit
+    #[arg(long, value_name = "FILE", exclusive = true)]
+    pub public_key: Option<PathBuf>,
+}
+
+impl Tasks {
+    /// Runs the task asked for, if one was: its exit code. `command` is the
+    /// program's clap definition (for `--generate`).
+    ///
+    /// # Errors
+    /// When the task fails: a key file that cannot be written or read, a
+    /// closed stdout.
+    pub fn run(
+        &self,
+        program: &str,
+        command: impl FnOnce() -> clap::Command,
+    ) -> Result<Option<u8>, Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(kind) = self.generate {
+            return Ok(Some(generate(
+                command(),
+                kind,
+                &mut std::io::stdout().lock(),
+            )?));
+        }
+        if let Some(path) = &self.keygen {
+            return Ok(Some(keygen(program, path)?));
+        }
+        if let Some(path) = &self.public_key {
+            return Ok(Some(print_public_key(path)?));
+        }
+        Ok(None)
+    }
 }

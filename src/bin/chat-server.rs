@@ -71,18 +71,8 @@ struct Args {
     #[arg(long)]
     no_history: bool,
 
-    /// Write this program's man page or shell completions to stdout, exit
-    #[arg(long, value_name = "KIND", value_enum, exclusive = true, hide = true)]
-    generate: Option<cli::Generated>,
-
-    /// Write a new private key to FILE (owner-only), print its public key, exit
-    #[arg(long, value_name = "FILE", exclusive = true)]
-    keygen: Option<PathBuf>,
-
-    /// Print the public key of the private key FILE (for a peer, or an
-    /// --allow list) and exit
-    #[arg(long, value_name = "FILE", exclusive = true)]
-    public_key: Option<PathBuf>,
+    #[command(flatten)]
+    tasks: cli::Tasks,
 }
 
 fn main() -> ExitCode {
@@ -94,18 +84,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<u8> {
-    if let Some(kind) = args.generate {
-        return Ok(cli::generate(
-            Args::command(),
-            kind,
-            &mut std::io::stdout().lock(),
-        )?);
-    }
-    if let Some(path) = &args.keygen {
-        return Ok(cli::keygen(PROGRAM, path)?);
-    }
-    if let Some(path) = &args.public_key {
-        return Ok(cli::print_public_key(path)?);
+    if let Some(code) = args
+        .tasks
+        .run(PROGRAM, Args::command)
+        .map_err(anyhow::Error::from_boxed)?
+    {
+        return Ok(code);
     }
     let security = args
         .key
