@@ -19,16 +19,26 @@ pub const EXIT_GAVE_UP: u8 = 3;
 /// Exit status: a signal (Ctrl-C in script mode, SIGTERM) stopped the program mid-chat.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
-/// The exit-status table shown at the end of `--help`.
-pub const EXIT_CODES_HELP: &str = "\
+/// The exit-status table at the end of `chat-client --help`.
+pub const CLIENT_EXIT_CODES: &str = "\
 Exit status:
   0    the chat ended normally: end of input, /quit, Ctrl-D or Ctrl-C at the prompt
-  1    a runtime error: address in use, permission denied, the peer went away,
-       a refusal (secure/plain mismatch, wrong key, not allowed), a bad key file
+  1    a runtime error: the server's operator ended the chat mid-message, a
+       refusal (secure/plain mismatch, wrong or changed server key, not
+       allowed), a bad key file
   2    a usage error: unknown flag, malformed address, unknown host
-  3    chat-client in script mode: no server came back within --give-up
+  3    script mode: no server came back within --give-up
        (the unanswered message is printed on stderr)
   130  interrupted by a signal while a message was in flight (its text is printed)";
+
+/// The exit-status table at the end of `chat-server --help`.
+pub const SERVER_EXIT_CODES: &str = "\
+Exit status:
+  0    the chat ended normally: end of input, /quit, Ctrl-D or Ctrl-C at the prompt
+  1    a runtime error: address in use, permission denied, a bad key file or
+       allow list
+  2    a usage error: unknown flag, malformed address, unknown host
+  130  script mode: interrupted by a signal (Ctrl-C, SIGTERM)";
 
 /// Parses and resolves an address flag.
 pub fn endpoint_from_flag(text: &str, role: Role) -> Result<Endpoint, AddressError> {

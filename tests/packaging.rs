@@ -26,6 +26,26 @@ fn flags(program: &str) -> Vec<String> {
     flags
 }
 
+/// Each program's `--help` lists its own exit codes: the server's none of
+/// the client's (no code 3, no --give-up).
+#[test]
+fn each_program_lists_its_own_exit_codes() {
+    let (_, server_help, _) = run_to_end(SERVER, &["--help"], "");
+    let (_, client_help, _) = run_to_end(CLIENT, &["--help"], "");
+    let codes = |help: &str| -> Vec<String> {
+        let table = help.split("Exit status:").nth(1).unwrap_or_default();
+        table
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|word| word.parse::<u8>().is_ok())
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(codes(&server_help), ["0", "1", "2", "130"]);
+    assert_eq!(codes(&client_help), ["0", "1", "2", "3", "130"]);
+    assert!(!server_help.contains("--give-up"), "{server_help}");
+}
+
 /// Issue 19: `--version` says which program it is.
 #[test]
 fn version_names_the_program() {

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use zmq_chat::address::Endpoint;
 use zmq_chat::address::{DEFAULT_ADDRESS, Role};
-use zmq_chat::cli::{self, EXIT_CODES_HELP};
+use zmq_chat::cli::{self, CLIENT_EXIT_CODES};
 use zmq_chat::client::{ChatClient, ClientEnd, Liveness};
 use zmq_chat::clock::SystemClock;
 use zmq_chat::display::escape_for_terminal;
@@ -32,7 +32,7 @@ const PROGRAM: &str = "chat-client";
 /// reply is printed as one line: `printf 'a\nb\n' | chat-client`. The server
 /// may start after the client: messages wait until it appears.
 #[derive(Parser)]
-#[command(name = PROGRAM, version, after_help = EXIT_CODES_HELP)]
+#[command(name = PROGRAM, version, after_help = CLIENT_EXIT_CODES)]
 struct Args {
     /// The server, as --connect takes it (`chat-client 192.0.2.7:8877`)
     #[arg(value_name = "ADDR", conflicts_with = "connect")]

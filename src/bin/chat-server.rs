@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use zmq_chat::address::{DEFAULT_ADDRESS, Role};
-use zmq_chat::cli::{self, EXIT_CODES_HELP};
+use zmq_chat::cli::{self, SERVER_EXIT_CODES};
 use zmq_chat::clock::SystemClock;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
 use zmq_chat::prompt::{Prompt, default_history_path};
@@ -29,7 +29,7 @@ const PROGRAM: &str = "chat-server";
 /// answers everything. The bound endpoint is printed on stderr as
 /// `chat-server: listening on tcp://IP:PORT` as soon as it is ready.
 #[derive(Parser)]
-#[command(name = PROGRAM, version, after_help = EXIT_CODES_HELP)]
+#[command(name = PROGRAM, version, after_help = SERVER_EXIT_CODES)]
 struct Args {
     /// Where to listen, as --bind takes it (`chat-server 0.0.0.0:8877`)
     #[arg(value_name = "ADDR", conflicts_with = "bind")]
