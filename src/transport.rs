@@ -4,7 +4,7 @@
 //! bounded linger so a final reply is flushed but exit never hangs, and
 //! `ZMQ_MAXMSGSIZE` so a hostile peer cannot make us buffer one frame without
 //! limit. Every socket also refuses the pre-3.0 ZMTP protocols (see
-//! `configure`), and [`receive_within`] bounds what the chat takes of one
+//! `configure`), and [`receive_within_from`] bounds what the chat takes of one
 //! message.
 //!
 //! What libzmq itself may hold for one connection: up to the receive
@@ -302,7 +302,7 @@ pub enum Received<M = Vec<Vec<u8>>> {
 /// large of it.
 pub type Bounded = Result<Vec<Vec<u8>>, Oversized>;
 
-/// A message over what [`receive_within`] takes: it was read and dropped.
+/// A message over what [`receive_within_from`] takes: it was read and dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Oversized {
     /// How many frames it had.
@@ -422,8 +422,9 @@ fn receive_rest(
     Ok(Ok(frames))
 }
 
-/// Like [`receive_within`], with the descriptor of each message's
-/// connection (see [`receive_one_with_source`]).
+/// Like [`receive`], within the bounds of [`receive_one`], with the
+/// descriptor of each message's connection (see
+/// [`receive_one_with_source`]).
 ///
 /// # Errors
 /// ZeroMQ errors other than a timeout or an interrupted call.
@@ -433,18 +434,6 @@ pub fn receive_within_from(
     still_wanted: impl FnMut() -> bool,
 ) -> Result<Received<(Bounded, Option<RawFd>)>, zmq::Error> {
     wait_for(shutdown, still_wanted, || receive_one_with_source(socket))
-}
-
-/// Like [`receive`], within the bounds of [`receive_one`].
-///
-/// # Errors
-/// ZeroMQ errors other than a timeout or an interrupted call.
-pub fn receive_within(
-    socket: &zmq::Socket,
-    shutdown: &Shutdown,
-    still_wanted: impl FnMut() -> bool,
-) -> Result<Received<Bounded>, zmq::Error> {
-    wait_for(shutdown, still_wanted, || receive_one(socket))
 }
 
 /// Sends `frames` as one message without ever waiting: `EAGAIN` means the
