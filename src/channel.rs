@@ -55,25 +55,28 @@ pub enum Admission {
 
 /// The server's side of a channel.
 pub trait ServerChannel {
-    /// What the body of a request with envelope id `id`, on the connection
-    /// whose routing id is `connection`, is.
+    /// What the body of a request with envelope id `id`, from `host`, is.
+    /// `host` names where the request came from for rate limits: the
+    /// sender's IP address (its /64 for IPv6, as WireGuard counts), or its
+    /// connection's routing id where there is no address (`ipc://`).
     fn incoming(
         &mut self,
-        connection: &[u8],
+        host: &[u8],
         id: Option<MessageId>,
         body: Vec<Vec<u8>>,
         now: Instant,
     ) -> Admission;
 
-    /// The body that carries `reply` to message `id` from `origin`; `None`
-    /// when it can no longer be sent (the secure session ended: the client
-    /// re-sends and gets the reply from the answer memory).
+    /// The body that carries `reply` to message `id` from `origin`. (If the
+    /// secure session ended meanwhile, a "no such session" refusal: the
+    /// client shakes hands again, re-sends, and gets the reply from the
+    /// answer memory.)
     fn outgoing(
         &mut self,
         origin: Origin,
         id: Option<MessageId>,
         reply: Vec<Vec<u8>>,
-    ) -> Option<Vec<Vec<u8>>>;
+    ) -> Vec<Vec<u8>>;
 
     /// The body that tells the sender of message `id` that the operator
     /// ended the chat (its envelope carries [`Mark::Ended`] too).
@@ -104,6 +107,15 @@ pub enum Step {
     Ready {
         /// One line for the user.
         notice: String,
+    },
+    /// Tell the user `0`, and keep waiting for the reply.
+    Notice(String),
+    /// Send `body` for the pending message after `pause` (a busy server).
+    SendLater {
+        /// The next body to send.
+        body: Vec<u8>,
+        /// How long to wait first.
+        pause: std::time::Duration,
     },
 }
 
@@ -153,7 +165,7 @@ pub struct Plain;
 impl ServerChannel for Plain {
     fn incoming(
         &mut self,
-        _connection: &[u8],
+        _host: &[u8],
         id: Option<MessageId>,
         body: Vec<Vec<u8>>,
         _now: Instant,
@@ -178,8 +190,8 @@ impl ServerChannel for Plain {
         _origin: Origin,
         _id: Option<MessageId>,
         reply: Vec<Vec<u8>>,
-    ) -> Option<Vec<Vec<u8>>> {
-        Some(reply)
+    ) -> Vec<Vec<u8>> {
+        reply
     }
 
     fn goodbye(&mut self, _origin: Origin, _id: MessageId) -> Vec<Vec<u8>> {

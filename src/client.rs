@@ -33,7 +33,7 @@ use crate::clock::Clock;
 use crate::envelope::{self, Enveloped, MessageId};
 use crate::error::ChatError;
 use crate::message::{DEFAULT_MAX_MESSAGE_BYTES, Incoming, MAX_TEXT_BYTES};
-use crate::secure::session::ClientSecurity;
+use crate::secure::client::ClientSecurity;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
 use crate::throttle::Throttle;
@@ -189,6 +189,10 @@ pub struct ChatClient {
     given_up: Option<(MessageId, String)>,
     /// The id of the handshake made before any message, while it waits.
     hello: Option<MessageId>,
+    /// A body to send at a given time, for a message (a handshake again,
+    /// to a server that was too busy for one): at most one, dropped with
+    /// the socket.
+    deferred: Option<(Instant, MessageId, Vec<u8>)>,
     /// Whether a server was ever connected (to say "connected", then "back").
     ever_connected: bool,
     /// Whether the user was told that the program at the address is not a
@@ -243,6 +247,7 @@ impl ChatClient {
             sequence: 0,
             given_up: None,
             hello: None,
+            deferred: None,
             ever_connected: false,
             told_foreign: false,
             throttle: Throttle::with_burst(NOTICE_INTERVAL, NOTICE_BURST),
@@ -373,6 +378,7 @@ impl ChatClient {
         // meanwhile and still unanswered is overtaken by this message's.)
         self.catch_up_with_connection_events(screen, clock)?;
         self.hello = None;
+        self.deferred = None;
         let body = self.channel.outgoing(id, text)?;
         self.send_request(id, &body)?;
         self.link = self.link.sent(clock.now());
@@ -394,7 +400,8 @@ impl ChatClient {
             // Blocks until a reply or the socket's receive timeout (one tick).
             match transport::receive_one(&self.socket) {
                 Ok(Ok(frames)) => {
-                    if let Some(waited) = self.reply_to(id, Some(text), frames, screen)?
+                    if let Some(waited) =
+                        self.reply_to(id, Some(text), frames, screen, clock.now())?
                         && !matches!(waited, Waited::Ready)
                     {
                         return Ok(waited);
@@ -411,6 +418,7 @@ impl ChatClient {
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => screen.flush()?,
                 Err(error) => return Err(error.into()),
             }
+            self.send_deferred(clock.now())?;
             while let Some(event) = self.watch.try_next()? {
                 let (link, change) = self.link.on(event, clock.now());
                 self.link = link;
@@ -428,7 +436,7 @@ impl ChatClient {
                         while self.socket.get_events()?.contains(zmq::POLLIN) {
                             if let Ok(frames) = transport::receive_one(&self.socket)?
                                 && let Some(waited) =
-                                    self.reply_to(id, Some(text), frames, screen)?
+                                    self.reply_to(id, Some(text), frames, screen, clock.now())?
                                 && !matches!(waited, Waited::Ready)
                             {
                                 return Ok(waited);
@@ -524,6 +532,7 @@ impl ChatClient {
                 Change::Foreign => {}
             }
         }
+        self.send_deferred(clock.now())?;
         if self.link == Link::Up && self.hello.is_none() {
             let id = MessageId {
                 session: self.session,
@@ -542,7 +551,7 @@ impl ChatClient {
             let Ok(frames) = transport::receive_one(&self.socket)? else {
                 continue;
             };
-            match self.reply_to(id, None, frames, screen)? {
+            match self.reply_to(id, None, frames, screen, clock.now())? {
                 Some(Waited::Refused(reason)) => return Ok(Some(reason)),
                 Some(Waited::Ready) => self.hello = None,
                 _ => {}
@@ -568,6 +577,7 @@ impl ChatClient {
         text: Option<&str>,
         frames: Vec<Vec<u8>>,
         screen: &Screen,
+        now: Instant,
     ) -> Result<Option<Waited>, ChatError> {
         // A message without an envelope is nobody's reply; whose reply one
         // with an envelope is, the channel says (in a secure session, the
@@ -590,6 +600,14 @@ impl ChatClient {
                     None
                 }
                 Step::Ignore => None,
+                Step::Notice(notice) => {
+                    screen.notice(&notice);
+                    None
+                }
+                Step::SendLater { body, pause } => {
+                    self.deferred = Some((now + pause, id, body));
+                    None
+                }
                 Step::Failed(reason) => Some(Waited::Refused(reason)),
                 Step::Ready { notice } => {
                     screen.notice(&notice);
@@ -597,6 +615,17 @@ impl ChatClient {
                 }
             },
         )
+    }
+
+    /// Sends the deferred body, if its time has come.
+    fn send_deferred(&mut self, now: Instant) -> Result<(), zmq::Error> {
+        match self.deferred.take() {
+            Some((at, id, body)) if at <= now => self.send_request(id, &body),
+            deferred => {
+                self.deferred = deferred;
+                Ok(())
+            }
+        }
     }
 
     /// Sends `[name, id, "", body]` for the pending message (no name frame
@@ -649,6 +678,7 @@ impl ChatClient {
     /// session ends for good), and a new socket carries no stalled queue.
     fn renew_socket(&mut self) -> Result<(), TransportError> {
         let (socket, watch) = connected_socket(&self.context, &self.target, self.liveness)?;
+        self.deferred = None;
         // The monitor goes first: it watches the old socket.
         self.watch = watch;
         self.socket = socket;

@@ -43,7 +43,7 @@ use crate::message::{
 };
 use crate::presence::Presence;
 use crate::secure::keys::PublicKey;
-use crate::secure::session::ServerSecurity;
+use crate::secure::server::ServerSecurity;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
 use crate::throttle::Throttle;
@@ -254,12 +254,6 @@ impl ChatServer {
             Received::Interrupted => return Ok(Err(End::Interrupted)),
             Received::Abandoned => return Ok(Err(End::Eof)),
         };
-        // A connection this message came on may not have been seen taken in
-        // yet: the monitor is read now for it (not for every message: that
-        // is a system call each, which the benchmark at 10 clients felt).
-        if !self.presence.knows(source) {
-            self.presence.follow(&self.watch, screen, clock.now());
-        }
         Ok(Ok(self.admit(message, source, screen, clock.now())))
     }
 
@@ -285,6 +279,13 @@ impl ChatServer {
                 return None;
             }
         };
+        // A connection this message came on may not have been seen taken in
+        // yet: the monitor is read now for it (not for every message: that
+        // is a system call each, which the benchmark at 10 clients felt).
+        // Its address is what the handshake budget counts by.
+        if !self.presence.knows(source) {
+            self.presence.follow(&self.watch, screen, now);
+        }
         self.presence.heard_from(source, screen, now);
         // Skip the routing id (frame 0): it may be any bytes, even empty.
         let Ok(Enveloped {
@@ -299,9 +300,9 @@ impl ChatServer {
             self.warn(screen, "no envelope", text, now);
             return None;
         };
-        // The routing id: ROUTER puts it first, one per connection.
-        let connection = envelope.first().map_or(&[][..], Vec::as_slice);
-        let (origin, id, body) = match self.channel.incoming(connection, id, body, now) {
+        let address = self.presence.address_of(source).map(str::to_owned);
+        let host = host_of(address.as_deref(), &envelope);
+        let (origin, id, body) = match self.channel.incoming(&host, id, body, now) {
             Admission::Message { origin, id, body } => (origin, id, body),
             Admission::Answer {
                 body,
@@ -309,6 +310,12 @@ impl ChatServer {
                 notice,
                 throttle,
             } => {
+                // Named by the connection it came on: whatever it claims
+                // to be is what may be forged.
+                let notice = match &address {
+                    Some(address) => format!("{notice} (from {address})"),
+                    None => notice,
+                };
                 match throttle {
                     Some(kind) => self.warn(screen, kind, &notice, now),
                     None => screen.notice(&notice),
@@ -318,7 +325,8 @@ impl ChatServer {
             }
         };
         // A copy of a message still waiting: its reply goes to the copy's
-        // connection, the one the client has now.
+        // connection, the one the client has now, sealed in the session
+        // the copy came in (the client may have shaken hands anew).
         if let Some(waiting) = self
             .current
             .iter_mut()
@@ -327,12 +335,15 @@ impl ChatServer {
         {
             waiting.envelope = envelope;
             waiting.source = source;
+            waiting.origin = origin;
             if self
                 .current
                 .as_ref()
                 .is_some_and(|current| current.is_copy(&origin, id))
             {
                 self.presence.answering(source);
+                let text = "the client you are answering sent its message again (it reconnected); your reply goes to it there";
+                self.warn(screen, "answering again", text, now);
             }
             return None;
         }
@@ -496,12 +507,8 @@ impl ChatServer {
         screen: &Screen,
         now: Instant,
     ) {
-        match self.channel.outgoing(origin, id, reply) {
-            Some(body) => self.send(envelope, body, screen, now),
-            None => {
-                screen.notice("the client's session ended before the reply could be sent; it gets the reply when it sends its message again");
-            }
-        }
+        let body = self.channel.outgoing(origin, id, reply);
+        self.send(envelope, body, screen, now);
     }
 
     /// Sends `body` along `envelope` without ever blocking. A reply that
@@ -551,6 +558,19 @@ impl ChatServer {
 /// How the sender of a message is labelled for the operator: the name it
 /// gave (or "client"), its key's fingerprint in secure mode, whether the
 /// chat is encrypted, and the address it connects from.
+/// Who a request comes from, for rate limits: the IP address of its
+/// connection (an IPv6 address's /64, which one host can fill with
+/// addresses, as WireGuard's rate limiter counts), else its routing id (an
+/// `ipc://` connection has no address).
+fn host_of(address: Option<&str>, envelope: &[Vec<u8>]) -> Vec<u8> {
+    match address.and_then(|address| address.parse::<std::net::SocketAddr>().ok()) {
+        Some(std::net::SocketAddr::V4(address)) => address.ip().octets().to_vec(),
+        Some(std::net::SocketAddr::V6(address)) => address.ip().octets()[..8].to_vec(),
+        // The routing id: ROUTER puts it first, one per connection.
+        None => envelope.first().cloned().unwrap_or_default(),
+    }
+}
+
 fn label(origin: &Origin, name: Option<&str>, address: Option<&str>) -> String {
     let mut label = match name {
         Some(name) => escape_for_terminal(name).into_owned(),
@@ -689,9 +709,9 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
     use crate::fixture::{Lines, Output, StopOnDrop, ipc_endpoint, peer_socket, screen};
+    use crate::secure::client::{ClientSecurity, ClientStep};
     use crate::secure::frame::Frame;
     use crate::secure::keys::Identity;
-    use crate::secure::session::{ClientSecurity, ClientStep};
 
     /// What a server run left: how it ended, its stdout and its stderr.
     struct Ran {
@@ -964,17 +984,25 @@ mod tests {
             move |endpoint| {
                 let mut security = ClientSecurity::new(client_identity, server_key);
                 let client = dealer(endpoint);
-                request(&client, id(1), &security.opening(id(1), b"secret").unwrap());
+                request(
+                    &client,
+                    id(1),
+                    &security.opening(id(1), b"secret", Instant::now()).unwrap(),
+                );
                 let handshake = reply(&client).split_off(2);
-                let Ok(ClientStep::Send(sealed)) =
-                    security.step(id(1), Some(b"secret"), &handshake)
-                else {
+                let Ok(ClientStep::Proven(Some(sealed))) = security.step(
+                    id(1),
+                    Some(b"secret"),
+                    Some(id(1)),
+                    &handshake,
+                    Instant::now(),
+                ) else {
                     panic!("the server completes the handshake");
                 };
                 request(&client, id(1), &sealed);
                 let answer = reply(&client).split_off(2);
                 assert!(
-                    matches!(security.step(id(1), Some(b"secret"), &answer), Ok(ClientStep::Reply(text)) if text == b"sealed answer")
+                    matches!(security.step(id(1), Some(b"secret"), Some(id(1)), &answer, Instant::now()), Ok(ClientStep::Reply(text)) if text == b"sealed answer")
                 );
             },
         );
@@ -1000,16 +1028,31 @@ mod tests {
             move |endpoint| {
                 let mut security = ClientSecurity::new(client_identity, server_key);
                 let client = dealer(endpoint);
-                request(&client, id(1), &security.opening(id(1), b"bye?").unwrap());
+                request(
+                    &client,
+                    id(1),
+                    &security.opening(id(1), b"bye?", Instant::now()).unwrap(),
+                );
                 let handshake = reply(&client).split_off(2);
-                let Ok(ClientStep::Send(sealed)) = security.step(id(1), Some(b"bye?"), &handshake)
-                else {
+                let Ok(ClientStep::Proven(Some(sealed))) = security.step(
+                    id(1),
+                    Some(b"bye?"),
+                    Some(id(1)),
+                    &handshake,
+                    Instant::now(),
+                ) else {
                     panic!("the server completes the handshake");
                 };
                 request(&client, id(1), &sealed);
                 let goodbye = reply(&client);
                 assert_eq!(goodbye[0], id(1).marked_frame(Mark::Ended));
-                let step = security.step(id(1), Some(b"bye?"), &goodbye[2..]);
+                let step = security.step(
+                    id(1),
+                    Some(b"bye?"),
+                    Some(id(1)),
+                    &goodbye[2..],
+                    Instant::now(),
+                );
                 assert!(matches!(step, Ok(ClientStep::Ended)), "{goodbye:?}");
             },
         );

@@ -17,9 +17,9 @@ use zmq_chat::clock::SystemClock;
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
 use zmq_chat::prompt::{Prompt, default_history_path};
+use zmq_chat::secure::client::ClientSecurity;
 use zmq_chat::secure::keys::{Identity, PublicKey, default_client_key_path};
 use zmq_chat::secure::known::{KnownServers, ask_server_key};
-use zmq_chat::secure::session::ClientSecurity;
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::{self, End, LineSource, Screen, ScriptLines};
 
@@ -125,18 +125,16 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         timeout: Duration::from_secs_f64(args.liveness),
         give_up: Duration::from_secs_f64(args.give_up),
     };
-    let server_key = match args.server_key {
-        Some(key) => Some((key, None)),
+    let trust = match args.server_key {
+        Some(key) => Some(Trust::Pinned(key)),
         None => known_server_key(args, &context, &endpoint, &shutdown)?,
     };
-    if server_key.is_none() && args.key.is_some() {
+    if trust.is_none() && args.key.is_some() {
         anyhow::bail!(
             "--key is for secure mode: add --server-key KEY, or --secure to learn the server's key"
         );
     }
-    let security = server_key
-        .map(|(key, remembered_in)| secure_mode(args, key, remembered_in))
-        .transpose()?;
+    let security = trust.map(|trust| secure_mode(args, trust)).transpose()?;
     let mut client = ChatClient::connect(&context, &endpoint, liveness, &SystemClock)?;
     client.show_at_most(args.max_size);
     if let Some(name) = &args.name {
@@ -210,27 +208,45 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     Ok(code)
 }
 
-/// The server's key from the known servers file (trust on first use), and
-/// where it is written: the one remembered for `endpoint`, or with
-/// `--secure` one learned now and remembered once the user accepts it.
-/// `None`: plain mode.
+/// Where the server's key in secure mode comes from.
+enum Trust {
+    /// `--server-key`.
+    Pinned(PublicKey),
+    /// The known servers file, at this place ("line 3 of FILE").
+    Remembered(PublicKey, String),
+    /// Learned now and accepted by the user: written to the file once a
+    /// handshake proves the server holds it.
+    Learned(PublicKey, KnownServers, String),
+}
+
+impl Trust {
+    fn key(&self) -> PublicKey {
+        match self {
+            Trust::Pinned(key) | Trust::Remembered(key, _) | Trust::Learned(key, ..) => *key,
+        }
+    }
+}
+
+/// The server's key from the known servers file (trust on first use): the
+/// one remembered for `endpoint`, or with `--secure` one learned now that
+/// the user accepts. `None`: plain mode.
 fn known_server_key(
     args: &Args,
     context: &zmq::Context,
     endpoint: &Endpoint,
     shutdown: &Shutdown,
-) -> anyhow::Result<Option<(PublicKey, Option<String>)>> {
+) -> anyhow::Result<Option<Trust>> {
     let Some(path) = KnownServers::default_path() else {
         if args.secure {
             anyhow::bail!("no home folder for the known servers file: pass --server-key KEY");
         }
         return Ok(None);
     };
-    let mut known = KnownServers::load(&path).context("cannot use the known servers file")?;
+    let known = KnownServers::load(&path).context("cannot use the known servers file")?;
     let endpoint_text = endpoint.to_string();
     if let Some((key, place)) = known.lookup(&endpoint_text) {
         eprintln!("{PROGRAM}: secure mode with the key remembered for {endpoint_text} ({place})");
-        return Ok(Some((key, Some(place))));
+        return Ok(Some(Trust::Remembered(key, place)));
     }
     if !args.secure {
         return Ok(None);
@@ -243,7 +259,7 @@ fn known_server_key(
     let key = ask_server_key(context, endpoint, wait, shutdown)
         .with_context(|| format!("cannot learn the key of the server at {endpoint_text}"))?;
     eprintln!(
-        "{PROGRAM}: the server at {endpoint_text} presents the key {key} (fingerprint {}). Nothing proves it yet: compare it with the key its operator sees (chat-server prints it at start).",
+        "{PROGRAM}: the server at {endpoint_text} presents the key {key} (fingerprint {}). Nothing proves it yet: compare the fingerprint with the one its operator sees (chat-server prints it at start).",
         key.fingerprint()
     );
     let accepted = args.accept_new_key || (terminal::stdin_is_interactive() && confirm()?);
@@ -255,11 +271,10 @@ fn known_server_key(
             "not remembering a key without asking: pass --accept-new-key (scripts), or --server-key {key}"
         );
     }
-    let place = known
-        .remember(&endpoint_text, key)
-        .context("cannot write the known servers file")?;
-    eprintln!("{PROGRAM}: remembered the key of {endpoint_text} ({place})");
-    Ok(Some((key, Some(place))))
+    eprintln!(
+        "{PROGRAM}: the key is remembered for {endpoint_text} once the server proves it holds it"
+    );
+    Ok(Some(Trust::Learned(key, known, endpoint_text)))
 }
 
 /// Asks the person at the terminal to accept a server's key.
@@ -273,13 +288,8 @@ fn confirm() -> anyhow::Result<bool> {
 }
 
 /// Loads (or on first use creates) the client's key for secure mode; the
-/// server's key is pinned, and `remembered_in` says where if trust on first
-/// use supplied it.
-fn secure_mode(
-    args: &Args,
-    server_key: PublicKey,
-    remembered_in: Option<String>,
-) -> anyhow::Result<ClientSecurity> {
+/// server's key is pinned as `trust` says.
+fn secure_mode(args: &Args, trust: Trust) -> anyhow::Result<ClientSecurity> {
     // A key named on the command line must exist (a typo must not quietly
     // become a new identity); the default one is made on first use.
     let (identity, created, path) = match &args.key {
@@ -304,10 +314,11 @@ fn secure_mode(
         "{PROGRAM}: secure mode: this client's public key is {} (for the server's --allow list)",
         identity.public_key()
     );
-    let security = ClientSecurity::new(identity, server_key);
-    Ok(match remembered_in {
-        Some(place) => security.remembered_in(place),
-        None => security,
+    let security = ClientSecurity::new(identity, trust.key());
+    Ok(match trust {
+        Trust::Pinned(_) => security,
+        Trust::Remembered(_, place) => security.remembered_in(place),
+        Trust::Learned(_, known, endpoint) => security.remember_when_proven(known, endpoint),
     })
 }
 

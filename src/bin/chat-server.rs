@@ -13,7 +13,7 @@ use zmq_chat::clock::SystemClock;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
 use zmq_chat::prompt::{Prompt, default_history_path};
 use zmq_chat::secure::keys::{AllowList, Identity};
-use zmq_chat::secure::session::ServerSecurity;
+use zmq_chat::secure::server::ServerSecurity;
 use zmq_chat::server::{ChatServer, ReplySource};
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::{self, End, Screen, ScriptLines};

@@ -7,8 +7,9 @@ use std::time::Instant;
 use crate::channel::{Admission, ClientChannel, Origin, ServerChannel, Step, marked_step};
 use crate::envelope::{Mark, MessageId};
 use crate::error::ChatError;
-use crate::secure::frame::{self, Sealed};
-use crate::secure::session::{ClientSecurity, ClientStep, Opened, ServerSecurity};
+use crate::secure::client::{ClientSecurity, ClientStep, RETRIES_PER_MESSAGE};
+use crate::secure::frame::{self, Frame, Refusal, Sealed};
+use crate::secure::server::{Opened, ServerSecurity};
 
 /// Told to a plain peer that writes to a secure server.
 const SECURE_ONLY: &str = "this chat-server only accepts encrypted chats: connect with chat-client --server-key KEY (ask the server's operator for its key)";
@@ -16,7 +17,7 @@ const SECURE_ONLY: &str = "this chat-server only accepts encrypted chats: connec
 impl ServerChannel for ServerSecurity {
     fn incoming(
         &mut self,
-        connection: &[u8],
+        host: &[u8],
         id: Option<MessageId>,
         body: Vec<Vec<u8>>,
         now: Instant,
@@ -30,7 +31,7 @@ impl ServerChannel for ServerSecurity {
                 throttle: Some("refused"),
             };
         }
-        match self.open(connection, &body, id, now) {
+        match self.open(host, &body, id, now) {
             Opened::Message {
                 session,
                 client,
@@ -62,22 +63,27 @@ impl ServerChannel for ServerSecurity {
         origin: Origin,
         id: Option<MessageId>,
         reply: Vec<Vec<u8>>,
-    ) -> Option<Vec<Vec<u8>>> {
+    ) -> Vec<Vec<u8>> {
         // Every message admitted in secure mode carries its sealed id.
-        let sealed = self.seal_reply(origin.session, Sealed::Text, id?, &reply.concat())?;
-        Some(vec![sealed])
+        let Some(id) = id else {
+            let refusal = Frame::Refused {
+                reason: Refusal::NotAuthentic,
+                text: b"a message without an id",
+            };
+            return vec![refusal.encode()];
+        };
+        vec![self.seal_reply(origin.session, Sealed::Text, id, &reply.concat())]
     }
 
     fn goodbye(&mut self, origin: Origin, id: MessageId) -> Vec<Vec<u8>> {
         // Sealed, so the client can tell it from a forged end.
-        let sealed = self.seal_reply(origin.session, Sealed::Ended, id, b"");
-        vec![sealed.unwrap_or_default()]
+        vec![self.seal_reply(origin.session, Sealed::Ended, id, b"")]
     }
 }
 
 impl ClientChannel for ClientSecurity {
     fn outgoing(&mut self, id: MessageId, text: &str) -> Result<Vec<u8>, ChatError> {
-        Ok(self.opening(id, text.as_bytes())?)
+        Ok(self.opening(id, text.as_bytes(), Instant::now())?)
     }
 
     fn hello(&mut self) -> Result<Option<Vec<u8>>, ChatError> {
@@ -92,12 +98,13 @@ impl ClientChannel for ClientSecurity {
         mark: Mark,
         body: Vec<Vec<u8>>,
     ) -> Step {
-        // Before a session exists nothing can be sealed, so the envelope is
-        // taken as it is: its id, and a mark (a plain server's refusal, an
-        // end). Inside one only what opens as sealed counts, its sealed id
-        // included, and every sealed reply of the session is opened, in
-        // order, so that the two sides' nonces stay in step.
-        if !self.has_session() {
+        // Before the server proved its key nothing can be sealed, so the
+        // envelope is taken as it is: its id, and a mark (a plain server's
+        // refusal, an end). From then on (a rekey under way included) only
+        // what opens as sealed counts, its sealed id included, and every
+        // sealed reply of the session is opened, in order, so that the two
+        // sides' nonces stay in step.
+        if !self.is_proven() {
             if envelope_id != Some(id) {
                 return Step::Ignore;
             }
@@ -105,24 +112,28 @@ impl ClientChannel for ClientSecurity {
                 return step;
             }
         }
-        let server = self.server_key().fingerprint();
-        let proven = || {
-            format!(
-                "encrypted chat with server {server} (it proved it holds the key given with --server-key)"
-            )
-        };
-        match self.step(id, text.map(str::as_bytes), &body) {
+        let step = self.step(
+            id,
+            text.map(str::as_bytes),
+            envelope_id,
+            &body,
+            Instant::now(),
+        );
+        match step {
             Ok(ClientStep::Reply(text)) => Step::Reply(vec![text]),
             Ok(ClientStep::Ended) => Step::Ended,
-            Ok(ClientStep::Send(sealed)) => Step::Send {
+            Ok(ClientStep::Proven(Some(sealed))) => Step::Send {
                 body: sealed,
-                notice: Some(proven()),
+                notice: Some(self.proven()),
             },
-            Ok(ClientStep::Ready) => Step::Ready { notice: proven() },
-            Ok(ClientStep::Restart(hello)) => Step::Send {
-                body: hello,
-                notice: None,
+            Ok(ClientStep::Proven(None)) => Step::Ready {
+                notice: self.proven(),
             },
+            Ok(ClientStep::Send(body)) => Step::Send { body, notice: None },
+            Ok(ClientStep::SendAfter(pause, body)) => Step::SendLater { body, pause },
+            Ok(ClientStep::StillWaiting) => Step::Notice(format!(
+                "the server could not open this message {RETRIES_PER_MESSAGE} times (altered on the way?), or someone else said so; still waiting for its reply (/quit or Ctrl-C ends)"
+            )),
             Ok(ClientStep::Ignore) => Step::Ignore,
             Err(failure) => Step::Failed(failure.to_string()),
         }
@@ -140,13 +151,29 @@ impl ClientChannel for ClientSecurity {
     }
 }
 
+impl ClientSecurity {
+    /// What the user is told when the server first proves its key, with
+    /// where a key learned on first use was remembered.
+    fn proven(&mut self) -> String {
+        let server = self.server_key().fingerprint();
+        let mut notice = format!(
+            "encrypted chat with server {server} (it proved it holds the key it was trusted with)"
+        );
+        if let Some(remembered) = self.take_remembered() {
+            notice.push_str("; ");
+            notice.push_str(&remembered);
+        }
+        notice
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secure::budget::{HOST_BURST, HOST_RATE};
     use crate::secure::frame::{Frame, Refusal};
     use crate::secure::keys::{Identity, PublicKey};
     use crate::secure::mac::Mac1Key;
-    use crate::secure::session::{HANDSHAKE_BURST, HANDSHAKE_RATE};
 
     const ID: MessageId = MessageId {
         session: 3,
@@ -231,7 +258,7 @@ mod tests {
             Admission::Message { .. } => panic!("a forged handshake opened"),
         };
         let rate_limited = |notice: &str| notice.contains("beyond the rate");
-        for _ in 0..HANDSHAKE_BURST as usize {
+        for _ in 0..HOST_BURST as usize {
             assert!(
                 !rate_limited(&notice_of(b"flood", now)),
                 "within the burst, read"
@@ -246,7 +273,7 @@ mod tests {
             "another connection is not held back"
         );
         let later = now + std::time::Duration::from_secs(1);
-        for _ in 0..HANDSHAKE_RATE as usize {
+        for _ in 0..HOST_RATE as usize {
             assert!(
                 !rate_limited(&notice_of(b"flood", later)),
                 "a second later, some again"
@@ -265,7 +292,7 @@ mod tests {
         .encode();
         Mac1Key::for_server(&PublicKey([5; 32])).append(&mut forged);
         let now = Instant::now();
-        for _ in 0..3 * HANDSHAKE_BURST as usize {
+        for _ in 0..3 * HOST_BURST as usize {
             let Admission::Answer { body, notice, .. } =
                 ServerChannel::incoming(&mut server, b"flood", Some(ID), vec![forged.clone()], now)
             else {

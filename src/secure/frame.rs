@@ -55,6 +55,9 @@ pub enum Refusal {
     /// The first handshake message was made for another server key (its
     /// mac1 does not match this server's).
     WrongKey = 5,
+    /// The server answers no more handshakes this moment (it is flooded):
+    /// the client may try again.
+    Busy = 6,
 }
 
 impl Refusal {
@@ -65,6 +68,7 @@ impl Refusal {
             3 => Refusal::UnknownSession,
             4 => Refusal::NotAuthentic,
             5 => Refusal::WrongKey,
+            6 => Refusal::Busy,
             _ => return None,
         })
     }

@@ -8,7 +8,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use base64::prelude::{BASE64_STANDARD, Engine};
+use base64::prelude::{BASE64_STANDARD, BASE64_STANDARD_NO_PAD, Engine};
+use sha2::{Digest, Sha256};
 use snow::params::DHChoice;
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 
@@ -179,12 +180,14 @@ impl PublicKey {
         Ok(PublicKey(key))
     }
 
-    /// A short form for the screen: the first 8 base64 characters, enough
-    /// to tell peers apart and to check against the key one was given.
+    /// The form people compare, as OpenSSH shows a host key: `SHA256:` and
+    /// the SHA-256 of the key in unpadded base64 (43 characters), so two
+    /// keys that look alike to a person differ in all 256 bits.
     pub fn fingerprint(&self) -> String {
-        let mut text = self.to_string();
-        text.truncate(8);
-        text
+        format!(
+            "SHA256:{}",
+            BASE64_STANDARD_NO_PAD.encode(Sha256::digest(self.0))
+        )
     }
 }
 
@@ -236,6 +239,13 @@ impl Identity {
             private,
             public: PublicKey(public),
         }
+    }
+
+    /// A second load of the same key, as two processes sharing a key file
+    /// have.
+    #[cfg(test)]
+    pub(crate) fn twin(&self) -> Identity {
+        Identity::from_private(self.private)
     }
 
     /// The private key, for the handshake.
@@ -701,7 +711,13 @@ mod tests {
     fn public_keys_round_trip_and_allow_lists_skip_comments() {
         let key = Identity::generate().unwrap().public_key();
         assert_eq!(PublicKey::parse(&key.to_string(), "key").unwrap(), key);
-        assert_eq!(key.fingerprint(), key.to_string()[..8]);
+        let fingerprint = key.fingerprint();
+        assert_eq!(fingerprint.len(), "SHA256:".len() + 43, "{fingerprint}");
+        assert!(fingerprint.starts_with("SHA256:"), "{fingerprint}");
+        assert_ne!(
+            fingerprint,
+            Identity::generate().unwrap().public_key().fingerprint()
+        );
         let list = AllowList::parse(&format!("# team\n\n{key}  # alice\n"), "allow").unwrap();
         assert_eq!(list.len(), 1);
         assert!(list.allows(&key));

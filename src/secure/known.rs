@@ -5,7 +5,7 @@
 //! A client connecting to an endpoint listed there is in secure mode with
 //! that key, without `--server-key`; a server there that does not hold it
 //! is refused loudly, naming the line (see
-//! [`crate::secure::session::SecureFailure::RememberedKeyRefused`]). A new
+//! [`crate::secure::client::SecureFailure::KeyChanged`]). A new
 //! endpoint is added only by `chat-client --secure`, after the user
 //! confirms the fingerprint the server presents (or, in scripts, with
 //! `--accept-new-key`): the first answer proves nothing, which is the

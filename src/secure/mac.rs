@@ -6,7 +6,7 @@
 //! bytes, a scan, a client with a wrong `--server-key`) are refused almost
 //! for free. Whoever knows the key can still make valid ones: those are
 //! held to the per-connection handshake budget (see
-//! [`crate::secure::session::HANDSHAKE_BURST`]).
+//! [`crate::secure::budget::HOST_BURST`]).
 
 use blake2::digest::consts::U16;
 use blake2::digest::{FixedOutput, KeyInit, Mac, Update};

@@ -14,15 +14,27 @@
 //! - `frame`: the secure body frame and sealing/opening payloads.
 //! - `mac`: WireGuard's mac1, which lets the server refuse forged first
 //!   handshake messages before any Diffie-Hellman.
-//! - [`session`]: the client's and the server's side of a session.
+//! - `timestamp`: TAI64N timestamps, which make a recorded handshake useless.
+//! - `budget`: how many handshakes (each a Diffie-Hellman) the server answers.
+//! - [`client`]: the client's side of a session.
+//! - [`server`]: the server's side: handshakes, allow list, sessions.
 //! - `channel`: both sides behind the loops' one channel interface.
 
+pub mod budget;
 mod channel;
+pub mod client;
 pub(crate) mod frame;
 pub mod keys;
 pub mod known;
 mod mac;
-pub mod session;
+pub mod server;
+#[cfg(test)]
+mod tests;
+mod timestamp;
+
+/// Bound into every handshake, so a handshake of another protocol (or of a
+/// future version of this one) cannot be mistaken for ours.
+const PROLOGUE: &[u8] = b"zmq-chat secure v3";
 
 /// The Noise protocol the chat speaks.
 pub const NOISE_PROTOCOL: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";

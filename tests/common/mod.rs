@@ -317,6 +317,23 @@ impl Proc {
     }
 
     /// The process's resident memory in KiB, from /proc.
+    /// The CPU time the process has used so far, from the kernel's
+    /// scheduler statistics (nanoseconds on a CPU, all its threads).
+    pub fn cpu_time(&self) -> Duration {
+        let mut total = 0;
+        let tasks =
+            std::fs::read_dir(format!("/proc/{}/task", self.pid())).expect("read /proc tasks");
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|nanos| nanos.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Duration::from_nanos(total)
+    }
+
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc status");
