@@ -52,20 +52,24 @@ pub fn keygen(program: &str, path: &Path) -> Result<u8, KeyError> {
     identity.write_new(path)?;
     println!("{}", identity.public_key());
     eprintln!(
-        "{program}: wrote a new private key to {} (readable by you only); its public key is above",
-        path.display()
+        "{program}: wrote a new private key to {} (readable by you only); its public key is above, its fingerprint {}",
+        path.display(),
+        identity.public_key().fingerprint()
     );
     Ok(EXIT_OK)
 }
 
 /// `--public-key FILE`: prints the public key of an existing private key
-/// file on stdout as one base64 line, as `wg pubkey` and `ssh-keygen -y` do.
+/// file on stdout as one base64 line, as `wg pubkey` and `ssh-keygen -y` do
+/// (and its fingerprint on stderr, for a person to compare).
 /// The file is checked as when it is used (owner-only, this user's).
 ///
 /// # Errors
 /// When the key file cannot be used ([`KeyError`] says why).
 pub fn print_public_key(path: &Path) -> Result<u8, KeyError> {
-    println!("{}", Identity::load(path)?.public_key());
+    let key = Identity::load(path)?.public_key();
+    println!("{key}");
+    eprintln!("fingerprint {}", key.fingerprint());
     Ok(EXIT_OK)
 }
 

@@ -311,8 +311,9 @@ fn secure_mode(args: &Args, trust: Trust) -> anyhow::Result<ClientSecurity> {
         eprintln!("{PROGRAM}: created a new client key in {}", path.display());
     }
     eprintln!(
-        "{PROGRAM}: secure mode: this client's public key is {} (for the server's --allow list)",
-        identity.public_key()
+        "{PROGRAM}: secure mode: this client's public key is {} (for the server's --allow list; its operator sees it as {})",
+        identity.public_key(),
+        identity.public_key().fingerprint()
     );
     let security = ClientSecurity::new(identity, trust.key());
     Ok(match trust {

@@ -120,6 +120,10 @@ fn run(args: &Args) -> anyhow::Result<u8> {
             "secure mode: clients connect with --server-key {}",
             security.public_key()
         ));
+        screen.notice(&format!(
+            "the key's fingerprint, for clients that learn it on first use (--secure): {}",
+            security.public_key().fingerprint()
+        ));
         server.require_encryption(security);
     }
     screen.notice(&format!("listening on {}", server.endpoint()));

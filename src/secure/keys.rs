@@ -58,14 +58,26 @@ pub enum KeyError {
         /// Its owner's user id.
         owner: u32,
     },
-    /// A private key in a folder that anyone may write to (and that is not
-    /// sticky, as /tmp is) could be replaced by anyone.
+    /// A key file or list in a folder (the one it is in, or any above it,
+    /// as typed or with links resolved) that others may write to (and that
+    /// is not sticky, as /tmp is): whoever can could replace the file.
     LooseFolder {
         /// The folder.
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
     },
+    /// A key file or list in a folder owned by someone other than this user
+    /// and root, who could replace the file.
+    FolderNotOwned {
+        /// The folder.
+        path: PathBuf,
+        /// Its owner's user id.
+        owner: u32,
+    },
+    /// The known servers file is a symbolic link, which is not followed
+    /// (a link could point the trust of every chat at another file).
+    Symlink(PathBuf),
     /// The text is not base64.
     BadEncoding {
         /// Where the text came from (a file and line, a flag).
@@ -141,8 +153,24 @@ impl fmt::Display for KeyError {
             ),
             KeyError::LooseFolder { path, mode } => write!(
                 f,
-                "the folder {} can be written by anyone (mode {mode:03o}), so the key in it could be replaced; move the key, or run: chmod o-w {}",
+                "the folder {} can be written by {} (mode {mode:03o}), so the key file below it could be replaced; move the key, or run: chmod {}-w {}",
                 path.display(),
+                if mode & 0o020 != 0 {
+                    "others"
+                } else {
+                    "anyone"
+                },
+                if mode & 0o020 != 0 { "go" } else { "o" },
+                path.display()
+            ),
+            KeyError::FolderNotOwned { path, owner } => write!(
+                f,
+                "the folder {} belongs to another user (uid {owner}), who could replace the key file below it; keep keys in folders of your own",
+                path.display()
+            ),
+            KeyError::Symlink(path) => write!(
+                f,
+                "{} is a symbolic link, which is not followed for a file that says whom to trust; replace it with the file itself",
                 path.display()
             ),
             KeyError::LowOrder { what } => write!(
@@ -259,12 +287,14 @@ impl Identity {
     }
 
     /// Writes a new key file readable by its owner only (mode 600). Never
-    /// overwrites: an existing file is an error.
+    /// overwrites: an existing file is an error; nor writes into a folder
+    /// others could replace it in (see [`check_folders`]).
     pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
         let io_error = |error| KeyError::Io {
             path: path.to_path_buf(),
             error,
         };
+        check_folders(path)?;
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -319,18 +349,21 @@ impl Identity {
 }
 
 /// What a file the chat trusts must keep from group and others.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Trusted {
     /// A private key: any access (mode bits 077).
     PrivateKey,
     /// An allow list: writing (mode bits 022), or they could let themselves in.
     AllowList,
+    /// The known servers file: as an allow list, and never through a
+    /// symbolic link.
+    KnownServers,
 }
 
 /// Reads a file the chat trusts. It is opened once and the open file is
 /// checked, so it cannot be swapped between check and read: a regular file
-/// of this user's, without the mode bits `trusted` forbids, in a folder that
-/// not everyone can write to (see [`check_folder`]).
+/// of this user's, without the mode bits `trusted` forbids, below folders
+/// only this user (or root) can change (see [`check_folders`]).
 pub(crate) fn read_trusted(path: &Path, trusted: Trusted) -> Result<String, KeyError> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
@@ -338,7 +371,18 @@ pub(crate) fn read_trusted(path: &Path, trusted: Trusted) -> Result<String, KeyE
         path: path.to_path_buf(),
         error,
     };
-    let mut file = fs::File::open(path).map_err(io_error)?;
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    if trusted == Trusted::KnownServers {
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    let mut file = options.open(path).map_err(|error| {
+        if error.raw_os_error() == Some(libc::ELOOP) {
+            KeyError::Symlink(path.to_path_buf())
+        } else {
+            io_error(error)
+        }
+    })?;
     let metadata = file.metadata().map_err(io_error)?;
     if !metadata.is_file() {
         return Err(KeyError::NotAFile {
@@ -346,8 +390,7 @@ pub(crate) fn read_trusted(path: &Path, trusted: Trusted) -> Result<String, KeyE
             folder: metadata.is_dir(),
         });
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if metadata.uid() != unsafe { libc::geteuid() } {
+    if metadata.uid() != current_user() {
         return Err(KeyError::NotOwner {
             path: path.to_path_buf(),
             owner: metadata.uid(),
@@ -358,36 +401,75 @@ pub(crate) fn read_trusted(path: &Path, trusted: Trusted) -> Result<String, KeyE
         Trusted::PrivateKey if mode & 0o077 != 0 => {
             return Err(KeyError::LoosePermissions { path, mode });
         }
-        Trusted::AllowList if mode & 0o022 != 0 => {
+        Trusted::AllowList | Trusted::KnownServers if mode & 0o022 != 0 => {
             return Err(KeyError::WritableByOthers { path, mode });
         }
         _ => {}
     }
-    check_folder(&path)?;
+    check_folders(&path)?;
     let mut text = String::new();
     file.read_to_string(&mut text)
         .map_err(|error| KeyError::Io { path, error })?;
     Ok(text)
 }
 
-/// Refuses a key whose folder anyone may write to, unless the folder is
-/// sticky (then only the file's owner may replace it, as in /tmp).
-fn check_folder(path: &Path) -> Result<(), KeyError> {
-    let folder = match path.parent() {
-        Some(folder) if !folder.as_os_str().is_empty() => folder,
-        _ => Path::new("."),
+/// This process's effective user.
+fn current_user() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Checks, as OpenSSH's StrictModes does, every folder above `path`, both
+/// as typed and with symbolic links resolved (a link from a safe folder to
+/// a file in an unsafe one must not pass): each must belong to this user or
+/// root, and group and others must not be able to write to it, unless it
+/// is sticky (as /tmp is: then only an entry's owner may replace it).
+///
+/// # Errors
+/// [`KeyError::LooseFolder`] or [`KeyError::FolderNotOwned`] for the first
+/// folder that fails, [`KeyError::Io`] for one that cannot be read.
+pub fn check_folders(path: &Path) -> Result<(), KeyError> {
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| KeyError::Io { path, error }
     };
+    let typed = std::path::absolute(path).map_err(io_error(path))?;
+    let folder = typed.parent().unwrap_or(Path::new("/"));
+    let resolved = match fs::canonicalize(&typed) {
+        Ok(resolved) => resolved,
+        // Not made yet (--keygen): the folder it is to be made in.
+        Err(error) if error.kind() == io::ErrorKind::NotFound => fs::canonicalize(folder)
+            .map_err(io_error(folder))?
+            .join("new"),
+        Err(error) => return Err(io_error(path)(error)),
+    };
+    for chain in [&typed, &resolved] {
+        for folder in chain.ancestors().skip(1) {
+            check_folder(folder)?;
+        }
+    }
+    Ok(())
+}
+
+/// One folder of [`check_folders`].
+fn check_folder(folder: &Path) -> Result<(), KeyError> {
+    use std::os::unix::fs::MetadataExt;
     let metadata = fs::metadata(folder).map_err(|error| KeyError::Io {
         path: folder.to_path_buf(),
         error,
     })?;
-    let mode = metadata.permissions().mode();
-    const WRITABLE_BY_OTHERS: u32 = 0o002;
+    const WRITABLE_BY_OTHERS: u32 = 0o022;
     const STICKY: u32 = 0o1000;
+    let mode = metadata.mode();
     if mode & WRITABLE_BY_OTHERS != 0 && mode & STICKY == 0 {
         return Err(KeyError::LooseFolder {
             path: folder.to_path_buf(),
             mode: mode & 0o7777,
+        });
+    }
+    if metadata.uid() != 0 && metadata.uid() != current_user() {
+        return Err(KeyError::FolderNotOwned {
+            path: folder.to_path_buf(),
+            owner: metadata.uid(),
         });
     }
     Ok(())
@@ -515,6 +597,60 @@ mod tests {
         path
     }
 
+    /// Issue 24, point 8: a link from a safe folder to a key in a folder
+    /// others can write to is refused (the resolved path is checked), and
+    /// so is a key below a group-writable folder higher up; `--keygen`
+    /// writes into no such folder.
+    #[test]
+    fn every_folder_above_a_key_as_typed_and_resolved_is_checked() {
+        use std::os::unix::fs::symlink;
+        let root = scratch("chain");
+        let open = root.join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let planted = open.join("server.key");
+        Identity::generate()
+            .unwrap()
+            .write_new(&root.join("made.key"))
+            .unwrap();
+        fs::rename(root.join("made.key"), &planted).unwrap();
+        let safe = root.join("safe");
+        fs::DirBuilder::new().mode(0o700).create(&safe).unwrap();
+        let link = safe.join("server.key");
+        symlink(&planted, &link).unwrap();
+        let error = Identity::load(&link).unwrap_err();
+        assert!(
+            matches!(&error, KeyError::LooseFolder { path, mode: 0o777 } if *path == open),
+            "{error}"
+        );
+
+        let shared = root.join("shared");
+        let below = shared.join("mine");
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&below)
+            .unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o770)).unwrap();
+        let key = below.join("client.key");
+        let error = Identity::generate().unwrap().write_new(&key).unwrap_err();
+        assert!(
+            matches!(&error, KeyError::LooseFolder { path, mode: 0o770 } if *path == shared),
+            "--keygen refuses: {error}"
+        );
+        assert!(!key.exists(), "nothing written");
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o750)).unwrap();
+        Identity::generate().unwrap().write_new(&key).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o770)).unwrap();
+        let error = Identity::load(&key).unwrap_err();
+        assert!(error.to_string().contains("chmod go-w"), "{error}");
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(Identity::load(&key).is_ok());
+        // /tmp itself is sticky: a folder of one's own in it is safe.
+        assert!(check_folders(&std::env::temp_dir().join("x")).is_ok());
+        fs::remove_dir_all(root).unwrap();
+    }
+
     #[test]
     fn a_folder_given_as_a_key_file_is_named_as_such() {
         let folder = scratch("folder");
@@ -543,6 +679,10 @@ mod tests {
             matches!(error, KeyError::LooseFolder { mode: 0o777, .. }),
             "{error}"
         );
+        // Group-writable is refused too now (as OpenSSH's StrictModes does).
+        assert!(error.to_string().contains("chmod go-w"), "{error}");
+        fs::set_permissions(&folder, fs::Permissions::from_mode(0o757)).unwrap();
+        let error = Identity::load(&key).unwrap_err();
         assert!(error.to_string().contains("chmod o-w"), "{error}");
         fs::set_permissions(&folder, fs::Permissions::from_mode(0o1777)).unwrap();
         assert!(
@@ -580,8 +720,7 @@ mod tests {
         let key = folder.join("client.key");
         Identity::generate().unwrap().write_new(&key).unwrap();
         // Only root can give a file away; as anyone else there is no such file to test with.
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if current_user() != 0 {
             eprintln!("skipped: giving a file to another user needs root");
             assert!(
                 std::env::var("CI").is_err(),

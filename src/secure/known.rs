@@ -46,14 +46,15 @@ impl KnownServers {
     }
 
     /// Reads the file at `path` (none yet: no server is known). It says
-    /// whom to trust, so it is checked as an allow list is: this user's,
-    /// not writable by others, opened once.
+    /// whom to trust, so it is checked as an allow list is (this user's,
+    /// not writable by others, in folders only this user can change,
+    /// opened once), and it is never read through a symbolic link.
     ///
     /// # Errors
     /// A file that fails those checks or has a line that is not
     /// `ENDPOINT KEY` (comments after `#`).
     pub fn load(path: &Path) -> Result<KnownServers, KeyError> {
-        let text = match read_trusted(path, Trusted::AllowList) {
+        let text = match read_trusted(path, Trusted::KnownServers) {
             Ok(text) => text,
             Err(KeyError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
                 String::new()
@@ -114,13 +115,22 @@ impl KnownServers {
                 .create(folder)
                 .map_err(io_error(folder))?;
         }
+        // Not through a link, as when it is read.
         let mut file = fs::OpenOptions::new()
             .append(true)
             .create(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&self.path)
-            .map_err(io_error(&self.path))?;
-        writeln!(file, "{endpoint} {key}").map_err(io_error(&self.path))?;
+            .map_err(|error| {
+                if error.raw_os_error() == Some(libc::ELOOP) {
+                    KeyError::Symlink(self.path.clone())
+                } else {
+                    io_error(&self.path)(error)
+                }
+            })?;
+        // The fingerprint, as a comment, is what a person compares.
+        writeln!(file, "{endpoint} {key} # {}", key.fingerprint()).map_err(io_error(&self.path))?;
         let line = self.entries.last().map_or(0, |known| known.line) + 1;
         let line = line.max(count_lines(&self.path));
         self.entries.push(Known {
@@ -279,6 +289,37 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// Issue 24, point 8: the file that says whom to trust is neither read
+    /// nor written through a symbolic link.
+    #[test]
+    fn the_known_servers_file_is_not_followed_through_a_link() {
+        let folder = folder("link");
+        fs::create_dir_all(&folder).unwrap();
+        let elsewhere = folder.join("elsewhere");
+        fs::write(&elsewhere, "").unwrap();
+        let path = folder.join("known_servers");
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        let Err(error) = KnownServers::load(&path) else {
+            panic!("a link is refused");
+        };
+        assert!(matches!(error, KeyError::Symlink(_)), "{error}");
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        fs::remove_file(&path).unwrap();
+        let mut known = KnownServers::load(&path).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        let key = crate::secure::keys::Identity::generate()
+            .unwrap()
+            .public_key();
+        let error = known.remember("tcp://127.0.0.1:1", key).unwrap_err();
+        assert!(matches!(error, KeyError::Symlink(_)), "{error}");
+        assert_eq!(
+            fs::read_to_string(&elsewhere).unwrap(),
+            "",
+            "nothing written there"
+        );
+        fs::remove_dir_all(folder).unwrap();
     }
 
     #[test]
