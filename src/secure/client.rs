@@ -221,7 +221,7 @@ impl ClientSecurity {
 
     /// The server's key was just learned (trust on first use): remember it
     /// in `known` for `endpoint` once a handshake proves the server holds
-    /// it (see [`ClientSecurity::take_remembered`]).
+    /// it; the user is told where, with the notice that it proved it.
     pub fn remember_when_proven(mut self, known: KnownServers, endpoint: String) -> ClientSecurity {
         self.trust = Trust::Learning { known, endpoint };
         self

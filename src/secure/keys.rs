@@ -5,7 +5,7 @@
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use base64::prelude::{BASE64_STANDARD, BASE64_STANDARD_NO_PAD, Engine};
@@ -571,6 +571,7 @@ fn decode_key(text: &str, what: &str) -> Result<[u8; KEY_LEN], KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     /// Curve25519 points of small order, as 32-byte encodings: 0, 1, p - 1,
     /// a point of order 8, and p itself (a non-canonical 0).

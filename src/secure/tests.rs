@@ -650,3 +650,21 @@ fn a_plain_answer_to_a_handshake_is_reported_as_a_plain_server() {
         Some(SecureFailure::ServerIsPlain)
     );
 }
+
+/// docs/SECURITY.md and PROTOCOL.md: a sealed message frame is 52 bytes plus
+/// the text, and 18 more per further 64 KiB chunk.
+#[test]
+fn a_sealed_message_frame_is_52_bytes_plus_the_text() {
+    let (mut client, mut server) = pair();
+    let now = Instant::now();
+    send(&mut client, &mut server, ID, b"hi", now);
+    for (length, chunks) in [(0, 1), (10, 1), (65_000, 1), (200_000, 4)] {
+        let text = vec![b'x'; length];
+        let frame = client.opening(message(2), &text, now).unwrap();
+        assert_eq!(
+            frame.len(),
+            52 + length + 18 * (chunks - 1),
+            "{length} bytes"
+        );
+    }
+}
