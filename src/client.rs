@@ -764,7 +764,11 @@ mod tests {
 
     /// Runs a client at `endpoint` over `lines` while `server` (on its own
     /// thread) plays the server; stops the client when `server` returns.
-    /// `server` is also given a channel that closes when the client is done.
+    /// `server` is also given a channel that closes when the client is done:
+    /// a peer whose last reply the client must read waits on it
+    /// ([`until_done`]) before it returns, or its socket (linger 0) could
+    /// close with the reply unsent, and the stop could come before the
+    /// client read it (the cause of a flake under load).
     fn chat(
         endpoint: &Endpoint,
         lines: &[&str],
@@ -797,6 +801,12 @@ mod tests {
             stdout,
             stderr,
         }
+    }
+
+    /// Keeps a peer (and its socket) until the client is done, at most
+    /// the tests' deadline.
+    fn until_done(finished: &Receiver<()>) {
+        let _ = finished.recv_timeout(crate::fixture::DEADLINE);
     }
 
     fn router(endpoint: &str) -> zmq::Socket {
@@ -902,13 +912,14 @@ mod tests {
             &["one", "two"],
             &crate::clock::SystemClock,
             None,
-            |at, _| {
+            |at, finished| {
                 let server = router(at);
                 for _ in 0..2 {
                     let request = request(&server);
                     let text = format!("re: {}", String::from_utf8_lossy(&request[3]));
                     answer(&server, &request, &request[1], text.as_bytes());
                 }
+                until_done(&finished);
             },
         );
         assert_eq!(ran.end, ClientEnd::Finished(End::Eof));
@@ -924,7 +935,7 @@ mod tests {
             &["mine"],
             &crate::clock::SystemClock,
             None,
-            |at, _| {
+            |at, finished| {
                 let server = router(at);
                 let request = request(&server);
                 let other = MessageId {
@@ -933,6 +944,7 @@ mod tests {
                 };
                 answer(&server, &request, &other.to_frame(), b"an old answer");
                 answer(&server, &request, &request[1], b"the answer");
+                until_done(&finished);
             },
         );
         assert_eq!(ran.stdout.lines(), ["the answer"]);
@@ -950,10 +962,11 @@ mod tests {
                 &["hello?", "never sent"],
                 &crate::clock::SystemClock,
                 None,
-                move |at, _| {
+                move |at, finished| {
                     let server = router(at);
                     let request = request(&server);
                     answer(&server, &request, &id_of(&request).marked_frame(mark), body);
+                    until_done(&finished);
                 },
             );
             let unanswered = "hello?".to_string();
@@ -999,13 +1012,14 @@ mod tests {
             &["survive this"],
             &crate::clock::SystemClock,
             None,
-            |at, _| {
+            |at, finished| {
                 let first = request(&router(at));
                 // The first server is gone (dropped above); a new one takes its place.
                 let server = router(at);
                 let again = request(&server);
                 assert_eq!(again[1..], first[1..], "the same id and text");
                 answer(&server, &again, &again[1], b"made it");
+                until_done(&finished);
             },
         );
         assert_eq!(ran.stdout.lines(), ["made it"]);
@@ -1053,7 +1067,7 @@ mod tests {
             &["secret"],
             &crate::clock::SystemClock,
             Some(security),
-            |at, _| {
+            |at, finished| {
                 let server = router(at);
                 let request = request(&server);
                 assert!(
@@ -1061,6 +1075,7 @@ mod tests {
                     "nothing in clear"
                 );
                 answer(&server, &request, &request[1], b"plain text");
+                until_done(&finished);
             },
         );
         let ClientEnd::Refused { reason, .. } = ran.end else {

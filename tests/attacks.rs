@@ -13,7 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{
-    CLIENT, DEADLINE, Proc, SERVER, plain_socket, run_to_end, wait_until, wait_until_within,
+    CLIENT, DEADLINE, Proc, SERVER, peer_socket, run_to_end, wait_until, wait_until_within,
 };
 
 /// What the issue sets as the server's memory ceiling under attack.
@@ -52,7 +52,7 @@ fn request(session: u64, sequence: u64, text: &[u8]) -> [Vec<u8>; 3] {
 fn a_peer_that_never_reads_its_replies_stalls_no_one() {
     let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
     let context = zmq::Context::new();
-    let hog = plain_socket(&context, zmq::DEALER);
+    let hog = peer_socket(&context, zmq::DEALER);
     hog.set_rcvhwm(1).unwrap();
     hog.set_rcvbuf(4096).unwrap();
     hog.set_sndtimeo(0).unwrap();
@@ -150,7 +150,7 @@ fn byte_streams_that_are_not_zmtp3_never_become_messages() {
 fn oversized_requests_and_long_echo_sessions_keep_memory_bounded() {
     let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
     let context = zmq::Context::new();
-    let peer = plain_socket(&context, zmq::DEALER);
+    let peer = peer_socket(&context, zmq::DEALER);
     peer.connect(&endpoint).unwrap();
     let frame = vec![b'f'; 250 * 1024];
     let mut frames: Vec<&[u8]> = vec![b"zc1:0000000000000001:1", b""];
@@ -175,7 +175,7 @@ fn oversized_requests_and_long_echo_sessions_keep_memory_bounded() {
 #[test]
 fn the_client_accepts_only_the_reply_to_its_pending_message() {
     let context = zmq::Context::new();
-    let hostile = plain_socket(&context, zmq::ROUTER);
+    let hostile = peer_socket(&context, zmq::ROUTER);
     hostile.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = hostile.get_last_endpoint().unwrap().unwrap();
     let mut client = Proc::spawn(CLIENT, &["--connect", &endpoint]);
@@ -206,7 +206,7 @@ fn the_client_accepts_only_the_reply_to_its_pending_message() {
 #[test]
 fn an_oversized_reply_is_dropped_and_the_client_stays_small() {
     let context = zmq::Context::new();
-    let hostile = plain_socket(&context, zmq::ROUTER);
+    let hostile = peer_socket(&context, zmq::ROUTER);
     hostile.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = hostile.get_last_endpoint().unwrap().unwrap();
     let mut client = Proc::spawn(CLIENT, &["--connect", &endpoint]);
@@ -386,7 +386,7 @@ fn a_peer_that_stops_answering_heartbeats_is_dropped() {
 #[test]
 fn a_flood_while_the_user_types_neither_aborts_the_client_nor_reaches_its_screen() {
     let context = zmq::Context::new();
-    let hostile = plain_socket(&context, zmq::ROUTER);
+    let hostile = peer_socket(&context, zmq::ROUTER);
     hostile.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = hostile.get_last_endpoint().unwrap().unwrap();
     let mut client = Proc::spawn(CLIENT, &["--connect", &endpoint, "--liveness", "1"]);
@@ -429,7 +429,7 @@ fn a_flood_while_the_user_types_neither_aborts_the_client_nor_reaches_its_screen
 #[test]
 fn a_server_whose_replies_are_over_the_limit_is_named_not_retried_forever() {
     let context = zmq::Context::new();
-    let hostile = plain_socket(&context, zmq::ROUTER);
+    let hostile = peer_socket(&context, zmq::ROUTER);
     // The answering thread ends a second after the client stops sending.
     hostile.set_rcvtimeo(1000).unwrap();
     hostile.bind("tcp://127.0.0.1:*").unwrap();

@@ -119,13 +119,11 @@ fn chat_over_ipv6_loopback() {
 /// Chat over a Unix domain socket (`ipc://`) on one machine.
 #[test]
 fn chat_over_ipc() {
-    let dir = std::env::temp_dir().join(format!("zmq-chat-ipc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::Scratch::new("ipc");
     let address = format!("ipc://{}/chat.sock", dir.display());
     let (_server, endpoint) = Proc::server(&["--bind", &address, "--echo"]);
     assert_eq!(endpoint, address);
     let (status, stdout, _) = run_to_end(CLIENT, &["--connect", &address], "local\n");
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(status.success());
     assert_eq!(stdout, "local");
 }

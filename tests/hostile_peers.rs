@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{CLIENT, Proc, plain_socket, run_to_end};
+use common::{CLIENT, Proc, peer_socket, run_to_end};
 
 /// Sends `frames` from a plain REQ peer to a script-mode `chat-server` and
 /// returns the line the server printed; checks the server still replies.
@@ -25,7 +25,7 @@ fn server_shows(server: &mut Proc, peer: &zmq::Socket, frames: &[&[u8]]) -> Stri
 fn server_survives_and_explains_odd_messages() {
     let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--max-size", "1000"]);
     let context = zmq::Context::new();
-    let peer = plain_socket(&context, zmq::REQ);
+    let peer = peer_socket(&context, zmq::REQ);
     peer.connect(&endpoint).unwrap();
 
     assert_eq!(
@@ -73,11 +73,11 @@ fn server_survives_and_explains_odd_messages() {
 fn server_drops_a_peer_that_sends_more_than_the_wire_limit() {
     let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
     let context = zmq::Context::new();
-    let flooder = plain_socket(&context, zmq::REQ);
+    let flooder = peer_socket(&context, zmq::REQ);
     flooder
         .monitor("inproc://flooder", zmq::SocketEvent::DISCONNECTED as i32)
         .unwrap();
-    let events = plain_socket(&context, zmq::PAIR);
+    let events = peer_socket(&context, zmq::PAIR);
     events.connect("inproc://flooder").unwrap();
     flooder.connect(&endpoint).unwrap();
     flooder.send(vec![b'z'; 17 * 1024 * 1024], 0).unwrap();
@@ -105,7 +105,7 @@ type OddReply<'a> = (&'a [&'a [u8]], &'a str, Option<&'a str>);
 #[test]
 fn client_survives_and_explains_odd_replies() {
     let context = zmq::Context::new();
-    let peer = plain_socket(&context, zmq::REP);
+    let peer = peer_socket(&context, zmq::REP);
     peer.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = peer.get_last_endpoint().unwrap().unwrap();
     let mut client = Proc::spawn(CLIENT, &["--connect", &endpoint, "--max-size", "100"]);

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{CLIENT, DEADLINE, Proc, SERVER};
+use common::{CLIENT, DEADLINE, Proc, SERVER, Scratch};
 use rexpect::process::WaitStatus;
 use rexpect::session::PtySession;
 
@@ -22,10 +22,7 @@ fn in_terminal(program: &str, args: &[&str]) -> PtySession {
         .env("TERM", "xterm")
         .env("NO_COLOR", "1")
         // The prompt history goes to a folder of the test's, not the user's.
-        .env(
-            "XDG_DATA_HOME",
-            std::env::temp_dir().join(format!("zmq-chat-tty-data-{}", std::process::id())),
-        )
+        .env("XDG_DATA_HOME", history_folder())
         .env_remove("RUST_BACKTRACE");
     rexpect::session::spawn_command(command, Some(DEADLINE.as_millis() as u64))
         .expect("spawn in a pty")
@@ -181,12 +178,16 @@ fn a_message_sent_again_after_a_give_up_reaches_the_operator_once() {
     client.exp_string("server> ok").unwrap();
 }
 
-/// Writes a key with `--keygen` into a fresh temporary file; returns the
-/// file and the public key.
-fn keygen(name: &str) -> (String, String) {
-    let path = std::env::temp_dir().join(format!("zmq-chat-tty-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    common::keygen(&path)
+/// Where the programs these tests start keep their prompt history: a
+/// folder of the tests' own in cargo's target folder, not the user's.
+fn history_folder() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tty-data")
+}
+
+/// Writes a key with `--keygen` into `folder/NAME.key`; returns the file and
+/// the public key.
+fn keygen(folder: &Scratch, name: &str) -> (String, String) {
+    common::keygen(&folder.join(format!("{name}.key")))
 }
 
 /// In secure mode each side's screen says the chat is encrypted and labels
@@ -194,8 +195,9 @@ fn keygen(name: &str) -> (String, String) {
 /// as OpenSSH shows a host key).
 #[test]
 fn secure_chat_shows_encryption_and_the_peers_fingerprint() {
-    let (server_file, server_key) = keygen("server");
-    let (client_file, client_key) = keygen("client");
+    let keys = Scratch::new("tty-keys");
+    let (server_file, server_key) = keygen(&keys, "server");
+    let (client_file, client_key) = keygen(&keys, "client");
     let mut server = in_terminal(SERVER, &["--bind", "127.0.0.1:0", "--key", &server_file]);
     server.exp_string("--server-key ").unwrap();
     server.exp_string("listening on ").unwrap();
@@ -235,9 +237,6 @@ fn secure_chat_shows_encryption_and_the_peers_fingerprint() {
         .unwrap();
     client.send_line("/quit").unwrap();
     client.exp_eof().unwrap();
-    for file in [server_file, client_file] {
-        let _ = std::fs::remove_file(file);
-    }
 }
 
 /// A server in a terminal, and the endpoint it listens on, once it waits.
@@ -325,8 +324,8 @@ fn a_reply_does_not_run_into_text_typed_meanwhile() {
 #[test]
 fn history_survives_a_restart_unless_turned_off() {
     use std::os::unix::fs::PermissionsExt;
-    let data = std::env::temp_dir().join(format!("zmq-chat-history-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
+    let folder = Scratch::new("history");
+    let data = folder.join("data");
     let in_terminal_with_data = |args: &[&str]| {
         let mut command = Command::new("sh");
         command
@@ -457,9 +456,9 @@ fn the_operator_sees_who_comes_and_goes_and_what_waits() {
 /// remembers it and the chat is encrypted.
 #[test]
 fn a_new_servers_key_is_remembered_only_when_the_user_accepts_it() {
-    let (server_file, server_key) = keygen("tofu-server");
-    let config = std::env::temp_dir().join(format!("zmq-chat-tty-tofu-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&config);
+    let keys = Scratch::new("tty-tofu");
+    let (server_file, server_key) = keygen(&keys, "tofu-server");
+    let config = keys.join("config");
     let known = config.join("zmq-chat").join("known_servers");
     let (_server, endpoint) =
         Proc::server(&["--bind", "127.0.0.1:0", "--key", &server_file, "--echo"]);
@@ -506,5 +505,4 @@ fn a_new_servers_key_is_remembered_only_when_the_user_accepts_it() {
             .unwrap()
             .contains(&server_key)
     );
-    let _ = std::fs::remove_file(server_file);
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{CLIENT, Proc, plain_socket};
+use common::{CLIENT, Proc, peer_socket};
 
 /// A plain REQ client types to `chat-server`: the operator sees the text, and
 /// the plain client gets the reply as exactly one frame of UTF-8, no newline.
@@ -12,7 +12,7 @@ use common::{CLIENT, Proc, plain_socket};
 fn plain_req_peer_chats_with_chat_server() {
     let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
     let context = zmq::Context::new();
-    let peer = plain_socket(&context, zmq::REQ);
+    let peer = peer_socket(&context, zmq::REQ);
     peer.connect(&endpoint).unwrap();
 
     for (question, answer) in [("héllo from python", "réponse ✓"), ("second", "")] {
@@ -33,7 +33,7 @@ fn plain_req_peer_chats_with_chat_server() {
 #[test]
 fn chat_client_chats_with_plain_rep_peer() {
     let context = zmq::Context::new();
-    let peer = plain_socket(&context, zmq::REP);
+    let peer = peer_socket(&context, zmq::REP);
     peer.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = peer.get_last_endpoint().unwrap().unwrap();
     let mut client = Proc::spawn(CLIENT, &["--connect", &endpoint]);

@@ -387,7 +387,7 @@ fn urgent_tasks_overtake_the_normal_backlog() {
 fn pipeline_sink_drops_malformed_results_and_counts_duplicates() {
     let mut pipeline = Pipeline::start(false);
     let context = zmq::Context::new();
-    let results = common::plain_socket(&context, zmq::PUSH);
+    let results = common::peer_socket(&context, zmq::PUSH);
     results.connect(&pipeline.sink_at).unwrap();
     for message in [
         "batch b1 3 6",
@@ -437,10 +437,10 @@ fn pipeline_sink_drops_malformed_results_and_counts_duplicates() {
 #[test]
 fn pipeline_worker_skips_a_malformed_task() {
     let context = zmq::Context::new();
-    let tasks = common::plain_socket(&context, zmq::PUSH);
+    let tasks = common::peer_socket(&context, zmq::PUSH);
     tasks.bind("tcp://127.0.0.1:0").unwrap();
     let tasks_at = tasks.get_last_endpoint().unwrap().unwrap();
-    let results = common::plain_socket(&context, zmq::PULL);
+    let results = common::peer_socket(&context, zmq::PULL);
     results.bind("tcp://127.0.0.1:0").unwrap();
     let results_at = results.get_last_endpoint().unwrap().unwrap();
     let urgent_at = common::ipc_address("urgent-unused");

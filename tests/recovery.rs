@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{CLIENT, Proc, plain_socket, wait_until};
+use common::{CLIENT, Proc, peer_socket, wait_until};
 
 /// Waits for `needle` on the client's stderr; returns how long it took.
 fn time_until(client: &mut Proc, needle: &str) -> Duration {
@@ -126,7 +126,7 @@ fn server_survives_a_client_that_vanishes_mid_request() {
     let sockets_before_the_ghost = server.open_sockets();
     {
         let context = zmq::Context::new();
-        let ghost = plain_socket(&context, zmq::REQ);
+        let ghost = peer_socket(&context, zmq::REQ);
         ghost.connect(&endpoint).unwrap();
         ghost.send("ask and vanish", 0).unwrap();
         assert_eq!(server.stdout_line(), "ask and vanish");

@@ -7,21 +7,17 @@ mod common;
 mod tap;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{CLIENT, DEADLINE, Proc, SERVER, ipc_address, plain_socket, run_to_end};
+use common::{CLIENT, DEADLINE, Proc, SERVER, Scratch, ipc_address, peer_socket, run_to_end};
 use tap::{Tap, TapMode, find};
 
-/// A fresh folder for one test's keys.
-fn folder(test: &str) -> PathBuf {
-    let path =
-        std::env::temp_dir().join(format!("zmq-chat-security-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&path);
-    std::fs::create_dir_all(&path).unwrap();
-    path
+/// A fresh folder for one test's keys, removed with it.
+fn folder(test: &str) -> Scratch {
+    Scratch::new(&format!("security-{test}"))
 }
 
 /// Runs `chat-server --keygen` into `folder/name`; returns the key file and
@@ -336,7 +332,7 @@ fn a_sealed_message_replayed_from_another_connection_breaks_no_session() {
     assert_eq!(server.stdout_line(), "pay 100");
 
     let context = zmq::Context::new();
-    let attacker = plain_socket(&context, zmq::DEALER);
+    let attacker = peer_socket(&context, zmq::DEALER);
     attacker.connect(&endpoint).unwrap();
     let recorded = tap.first_message_frames();
     let mut garbage = recorded.clone();
@@ -515,7 +511,7 @@ fn plain_and_secure_peers_refuse_each_other_clearly() {
     server.stderr_line_containing("refused a plain (unencrypted) message");
 
     let context = zmq::Context::new();
-    let req = plain_socket(&context, zmq::REQ);
+    let req = peer_socket(&context, zmq::REQ);
     req.connect(&endpoint).unwrap();
     req.send("hello from python", 0).unwrap();
     let answer = req.recv_string(0).unwrap().unwrap();
@@ -848,7 +844,7 @@ fn flood_forged_handshakes(
         let context = zmq::Context::new();
         let sockets: Vec<zmq::Socket> = (0..flood.connections)
             .map(|connection| {
-                let socket = plain_socket(&context, zmq::DEALER);
+                let socket = peer_socket(&context, zmq::DEALER);
                 // Queued only on connections made: a frame queued on a
                 // connection still being made would be dropped unsent when
                 // the flood ends (linger 0), and a busy machine makes

@@ -589,13 +589,9 @@ mod tests {
         })
     }
 
-    /// A fresh folder for one test, owner-only.
-    fn scratch(name: &str) -> PathBuf {
-        let path =
-            std::env::temp_dir().join(format!("zmq-chat-keys-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::DirBuilder::new().mode(0o700).create(&path).unwrap();
-        path
+    /// A fresh folder for one test, owner-only, removed with it.
+    fn scratch(name: &str) -> crate::fixture::Scratch {
+        crate::fixture::Scratch::new(&format!("keys-{name}"))
     }
 
     /// Issue 24, point 8: a link from a safe folder to a key in a folder
@@ -649,7 +645,6 @@ mod tests {
         assert!(Identity::load(&key).is_ok());
         // /tmp itself is sticky: a folder of one's own in it is safe.
         assert!(check_folders(&std::env::temp_dir().join("x")).is_ok());
-        fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
@@ -789,12 +784,8 @@ mod tests {
         );
     }
 
-    fn temporary_folder(name: &str) -> PathBuf {
-        let folder =
-            std::env::temp_dir().join(format!("zmq-chat-keys-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&folder);
-        fs::create_dir_all(&folder).unwrap();
-        folder
+    fn temporary_folder(name: &str) -> crate::fixture::Scratch {
+        crate::fixture::Scratch::new(&format!("keys-{name}"))
     }
 
     #[test]
@@ -812,7 +803,6 @@ mod tests {
             identity.write_new(&path),
             Err(KeyError::AlreadyExists(_))
         ));
-        fs::remove_dir_all(folder).unwrap();
     }
 
     #[test]
@@ -844,7 +834,6 @@ mod tests {
             Identity::load(&folder.join("missing.key")),
             Err(KeyError::Io { .. })
         ));
-        fs::remove_dir_all(folder).unwrap();
     }
 
     #[test]

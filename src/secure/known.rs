@@ -262,11 +262,8 @@ pub fn ask_server_key(
 mod tests {
     use super::*;
 
-    fn folder(name: &str) -> PathBuf {
-        let folder =
-            std::env::temp_dir().join(format!("zmq-chat-known-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&folder);
-        folder
+    fn folder(name: &str) -> crate::fixture::Scratch {
+        crate::fixture::Scratch::new(&format!("known-{name}"))
     }
 
     #[test]
@@ -319,7 +316,6 @@ mod tests {
             "",
             "nothing written there"
         );
-        fs::remove_dir_all(folder).unwrap();
     }
 
     #[test]

@@ -9,8 +9,11 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Long enough for a loaded CI machine, short enough that a hang fails fast.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+#[path = "../../src/fixture/shared.rs"]
+mod shared;
+// Each test file uses a different subset (as for dead_code above).
+#[allow(unused_imports)]
+pub use shared::{DEADLINE, Scratch, peer_socket};
 
 pub const SERVER: &str = env!("CARGO_BIN_EXE_chat-server");
 pub const CLIENT: &str = env!("CARGO_BIN_EXE_chat-client");
@@ -147,6 +150,26 @@ impl Proc {
         );
     }
 
+    /// Waits for a stderr line containing `needle` as long as the program
+    /// makes progress: each new stderr line must come within the deadline
+    /// (a long job that reports as it goes, such as publishing thousands of
+    /// messages through a failover, is not a hang; a silent one is).
+    pub fn stderr_line_containing_while_progressing(&mut self, needle: &str) -> String {
+        if let Some(line) = self.seen_stderr.iter().find(|line| line.contains(needle)) {
+            return line.clone();
+        }
+        while let Ok(line) = self.stderr.recv_timeout(DEADLINE) {
+            self.seen_stderr.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!(
+            "{}: no stderr line containing {needle:?}, and nothing new within {DEADLINE:?}; stderr was {:?}",
+            self.name, self.seen_stderr
+        );
+    }
+
     /// Every stderr line printed so far.
     pub fn drain_stderr(&mut self) -> Vec<String> {
         while let Ok(line) = self.stderr.try_recv() {
@@ -229,16 +252,8 @@ pub fn run_to_end(program: &str, args: &[&str], input: &str) -> (ExitStatus, Str
 
 /// A fresh `ipc://` address in the temporary folder, where nothing listens
 /// until a test binds it: for a client that must start before its server.
-/// (Unlike a TCP port picked in advance, no other program can take it.)
 pub fn ipc_address(name: &str) -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "zmq-chat-{name}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    format!("ipc://{}", path.display())
+    format!("ipc://{}", shared::ipc_path(name).display())
 }
 
 /// Waits until `done` holds, checking every 10 ms, and fails the test
@@ -260,26 +275,47 @@ pub fn wait_until_within(limit: Duration, what: &str, mut done: impl FnMut() -> 
     }
 }
 
-/// A plain ZeroMQ socket of `kind` with a receive deadline, as a plain
-/// pyzmq program would create it.
-pub fn plain_socket(context: &zmq::Context, kind: zmq::SocketType) -> zmq::Socket {
-    let socket = context.socket(kind).unwrap();
-    socket.set_rcvtimeo(DEADLINE.as_millis() as i32).unwrap();
-    socket.set_linger(0).unwrap();
-    socket
-}
-
-/// The path of a compiled example (`cargo test` builds the examples first).
+/// The path of a compiled example, built first if need be (once per test
+/// binary): `cargo test --test NAME` builds no example by itself.
 pub fn example(name: &str) -> String {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static BUILT: Mutex<Option<HashSet<String>>> = Mutex::new(None);
     let test_binary = std::env::current_exe().expect("current_exe");
     let profile_dir = test_binary
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target/<profile>");
     let path = profile_dir.join("examples").join(name);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if built
+        .get_or_insert_with(HashSet::new)
+        .insert(name.to_string())
+    {
+        // The same profile and features as this test binary, so that
+        // nothing else is rebuilt; a no-op when it is up to date.
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--quiet", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.ends_with("release") {
+            cargo.arg("--release");
+        }
+        if cfg!(feature = "amqp") {
+            cargo.args(["--features", "amqp"]);
+        }
+        let output = cargo.output().expect("run cargo build --example");
+        assert!(
+            output.status.success(),
+            "cargo build --example {name} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --examples`",
+        "{} is missing after building it",
         path.display()
     );
     path.to_string_lossy().into_owned()
