@@ -30,7 +30,7 @@ use zmq_chat::address::Role;
 use zmq_chat::cli;
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::shutdown::Shutdown;
-use zmq_chat::terminal::{Line, ScriptLines};
+use zmq_chat::terminal::{Line, ScriptLines, print_line};
 use zmq_chat::transport::{self, ConnectionEvent, ConnectionWatch, TICK};
 
 const PROGRAM: &str = "pair";
@@ -142,10 +142,10 @@ fn converse(socket: &zmq::Socket, watch: &ConnectionWatch) -> anyhow::Result<()>
             Ok(0) | Err(zmq::Error::EINTR) => {}
             Ok(_) => {
                 let message = socket.recv_bytes(0)?;
-                println!(
+                print_line(format_args!(
                     "received: {}",
                     escape_for_terminal(&String::from_utf8_lossy(&message))
-                );
+                ));
             }
             Err(error) => return Err(error.into()),
         }
@@ -174,12 +174,12 @@ fn signal_between_threads(context: &zmq::Context, steps: u32) -> anyhow::Result<
             worker_side.send(format!("step {step} done").as_bytes(), 0)?;
         }
         let answer = worker_side.recv_string(0)?.unwrap_or_default();
-        println!("worker: main thread says '{answer}'");
+        print_line(format_args!("worker: main thread says '{answer}'"));
         Ok(())
     });
     for _ in 0..steps {
         let signal = main_side.recv_string(0)?.unwrap_or_default();
-        println!("main: worker says '{signal}'");
+        print_line(format_args!("main: worker says '{signal}'"));
     }
     main_side.send("all steps seen, stop", 0)?;
     worker

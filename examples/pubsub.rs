@@ -48,6 +48,7 @@ use zmq_chat::address::{Endpoint, Role};
 use zmq_chat::cli;
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::shutdown::Shutdown;
+use zmq_chat::terminal::print_line;
 use zmq_chat::transport::{self, Received};
 
 const PROGRAM: &str = "pubsub";
@@ -355,7 +356,7 @@ fn subscribe(
             tally.ended = true;
             continue;
         }
-        println!("{}", escape_for_terminal(&text));
+        print_line(format_args!("{}", escape_for_terminal(&text)));
         let (sequence, count) = sequence.split_once('/').unwrap_or((sequence, "0"));
         if let (Ok(sequence), Ok(count)) = (sequence.parse::<u64>(), count.parse::<u64>()) {
             tally.received += 1;

@@ -13,13 +13,14 @@
 
 use std::process::ExitCode;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use zmq_chat::address::Role;
 use zmq_chat::cli;
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::shutdown::Shutdown;
+use zmq_chat::terminal::print_line;
 use zmq_chat::transport::{self, Received};
 
 const PROGRAM: &str = "reqrep";
@@ -29,7 +30,8 @@ Exit status:
   0    the server was stopped (Ctrl-C), or the client got every reply
   1    a runtime error (address in use, say), or the client was interrupted
        while waiting for a reply
-  2    a usage error (unknown flag, malformed address)";
+  2    a usage error (unknown flag, malformed address)
+  3    the client: no server answered within --give-up";
 
 #[derive(Parser)]
 #[command(about = "REQ/REP: lock-step requests and replies", after_help = EXIT_CODES)]
@@ -58,6 +60,10 @@ enum ReqRepRole {
         /// How many requests to send
         #[arg(long, default_value_t = 3)]
         count: u32,
+        /// Seconds to wait for a reply before giving up (a REQ socket
+        /// queues its request until a server is there)
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        give_up: u64,
     },
 }
 
@@ -82,10 +88,24 @@ fn run(args: Args) -> anyhow::Result<()> {
             connect,
             name,
             count,
+            give_up,
         } => {
             let endpoint = cli::endpoint_from_flag(&connect, Role::Connect)?;
             let socket = transport::connect(&context, zmq::REQ, &endpoint)?;
-            ask(&socket, &shutdown, &name, count)
+            eprintln!(
+                "{PROGRAM}: client: asking the server at {endpoint} (up to {give_up} s for each reply)"
+            );
+            let give_up = Duration::from_secs(give_up);
+            match ask(&socket, &shutdown, &name, count, give_up)? {
+                Asked::All => Ok(()),
+                Asked::NoServer(number) => {
+                    eprintln!(
+                        "{PROGRAM}: no server answered request {number} within {} s; is one running at {endpoint}?",
+                        give_up.as_secs()
+                    );
+                    std::process::exit(3);
+                }
+            }
         }
     }
 }
@@ -98,32 +118,51 @@ fn serve(socket: &zmq::Socket, shutdown: &Shutdown, work: Duration) -> anyhow::R
         };
         served += 1;
         let request = String::from_utf8_lossy(&frames.concat()).into_owned();
-        println!(
+        print_line(format_args!(
             "server: request #{served}: {}",
             escape_for_terminal(&request)
-        );
+        ));
         thread::sleep(work);
         socket.send(format!("reply #{served} to '{request}'").as_bytes(), 0)?;
     }
 }
 
-fn ask(socket: &zmq::Socket, shutdown: &Shutdown, name: &str, count: u32) -> anyhow::Result<()> {
+/// How the client's requests went.
+enum Asked {
+    /// Every request got its reply.
+    All,
+    /// No reply to this request within the give-up time.
+    NoServer(u32),
+}
+
+fn ask(
+    socket: &zmq::Socket,
+    shutdown: &Shutdown,
+    name: &str,
+    count: u32,
+    give_up: Duration,
+) -> anyhow::Result<Asked> {
     for number in 1..=count {
         socket.send(format!("{name} request {number}").as_bytes(), 0)?;
         if number == 1 {
             // Lock-step made visible: REQ refuses a second send before the reply.
             match socket.send("one too many", 0) {
-                Err(error) => {
-                    println!("{name}: a second send before the reply is refused: {error}")
-                }
+                Err(error) => print_line(format_args!(
+                    "{name}: a second send before the reply is refused: {error}"
+                )),
                 Ok(()) => anyhow::bail!("REQ accepted two sends in a row; lock-step broken"),
             }
         }
-        let Received::Message(frames) = transport::receive(socket, shutdown, || true)? else {
-            anyhow::bail!("interrupted while waiting for the reply to request {number}");
+        let deadline = Instant::now() + give_up;
+        let frames = match transport::receive(socket, shutdown, || Instant::now() < deadline)? {
+            Received::Message(frames) => frames,
+            Received::Abandoned => return Ok(Asked::NoServer(number)),
+            Received::Interrupted => {
+                anyhow::bail!("interrupted while waiting for the reply to request {number}")
+            }
         };
         let reply = String::from_utf8_lossy(&frames.concat()).into_owned();
-        println!("{name}: got {}", escape_for_terminal(&reply));
+        print_line(format_args!("{name}: got {}", escape_for_terminal(&reply)));
     }
-    Ok(())
+    Ok(Asked::All)
 }

@@ -110,6 +110,19 @@ pub enum AddressError {
     InvalidIpv6(String),
     /// An IPv6 address with a port but without brackets.
     UnbracketedIpv6(String),
+    /// An IPv6 address whose last group reads as a port: `::1:8877` (the
+    /// address and the port meant are given).
+    AmbiguousIpv6 {
+        /// The text as typed.
+        text: String,
+        /// The address before the last `:`.
+        address: String,
+        /// The last group, which reads as a port.
+        port: String,
+    },
+    /// Digits and dots that are not the four parts of an IPv4 address
+    /// (`1.2.3`, which the C library would read as 1.2.0.3).
+    InvalidIpv4(String),
     /// Characters that cannot appear in a host name.
     InvalidHost(String),
     /// Something after `]` other than `:PORT`.
@@ -148,6 +161,18 @@ impl fmt::Display for AddressError {
                     "'{s}' looks like IPv6 with a port; put the address in brackets, as in [::1]:8877"
                 )
             }
+            AmbiguousIpv6 {
+                text,
+                address,
+                port,
+            } => write!(
+                f,
+                "'{text}' is ambiguous: an IPv6 address with a port needs brackets, as in [{address}]:{port} (or [{text}] for that whole address with the default port)"
+            ),
+            InvalidIpv4(h) => write!(
+                f,
+                "'{h}' is not an IPv4 address: a dotted address has four parts, as in 127.0.0.1"
+            ),
             InvalidHost(h) => write!(f, "'{h}' is not a valid host name or IP address"),
             TrailingText(t) => write!(
                 f,
@@ -247,6 +272,19 @@ fn parse_host_port(text: &str) -> Result<Address, AddressError> {
         });
     }
     if let Ok(ip) = text.parse::<Ipv6Addr>() {
+        // `::1:8877` is a valid address, and also `::1` with a port typed
+        // without brackets: refused, naming both forms.
+        if let Some((address, port)) = text.rsplit_once(':')
+            && !port.is_empty()
+            && port.chars().all(|c| c.is_ascii_digit())
+            && address.parse::<Ipv6Addr>().is_ok()
+        {
+            return Err(AddressError::AmbiguousIpv6 {
+                text: text.to_string(),
+                address: address.to_string(),
+                port: port.to_string(),
+            });
+        }
         let host = Host::Ip(IpAddr::V6(ip));
         return Ok(Address::Tcp {
             host,
@@ -275,6 +313,11 @@ fn parse_host(host: &str) -> Result<Host, AddressError> {
     }
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(Host::Ip(ip));
+    }
+    // Digits and dots only: meant as IPv4 (no host name is all digits, RFC
+    // 1123), and the C library's shorthands (`1.2.3`, `127.1`) are refused.
+    if host.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(AddressError::InvalidIpv4(host.to_string()));
     }
     if is_valid_host_name(host) {
         Ok(Host::Name(host.to_string()))
@@ -435,6 +478,18 @@ mod tests {
             ("bad host:80", InvalidHost("bad host".into())),
             ("-lead.example:80", InvalidHost("-lead.example".into())),
             ("a..b", InvalidHost("a..b".into())),
+            ("1.2.3:8877", InvalidIpv4("1.2.3".into())),
+            ("127.1", InvalidIpv4("127.1".into())),
+            ("1.2.3.4.5:80", InvalidIpv4("1.2.3.4.5".into())),
+            ("300.1.1.1", InvalidIpv4("300.1.1.1".into())),
+            (
+                "::1:8877",
+                AmbiguousIpv6 {
+                    text: "::1:8877".into(),
+                    address: "::1".into(),
+                    port: "8877".into(),
+                },
+            ),
             ("tcp://", MissingHost),
         ];
         for (text, expected) in cases {
@@ -443,6 +498,28 @@ mod tests {
                 Err(expected),
                 "input {text:?}"
             );
+        }
+    }
+
+    /// Issue 26, point 8: the two typos name the form meant.
+    #[test]
+    fn typos_that_the_c_library_would_accept_name_the_form_meant() {
+        let ipv4 = Address::parse("1.2.3:8877", Role::Connect).unwrap_err();
+        assert_eq!(
+            ipv4.to_string(),
+            "'1.2.3' is not an IPv4 address: a dotted address has four parts, as in 127.0.0.1"
+        );
+        let ipv6 = Address::parse("::1:8877", Role::Connect).unwrap_err();
+        assert!(ipv6.to_string().contains("[::1]:8877"), "{ipv6}");
+        // What is not ambiguous still works.
+        for text in [
+            "[::1:8877]",
+            "[::1]:8877",
+            "2001:db8::abcd",
+            "::1",
+            "::ffff:1.2.3.4",
+        ] {
+            assert!(Address::parse(text, Role::Connect).is_ok(), "{text}");
         }
     }
 

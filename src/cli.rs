@@ -18,18 +18,26 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_GAVE_UP: u8 = 3;
 /// Exit status: a signal (Ctrl-C in script mode, SIGTERM) stopped the program mid-chat.
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Script mode: the input ended, but not everything was delivered whole.
+pub const EXIT_INCOMPLETE: u8 = 4;
 
 /// The exit-status table at the end of `chat-client --help`.
 pub const CLIENT_EXIT_CODES: &str = "\
 Exit status:
-  0    the chat ended normally: end of input, /quit, Ctrl-D or Ctrl-C at the prompt
+  0    the chat ended normally: end of input; in a terminal /quit, Ctrl-D or
+       Ctrl-C, also while a reply is awaited (the unanswered message and the
+       lines queued meanwhile are printed)
   1    a runtime error: the server's operator ended the chat mid-message, a
        refusal (secure/plain mismatch, wrong or changed server key, not
        allowed), a bad key file
   2    a usage error: unknown flag, malformed address, unknown host
   3    script mode: no server came back within --give-up
        (the unanswered message is printed on stderr)
-  130  interrupted by a signal while a message was in flight (its text is printed)";
+  4    script mode: the input ended, but a line was not delivered whole: too
+       long to send, or its reply cut to --max-size (each line is named by
+       its number on stderr)
+  130  script mode: interrupted by a signal (Ctrl-C, SIGTERM); a message in
+       flight is printed";
 
 /// The exit-status table at the end of `chat-server --help`.
 pub const SERVER_EXIT_CODES: &str = "\
@@ -47,8 +55,19 @@ pub fn endpoint_from_flag(text: &str, role: Role) -> Result<Endpoint, AddressErr
 
 /// `--keygen FILE`: writes a new private key (owner-only) and prints its
 /// public key on stdout as one base64 line, as `wg genkey | wg pubkey` would.
+/// `--keygen -` prints the private key itself on stdout, as `wg genkey`.
 pub fn keygen(program: &str, path: &Path) -> Result<u8, KeyError> {
     let identity = Identity::generate()?;
+    if path == Path::new("-") {
+        // As `wg genkey`: the private key on stdout, for a script to keep.
+        println!("{}", identity.private_key_text());
+        eprintln!(
+            "{program}: the private key is above (keep it owner-only: chat-server --keygen FILE writes it so); its public key is {}, its fingerprint {}",
+            identity.public_key(),
+            identity.public_key().fingerprint()
+        );
+        return Ok(EXIT_OK);
+    }
     identity.write_new(path)?;
     println!("{}", identity.public_key());
     eprintln!(
@@ -150,7 +169,7 @@ pub fn generate(
     use clap_complete::Shell;
     let shell = match kind {
         Generated::Man => {
-            clap_mangen::Man::new(command).render(out)?;
+            write_man_page(command, out)?;
             return Ok(EXIT_OK);
         }
         Generated::Bash => Shell::Bash,
@@ -162,6 +181,104 @@ pub fn generate(
     let name = command.get_name().to_string();
     clap_complete::generate(shell, &mut command, name, out);
     Ok(EXIT_OK)
+}
+
+/// The man page of `command`: clap_mangen's sections, with a synopsis that
+/// shows each flag's value (`[--connect ADDR]`, which clap_mangen's omits)
+/// and a FILES section.
+fn write_man_page(command: clap::Command, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let name = command.get_name().to_string();
+    let man = clap_mangen::Man::new(command.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    writeln!(out, ".SH SYNOPSIS")?;
+    writeln!(out, "{}", synopsis(&command))?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    writeln!(out, ".SH FILES")?;
+    for (file, what) in files_of(&name) {
+        writeln!(
+            out,
+            ".TP
+{}
+{}",
+            roff_escape(file),
+            roff_escape(what)
+        )?;
+    }
+    man.render_extra_section(out)?;
+    man.render_version_section(out)?;
+    Ok(())
+}
+
+/// The synopsis line in roff: `\fBchat\-client\fR [\fB\-\-connect\fR \fIADDR\fR] …`.
+fn synopsis(command: &clap::Command) -> String {
+    let mut line = format!("\\fB{}\\fR", roff_escape(command.get_name()));
+    for arg in command.get_arguments().filter(|arg| !arg.is_hide_set()) {
+        let value = arg
+            .get_value_names()
+            .and_then(|names| names.first())
+            .map(|name| format!(" \\fI{}\\fR", roff_escape(name)));
+        let flag = match (arg.get_short(), arg.get_long()) {
+            (Some(short), Some(long)) => {
+                format!("\\fB\\-{short}\\fR|\\fB\\-\\-{}\\fR", roff_escape(long))
+            }
+            (None, Some(long)) => format!("\\fB\\-\\-{}\\fR", roff_escape(long)),
+            (Some(short), None) => format!("\\fB\\-{short}\\fR"),
+            // A positional argument: its value name alone.
+            (None, None) => String::new(),
+        };
+        let value = match (flag.is_empty(), value) {
+            (true, Some(value)) => value.trim_start().to_string(),
+            (_, Some(value)) if arg.get_action().takes_values() => value,
+            _ => String::new(),
+        };
+        line.push_str(&format!(" [{flag}{value}]"));
+    }
+    line
+}
+
+/// The files a program reads or writes, for its man page.
+fn files_of(program: &str) -> Vec<(&'static str, &'static str)> {
+    let mut files = Vec::new();
+    if program == "chat-client" {
+        files.push((
+            "~/.config/zmq-chat/client.key",
+            "The client's private key in secure mode when --key is not given (made on first use, owner-only); $XDG_CONFIG_HOME is honoured.",
+        ));
+        files.push((
+            "~/.config/zmq-chat/known_servers",
+            "The servers whose keys were accepted by trust on first use (--secure): one ENDPOINT KEY # FINGERPRINT line each, owner-only.",
+        ));
+        files.push((
+            "~/.local/share/zmq-chat/chat-client.history",
+            "The lines typed at the prompt (owner-only; --no-history keeps none); $XDG_DATA_HOME is honoured.",
+        ));
+    } else {
+        files.push((
+            "FILE of --key",
+            "The server's private key in secure mode (one base64 line, owner-only; made with --keygen FILE).",
+        ));
+        files.push((
+            "FILE of --allow",
+            "The client public keys let in, one per line (# comments); group and others may not write it.",
+        ));
+        files.push((
+            "~/.local/share/zmq-chat/chat-server.history",
+            "The replies typed at the prompt (owner-only; --no-history keeps none); $XDG_DATA_HOME is honoured.",
+        ));
+    }
+    files
+}
+
+/// `text` for roff: backslashes and hyphens escaped, no line starting
+/// with a control character.
+fn roff_escape(text: &str) -> String {
+    let escaped = text.replace('\\', "\\\\").replace('-', "\\-");
+    match escaped.chars().next() {
+        Some('.' | '\'') => format!("\\&{escaped}"),
+        _ => escaped,
+    }
 }
 
 /// The flags both programs have that run a task instead of the chat, and
@@ -195,11 +312,11 @@ impl Tasks {
         command: impl FnOnce() -> clap::Command,
     ) -> Result<Option<u8>, Box<dyn std::error::Error + Send + Sync>> {
         if let Some(kind) = self.generate {
-            return Ok(Some(generate(
-                command(),
-                kind,
-                &mut std::io::stdout().lock(),
-            )?));
+            return match generate(command(), kind, &mut std::io::stdout().lock()) {
+                // A closed stdout (`--generate man | head`) ends quietly.
+                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(Some(EXIT_OK)),
+                written => Ok(Some(written?)),
+            };
         }
         if let Some(path) = &self.keygen {
             return Ok(Some(keygen(program, path)?));

@@ -25,6 +25,7 @@
 //! client channel: the text in plain mode; in secure mode a handshake,
 //! then the sealed text, and a fresh handshake after every reconnect.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::address::Endpoint;
@@ -32,7 +33,7 @@ use crate::channel::{ClientChannel, Plain, Step};
 use crate::clock::Clock;
 use crate::envelope::{self, Enveloped, MessageId};
 use crate::error::ChatError;
-use crate::message::{DEFAULT_MAX_MESSAGE_BYTES, Incoming, MAX_TEXT_BYTES};
+use crate::message::{Anomaly, DEFAULT_MAX_MESSAGE_BYTES, Incoming, MAX_TEXT_BYTES};
 use crate::secure::client::ClientSecurity;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
@@ -83,6 +84,18 @@ pub enum ClientEnd {
     InterruptedWaiting {
         /// The message's text.
         unanswered: String,
+        /// Lines typed while waiting, never sent, in order.
+        unsent: Vec<String>,
+    },
+    /// The person ended the chat (Ctrl-D, `/quit`) while this message
+    /// waited for its reply; the lines typed after it were not sent.
+    QuitWaiting {
+        /// How the person ended it.
+        end: End,
+        /// The message's text.
+        unanswered: String,
+        /// Lines typed while waiting, never sent, in order.
+        unsent: Vec<String>,
     },
     /// The server refused the message, or secure mode failed (`reason`
     /// says which, for the user); the message was not answered.
@@ -189,6 +202,9 @@ pub struct ChatClient {
     given_up: Option<(MessageId, String)>,
     /// The id of the handshake made before any message, while it waits.
     hello: Option<MessageId>,
+    /// Lines the person typed while a reply was awaited, sent in order, one
+    /// per turn, before the prompt asks for more: at most [`QUEUED_LINES`].
+    queued: VecDeque<String>,
     /// A body to send at a given time, for a message (a handshake again,
     /// to a server that was too busy for one): at most one, dropped with
     /// the socket.
@@ -205,6 +221,12 @@ pub struct ChatClient {
     liveness: Liveness,
     /// Replies are shown with at most this many bytes of text.
     max_message_bytes: usize,
+    /// Lines taken from the line source so far, to name a line in notices.
+    lines_read: u64,
+    /// Lines that were not delivered whole: not sent (over the limit), or
+    /// their reply cut to `max_message_bytes`. Script mode then ends with
+    /// its own exit code, so a script knows.
+    incomplete: Vec<u64>,
 }
 
 /// What ended the wait for one reply.
@@ -216,6 +238,8 @@ enum Waited {
     Refused(String),
     GaveUp,
     Interrupted,
+    /// The person ended the chat (Ctrl-D, `/quit`) while the reply waited.
+    Quit(End),
 }
 
 impl ChatClient {
@@ -247,6 +271,7 @@ impl ChatClient {
             sequence: 0,
             given_up: None,
             hello: None,
+            queued: VecDeque::new(),
             deferred: None,
             ever_connected: false,
             told_foreign: false,
@@ -254,6 +279,8 @@ impl ChatClient {
             name: None,
             liveness,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            lines_read: 0,
+            incomplete: Vec::new(),
         })
     }
 
@@ -279,6 +306,13 @@ impl ChatClient {
         &self.endpoint
     }
 
+    /// The numbers of the lines (from 1) that were not delivered whole so
+    /// far: not sent for their size, or answered with a reply cut to
+    /// `--max-size`.
+    pub fn incomplete_lines(&self) -> &[u64] {
+        &self.incomplete
+    }
+
     /// Sends each line from `lines` and shows each reply, until input ends,
     /// a signal arrives, or a message cannot be answered.
     ///
@@ -296,24 +330,33 @@ impl ChatClient {
                 screen.flush()?;
             }
             let mut stopped = None;
-            let line = lines.next_line(shutdown, &mut || {
-                match self.between_messages(screen, clock) {
-                    Ok(None) => return None,
-                    Ok(Some(reason)) => stopped = Some(Ok(ClientEnd::Failed { reason })),
-                    Err(error) => stopped = Some(Err(error)),
-                }
-                Some(Line::End(End::Eof))
-            })?;
+            // Lines typed while the last reply was awaited go first, in order.
+            let line = match self.queued.pop_front() {
+                Some(text) => Line::Text(text),
+                None => lines.next_line(shutdown, &mut || {
+                    match self.between_messages(screen, clock) {
+                        Ok(None) => return None,
+                        Ok(Some(reason)) => stopped = Some(Ok(ClientEnd::Failed { reason })),
+                        Err(error) => stopped = Some(Err(error)),
+                    }
+                    Some(Line::End(End::Eof))
+                })?,
+            };
             if let Some(stopped) = stopped {
                 screen.flush()?;
                 return stopped;
             }
+            if matches!(line, Line::Text(_)) {
+                self.lines_read += 1;
+            }
             let text = match line {
                 Line::Text(text) if text.len() > MAX_TEXT_BYTES => {
                     screen.notice(&format!(
-                        "not sent: that line has {} bytes, more than the {MAX_TEXT_BYTES} a message may have",
+                        "line {} not sent: it has {} bytes, more than the {MAX_TEXT_BYTES} a message may have",
+                        self.lines_read,
                         text.len()
                     ));
+                    self.incomplete.push(self.lines_read);
                     continue;
                 }
                 Line::Text(text) => text,
@@ -332,12 +375,29 @@ impl ChatClient {
                     }
                 }
             };
-            let end = match self.exchange(id, &text, screen, shutdown, clock)? {
+            let waited = self.exchange(id, &text, lines, screen, shutdown, clock)?;
+            // What was being typed when the wait ended is not lost: the
+            // prompt shows it again, ready to finish.
+            if let Some(partial) = lines.stop_waiting() {
+                lines.offer(&partial);
+            }
+            let end = match waited {
                 // Only the handshake made between messages ends so.
                 Waited::Ready => continue,
                 Waited::Reply(body) => {
                     let incoming = Incoming::decode(&body, self.max_message_bytes);
                     screen.show(&incoming, self.channel.peer_label().as_deref())?;
+                    if incoming
+                        .anomalies
+                        .iter()
+                        .any(|anomaly| matches!(anomaly, Anomaly::Truncated { .. }))
+                    {
+                        screen.notice(&format!(
+                            "the reply to line {} was cut to --max-size",
+                            self.lines_read
+                        ));
+                        self.incomplete.push(self.lines_read);
+                    }
                     continue;
                 }
                 Waited::Ended => ClientEnd::ServerEnded { unanswered: text },
@@ -357,7 +417,15 @@ impl ChatClient {
                     self.given_up = Some((id, text.clone()));
                     ClientEnd::GaveUp { unanswered: text }
                 }
-                Waited::Interrupted => ClientEnd::InterruptedWaiting { unanswered: text },
+                Waited::Interrupted => ClientEnd::InterruptedWaiting {
+                    unanswered: text,
+                    unsent: std::mem::take(&mut self.queued).into(),
+                },
+                Waited::Quit(end) => ClientEnd::QuitWaiting {
+                    end,
+                    unanswered: text,
+                    unsent: std::mem::take(&mut self.queued).into(),
+                },
             };
             return Ok(end);
         }
@@ -369,6 +437,7 @@ impl ChatClient {
         &mut self,
         id: MessageId,
         text: &str,
+        lines: &mut dyn LineSource,
         screen: &Screen,
         shutdown: &Shutdown,
         clock: &dyn Clock,
@@ -382,6 +451,10 @@ impl ChatClient {
         let body = self.channel.outgoing(id, text)?;
         self.send_request(id, &body)?;
         self.link = self.link.sent(clock.now());
+        // Keys are taken (unechoed, see LineSource::while_waiting) from now
+        // on, before the status says the client waits: nothing typed after
+        // it is echoed raw.
+        let mut typed_first = lines.while_waiting();
         if self.link == Link::Up {
             screen.status("waiting for the server's reply… (Ctrl-C to quit)");
         } else {
@@ -396,6 +469,16 @@ impl ChatClient {
         loop {
             if shutdown.requested() {
                 return Ok(Waited::Interrupted);
+            }
+            // The person may quit, or type the next lines, meanwhile.
+            let typed = match typed_first.take() {
+                Some(line) => Some(line),
+                None => lines.while_waiting(),
+            };
+            match typed {
+                Some(Line::End(end)) => return Ok(Waited::Quit(end)),
+                Some(Line::Text(typed)) => self.queue(typed, screen),
+                None => {}
             }
             // Blocks until a reply or the socket's receive timeout (one tick).
             match transport::receive_one(&self.socket) {
@@ -617,6 +700,23 @@ impl ChatClient {
         )
     }
 
+    /// Queues a line typed while a reply is awaited, and says so (the keys
+    /// were taken unechoed); beyond [`QUEUED_LINES`], it is refused.
+    fn queue(&mut self, typed: String, screen: &Screen) {
+        let shown = crate::display::escape_for_terminal(&typed).into_owned();
+        if self.queued.len() >= QUEUED_LINES {
+            screen.notice(&format!(
+                "not queued: {QUEUED_LINES} lines already wait to be sent: {shown}"
+            ));
+            return;
+        }
+        self.queued.push_back(typed);
+        let count = self.queued.len();
+        screen.status(&format!(
+            "queued ({count} waiting, sent one per reply): {shown}"
+        ));
+    }
+
     /// Sends the deferred body, if its time has come.
     fn send_deferred(&mut self, now: Instant) -> Result<(), zmq::Error> {
         match self.deferred.take() {
@@ -685,6 +785,9 @@ impl ChatClient {
         Ok(())
     }
 }
+
+/// Lines typed while a reply is awaited that are kept to be sent, at most.
+pub const QUEUED_LINES: usize = 64;
 
 /// How many connections in a row may be lost soon after they were made,
 /// the same message waiting, before the client stops re-sending it.
@@ -1050,7 +1153,8 @@ mod tests {
         assert_eq!(
             ran.end,
             ClientEnd::InterruptedWaiting {
-                unanswered: "wait for me".into()
+                unanswered: "wait for me".into(),
+                unsent: Vec::new(),
             }
         );
     }

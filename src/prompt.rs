@@ -34,9 +34,47 @@ pub struct Prompt {
     /// The terminal before rustyline, put back if the program ends while
     /// a line is being edited.
     saved: Option<tty::Saved>,
-    /// While no line is wanted (see [`LineSource::while_waiting`]): the
-    /// terminal's settings to put back, and what was typed meanwhile.
-    waiting: Option<(tty::Saved, Vec<u8>)>,
+    /// While no line is wanted (see [`LineSource::while_waiting`]).
+    waiting: Option<Waiting>,
+}
+
+/// The keys taken while no line is wanted.
+struct Waiting {
+    /// The terminal's settings to put back.
+    saved: tty::Saved,
+    /// The line being typed.
+    typed: Vec<u8>,
+    /// Bytes read and not looked at yet (after a line ended in a read).
+    unread: std::collections::VecDeque<u8>,
+    /// Where a terminal escape sequence (an arrow key, say) stands.
+    escape: Escape,
+}
+
+/// A terminal escape sequence being skipped: `ESC`, then `[` or `O` and
+/// parameters up to a final byte (`ESC [ A` is the Up arrow). A key without
+/// a prompt to act on moves nothing, and must not become text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    None,
+    Started,
+    Sequence,
+}
+
+impl Escape {
+    /// Whether `byte` belongs to an escape sequence (and is skipped).
+    fn skips(&mut self, byte: u8) -> bool {
+        let (next, skipped) = match (*self, byte) {
+            (Escape::None, 0x1b) => (Escape::Started, true),
+            (Escape::None, _) => (Escape::None, false),
+            (Escape::Started, b'[' | b'O') => (Escape::Sequence, true),
+            // ESC and one key (Alt-key): both skipped.
+            (Escape::Started, _) => (Escape::None, true),
+            (Escape::Sequence, 0x40..=0x7e) => (Escape::None, true),
+            (Escape::Sequence, _) => (Escape::Sequence, true),
+        };
+        *self = next;
+        skipped
+    }
 }
 
 /// What is kept of a line typed while no line is wanted, at most.
@@ -215,46 +253,65 @@ impl LineSource for Prompt {
     fn while_waiting(&mut self) -> Option<Line> {
         // No prompt is shown: keys are taken unechoed, as they come (a
         // password prompt's way), so nothing typed now shows on the screen
-        // or becomes an answer; Ctrl-D and /quit are obeyed at once.
+        // as it is typed; Ctrl-D and /quit are obeyed at once, /help shown.
         if self.waiting.is_none() {
-            self.waiting = Some((tty::quiet_keys()?, Vec::new()));
+            self.waiting = Some(Waiting {
+                saved: tty::quiet_keys()?,
+                typed: Vec::new(),
+                unread: std::collections::VecDeque::new(),
+                escape: Escape::None,
+            });
         }
-        let (_, typed) = self.waiting.as_mut()?;
-        let stdin = io::stdin();
-        let mut input = File::from(stdin.as_fd().try_clone_to_owned().ok()?);
-        let mut buffer = [0u8; 1024];
-        let read = input.read(&mut buffer).ok()?;
-        for &byte in &buffer[..read] {
+        let (printer, waiting) = (&self.printer, self.waiting.as_mut()?);
+        if waiting.unread.is_empty() {
+            let stdin = io::stdin();
+            let mut input = File::from(stdin.as_fd().try_clone_to_owned().ok()?);
+            let mut buffer = [0u8; 1024];
+            let read = input.read(&mut buffer).ok()?;
+            waiting.unread.extend(&buffer[..read]);
+        }
+        while let Some(byte) = waiting.unread.pop_front() {
+            if waiting.escape.skips(byte) {
+                continue;
+            }
             match byte {
                 // Ctrl-D; typed while the terminal was still in line mode,
                 // the line discipline left it as a 0 byte.
                 0x04 | 0x00 => return Some(Line::End(End::Eof)),
                 b'\r' | b'\n' => {
-                    let line = String::from_utf8_lossy(typed).into_owned();
-                    typed.clear();
+                    let line = String::from_utf8_lossy(&waiting.typed).into_owned();
+                    waiting.typed.clear();
                     match Command::interpret(&line) {
                         Command::Quit => return Some(Line::End(End::Quit)),
+                        Command::Help => printer.print(HELP),
                         Command::Nothing => {}
                         _ => return Some(Line::Text(line)),
                     }
                 }
                 // Backspace and delete take back a byte.
                 0x7f | 0x08 => {
-                    typed.pop();
+                    waiting.typed.pop();
                 }
-                byte if typed.len() < TYPED_WHILE_WAITING => typed.push(byte),
+                byte if waiting.typed.len() < TYPED_WHILE_WAITING => waiting.typed.push(byte),
                 _ => {}
             }
         }
         None
     }
 
+    fn stop_waiting(&mut self) -> Option<String> {
+        let waiting = self.waiting.take()?;
+        let _ = tty::restore(waiting.saved);
+        let typed = String::from_utf8_lossy(&waiting.typed).into_owned();
+        (!typed.is_empty()).then_some(typed)
+    }
+
     fn discard_type_ahead(&mut self) -> usize {
         match self.waiting.take() {
-            Some((saved, typed)) => {
+            Some(waiting) => {
                 let pending = tty::typed_ahead(true);
-                let _ = tty::restore(saved);
-                typed.len() + pending
+                let _ = tty::restore(waiting.saved);
+                waiting.typed.len() + waiting.unread.len() + pending
             }
             None => tty::typed_ahead(true),
         }
@@ -263,8 +320,8 @@ impl LineSource for Prompt {
 
 impl Drop for Prompt {
     fn drop(&mut self) {
-        if let Some((saved, _)) = self.waiting.take() {
-            let _ = tty::restore(saved);
+        if let Some(waiting) = self.waiting.take() {
+            let _ = tty::restore(waiting.saved);
         }
         // Ending while a line is edited leaves rustyline's raw mode on.
         if self.asked

@@ -19,6 +19,19 @@ use crate::prompt::Printer;
 use crate::shutdown::Shutdown;
 use crate::transport::TICK;
 
+/// Prints `line` on stdout, for the examples' simple output. A closed
+/// stdout (`… | head -1`) ends the program quietly with exit code 0, as
+/// `yes | head` ends, instead of the panic `println!` gives.
+pub fn print_line(line: impl std::fmt::Display) {
+    let mut stdout = io::stdout().lock();
+    if writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        std::process::exit(0);
+    }
+}
+
 /// Whether stdin is a terminal, which selects interactive mode.
 pub fn stdin_is_interactive() -> bool {
     io::stdin().is_terminal()
@@ -56,10 +69,18 @@ pub trait LineSource {
     ) -> io::Result<Line>;
 
     /// Checked every tick while no line is wanted (a server waiting for a
-    /// message): `Line::End` if the user ended the input meanwhile (Ctrl-D,
-    /// `/quit`), `Line::Text` with what they typed, which is no answer to
-    /// anything and is dropped. Script input is left to be read later.
+    /// message, a client waiting for a reply): `Line::End` if the user ended
+    /// the input meanwhile (Ctrl-D, `/quit`), `Line::Text` with a line they
+    /// typed (the server drops it: it answers nothing; the client queues
+    /// it). `/help` is shown at once. Script input is left to be read later.
     fn while_waiting(&mut self) -> Option<Line> {
+        None
+    }
+
+    /// Ends the waiting that [`LineSource::while_waiting`] began, before a
+    /// line is asked for again; returns a line typed meanwhile and not
+    /// finished, to offer at the prompt. Script input has none.
+    fn stop_waiting(&mut self) -> Option<String> {
         None
     }
 

@@ -59,6 +59,18 @@ pub enum TransportError {
     },
     /// Any other ZeroMQ call failed.
     Zmq(zmq::Error),
+    /// An `ipc://` path names something that is not a socket (libzmq would
+    /// delete it to bind there): it is left as it is.
+    NotASocket {
+        /// The path.
+        path: String,
+    },
+    /// An `ipc://` socket that a live program answers on (libzmq would
+    /// take it over, cutting that program off).
+    IpcInUse {
+        /// The path.
+        path: String,
+    },
 }
 
 impl fmt::Display for TransportError {
@@ -71,6 +83,14 @@ impl fmt::Display for TransportError {
                 write!(f, "cannot connect to {endpoint}: {cause}")
             }
             TransportError::Zmq(cause) => write!(f, "ZeroMQ error: {cause}"),
+            TransportError::NotASocket { path } => write!(
+                f,
+                "cannot bind ipc://{path}: that path exists and is not a socket (it was left untouched); choose a path that does not exist"
+            ),
+            TransportError::IpcInUse { path } => write!(
+                f,
+                "cannot bind ipc://{path}: address already in use (a program answers on that socket); stop it, or choose another path"
+            ),
         }
     }
 }
@@ -152,12 +172,37 @@ pub fn socket_for(
 /// # Errors
 /// When the address is taken, not this machine's, or needs privileges.
 pub fn bind_socket(socket: &zmq::Socket, endpoint: &Endpoint) -> Result<String, TransportError> {
+    if let Endpoint::Ipc(path) = endpoint {
+        check_ipc_path(path)?;
+    }
     let text = endpoint.to_string();
     socket.bind(&text).map_err(|cause| TransportError::Bind {
         endpoint: text.clone(),
         cause,
     })?;
     Ok(socket.get_last_endpoint()?.unwrap_or(text))
+}
+
+/// libzmq unlinks whatever an `ipc://` path names before it binds there:
+/// refused unless it is nothing, or a stale socket nobody answers on.
+/// (A program binding the path between this check and the bind still
+/// wins; the check is against accidents, not against a local attacker.)
+fn check_ipc_path(path: &str) -> Result<(), TransportError> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !metadata.file_type().is_socket() {
+        return Err(TransportError::NotASocket {
+            path: path.to_string(),
+        });
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(TransportError::IpcInUse {
+            path: path.to_string(),
+        }),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Creates a socket of `kind` and connects it. The peer need not exist yet:

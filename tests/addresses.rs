@@ -30,6 +30,9 @@ fn malformed_addresses_are_usage_errors_naming_the_bad_part() {
         ("::1:8877:", "put the address in brackets"),
         ("bad host!:1", "'bad host!' is not a valid host name"),
         ("ipc://", "ipc:// needs a socket path"),
+        // Issue 26, point 8: typos the C library would have taken.
+        ("1.2.3:8877", "'1.2.3' is not an IPv4 address"),
+        ("::1:8877", "as in [::1]:8877"),
     ];
     for (address, needle) in cases {
         for (program, flag) in [(SERVER, "--bind"), (CLIENT, "--connect")] {
@@ -181,4 +184,35 @@ fn the_address_may_be_given_without_its_flag() {
     let (status, _, stderr) = run_to_end(CLIENT, &["127.0.0.1:99999"], "");
     assert_eq!(status.code(), Some(2));
     assert_one_clear_line(&stderr, "chat-client", "port 99999 is out of range");
+}
+
+/// Issue 26, point 7: an `ipc://` path that is an ordinary file is refused
+/// and left untouched (libzmq would have deleted it); a socket a live server
+/// answers on is refused as in use; a stale socket is replaced.
+#[test]
+fn an_ipc_path_that_is_not_a_stale_socket_is_refused_and_left_alone() {
+    let folder = common::Scratch::new("ipc-bind");
+    let file = folder.join("notes.txt");
+    std::fs::write(&file, "precious").unwrap();
+    let address = format!("ipc://{}", file.display());
+    let (status, _, stderr) = run_to_end(SERVER, &["--bind", &address, "--echo"], "");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_one_clear_line(&stderr, "chat-server", "exists and is not a socket");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
+
+    let socket = format!("ipc://{}", folder.join("chat.sock").display());
+    let (mut live, _) = Proc::server(&["--bind", &socket, "--echo"]);
+    let (status, _, stderr) = run_to_end(SERVER, &["--bind", &socket, "--echo"], "");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_one_clear_line(&stderr, "chat-server", "already in use");
+    let (status, stdout, _) = run_to_end(CLIENT, &["--connect", &socket], "still mine\n");
+    assert!(status.success());
+    assert_eq!(stdout, "still mine", "the live server kept its socket");
+
+    live.signal("KILL");
+    live.wait();
+    let (_replacement, _) = Proc::server(&["--bind", &socket, "--echo"]);
+    let (status, stdout, _) = run_to_end(CLIENT, &["--connect", &socket], "stale replaced\n");
+    assert!(status.success());
+    assert_eq!(stdout, "stale replaced");
 }

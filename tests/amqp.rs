@@ -421,33 +421,39 @@ impl OwnBroker {
             port: free_ports(1).to_string(),
             dist_port: free_ports(1).to_string(),
         };
+        watch_node(&broker.name, &broker.port, &broker.dist_port);
         broker.run("start");
         broker
     }
 
-    /// Hands the node to `scripts/rabbitmq watch`, which stops it (and
-    /// removes its data) once this test process has ended: a node shared
+    /// Leaves the node to its watcher (see [`watch_node`]): a node shared
     /// by all the tests of this binary has no test to stop it.
     fn stop_when_this_process_ends(self) {
-        let pid = std::process::id().to_string();
-        // In a session of its own (setsid --fork returns at once), so that
-        // it outlives this process and is nobody's child to wait for.
-        let status = Command::new("setsid")
-            .args(["--fork", "bash"])
-            .arg(OwnBroker::script())
-            .args(["watch", &pid, &self.name, &self.port, &self.dist_port])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run setsid bash scripts/rabbitmq watch");
-        assert!(status.success(), "scripts/rabbitmq watch did not start");
         std::mem::forget(self);
     }
 
     fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
+}
+
+/// Hands a node to `scripts/rabbitmq watch`, which stops it (and removes
+/// its data) once this test process has ended, however it ends: a test
+/// killed or aborted runs no `Drop`, and must leave no broker behind.
+fn watch_node(name: &str, port: &str, dist_port: &str) {
+    let pid = std::process::id().to_string();
+    // In a session of its own (setsid --fork returns at once), so that it
+    // outlives this process and is nobody's child to wait for.
+    let status = Command::new("setsid")
+        .args(["--fork", "bash"])
+        .arg(OwnBroker::script())
+        .args(["watch", &pid, name, port, dist_port])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run setsid bash scripts/rabbitmq watch");
+    assert!(status.success(), "scripts/rabbitmq watch did not start");
 }
 
 impl Drop for OwnBroker {
@@ -472,6 +478,17 @@ fn persistent_messages_survive_a_broker_restart() {
     };
     let broker = OwnBroker::start("restart");
     let url = broker.url();
+    // Issue 26, point 18: `status NAME` asks the node its port.
+    let status = Command::new("bash")
+        .arg(OwnBroker::script())
+        .args(["status", &broker.name])
+        .output()
+        .expect("run scripts/rabbitmq status");
+    let said = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        said.contains(&format!("running on 127.0.0.1:{}", broker.port)),
+        "{said}"
+    );
     let queue = unique("restart");
     publish(
         &example,
@@ -593,6 +610,10 @@ impl Cluster {
             port: free_ports(3),
             dist_port: free_ports(3),
         };
+        for n in 1..=3 {
+            let [name, port, dist] = cluster.node(n);
+            watch_node(&name, &port, &dist);
+        }
         cluster.script(&["cluster", "start"]);
         cluster
     }

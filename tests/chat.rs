@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{CLIENT, Proc, ipc_address, run_to_end};
+use common::{CLIENT, Proc, SERVER, ipc_address, run_to_end};
 
 /// A conversation of several turns with non-ASCII text: each side sees
 /// exactly what the other typed, one line per message, in order.
@@ -178,4 +178,51 @@ fn client_is_told_when_the_server_quits_while_it_waits() {
     client.stderr_line_containing("operator ended the chat before replying; the chat has ended");
     client.stderr_line_containing("unanswered message: will you answer?");
     assert_eq!(client.wait().code(), Some(1));
+}
+
+/// Issue 26, point 6: `--echo` reads no stdin, so its end ends nothing (as
+/// `--help` says); a signal ends it, with exit code 130.
+#[test]
+fn an_echo_server_runs_on_after_its_stdin_ends_until_a_signal() {
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
+    server.close_stdin();
+    let (status, stdout, _) = run_to_end(CLIENT, &["--connect", &endpoint], "still here\n");
+    assert!(status.success());
+    assert_eq!(stdout, "still here");
+    server.signal("TERM");
+    assert_eq!(server.wait().code(), Some(130));
+    let (_, help, _) = run_to_end(SERVER, &["--help"], "");
+    assert!(help.contains("Stdin is not read"), "{help}");
+}
+
+/// Issue 26, point 5: in script mode, a reply cut to --max-size and a line
+/// too long to send end the client with exit code 4, naming each line.
+#[test]
+fn data_not_delivered_whole_ends_a_script_with_its_own_exit_code() {
+    let (_server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0", "--echo"]);
+    let input = format!("short\n{}\nafter\n", "x".repeat(200_000));
+    let (status, stdout, stderr) = run_to_end(CLIENT, &["--connect", &endpoint], &input);
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "every reply printed");
+    assert_eq!(lines[1].len(), 65_536);
+    assert!(
+        stderr.contains("the reply to line 2 was cut to --max-size"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not delivered whole: line(s) 2"),
+        "{stderr}"
+    );
+
+    let too_long = format!("{}\nfine\n", "y".repeat(300_000));
+    let (status, stdout, stderr) = run_to_end(CLIENT, &["--connect", &endpoint], &too_long);
+    assert_eq!(status.code(), Some(4), "{stderr}");
+    assert_eq!(stdout, "fine", "the next line is still sent");
+    assert!(stderr.contains("line 1 not sent"), "{stderr}");
+
+    let (status, _, stderr) = run_to_end(CLIENT, &["--connect", &endpoint], "all\nwhole\n");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let (_, help, _) = run_to_end(CLIENT, &["--help"], "");
+    assert!(help.contains("4    script mode: the input ended"), "{help}");
 }

@@ -50,6 +50,8 @@ fn client_prompt_chat_with_history_help_and_quit() {
     let mut client = in_terminal(CLIENT, &["--connect", &endpoint]);
 
     client.exp_string("you> ").unwrap();
+    // Sent once connected: else the status says no server is there yet.
+    client.exp_string("connected to ").unwrap();
     client.send_line("hello from a tty").unwrap();
     client.exp_string("waiting for the server's reply").unwrap();
     assert_eq!(server.stdout_line(), "hello from a tty");
@@ -302,11 +304,14 @@ fn a_reply_does_not_run_into_text_typed_meanwhile() {
     let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
     let mut client = in_terminal(CLIENT, &["--connect", &endpoint]);
     client.exp_string("you> ").unwrap();
+    // Sent once connected: else the status says no server is there yet.
+    client.exp_string("connected to ").unwrap();
     client.send_line("first").unwrap();
     client.exp_string("waiting for the server's reply").unwrap();
     assert_eq!(server.stdout_line(), "first");
+    // Keys are taken unechoed while the client waits (issue 26, point 3);
+    // what is half typed when the reply comes is back at the prompt.
     type_keys(&mut client, "partial typed");
-    client.exp_string("partial typed").unwrap();
     server.send_line("ok got it");
     let before = client.exp_string("server> ok got it").unwrap();
     assert!(
@@ -505,4 +510,88 @@ fn a_new_servers_key_is_remembered_only_when_the_user_accepts_it() {
             .unwrap()
             .contains(&server_key)
     );
+}
+
+/// A client in a terminal whose first message, `first`, waits at `server`.
+fn client_waiting(server: &mut Proc, endpoint: &str) -> PtySession {
+    let mut client = in_terminal(CLIENT, &["--connect", endpoint]);
+    client.exp_string("you> ").unwrap();
+    // Sent once connected: else the status says no server is there yet.
+    client.exp_string("connected to ").unwrap();
+    client.send_line("first").unwrap();
+    client.exp_string("waiting for the server's reply").unwrap();
+    assert_eq!(server.stdout_line(), "first");
+    client
+}
+
+/// Issue 26, point 1: lines typed while the client waits for a reply are
+/// kept, in order, each said so, and sent one per turn as replies come.
+#[test]
+fn lines_typed_while_the_client_waits_are_queued_and_sent_in_order() {
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+    let mut client = client_waiting(&mut server, &endpoint);
+    client.send_line("second").unwrap();
+    client.exp_string("queued (1 waiting").unwrap();
+    client.send_line("third").unwrap();
+    client.exp_string("queued (2 waiting").unwrap();
+    server.send_line("one");
+    client.exp_string("server> one").unwrap();
+    assert_eq!(server.stdout_line(), "second");
+    server.send_line("two");
+    client.exp_string("server> two").unwrap();
+    assert_eq!(server.stdout_line(), "third");
+    server.send_line("three");
+    client.exp_string("server> three").unwrap();
+    client.exp_string("you> ").unwrap();
+    client.send_line("/quit").unwrap();
+    client.exp_eof().unwrap();
+    assert_eq!(exit_code(&client), Some(0));
+}
+
+/// Issue 26, point 2: Ctrl-D, /quit and Ctrl-C while the client waits end
+/// it at once, exit code 0, naming the unanswered message and the lines
+/// typed meanwhile that were not sent.
+#[test]
+fn ctrl_d_quit_or_ctrl_c_while_the_client_waits_end_it_at_once() {
+    for keys in ["\x04", "/quit\n", "\x03"] {
+        let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+        let mut client = client_waiting(&mut server, &endpoint);
+        client.send_line("and then this").unwrap();
+        client.exp_string("queued (1 waiting").unwrap();
+        type_keys(&mut client, keys);
+        client.exp_string("unanswered message: first").unwrap();
+        client.exp_string("not sent: and then this").unwrap();
+        client.exp_eof().unwrap();
+        assert_eq!(exit_code(&client), Some(0), "after {keys:?}");
+    }
+}
+
+/// Issue 26, point 3: keys pressed while the client waits (arrows) are
+/// neither echoed raw nor replayed into the next line.
+#[test]
+fn keys_pressed_while_the_client_waits_leave_the_screen_clean() {
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+    let mut client = client_waiting(&mut server, &endpoint);
+    type_keys(&mut client, "\x1b[A\x1b[B\x1b[D\x1bOC");
+    server.send_line("the reply");
+    let before = client.exp_string("server> the reply").unwrap();
+    assert!(!before.contains("^["), "echoed raw: {before:?}");
+    client.exp_string("you> ").unwrap();
+    client.send_line("next").unwrap();
+    assert_eq!(
+        server.stdout_line(),
+        "next",
+        "no key replayed into the line"
+    );
+}
+
+/// Issue 26, point 4: the operator may ask for /help before any message.
+#[test]
+fn the_operator_may_ask_for_help_before_any_message() {
+    let (mut server, _) = server_in_terminal(&[]);
+    server.send_line("/help").unwrap();
+    server.exp_string("/quit    end the chat").unwrap();
+    type_keys(&mut server, "\x04");
+    server.exp_eof().unwrap();
+    assert_eq!(exit_code(&server), Some(0));
 }

@@ -42,7 +42,8 @@ fn each_program_lists_its_own_exit_codes() {
             .collect()
     };
     assert_eq!(codes(&server_help), ["0", "1", "2", "130"]);
-    assert_eq!(codes(&client_help), ["0", "1", "2", "3", "130"]);
+    // 4: issue 26, point 5 (a line not delivered whole).
+    assert_eq!(codes(&client_help), ["0", "1", "2", "3", "4", "130"]);
     assert!(!server_help.contains("--give-up"), "{server_help}");
 }
 
@@ -88,4 +89,94 @@ fn man_pages_and_completions_list_every_flag() {
             }
         }
     }
+}
+
+/// Issue 26, point 16: a skipped test's line names the test and what it
+/// needs, in the form the README's grep (`^skipped:`) finds.
+#[test]
+fn a_skip_names_the_test_and_what_it_needs() {
+    let line = common::skip_line("needs a unicorn (apt-get install unicorn)");
+    assert_eq!(
+        line,
+        "skipped: a_skip_names_the_test_and_what_it_needs: needs a unicorn (apt-get install unicorn)"
+    );
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(
+        readme.contains("grep '^skipped:'"),
+        "the README says how to list skips"
+    );
+}
+
+/// Issue 26, point 13: the README's install lines for man pages and
+/// completions work in a fresh home folder, as they are written (bash).
+#[test]
+fn the_readmes_install_lines_work_in_a_fresh_home() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Man pages and completions")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README has the section");
+    let commands: Vec<&str> = section
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .flat_map(str::lines)
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    assert!(commands.len() >= 8, "{commands:?}");
+    let home = common::Scratch::new("readme-home");
+    let bin = std::path::Path::new(SERVER).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for command in &commands {
+        let output = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", command])
+            .env("HOME", &*home)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    for written in [
+        ".local/share/man/man1/chat-client.1",
+        ".local/share/man/man1/chat-server.1",
+        ".local/share/bash-completion/completions/chat-client",
+        ".zfunc/_chat-server",
+    ] {
+        let size = std::fs::metadata(home.join(written)).map_or(0, |file| file.len());
+        assert!(size > 100, "{written}: {size} bytes");
+    }
+}
+
+/// Issue 26, point 15: the man pages' synopsis shows each flag's value, and
+/// a FILES section names the key files, known_servers and the history.
+#[test]
+fn man_pages_have_placeholders_and_a_files_section() {
+    let (_, client, _) = run_to_end(CLIENT, &["--generate", "man"], "");
+    assert!(
+        client.contains("\\fB\\-\\-connect\\fR \\fIADDR\\fR"),
+        "{client}"
+    );
+    let files = client.split(".SH FILES").nth(1).expect("a FILES section");
+    for name in ["client.key", "known_servers", "chat\\-client.history"] {
+        assert!(files.contains(name), "{name} in {files}");
+    }
+    let (_, server, _) = run_to_end(SERVER, &["--generate", "man"], "");
+    assert!(
+        server.contains("\\fB\\-\\-bind\\fR \\fIADDR\\fR"),
+        "{server}"
+    );
+    assert!(server.contains(".SH FILES"), "{server}");
+    let (status, _, stderr) = run_to_end(CLIENT, &["--generate", "man"], "");
+    assert!(status.success() && stderr.is_empty(), "{stderr}");
 }

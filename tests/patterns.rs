@@ -678,3 +678,53 @@ fn the_rabbitmq_script_names_a_taken_port_in_one_line() {
     );
     assert!(!std::path::Path::new(&format!("{root}/erl_crash.dump")).exists());
 }
+
+/// Issue 26, point 9: a closed stdout (`… | head -1`) ends an example
+/// quietly, exit code 0, as `yes | head` ends: no panic, no backtrace.
+#[test]
+fn an_example_whose_stdout_is_closed_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let reqrep = example("reqrep");
+    let mut server = Proc::spawn(&reqrep, &["server", "--bind", "127.0.0.1:0"]);
+    let endpoint = server.endpoint_after("listening on");
+    let mut client = Command::new(&reqrep)
+        .args(["client", "--connect", &endpoint, "--count", "10000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(client.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("client:"), "{first:?}");
+    // The reader is gone: the client's next line finds the pipe closed.
+    let output = client.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    server.signal("INT");
+}
+
+/// Issue 26, point 10: the reqrep client says what it waits for, and with
+/// no server gives up after --give-up seconds, exit code 3.
+#[test]
+fn a_reqrep_client_with_no_server_says_so_and_gives_up() {
+    let reqrep = example("reqrep");
+    let nobody = common::ipc_address("reqrep-nobody");
+    let (status, _, stderr) = run_to_end(
+        &reqrep,
+        &["client", "--connect", &nobody, "--give-up", "1"],
+        "",
+    );
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("asking the server at {nobody}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("no server answered request 1 within 1 s"),
+        "{stderr}"
+    );
+}

@@ -1014,6 +1014,31 @@ fn public_key_prints_the_public_key_of_a_key_file() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
+/// Issue 26, point 12: `--keygen -` prints the private key on stdout (as
+/// `wg genkey`), writes no file named `-`, and the key it prints works as a
+/// key file's line.
+#[test]
+fn keygen_to_a_dash_prints_the_private_key_and_writes_no_file() {
+    let keys = folder("keygen-dash");
+    let mut command = std::process::Command::new(SERVER);
+    command.args(["--keygen", "-"]).current_dir(&*keys);
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!keys.join("-").exists(), "no file named -");
+    let private = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(private.trim().len(), 44, "{private}");
+    let file = keys.join("from-stdout.key");
+    std::fs::write(&file, &private).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (status, public, _) = run_to_end(SERVER, &["--public-key", file.to_str().unwrap()], "");
+    assert!(status.success());
+    assert!(
+        stderr.contains(public.trim()),
+        "stderr names its public key: {stderr}"
+    );
+}
+
 /// Issue 24, point 5: wherever a key is shown for a person to compare, it is
 /// shown as OpenSSH shows a host key, `SHA256:` and 43 base64 characters of
 /// its hash: `--keygen`, the server's start, the client's own key, the

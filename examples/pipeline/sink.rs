@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use zmq_chat::address::Endpoint;
 use zmq_chat::cli;
 use zmq_chat::shutdown::Shutdown;
+use zmq_chat::terminal::print_line;
 use zmq_chat::transport;
 
 use crate::PROGRAM;
@@ -86,7 +87,7 @@ impl Tally {
                 String::from_utf8_lossy(kind),
                 String::from_utf8_lossy(worker),
             );
-            println!("result {kind} {id} from {worker}");
+            print_line(format_args!("result {kind} {id} from {worker}"));
         }
         true
     }
@@ -187,7 +188,7 @@ fn report(tally: &Tally, interrupted: bool) -> ExitCode {
         .collect();
     // Without the ventilator's announcement there is nothing to be exact about.
     let exact = tally.batch.is_some() && missing == 0 && tally.duplicates == 0;
-    println!(
+    print_line(format_args!(
         "sink: {received} results ({}), {} duplicates, {missing} missing, checksum {} {} expected {checksum}",
         kinds.join(", "),
         tally.duplicates,
@@ -197,20 +198,22 @@ fn report(tally: &Tally, interrupted: bool) -> ExitCode {
         } else {
             "!="
         },
-    );
+    ));
     let stale = tally.stale + tally.early.len() as u64;
     if stale > 0 {
-        println!("sink: ignored {stale} results of another batch (left over from an earlier run?)");
+        print_line(format_args!(
+            "sink: ignored {stale} results of another batch (left over from an earlier run?)"
+        ));
     }
-    println!("sink: per worker: {}", workers.join(" "));
-    println!(
+    print_line(format_args!("sink: per worker: {}", workers.join(" ")));
+    print_line(format_args!(
         "sink: {}",
         if exact {
             "every task's result arrived exactly once"
         } else {
             "RESULTS INCOMPLETE"
         }
-    );
+    ));
     match (exact, interrupted) {
         (true, _) => ExitCode::SUCCESS,
         (false, true) => ExitCode::from(cli::EXIT_INTERRUPTED),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use zmq_chat::address::Endpoint;
 use zmq_chat::shutdown::Shutdown;
+use zmq_chat::terminal::print_line;
 use zmq_chat::transport;
 
 use crate::PROGRAM;
@@ -70,11 +71,11 @@ pub fn work(
             let task = String::from_utf8_lossy(task);
             let mut fields = task.split(' ');
             let (kind, id) = (fields.next(), fields.nth(1));
-            println!(
+            print_line(format_args!(
                 "worker {name}: did {} task {}",
                 kind.unwrap_or(""),
                 id.unwrap_or("")
-            );
+            ));
         }
     }
     Ok(())

@@ -164,6 +164,18 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     let code = loop {
         break match client.run(lines.as_mut(), &screen, &shutdown, &SystemClock)? {
             ClientEnd::Finished(End::Interrupted) if !interactive => cli::EXIT_INTERRUPTED,
+            ClientEnd::Finished(_) if !interactive && !client.incomplete_lines().is_empty() => {
+                let lines: Vec<String> = client
+                    .incomplete_lines()
+                    .iter()
+                    .map(u64::to_string)
+                    .collect();
+                screen.notice(&format!(
+                    "not delivered whole: line(s) {} (see above)",
+                    lines.join(", ")
+                ));
+                cli::EXIT_INCOMPLETE
+            }
             ClientEnd::Finished(_) => cli::EXIT_OK,
             ClientEnd::GaveUp { unanswered } => {
                 screen.notice(&format!(
@@ -196,12 +208,33 @@ fn run(args: &Args) -> anyhow::Result<u8> {
                 screen.notice(&reason);
                 cli::EXIT_FAILURE
             }
-            ClientEnd::InterruptedWaiting { unanswered } => {
+            ClientEnd::InterruptedWaiting { unanswered, unsent } => {
                 screen.notice(&format!(
                     "interrupted; unanswered message: {}",
                     shown(&unanswered)
                 ));
-                cli::EXIT_INTERRUPTED
+                for line in unsent {
+                    screen.notice(&format!("not sent: {}", shown(&line)));
+                }
+                // At a terminal Ctrl-C ends the chat as /quit does, waiting
+                // or not; a script is told it was interrupted.
+                if interactive {
+                    cli::EXIT_OK
+                } else {
+                    cli::EXIT_INTERRUPTED
+                }
+            }
+            ClientEnd::QuitWaiting {
+                unanswered, unsent, ..
+            } => {
+                screen.notice(&format!(
+                    "ended while waiting for the reply; unanswered message: {}",
+                    shown(&unanswered)
+                ));
+                for line in unsent {
+                    screen.notice(&format!("not sent: {}", shown(&line)));
+                }
+                cli::EXIT_OK
             }
         };
     };

@@ -47,7 +47,9 @@ struct Args {
     bind: String,
 
     /// Reply to every message with the message itself, without an operator
-    /// (for tests, bots and benchmarks)
+    /// (for tests, bots and benchmarks). Stdin is not read, so its end ends
+    /// nothing (it runs with stdin closed, as a service): Ctrl-C or SIGTERM
+    /// ends it (exit code 130)
     #[arg(long)]
     echo: bool,
 

@@ -45,16 +45,42 @@ pub const BUSY_PAUSE: Duration = Duration::from_millis(500);
 /// [`ClientSecurity::step`]), at most.
 const SESSIONS_LEFT_REMEMBERED: usize = 4;
 
+/// Where the client got the server's key: what its messages name, so that
+/// each says what the user actually did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// `--server-key`.
+    Flag,
+    /// The known servers file, at this place ("line 3 of FILE").
+    Remembered(String),
+    /// Asked of the server a moment ago (trust on first use).
+    Learned,
+}
+
+impl KeySource {
+    fn key(&self) -> String {
+        match self {
+            KeySource::Flag => "the key given with --server-key".to_string(),
+            KeySource::Remembered(place) => {
+                format!("the key remembered for this address ({place})")
+            }
+            KeySource::Learned => "the key it presented a moment ago".to_string(),
+        }
+    }
+}
+
 /// What can go wrong on the client's side of a secure chat.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecureFailure {
     /// The server answered the handshake with something that does not prove
     /// it holds the pinned key.
-    ServerNotProven,
+    ServerNotProven(KeySource),
     /// The server refused us before any session; its reason.
     Refused(Refusal, String),
+    /// The server refused the handshake as made for another key.
+    WrongKey(KeySource),
     /// The server answered in plain text: it is not in secure mode.
-    ServerIsPlain,
+    ServerIsPlain(KeySource),
     /// The server at the address presents a key other than the one
     /// remembered for it (trust on first use): changed, or someone else
     /// answers there.
@@ -72,11 +98,28 @@ pub enum SecureFailure {
 impl std::fmt::Display for SecureFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SecureFailure::ServerNotProven => f.write_str(
-                "the server did not prove it holds the key given with --server-key (a different server, or someone in the middle); the message was not sent",
+            SecureFailure::ServerNotProven(source) => write!(
+                f,
+                "the server did not prove it holds {} (a different server, or someone in the middle); the message was not sent",
+                source.key()
             ),
-            SecureFailure::ServerIsPlain => f.write_str(
-                "the server answered without encryption: it is not in secure mode (chat-server --key FILE); the message was not sent",
+            SecureFailure::ServerIsPlain(KeySource::Remembered(place)) => write!(
+                f,
+                "the server at this address is not in secure mode, though a key is remembered for it ({place}): someone may be impersonating it. If its operator turned secure mode off, delete that line to chat in clear; the message was not sent"
+            ),
+            SecureFailure::ServerIsPlain(KeySource::Flag) => f.write_str(
+                "the server answered without encryption: it is not in secure mode (its operator starts it with chat-server --key FILE); to chat in clear, connect without --server-key; the message was not sent",
+            ),
+            SecureFailure::ServerIsPlain(KeySource::Learned) => f.write_str(
+                "the server answered without encryption: it is not in secure mode; to chat in clear, connect without --secure; the message was not sent",
+            ),
+            SecureFailure::WrongKey(KeySource::Flag) => f.write_str(
+                "the server refused the handshake: this client has the wrong --server-key (the server holds another key: ask its operator for it); the message was not sent",
+            ),
+            SecureFailure::WrongKey(source) => write!(
+                f,
+                "the server refused the handshake as made for another key than {} (someone in the middle?); nothing was remembered or sent",
+                source.key()
             ),
             SecureFailure::KeyChanged { place, presented } => write!(
                 f,
@@ -118,6 +161,16 @@ enum Trust {
         known: KnownServers,
         endpoint: String,
     },
+}
+
+impl Trust {
+    fn source(&self) -> KeySource {
+        match self {
+            Trust::Pinned => KeySource::Flag,
+            Trust::Remembered { place } => KeySource::Remembered(place.clone()),
+            Trust::Learning { .. } => KeySource::Learned,
+        }
+    }
 }
 
 /// The client's side: its identity, the server's pinned key, and where the
@@ -244,6 +297,12 @@ impl ClientSecurity {
         self.identity.public_key()
     }
 
+    /// What the user is told when a plain server answers (its refusal of
+    /// an encrypted message, before any handshake).
+    pub(crate) fn plain_server(&self) -> SecureFailure {
+        SecureFailure::ServerIsPlain(self.trust.source())
+    }
+
     /// Whether the server proved its key on this connection: from then on
     /// only what opens as sealed is believed (a rekey or a restarted
     /// handshake under way included).
@@ -356,7 +415,7 @@ impl ClientSecurity {
             // Not sealed, or client-to-server kinds coming back (a plain
             // echo server): inside a session anyone's word.
             _ if self.proven => Ok(ClientStep::Ignore),
-            _ => Err(SecureFailure::ServerIsPlain),
+            _ => Err(SecureFailure::ServerIsPlain(self.trust.source())),
         }
     }
 
@@ -380,12 +439,12 @@ impl ClientSecurity {
         }
         // The responder's ephemeral key opens IK's second message.
         if noise.first_chunk::<KEY_LEN>().is_none_or(is_low_order) {
-            return Err(SecureFailure::ServerNotProven);
+            return Err(SecureFailure::ServerNotProven(self.trust.source()));
         }
         let mut payload = vec![0u8; 256];
         handshake
             .read_message(noise, &mut payload)
-            .map_err(|_| SecureFailure::ServerNotProven)?;
+            .map_err(|_| SecureFailure::ServerNotProven(self.trust.source()))?;
         let ClientState::Handshaking { handshake, .. } =
             std::mem::replace(&mut self.state, ClientState::Idle)
         else {
@@ -393,7 +452,7 @@ impl ClientSecurity {
         };
         let transport = handshake
             .into_transport_mode()
-            .map_err(|_| SecureFailure::ServerNotProven)?;
+            .map_err(|_| SecureFailure::ServerNotProven(self.trust.source()))?;
         let mut session = ClientSession {
             transport,
             client_index,
@@ -404,7 +463,7 @@ impl ClientSecurity {
         let sealed = text
             .map(|text| seal_message(&mut session, id, text))
             .transpose()
-            .map_err(|_| SecureFailure::ServerNotProven)?;
+            .map_err(|_| SecureFailure::ServerNotProven(self.trust.source()))?;
         self.state = ClientState::Established(session);
         self.remember_learned_key();
         if std::mem::replace(&mut self.proven, true) {
@@ -513,6 +572,7 @@ impl ClientSecurity {
                     step => Ok(step),
                 }
             }
+            (Refusal::WrongKey, ..) => Err(SecureFailure::WrongKey(self.trust.source())),
             _ => Err(SecureFailure::Refused(reason, why)),
         }
     }

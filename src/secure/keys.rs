@@ -276,6 +276,11 @@ impl Identity {
         Identity::from_private(self.private)
     }
 
+    /// The private key as a key file holds it: one base64 line.
+    pub fn private_key_text(&self) -> String {
+        BASE64_STANDARD.encode(self.private)
+    }
+
     /// The private key, for the handshake.
     pub fn private_key(&self) -> &[u8; KEY_LEN] {
         &self.private
@@ -304,7 +309,7 @@ impl Identity {
                 io::ErrorKind::AlreadyExists => KeyError::AlreadyExists(path.to_path_buf()),
                 _ => io_error(error),
             })?;
-        writeln!(file, "{}", BASE64_STANDARD.encode(self.private))
+        writeln!(file, "{}", self.private_key_text())
             .and_then(|()| file.sync_all())
             .map_err(io_error)
     }
@@ -717,7 +722,10 @@ mod tests {
         Identity::generate().unwrap().write_new(&key).unwrap();
         // Only root can give a file away; as anyone else there is no such file to test with.
         if current_user() != 0 {
-            eprintln!("skipped: giving a file to another user needs root");
+            eprintln!(
+                "skipped: {}: giving a file to another user needs root",
+                std::thread::current().name().unwrap_or("a test")
+            );
             assert!(
                 std::env::var("CI").is_err(),
                 "CI runs as root: this must not skip"

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::envelope::MessageId;
 use crate::secure::client::{
-    ClientSecurity, ClientStep, REKEY_AFTER, REKEY_AFTER_MESSAGES, RETRIES_PER_MESSAGE,
+    ClientSecurity, ClientStep, KeySource, REKEY_AFTER, REKEY_AFTER_MESSAGES, RETRIES_PER_MESSAGE,
     SecureFailure,
 };
 use crate::secure::frame::{Frame, Refusal, Sealed};
@@ -323,7 +323,7 @@ fn a_wrong_server_key_and_a_key_off_the_allow_list_are_refused() {
     assert_eq!(refusal(&answer), Refusal::WrongKey);
     assert!(matches!(
         step(&mut client, ID, b"hi", reply_of(answer), now),
-        Err(SecureFailure::Refused(Refusal::WrongKey, _))
+        Err(SecureFailure::WrongKey(KeySource::Flag))
     ));
 
     let server_identity = identity();
@@ -514,7 +514,7 @@ fn handshakes_with_an_ephemeral_key_of_small_order_are_refused_both_ways() {
     .encode();
     assert_eq!(
         step(&mut client, ID, b"hi", reply, now).err(),
-        Some(SecureFailure::ServerNotProven)
+        Some(SecureFailure::ServerNotProven(KeySource::Flag))
     );
 }
 
@@ -642,12 +642,12 @@ fn a_plain_answer_to_a_handshake_is_reported_as_a_plain_server() {
     let hello = client.opening(ID, b"hi", now).unwrap();
     assert_eq!(
         step(&mut client, ID, b"hi", b"sure".to_vec(), now).err(),
-        Some(SecureFailure::ServerIsPlain)
+        Some(SecureFailure::ServerIsPlain(KeySource::Flag))
     );
     // A plain echo server sends the handshake itself back.
     assert_eq!(
         step(&mut client, ID, b"hi", hello, now).err(),
-        Some(SecureFailure::ServerIsPlain)
+        Some(SecureFailure::ServerIsPlain(KeySource::Flag))
     );
 }
 
@@ -667,4 +667,27 @@ fn a_sealed_message_frame_is_52_bytes_plus_the_text() {
             "{length} bytes"
         );
     }
+}
+
+/// Issue 26, point 11: each failure names what the user actually did: a
+/// key given with --server-key, remembered for the address, or learned.
+#[test]
+fn failures_name_where_the_key_came_from() {
+    let flag = SecureFailure::ServerNotProven(KeySource::Flag).to_string();
+    assert!(flag.contains("--server-key"), "{flag}");
+    let remembered =
+        SecureFailure::ServerNotProven(KeySource::Remembered("line 4 of F".into())).to_string();
+    assert!(
+        !remembered.contains("--server-key") && remembered.contains("line 4 of F"),
+        "{remembered}"
+    );
+    let plain =
+        SecureFailure::ServerIsPlain(KeySource::Remembered("line 4 of F".into())).to_string();
+    assert!(
+        plain.contains("not in secure mode") && plain.contains("delete that line"),
+        "{plain}"
+    );
+    assert!(!plain.contains("--server-key"), "{plain}");
+    let learned = SecureFailure::WrongKey(KeySource::Learned).to_string();
+    assert!(!learned.contains("--server-key"), "{learned}");
 }

@@ -391,10 +391,19 @@ pub fn keygen(path: &std::path::Path) -> (String, String) {
 }
 
 /// Says why a test cannot run and lets it pass locally; under `CI=true` a
-/// missing prerequisite is a failure, never a silent pass.
+/// missing prerequisite is a failure, never a silent pass. The line names
+/// the test (the test harness names each test's thread after it) and what
+/// it needs: `skipped: TEST: REASON`, which the README's grep lists.
 pub fn skip(reason: &str) {
+    let line = skip_line(reason);
     if std::env::var("CI").is_ok_and(|value| value == "true") {
-        panic!("cannot run under CI=true: {reason}");
+        panic!("cannot run under CI=true: {line}");
     }
-    eprintln!("skipped: {reason}");
+    eprintln!("{line}");
+}
+
+/// What [`skip`] prints for the test running on this thread.
+pub fn skip_line(reason: &str) -> String {
+    let test = thread::current().name().unwrap_or("a test").to_string();
+    format!("skipped: {test}: {reason}")
 }
