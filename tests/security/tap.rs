@@ -328,18 +328,23 @@ fn zmtp_message(frames: &[&[u8]]) -> Vec<u8> {
     bytes
 }
 
+/// The ZMTP frame starting at `at`: its flags, header length and body size.
+fn zmtp_frame_at(bytes: &[u8], at: usize) -> (u8, usize, usize) {
+    let flags = bytes[at];
+    if flags & 0x02 != 0 {
+        let size: [u8; 8] = bytes[at + 1..at + 9].try_into().unwrap();
+        (flags, 9, u64::from_be_bytes(size) as usize)
+    } else {
+        (flags, 2, bytes[at + 1] as usize)
+    }
+}
+
 /// The frames of one ZMTP message (no commands).
 fn zmtp_frames(bytes: &[u8]) -> Vec<Vec<u8>> {
     let mut frames = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
-        let flags = bytes[at];
-        let (size, header) = if flags & 0x02 != 0 {
-            let size: [u8; 8] = bytes[at + 1..at + 9].try_into().unwrap();
-            (u64::from_be_bytes(size) as usize, 9)
-        } else {
-            (bytes[at + 1] as usize, 2)
-        };
+        let (_, header, size) = zmtp_frame_at(bytes, at);
         frames.push(bytes[at + header..at + header + size].to_vec());
         at += header + size;
     }
@@ -370,13 +375,7 @@ pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// Where the ZMTP message whose first frame starts at `start` ends.
 fn zmtp_message_end(bytes: &[u8], mut at: usize) -> usize {
     loop {
-        let flags = bytes[at];
-        let (size, header) = if flags & 0x02 != 0 {
-            let size: [u8; 8] = bytes[at + 1..at + 9].try_into().unwrap();
-            (u64::from_be_bytes(size) as usize, 9)
-        } else {
-            (bytes[at + 1] as usize, 2)
-        };
+        let (flags, header, size) = zmtp_frame_at(bytes, at);
         at += header + size;
         if flags & 0x01 == 0 {
             return at;
