@@ -21,8 +21,6 @@ const ID_PREFIX: &str = "zc1:";
 const NAME_PREFIX: &[u8] = b"zcn:";
 /// The most bytes of a name a server takes (longer ones are cut).
 pub const MAX_NAME_BYTES: usize = 32;
-/// The longest unmarked id frame: prefix, 16 hex digits, ':', 20 digits.
-const ID_FRAME_MAX: usize = ID_PREFIX.len() + 16 + 1 + 20;
 /// Appended to the id of the last reply a server sends when its operator ends
 /// the chat, so a waiting client knows the end was deliberate.
 const ENDED_SUFFIX: &str = ":ended";
@@ -67,36 +65,7 @@ impl fmt::Display for MessageId {
 impl MessageId {
     /// The id as an envelope frame (what `Display` shows).
     pub fn to_frame(self) -> Vec<u8> {
-        let mut frame = Vec::with_capacity(ID_FRAME_MAX);
-        self.write_frame(&mut frame);
-        frame
-    }
-
-    /// Writes the id frame into `frame`, replacing what it held. Built
-    /// without the formatting machinery, into a buffer the caller reuses:
-    /// a client makes one per message sent.
-    pub fn write_frame(self, frame: &mut Vec<u8>) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        frame.clear();
-        frame.extend_from_slice(ID_PREFIX.as_bytes());
-        frame.extend(
-            (0..16)
-                .rev()
-                .map(|nibble| HEX[((self.session >> (nibble * 4)) & 0xf) as usize]),
-        );
-        frame.push(b':');
-        let mut digits = [0u8; 20];
-        let mut rest = self.sequence;
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        frame.extend_from_slice(&digits[start..]);
+        self.to_string().into_bytes()
     }
 
     /// The id frame carrying `mark` (the server's goodbye or refusal).
@@ -221,18 +190,6 @@ mod tests {
             let id = MessageId { session, sequence };
             assert_eq!(id.to_frame(), id.to_string().into_bytes());
         }
-        // A reused buffer holds exactly the new id, even after a longer one.
-        let mut reused = MessageId {
-            session: u64::MAX,
-            sequence: u64::MAX,
-        }
-        .to_frame();
-        let short = MessageId {
-            session: 1,
-            sequence: 2,
-        };
-        short.write_frame(&mut reused);
-        assert_eq!(reused, short.to_string().into_bytes());
     }
 
     #[test]

@@ -147,46 +147,25 @@ impl Presence {
         self.answering = descriptor;
     }
 
-    /// Whether the connection `descriptor` is known (or there is none).
+    /// Whether the connection `descriptor` is known, that is open as far as
+    /// the monitor has told (or there is none to know).
     pub fn knows(&self, descriptor: Option<RawFd>) -> bool {
         descriptor.is_none_or(|descriptor| self.peers.contains_key(&descriptor))
-    }
-
-    /// Whether `descriptor` is an open connection.
-    pub fn is_open(&self, descriptor: RawFd) -> bool {
-        self.peers.contains_key(&descriptor)
     }
 }
 
 /// The remote address of connection `descriptor` as `IP:PORT`, or `None`
 /// for a connection that has none (`ipc://`) or has gone.
 fn peer_address(descriptor: RawFd) -> Option<String> {
-    let mut storage = std::mem::MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: getpeername writes at most `length` bytes into `storage`.
-    let got = unsafe { libc::getpeername(descriptor, storage.as_mut_ptr().cast(), &mut length) };
-    if got != 0 {
-        return None;
-    }
-    // SAFETY: zeroed, then filled by getpeername.
-    let storage = unsafe { storage.assume_init() };
-    let address = match i32::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says this is a sockaddr_in.
-            let v4 = unsafe { *std::ptr::from_ref(&storage).cast::<libc::sockaddr_in>() };
-            SocketAddr::from((
-                u32::from_be(v4.sin_addr.s_addr).to_be_bytes(),
-                u16::from_be(v4.sin_port),
-            ))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this is a sockaddr_in6.
-            let v6 = unsafe { *std::ptr::from_ref(&storage).cast::<libc::sockaddr_in6>() };
-            SocketAddr::from((v6.sin6_addr.s6_addr, u16::from_be(v6.sin6_port)))
-        }
-        _ => return None,
-    };
-    Some(address.to_string())
+    // SAFETY: the descriptor is libzmq's, of a connection its monitor just
+    // reported (or that a message just came on); it is only borrowed for
+    // one getpeername, and a descriptor closed meanwhile makes it fail (at
+    // worst it names the connection that took the number over).
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(descriptor) };
+    let address = rustix::net::getpeername(socket).ok()??;
+    SocketAddr::try_from(address)
+        .ok()
+        .map(|address| address.to_string())
 }
 
 #[cfg(test)]

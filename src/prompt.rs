@@ -325,7 +325,7 @@ impl Drop for Prompt {
         }
         // Ending while a line is edited leaves rustyline's raw mode on.
         if self.asked
-            && let Some(saved) = self.saved
+            && let Some(saved) = self.saved.take()
         {
             let _ = tty::restore(saved);
             println!();

@@ -419,9 +419,7 @@ impl ChatServer {
             ));
         }
         screen.show(&incoming, label.as_deref())?;
-        if let Some(source) = pending.source
-            && !self.presence.is_open(source)
-        {
+        if !self.presence.knows(pending.source) {
             screen.notice(
                 "the client who sent this has left already: your reply reaches it only if it comes back and sends its message again",
             );

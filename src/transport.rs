@@ -292,11 +292,6 @@ impl ConnectionWatch {
             Err(other) => Err(other),
         }
     }
-
-    /// The monitor socket, for `zmq::poll` beside the watched socket.
-    pub fn socket(&self) -> &zmq::Socket {
-        &self.events
-    }
 }
 
 /// Monitor messages are two frames: 2 bytes event id and 4 bytes value
@@ -510,25 +505,22 @@ pub fn send_now(socket: &zmq::Socket, frames: &[Vec<u8>]) -> Result<(), zmq::Err
 /// # Errors
 /// When the limit cannot be read (raising it is best effort).
 pub fn raise_open_file_limit() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(current) = limit.current else {
+        // No limit at all.
+        return Ok(u64::MAX);
     };
-    // SAFETY: getrlimit writes into the struct we pass and keeps no pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
+    if limit.maximum.is_none_or(|maximum| current < maximum) {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
         };
-        // SAFETY: setrlimit only reads the struct we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit = raised;
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return Ok(limit.maximum.unwrap_or(u64::MAX));
         }
     }
-    Ok(limit.rlim_cur)
+    Ok(current)
 }
 
 /// Waits for the next message on `socket` (which must have a receive

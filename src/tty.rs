@@ -6,34 +6,39 @@
 
 use std::io;
 
+use rustix::termios::{
+    LocalModes, OptionalActions, QueueSelector, SpecialCodeIndex, Termios, tcflush, tcgetattr,
+    tcsetattr,
+};
+
 /// The terminal's settings, to be put back later.
-#[derive(Clone, Copy)]
-pub struct Saved(libc::termios);
+#[derive(Clone)]
+pub struct Saved(Termios);
 
 /// The terminal's current settings, if stdin is a terminal.
 pub fn save() -> Option<Saved> {
-    let mut termios = std::mem::MaybeUninit::<libc::termios>::uninit();
-    // SAFETY: tcgetattr fills the termios it is given when it returns 0.
-    let filled = unsafe { libc::tcgetattr(libc::STDIN_FILENO, termios.as_mut_ptr()) } == 0;
-    // SAFETY: initialised by the successful call just above.
-    filled.then(|| Saved(unsafe { termios.assume_init() }))
+    tcgetattr(io::stdin()).ok().map(Saved)
 }
 
 /// Puts the terminal back to `saved` (a prompt left mid-line keeps the raw
 /// mode rustyline set).
 pub fn restore(saved: Saved) -> io::Result<()> {
-    // SAFETY: a valid termios, read earlier from the same terminal.
-    match unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &saved.0) } {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
-    }
+    set(&saved.0)
+}
+
+/// Applies `settings` to the terminal at once.
+fn set(settings: &Termios) -> io::Result<()> {
+    Ok(tcsetattr(io::stdin(), OptionalActions::Now, settings)?)
 }
 
 /// Whether the terminal is in its usual line mode with echo: then what is
 /// typed outside a prompt shows on the screen, unfinished line included.
 pub fn echoes_lines() -> bool {
     save().is_some_and(|saved| {
-        saved.0.c_lflag & (libc::ICANON | libc::ECHO) == (libc::ICANON | libc::ECHO)
+        saved
+            .0
+            .local_modes
+            .contains(LocalModes::ICANON | LocalModes::ECHO)
     })
 }
 
@@ -43,13 +48,13 @@ pub fn echoes_lines() -> bool {
 /// Ctrl-C still sends its signal.
 pub fn quiet_keys() -> Option<Saved> {
     let saved = save()?;
-    let mut quiet = saved.0;
-    quiet.c_lflag &= !(libc::ICANON | libc::ECHO);
-    quiet.c_cc[libc::VMIN] = 0;
-    quiet.c_cc[libc::VTIME] = 0;
-    // SAFETY: a valid termios, derived from the terminal's own.
-    let set = unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet) } == 0;
-    set.then_some(saved)
+    let mut quiet = saved.0.clone();
+    quiet
+        .local_modes
+        .remove(LocalModes::ICANON | LocalModes::ECHO);
+    quiet.special_codes[SpecialCodeIndex::VMIN] = 0;
+    quiet.special_codes[SpecialCodeIndex::VTIME] = 0;
+    set(&quiet).ok().map(|()| saved)
 }
 
 /// How many bytes have been typed and not read yet, unfinished line
@@ -58,22 +63,16 @@ pub fn quiet_keys() -> Option<Saved> {
 /// count (and back at once).
 pub fn typed_ahead(discard: bool) -> usize {
     let Some(saved) = save() else { return 0 };
-    let mut raw = saved.0;
-    raw.c_lflag &= !libc::ICANON;
-    raw.c_cc[libc::VMIN] = 0;
-    raw.c_cc[libc::VTIME] = 0;
-    let mut pending: libc::c_int = 0;
-    // SAFETY: valid termios values and a c_int for FIONREAD to fill.
-    unsafe {
-        if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &raw) != 0 {
-            return 0;
-        }
-        if libc::ioctl(libc::STDIN_FILENO, libc::FIONREAD, &mut pending) != 0 {
-            pending = 0;
-        }
-        if discard {
-            libc::tcflush(libc::STDIN_FILENO, libc::TCIFLUSH);
-        }
+    let mut raw = saved.0.clone();
+    raw.local_modes.remove(LocalModes::ICANON);
+    raw.special_codes[SpecialCodeIndex::VMIN] = 0;
+    raw.special_codes[SpecialCodeIndex::VTIME] = 0;
+    if set(&raw).is_err() {
+        return 0;
+    }
+    let pending = rustix::io::ioctl_fionread(io::stdin()).unwrap_or(0);
+    if discard {
+        let _ = tcflush(io::stdin(), QueueSelector::IFlush);
     }
     let _ = restore(saved);
     usize::try_from(pending).unwrap_or(0)

@@ -420,7 +420,7 @@ pub(crate) fn read_trusted(path: &Path, trusted: Trusted) -> Result<String, KeyE
 
 /// This process's effective user.
 fn current_user() -> u32 {
-    nix::unistd::geteuid().as_raw()
+    rustix::process::geteuid().as_raw()
 }
 
 /// Checks, as OpenSSH's StrictModes does, every folder above `path`, both
