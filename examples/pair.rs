@@ -28,10 +28,11 @@ use std::thread;
 use clap::{Parser, Subcommand};
 use zmq_chat::address::Role;
 use zmq_chat::cli;
+use zmq_chat::clock::TICK;
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::{Line, ScriptLines, print_line};
-use zmq_chat::transport::{self, ConnectionEvent, ConnectionWatch, TICK};
+use zmq_chat::transport::{self, ConnectionEvent, ConnectionWatch};
 
 const PROGRAM: &str = "pair";
 

@@ -29,11 +29,14 @@
 //! - `presence`: who is connected to the server, from the socket monitor.
 //! - [`server`] / [`client`]: the two loops, independent of where lines
 //!   come from, where output goes and what time it is.
-//! - [`terminal`]: script input, and the screen (what each mode shows).
+//! - [`input`]: where lines come from: the `LineSource` the loops read,
+//!   and script input from stdin.
+//! - [`terminal`]: the screen (what each mode shows).
 //! - [`prompt`]: the interactive prompt: rustyline on its own thread, with
 //!   history, printing incoming lines above the line being edited.
 //! - `tty`: type-ahead and restoring the terminal, which rustyline lacks.
-//! - [`clock`]: the loops' time, which tests can drive.
+//! - [`clock`]: the loops' time, which tests can drive, and the tick every
+//!   wait wakes up at.
 //! - [`cli`]: flags, exit codes and error reports shared by the programs;
 //!   man pages and completions (`--generate`).
 //! - `folders`: where the user's keys, known servers and history live.
@@ -54,6 +57,7 @@ pub mod display;
 mod envelope;
 pub mod error;
 mod folders;
+pub mod input;
 pub mod message;
 mod presence;
 pub mod prompt;

@@ -15,10 +15,10 @@ use std::thread;
 use rustyline::error::ReadlineError;
 use rustyline::{DefaultEditor, ExternalPrinter};
 
+use crate::clock::TICK;
 use crate::command::{Command, HELP};
+use crate::input::{End, Line, LineSource};
 use crate::shutdown::Shutdown;
-use crate::terminal::{End, Line, LineSource};
-use crate::transport::TICK;
 use crate::tty;
 
 /// The interactive prompt: rustyline editing, history and `/commands`.

@@ -1,6 +1,6 @@
 //! Ctrl-C and termination signals, turned into a flag the loops check.
 //!
-//! The loops never block for longer than [`crate::transport::TICK`], so a
+//! The loops never block for longer than [`crate::clock::TICK`], so a
 //! signal ends the program through its normal exit path: sockets closed,
 //! terminal restored, a final line saying why. The interactive prompt runs
 //! on a thread of its own and the loop waiting for its line still ticks.

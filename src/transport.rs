@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::address::Endpoint;
+use crate::clock::TICK;
 use crate::message::{MAX_FRAMES, WIRE_LIMIT_BYTES};
 use crate::shutdown::Shutdown;
 
@@ -35,9 +36,6 @@ const LINGER: Duration = Duration::from_millis(1000);
 /// (The benchmark's concurrency rows could not tell 16, 64 and 1000 apart
 /// beyond their noise.)
 pub const QUEUED_PER_CONNECTION: i32 = 64;
-
-/// How often blocking waits wake up to notice Ctrl-C.
-pub const TICK: Duration = Duration::from_millis(100);
 
 /// A socket operation that failed, with the endpoint involved.
 #[derive(Debug)]

@@ -711,6 +711,10 @@ impl Drop for Cluster {
     }
 }
 
+/// How long a publisher may go without a word while a quorum queue elects
+/// a new leader (see [`failover_case`]).
+const FAILOVER_SILENCE: Duration = Duration::from_secs(60);
+
 /// 10,000 numbered messages go through a quorum queue of the cluster while
 /// the node `victim` names is killed once a thousand are confirmed; the
 /// publisher (given every node's URL, node 1 first) and the subscriber
@@ -744,11 +748,16 @@ fn failover_case(
     publisher.stderr_line_containing("1000 of 10000 confirmed");
     let node = victim(&queue);
     cluster.kill(node);
-    // Through a failover on a busy machine this takes longer than one
-    // deadline; the publisher reports every thousand, so it is followed
-    // while it makes progress.
-    let published =
-        publisher.stderr_line_containing_while_progressing("published 10000 message(s)");
+    // Through a failover this takes longer than one deadline; the
+    // publisher reports every thousand (and each failover), so it is
+    // followed while it makes progress. The quorum queue elects a new
+    // leader among the two nodes left before any confirm comes again: on a
+    // machine oversubscribed three times (scripts/soak-tests 3 3) that
+    // silence was seen above 10 s, so it may last up to FAILOVER_SILENCE;
+    // the longest one is reported.
+    let (published, silence) = publisher
+        .stderr_line_containing_while_progressing("published 10000 message(s)", FAILOVER_SILENCE);
+    eprintln!("{name}: the publisher's longest silence through the failover: {silence:?}");
     assert!(
         published.contains("each confirmed by the broker"),
         "{published}"

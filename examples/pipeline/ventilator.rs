@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use zmq_chat::address::Endpoint;
 use zmq_chat::cli;
+use zmq_chat::clock::TICK;
 use zmq_chat::shutdown::Shutdown;
-use zmq_chat::transport::{self, ConnectionEvent, ConnectionWatch, TICK};
+use zmq_chat::transport::{self, ConnectionEvent, ConnectionWatch};
 
 use crate::PROGRAM;
 

@@ -151,21 +151,30 @@ impl Proc {
     }
 
     /// Waits for a stderr line containing `needle` as long as the program
-    /// makes progress: each new stderr line must come within the deadline
+    /// makes progress: each new stderr line must come within `silence`
     /// (a long job that reports as it goes, such as publishing thousands of
     /// messages through a failover, is not a hang; a silent one is).
-    pub fn stderr_line_containing_while_progressing(&mut self, needle: &str) -> String {
+    /// Returns the line and the longest silence seen.
+    pub fn stderr_line_containing_while_progressing(
+        &mut self,
+        needle: &str,
+        silence: Duration,
+    ) -> (String, Duration) {
+        let mut longest = Duration::ZERO;
         if let Some(line) = self.seen_stderr.iter().find(|line| line.contains(needle)) {
-            return line.clone();
+            return (line.clone(), longest);
         }
-        while let Ok(line) = self.stderr.recv_timeout(DEADLINE) {
+        let mut last = Instant::now();
+        while let Ok(line) = self.stderr.recv_timeout(silence) {
+            longest = longest.max(last.elapsed());
+            last = Instant::now();
             self.seen_stderr.push(line.clone());
             if line.contains(needle) {
-                return line;
+                return (line, longest);
             }
         }
         panic!(
-            "{}: no stderr line containing {needle:?}, and nothing new within {DEADLINE:?}; stderr was {:?}",
+            "{}: no stderr line containing {needle:?}, and nothing new within {silence:?}; stderr was {:?}",
             self.name, self.seen_stderr
         );
     }
