@@ -691,3 +691,45 @@ fn failures_name_where_the_key_came_from() {
     let learned = SecureFailure::WrongKey(KeySource::Learned).to_string();
     assert!(!learned.contains("--server-key"), "{learned}");
 }
+
+/// Issue 24, point 8: a key learned on first use is written to the known
+/// servers file only once a handshake proves the server holds it: a server
+/// (or someone in the middle) that told one key and holds another gets
+/// nothing remembered.
+#[test]
+fn a_learned_key_is_remembered_only_once_a_handshake_proves_it() {
+    use crate::secure::known::KnownServers;
+    let folder = crate::fixture::Scratch::new("learned");
+    let path = folder.join("known_servers");
+    let now = Instant::now();
+
+    let told = identity().public_key();
+    let mut server = ServerSecurity::new(identity(), None);
+    let known = KnownServers::load(&path).unwrap();
+    let mut fooled = ClientSecurity::new(identity(), told)
+        .remember_when_proven(known, "tcp://127.0.0.1:1".into());
+    let hello = fooled.opening(ID, b"hi", now).unwrap();
+    let refused = reply_of(server.open(b"host", &[hello], Some(ID), now));
+    assert_eq!(
+        step(&mut fooled, ID, b"hi", refused, now),
+        Err(SecureFailure::WrongKey(KeySource::Learned))
+    );
+    assert!(!path.exists(), "nothing remembered");
+
+    let (mut client, mut server) = {
+        let server = identity();
+        let known = KnownServers::load(&path).unwrap();
+        let client = ClientSecurity::new(identity(), server.public_key())
+            .remember_when_proven(known, "tcp://127.0.0.1:1".into());
+        (client, ServerSecurity::new(server, None))
+    };
+    let hello = client.opening(ID, b"hi", now).unwrap();
+    let answer = reply_of(server.open(b"host", &[hello], Some(ID), now));
+    assert!(!path.exists(), "not before the proof");
+    assert!(matches!(
+        step(&mut client, ID, b"hi", answer, now),
+        Ok(ClientStep::Proven(Some(_)))
+    ));
+    let remembered = std::fs::read_to_string(&path).unwrap();
+    assert!(remembered.starts_with("tcp://127.0.0.1:1 "), "{remembered}");
+}
