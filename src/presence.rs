@@ -30,9 +30,13 @@ pub struct Presence {
     /// The connection whose message the operator is answering.
     answering: Option<RawFd>,
     /// Whether connections are being refused for want of descriptors (said
-    /// once when it starts, once when it ends).
+    /// when it starts, and when it ends).
     out_of_descriptors: bool,
     throttle: Throttle,
+    /// Rate limit on the two descriptor notices: a backlog of connections
+    /// drained as descriptors free up can run out again at once, as often
+    /// as peers make it (one line of each kind per 5 s, with a count).
+    exhaustion: Throttle,
 }
 
 /// One connection.
@@ -51,6 +55,7 @@ impl Default for Presence {
             answering: None,
             out_of_descriptors: false,
             throttle: Throttle::with_burst(NOTICE_INTERVAL, NOTICE_BURST),
+            exhaustion: Throttle::new(NOTICE_INTERVAL),
         }
     }
 }
@@ -67,8 +72,10 @@ impl Presence {
     fn on(&mut self, event: ConnectionEvent, descriptor: RawFd, screen: &Screen, now: Instant) {
         match event {
             ConnectionEvent::Accepted => {
-                if std::mem::take(&mut self.out_of_descriptors) {
-                    screen.notice("taking new connections again");
+                if std::mem::take(&mut self.out_of_descriptors)
+                    && let Some(held) = self.exhaustion.admit("again", now)
+                {
+                    screen.notice(&Throttle::with_count("taking new connections again", held));
                 }
                 let peer = Peer {
                     address: peer_address(descriptor),
@@ -108,7 +115,12 @@ impl Presence {
                 if !self.out_of_descriptors && (errno == libc::EMFILE || errno == libc::ENFILE) =>
             {
                 self.out_of_descriptors = true;
-                screen.notice("out of file descriptors: new connections are refused until some close (raise the open-file limit, ulimit -n, to allow more)");
+                if let Some(held) = self.exhaustion.admit("out", now) {
+                    screen.notice(&Throttle::with_count(
+                        "out of file descriptors: new connections are refused until some close (raise the open-file limit, ulimit -n, to allow more)",
+                        held,
+                    ));
+                }
             }
             _ => {}
         }
