@@ -225,8 +225,11 @@ pub struct ChatClient {
     lines_read: u64,
     /// Lines that were not delivered whole: not sent (over the limit), or
     /// their reply cut to `max_message_bytes`. Script mode then ends with
-    /// its own exit code, so a script knows.
+    /// its own exit code, so a script knows. The first
+    /// [`INCOMPLETE_NAMED`] are named; all are counted.
     incomplete: Vec<u64>,
+    /// How many lines were not delivered whole, named or not.
+    incomplete_count: u64,
 }
 
 /// What ended the wait for one reply.
@@ -281,6 +284,7 @@ impl ChatClient {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             lines_read: 0,
             incomplete: Vec::new(),
+            incomplete_count: 0,
         })
     }
 
@@ -307,10 +311,21 @@ impl ChatClient {
     }
 
     /// The numbers of the lines (from 1) that were not delivered whole so
-    /// far: not sent for their size, or answered with a reply cut to
-    /// `--max-size`.
-    pub fn incomplete_lines(&self) -> &[u64] {
-        &self.incomplete
+    /// far (not sent for their size, or answered with a reply cut to
+    /// `--max-size`), the first [`INCOMPLETE_NAMED`] of them; and how many
+    /// there were in all.
+    pub fn incomplete_lines(&self) -> (&[u64], u64) {
+        (&self.incomplete, self.incomplete_count)
+    }
+
+    /// Counts the line just read as not delivered whole, naming it if
+    /// fewer than [`INCOMPLETE_NAMED`] are named (a script of many such
+    /// lines must not grow the list without bound).
+    fn not_delivered_whole(&mut self) {
+        self.incomplete_count += 1;
+        if self.incomplete.len() < INCOMPLETE_NAMED {
+            self.incomplete.push(self.lines_read);
+        }
     }
 
     /// Sends each line from `lines` and shows each reply, until input ends,
@@ -356,7 +371,7 @@ impl ChatClient {
                         self.lines_read,
                         text.len()
                     ));
-                    self.incomplete.push(self.lines_read);
+                    self.not_delivered_whole();
                     continue;
                 }
                 Line::Text(text) => text,
@@ -396,7 +411,7 @@ impl ChatClient {
                             "the reply to line {} was cut to --max-size",
                             self.lines_read
                         ));
-                        self.incomplete.push(self.lines_read);
+                        self.not_delivered_whole();
                     }
                     continue;
                 }
@@ -785,6 +800,10 @@ impl ChatClient {
         Ok(())
     }
 }
+
+/// Lines not delivered whole that are named at the end of a script, at
+/// most (the rest are counted).
+pub const INCOMPLETE_NAMED: usize = 16;
 
 /// Lines typed while a reply is awaited that are kept to be sent, at most.
 pub const QUEUED_LINES: usize = 64;

@@ -164,14 +164,15 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     let code = loop {
         break match client.run(lines.as_mut(), &screen, &shutdown, &SystemClock)? {
             ClientEnd::Finished(End::Interrupted) if !interactive => cli::EXIT_INTERRUPTED,
-            ClientEnd::Finished(_) if !interactive && !client.incomplete_lines().is_empty() => {
-                let lines: Vec<String> = client
-                    .incomplete_lines()
-                    .iter()
-                    .map(u64::to_string)
-                    .collect();
+            ClientEnd::Finished(_) if !interactive && client.incomplete_lines().1 > 0 => {
+                let (named, count) = client.incomplete_lines();
+                let lines: Vec<String> = named.iter().map(u64::to_string).collect();
+                let more = match count - named.len() as u64 {
+                    0 => String::new(),
+                    more => format!(" and {more} more"),
+                };
                 screen.notice(&format!(
-                    "not delivered whole: line(s) {} (see above)",
+                    "not delivered whole: line(s) {}{more} (see above)",
                     lines.join(", ")
                 ));
                 cli::EXIT_INCOMPLETE
