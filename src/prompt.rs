@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use rustyline::error::ReadlineError;
-use rustyline::{DefaultEditor, ExternalPrinter};
+use rustyline::{
+    Cmd, ConditionalEventHandler, DefaultEditor, Event, EventContext, EventHandler,
+    ExternalPrinter, KeyEvent, RepeatCount,
+};
 
 use crate::clock::TICK;
 use crate::command::{Command, HELP};
@@ -96,6 +99,9 @@ pub struct Printer {
     /// Bytes typed ahead (outside the prompt) when a line was last printed:
     /// more than that means the cursor sits after an unfinished echoed line.
     typed: Arc<AtomicUsize>,
+    /// The last status line (what the program waits for), shown again when
+    /// the program is continued after Ctrl-Z.
+    status: Arc<Mutex<String>>,
 }
 
 impl Printer {
@@ -116,6 +122,40 @@ impl Printer {
             let _ = external.print(line);
         }
     }
+
+    /// Prints `text` as the status line: what the program waits for now.
+    pub fn print_status(&self, text: &str) {
+        if let Ok(mut status) = self.status.lock() {
+            text.clone_into(&mut status);
+        }
+        self.print(text);
+    }
+
+    /// Prints the last status line again (after the screen was left).
+    fn repeat_status(&self) {
+        let status = self.status.lock().map(|status| status.clone());
+        if let Ok(status) = status
+            && !status.is_empty()
+        {
+            self.print(&status);
+        }
+    }
+}
+
+/// Ctrl-Z at the prompt: stops the program with the terminal as it was
+/// before the prompt, and redraws the line being edited once continued.
+/// (rustyline's own Ctrl-Z races with the stop: see [`tty::suspend`].)
+struct SuspendKey {
+    /// The terminal's settings from before rustyline's.
+    outside: tty::Saved,
+}
+
+impl ConditionalEventHandler for SuspendKey {
+    fn handle(&self, _: &Event, _: RepeatCount, _: bool, _: &EventContext) -> Option<Cmd> {
+        // Failing, the key does nothing: the prompt stays as it is.
+        let _ = tty::suspend(&self.outside);
+        Some(Cmd::Repaint)
+    }
 }
 
 impl Prompt {
@@ -124,6 +164,15 @@ impl Prompt {
     pub fn new(prompt: &str, history: Option<PathBuf>) -> io::Result<Prompt> {
         let saved = tty::save();
         let mut editor = DefaultEditor::new().map_err(io::Error::other)?;
+        if let Some(outside) = &saved {
+            let suspend = SuspendKey {
+                outside: outside.clone(),
+            };
+            editor.bind_sequence(
+                KeyEvent::ctrl('Z'),
+                EventHandler::Conditional(Box::new(suspend)),
+            );
+        }
         if let Some(path) = &history {
             if let Some(folder) = path.parent() {
                 create_private_folder(folder)?;
@@ -167,6 +216,7 @@ impl Prompt {
                 external: Arc::new(Mutex::new(external)),
                 reading,
                 typed: Arc::default(),
+                status: Arc::default(),
             },
             prompt: prompt.to_string(),
             offered: None,
@@ -278,6 +328,13 @@ impl LineSource for Prompt {
                 // Ctrl-D; typed while the terminal was still in line mode,
                 // the line discipline left it as a 0 byte.
                 0x04 | 0x00 => return Some(Line::End(End::Eof)),
+                // Ctrl-Z: stopped, then continued by `fg`, the keys are
+                // taken unechoed again and the screen says what still waits.
+                tty::SUSPEND_KEY => {
+                    // Failing, the key only has the status said again.
+                    let _ = tty::suspend(&waiting.saved);
+                    printer.repeat_status();
+                }
                 b'\r' | b'\n' => {
                     let line = String::from_utf8_lossy(&waiting.typed).into_owned();
                     waiting.typed.clear();

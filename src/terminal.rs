@@ -157,7 +157,7 @@ impl Screen {
         if self.interactive {
             let (on, off) = if self.colour { (DIM, RESET) } else { ("", "") };
             match &self.printer {
-                Some(printer) => printer.print(&format!("{on}{text}{off}")),
+                Some(printer) => printer.print_status(&format!("{on}{text}{off}")),
                 None => {
                     let _ = writeln!(self.err.borrow_mut(), "{on}{text}{off}");
                 }

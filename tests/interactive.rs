@@ -595,3 +595,110 @@ fn the_operator_may_ask_for_help_before_any_message() {
     server.exp_eof().unwrap();
     assert_eq!(exit_code(&server), Some(0));
 }
+
+/// An interactive shell with job control in a terminal, as a person has:
+/// Ctrl-Z stops the job in the foreground and `fg` continues it. Its
+/// terminal echoes, as a person's does (rexpect turns echo off): what the
+/// shell puts back when a program stops is what a person would see.
+fn shell_with_job_control() -> PtySession {
+    let mut command = Command::new("bash");
+    command
+        .args(["--norc", "--noprofile", "-i"])
+        .env("PS1", "shell$ ")
+        .env("TERM", "xterm")
+        .env("NO_COLOR", "1")
+        .env("XDG_DATA_HOME", history_folder())
+        .env_remove("RUST_BACKTRACE");
+    let mut shell = rexpect::session::spawn_command(command, Some(DEADLINE.as_millis() as u64))
+        .expect("spawn bash in a pty");
+    shell.exp_string("shell$ ").unwrap();
+    shell.send_line("stty echo").unwrap();
+    shell.exp_string("shell$ ").unwrap();
+    shell
+}
+
+/// Ctrl-Z stops the foreground program and `fg` continues it.
+fn stop_and_continue(shell: &mut PtySession) {
+    shell.send_control('z').unwrap();
+    shell.exp_string("Stopped").unwrap();
+    shell.exp_string("shell$ ").unwrap();
+    shell.send_line("fg").unwrap();
+}
+
+/// Ends the shell once the program in it has ended.
+fn exit_shell(mut shell: PtySession) {
+    shell.exp_string("shell$ ").unwrap();
+    shell.send_line("exit").unwrap();
+    shell.exp_eof().unwrap();
+}
+
+/// Issue 26, point 3: after Ctrl-Z and `fg` the client is back as it was.
+/// At the prompt, the line being typed is drawn again and edited key by
+/// key (Ctrl-U empties it: the terminal's own line mode would have sent
+/// the keys to the end of the old line); while a reply is awaited, the
+/// status line is shown again and keys are still taken unechoed.
+#[test]
+fn ctrl_z_and_fg_bring_the_client_back_as_it_was() {
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+    let mut shell = shell_with_job_control();
+    shell
+        .send_line(&format!("{CLIENT} --connect {endpoint}"))
+        .unwrap();
+    shell.exp_string("connected to ").unwrap();
+    type_keys(&mut shell, "draft");
+    stop_and_continue(&mut shell);
+    shell.exp_string("you> draft").unwrap();
+    shell.send_control('u').unwrap();
+    shell.send_line("fresh").unwrap();
+    assert_eq!(server.stdout_line(), "fresh");
+    shell.exp_string("waiting for the server's reply").unwrap();
+
+    stop_and_continue(&mut shell);
+    shell.exp_string("waiting for the server's reply").unwrap();
+    shell.send_line("next").unwrap();
+    let before = shell.exp_string("queued (1 waiting").unwrap();
+    assert!(!before.contains("next"), "echoed after fg: {before:?}");
+    server.send_line("the reply");
+    shell.exp_string("server> the reply").unwrap();
+    assert_eq!(server.stdout_line(), "next");
+    server.send_line("another");
+    shell.exp_string("server> another").unwrap();
+    shell.exp_string("you> ").unwrap();
+    shell.send_line("/quit").unwrap();
+    exit_shell(shell);
+}
+
+/// Issue 26, point 3, the operator's side: after Ctrl-Z and `fg` the
+/// server says again what it waits for and still takes keys unechoed, and
+/// the reply being typed is drawn again and edited key by key.
+#[test]
+fn ctrl_z_and_fg_bring_the_server_back_as_it_was() {
+    let mut shell = shell_with_job_control();
+    shell
+        .send_line(&format!("{SERVER} --bind 127.0.0.1:0"))
+        .unwrap();
+    let (_, address) = shell
+        .exp_regex(r"tcp://127\.0\.0\.1:[0-9]+")
+        .expect("the ready line names the bound port");
+    shell.exp_string("waiting for a message").unwrap();
+    stop_and_continue(&mut shell);
+    shell.exp_string("waiting for a message").unwrap();
+    shell.send_line("early").unwrap();
+    let before = shell.exp_string("not sent: no message is waiting").unwrap();
+    assert!(!before.contains("early"), "echoed after fg: {before:?}");
+
+    let mut client = Proc::spawn(CLIENT, &["--connect", &address]);
+    client.send_line("question?");
+    shell.exp_string("> question?").unwrap();
+    shell.exp_string("reply> ").unwrap();
+    type_keys(&mut shell, "draft");
+    stop_and_continue(&mut shell);
+    shell.exp_string("reply> draft").unwrap();
+    shell.send_control('u').unwrap();
+    shell.send_line("answer").unwrap();
+    assert_eq!(client.stdout_line(), "answer");
+    client.close_stdin();
+    assert_eq!(client.wait().code(), Some(0));
+    type_keys(&mut shell, "\x04");
+    exit_shell(shell);
+}
