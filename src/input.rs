@@ -10,9 +10,17 @@ use crate::clock::TICK;
 use crate::message::strip_line_ending;
 use crate::shutdown::Shutdown;
 
-/// Whether stdin is a terminal, which selects interactive mode.
+/// Whether stdin is a terminal: a person can be asked a question there.
 pub fn stdin_is_interactive() -> bool {
     io::stdin().is_terminal()
+}
+
+/// Whether stdin and stdout are both terminals, which selects interactive
+/// mode (the prompt draws on stdout). With stdout sent elsewhere
+/// (`chat-client | tee chat.log`), the lines typed are script input and
+/// each message is one line of output, as in a pipe.
+pub fn is_interactive() -> bool {
+    io::stdin().is_terminal() && io::stdout().is_terminal()
 }
 
 /// Why a line source has no more lines.

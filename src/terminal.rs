@@ -13,7 +13,7 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::os::fd::AsFd;
 
 use crate::display::escape_for_terminal;
-pub use crate::input::{End, Line, LineSource, ScriptLines, stdin_is_interactive};
+pub use crate::input::{End, Line, LineSource, ScriptLines, is_interactive, stdin_is_interactive};
 use crate::message::Incoming;
 use crate::prompt::Printer;
 

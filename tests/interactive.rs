@@ -702,3 +702,32 @@ fn ctrl_z_and_fg_bring_the_server_back_as_it_was() {
     type_keys(&mut shell, "\x04");
     exit_shell(shell);
 }
+
+/// A person types at a terminal while stdout goes to a file or a pipe
+/// (`chat-client | tee chat.log`): no prompt can be drawn there, so each
+/// line typed is a message and each reply one line of the file, as in a
+/// script; Ctrl-D ends it with exit code 0. (This was an error,
+/// `ENOTTY: Not a typewriter` twice, exit code 1.)
+#[test]
+fn typing_at_a_terminal_with_stdout_in_a_file_chats_as_a_script_does() {
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+    let folder = Scratch::new("tty-stdout-file");
+    let log = folder.join("chat.log");
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "exec \"$0\" --connect \"$1\" > \"$2\""])
+        .arg(CLIENT)
+        .arg(&endpoint)
+        .arg(&log)
+        .env("TERM", "xterm")
+        .env_remove("RUST_BACKTRACE");
+    let mut client = rexpect::session::spawn_command(command, Some(DEADLINE.as_millis() as u64))
+        .expect("spawn in a pty");
+    client.send_line("typed here").unwrap();
+    assert_eq!(server.stdout_line(), "typed here");
+    server.send_line("written there");
+    client.send_control('d').unwrap();
+    client.exp_eof().unwrap();
+    assert_eq!(exit_code(&client), Some(0));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "written there\n");
+}

@@ -143,7 +143,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     if let Some(security) = security {
         client.require_encryption(security);
     }
-    let interactive = terminal::stdin_is_interactive();
+    let interactive = terminal::is_interactive();
     let mut screen = Screen::new(PROGRAM, "server", interactive).context("cannot set up stdout")?;
     let mut lines: Box<dyn LineSource> = if interactive {
         let history = (!args.no_history)

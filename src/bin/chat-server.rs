@@ -105,7 +105,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     let context = zmq::Context::new();
     let mut server = ChatServer::bind(&context, &endpoint)?;
     server.show_at_most(args.max_size);
-    let interactive = !args.echo && terminal::stdin_is_interactive();
+    let interactive = !args.echo && terminal::is_interactive();
     let mut screen = Screen::new(PROGRAM, "client", interactive).context("cannot set up stdout")?;
     let mut prompt = if interactive {
         let history = (!args.no_history)
