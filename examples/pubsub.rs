@@ -47,6 +47,7 @@ use clap::{Parser, Subcommand};
 use zmq_chat::address::{Endpoint, Role};
 use zmq_chat::cli;
 use zmq_chat::display::escape_for_terminal;
+use zmq_chat::exit::Exit;
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::print_line;
 use zmq_chat::transport::{self, Received};
@@ -165,7 +166,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let topics = split_topics(&topics);
             if !wait_for_ready_subscribers(&socket, subscribers, &shutdown)? {
-                return Ok(ExitCode::from(cli::EXIT_INTERRUPTED));
+                return Ok(ExitCode::from(Exit::Interrupted));
             }
             publish(&socket, &topics, count)?;
             Ok(ExitCode::SUCCESS)
@@ -390,7 +391,7 @@ fn subscribe(
         );
     }
     Ok(if shutdown.requested() {
-        ExitCode::from(cli::EXIT_INTERRUPTED)
+        ExitCode::from(Exit::Interrupted)
     } else {
         ExitCode::SUCCESS
     })

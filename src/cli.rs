@@ -6,47 +6,8 @@ use std::process::ExitCode;
 
 use crate::address::{ACCEPTED_FORMS, Address, AddressError, Endpoint, Role};
 use crate::error::ChatError;
+use crate::exit::Exit;
 use crate::secure::keys::{Identity, KeyError, PublicKey};
-
-/// Exit status: the chat ended normally (end of input, `/quit`, Ctrl-C at the prompt).
-pub const EXIT_OK: u8 = 0;
-/// Exit status: something failed at run time (port in use, server gone, I/O error).
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit status: the command line is wrong (unknown flag, malformed address, unknown host).
-pub const EXIT_USAGE: u8 = 2;
-/// Exit status: no server answered within the give-up time (the message is printed).
-pub const EXIT_GAVE_UP: u8 = 3;
-/// Exit status: a signal (Ctrl-C in script mode, SIGTERM) stopped the program mid-chat.
-pub const EXIT_INTERRUPTED: u8 = 130;
-/// Script mode: the input ended, but not everything was delivered whole.
-pub const EXIT_INCOMPLETE: u8 = 4;
-
-/// The exit-status table at the end of `chat-client --help`.
-pub const CLIENT_EXIT_CODES: &str = "\
-Exit status:
-  0    the chat ended normally: end of input; in a terminal /quit, Ctrl-D or
-       Ctrl-C, also while a reply is awaited (the unanswered message and the
-       lines queued meanwhile are printed)
-  1    a runtime error: the server's operator ended the chat mid-message, a
-       refusal (secure/plain mismatch, wrong or changed server key, not
-       allowed), a bad key file
-  2    a usage error: unknown flag, malformed address, unknown host
-  3    script mode: no server came back within --give-up
-       (the unanswered message is printed on stderr)
-  4    script mode: the input ended, but a line was not delivered whole: too
-       long to send, or its reply cut to --max-size (each line is named by
-       its number on stderr)
-  130  script mode: interrupted by a signal (Ctrl-C, SIGTERM); a message in
-       flight is printed";
-
-/// The exit-status table at the end of `chat-server --help`.
-pub const SERVER_EXIT_CODES: &str = "\
-Exit status:
-  0    the chat ended normally: end of input, /quit, Ctrl-D or Ctrl-C at the prompt
-  1    a runtime error: address in use, permission denied, a bad key file or
-       allow list
-  2    a usage error: unknown flag, malformed address, unknown host
-  130  script mode: interrupted by a signal (Ctrl-C, SIGTERM)";
 
 /// Parses and resolves an address flag.
 pub fn endpoint_from_flag(text: &str, role: Role) -> Result<Endpoint, AddressError> {
@@ -56,7 +17,10 @@ pub fn endpoint_from_flag(text: &str, role: Role) -> Result<Endpoint, AddressErr
 /// `--keygen FILE`: writes a new private key (owner-only) and prints its
 /// public key on stdout as one base64 line, as `wg genkey | wg pubkey` would.
 /// `--keygen -` prints the private key itself on stdout, as `wg genkey`.
-pub fn keygen(program: &str, path: &Path) -> Result<u8, KeyError> {
+///
+/// # Errors
+/// When a key cannot be made or the file cannot be written.
+pub fn keygen(program: &str, path: &Path) -> Result<(), KeyError> {
     let identity = Identity::generate()?;
     if path == Path::new("-") {
         // As `wg genkey`: the private key on stdout, for a script to keep.
@@ -66,7 +30,7 @@ pub fn keygen(program: &str, path: &Path) -> Result<u8, KeyError> {
             identity.public_key(),
             identity.public_key().fingerprint()
         );
-        return Ok(EXIT_OK);
+        return Ok(());
     }
     identity.write_new(path)?;
     println!("{}", identity.public_key());
@@ -75,7 +39,7 @@ pub fn keygen(program: &str, path: &Path) -> Result<u8, KeyError> {
         path.display(),
         identity.public_key().fingerprint()
     );
-    Ok(EXIT_OK)
+    Ok(())
 }
 
 /// `--public-key FILE`: prints the public key of an existing private key
@@ -85,11 +49,11 @@ pub fn keygen(program: &str, path: &Path) -> Result<u8, KeyError> {
 ///
 /// # Errors
 /// When the key file cannot be used ([`KeyError`] says why).
-pub fn print_public_key(path: &Path) -> Result<u8, KeyError> {
+pub fn print_public_key(path: &Path) -> Result<(), KeyError> {
     let key = Identity::load(path)?.public_key();
     println!("{key}");
     eprintln!("fingerprint {}", key.fingerprint());
-    Ok(EXIT_OK)
+    Ok(())
 }
 
 /// Parses a public key flag (`--server-key`), for clap.
@@ -121,7 +85,7 @@ pub fn report(program: &str, error: &(dyn std::error::Error + 'static)) -> ExitC
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     });
     if broken_pipe {
-        return ExitCode::from(EXIT_OK);
+        return Exit::Ok.into();
     }
     let text = chain()
         .map(ToString::to_string)
@@ -130,11 +94,11 @@ pub fn report(program: &str, error: &(dyn std::error::Error + 'static)) -> ExitC
     match chain().find_map(|cause| cause.downcast_ref::<AddressError>()) {
         Some(address_error) => {
             eprintln!("{program}: {text}{}", accepted_forms_hint(address_error));
-            ExitCode::from(EXIT_USAGE)
+            Exit::Usage.into()
         }
         None => {
             eprintln!("{program}: {text}");
-            ExitCode::from(EXIT_FAILURE)
+            Exit::Failure.into()
         }
     }
 }
@@ -165,13 +129,10 @@ pub fn generate(
     mut command: clap::Command,
     kind: Generated,
     out: &mut dyn std::io::Write,
-) -> std::io::Result<u8> {
+) -> std::io::Result<()> {
     use clap_complete::Shell;
     let shell = match kind {
-        Generated::Man => {
-            write_man_page(command, out)?;
-            return Ok(EXIT_OK);
-        }
+        Generated::Man => return write_man_page(command, out),
         Generated::Bash => Shell::Bash,
         Generated::Zsh => Shell::Zsh,
         Generated::Fish => Shell::Fish,
@@ -180,7 +141,7 @@ pub fn generate(
     };
     let name = command.get_name().to_string();
     clap_complete::generate(shell, &mut command, name, out);
-    Ok(EXIT_OK)
+    Ok(())
 }
 
 /// The man page of `command`: clap_mangen's sections, with a synopsis that
@@ -300,8 +261,8 @@ pub struct Tasks {
 }
 
 impl Tasks {
-    /// Runs the task asked for, if one was: its exit code. `command` is the
-    /// program's clap definition (for `--generate`).
+    /// Runs the task asked for, if one was: `Some(Exit::Ok)` once it is
+    /// done. `command` is the program's clap definition (for `--generate`).
     ///
     /// # Errors
     /// When the task fails: a key file that cannot be written or read, a
@@ -310,20 +271,20 @@ impl Tasks {
         &self,
         program: &str,
         command: impl FnOnce() -> clap::Command,
-    ) -> Result<Option<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<Option<Exit>, Box<dyn std::error::Error + Send + Sync>> {
         if let Some(kind) = self.generate {
-            return match generate(command(), kind, &mut std::io::stdout().lock()) {
+            match generate(command(), kind, &mut std::io::stdout().lock()) {
                 // A closed stdout (`--generate man | head`) ends quietly.
-                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(Some(EXIT_OK)),
-                written => Ok(Some(written?)),
-            };
+                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+                written => written?,
+            }
+        } else if let Some(path) = &self.keygen {
+            keygen(program, path)?;
+        } else if let Some(path) = &self.public_key {
+            print_public_key(path)?;
+        } else {
+            return Ok(None);
         }
-        if let Some(path) = &self.keygen {
-            return Ok(Some(keygen(program, path)?));
-        }
-        if let Some(path) = &self.public_key {
-            return Ok(Some(print_public_key(path)?));
-        }
-        Ok(None)
+        Ok(Some(Exit::Ok))
     }
 }

@@ -37,8 +37,9 @@
 //! - `tty`: type-ahead and restoring the terminal, which rustyline lacks.
 //! - [`clock`]: the loops' time, which tests can drive, and the tick every
 //!   wait wakes up at.
-//! - [`cli`]: flags, exit codes and error reports shared by the programs;
-//!   man pages and completions (`--generate`).
+//! - [`cli`]: flags and error reports shared by the programs; man pages
+//!   and completions (`--generate`).
+//! - [`exit`]: the exit codes, and the `--help` tables made from them.
 //! - `folders`: where the user's keys, known servers and history live.
 //! - `command`: `/help`, `/quit` and friends.
 //! - [`shutdown`]: Ctrl-C and termination signals as a flag.
@@ -56,6 +57,7 @@ mod command;
 pub mod display;
 mod envelope;
 pub mod error;
+pub mod exit;
 mod folders;
 pub mod input;
 pub mod message;

@@ -180,3 +180,23 @@ fn man_pages_have_placeholders_and_a_files_section() {
     let (status, _, stderr) = run_to_end(CLIENT, &["--generate", "man"], "");
     assert!(status.success() && stderr.is_empty(), "{stderr}");
 }
+
+/// The README's table of exit codes lists exactly the codes the programs
+/// end with (`zmq_chat::exit::Exit`, which their `--help` tables come
+/// from), in the same order.
+#[test]
+fn the_readmes_exit_codes_are_the_programs_own() {
+    use zmq_chat::exit::Exit;
+    let readme = include_str!("../README.md");
+    let table = readme
+        .split("## Exit codes")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("an Exit codes section in the README");
+    let codes: Vec<u8> = table
+        .lines()
+        .filter_map(|line| line.strip_prefix("| "))
+        .filter_map(|line| line.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(codes, Exit::ALL.map(Exit::code));
+}

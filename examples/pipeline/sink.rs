@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use zmq_chat::address::Endpoint;
-use zmq_chat::cli;
+use zmq_chat::exit::Exit;
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::print_line;
 use zmq_chat::transport;
@@ -216,7 +216,7 @@ fn report(tally: &Tally, interrupted: bool) -> ExitCode {
     ));
     match (exact, interrupted) {
         (true, _) => ExitCode::SUCCESS,
-        (false, true) => ExitCode::from(cli::EXIT_INTERRUPTED),
-        (false, false) => ExitCode::from(cli::EXIT_FAILURE),
+        (false, true) => ExitCode::from(Exit::Interrupted),
+        (false, false) => ExitCode::from(Exit::Failure),
     }
 }

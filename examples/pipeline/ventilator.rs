@@ -6,8 +6,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use zmq_chat::address::Endpoint;
-use zmq_chat::cli;
 use zmq_chat::clock::TICK;
+use zmq_chat::exit::Exit;
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::transport::{self, ConnectionEvent, ConnectionWatch};
 
@@ -73,7 +73,7 @@ pub fn ventilate(
         .any(|(&count, wanted)| count < wanted)
     {
         if shutdown.requested() {
-            return Ok(ExitCode::from(cli::EXIT_INTERRUPTED));
+            return Ok(ExitCode::from(Exit::Interrupted));
         }
         if Instant::now() >= deadline {
             let [normal, urgent, sink] = connected;
@@ -84,7 +84,7 @@ pub fn ventilate(
                 urgent,
                 if sink > 0 { "a" } else { "no" }
             );
-            return Ok(ExitCode::from(cli::EXIT_FAILURE));
+            return Ok(ExitCode::from(Exit::Failure));
         }
         for (watch, count) in watches.iter().zip(connected.iter_mut()) {
             while let Some(event) = watch.try_next()? {

@@ -11,10 +11,11 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use zmq_chat::address::Endpoint;
 use zmq_chat::address::{DEFAULT_ADDRESS, Role};
-use zmq_chat::cli::{self, CLIENT_EXIT_CODES};
+use zmq_chat::cli;
 use zmq_chat::client::{ChatClient, ClientEnd, Liveness};
 use zmq_chat::clock::SystemClock;
 use zmq_chat::display::escape_for_terminal;
+use zmq_chat::exit::{Exit, Program};
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
 use zmq_chat::prompt::{Prompt, default_history_path};
 use zmq_chat::secure::client::ClientSecurity;
@@ -32,7 +33,7 @@ const PROGRAM: &str = "chat-client";
 /// reply is printed as one line: `printf 'a\nb\n' | chat-client`. The server
 /// may start after the client: messages wait until it appears.
 #[derive(Parser)]
-#[command(name = PROGRAM, version, after_help = CLIENT_EXIT_CODES)]
+#[command(name = PROGRAM, version, after_help = Exit::help_table(Program::Client))]
 struct Args {
     /// The server, as --connect takes it (`chat-client 192.0.2.7:8877`)
     #[arg(value_name = "ADDR", conflicts_with = "connect")]
@@ -103,18 +104,18 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
-        Ok(code) => ExitCode::from(code),
+        Ok(exit) => exit.into(),
         Err(error) => cli::report(PROGRAM, error.as_ref()),
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<u8> {
-    if let Some(code) = args
+fn run(args: &Args) -> anyhow::Result<Exit> {
+    if let Some(exit) = args
         .tasks
         .run(PROGRAM, Args::command)
         .map_err(anyhow::Error::from_boxed)?
     {
-        return Ok(code);
+        return Ok(exit);
     }
     let address = args.address.as_ref().unwrap_or(&args.connect);
     let endpoint = cli::endpoint_from_flag(address, Role::Connect)
@@ -161,9 +162,9 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     ));
 
     let shown = |text: &str| escape_for_terminal(text).into_owned();
-    let code = loop {
+    let exit = loop {
         break match client.run(lines.as_mut(), &screen, &shutdown, &SystemClock)? {
-            ClientEnd::Finished(End::Interrupted) if !interactive => cli::EXIT_INTERRUPTED,
+            ClientEnd::Finished(End::Interrupted) if !interactive => Exit::Interrupted,
             ClientEnd::Finished(_) if !interactive && client.incomplete_lines().1 > 0 => {
                 let (named, count) = client.incomplete_lines();
                 let lines: Vec<String> = named.iter().map(u64::to_string).collect();
@@ -175,9 +176,9 @@ fn run(args: &Args) -> anyhow::Result<u8> {
                     "not delivered whole: line(s) {}{more} (see above)",
                     lines.join(", ")
                 ));
-                cli::EXIT_INCOMPLETE
+                Exit::Incomplete
             }
-            ClientEnd::Finished(_) => cli::EXIT_OK,
+            ClientEnd::Finished(_) => Exit::Ok,
             ClientEnd::GaveUp { unanswered } => {
                 screen.notice(&format!(
                     "no server answered at {} within {} s; unanswered message: {}",
@@ -191,23 +192,23 @@ fn run(args: &Args) -> anyhow::Result<u8> {
                     lines.offer(&unanswered);
                     continue;
                 }
-                cli::EXIT_GAVE_UP
+                Exit::GaveUp
             }
             ClientEnd::ServerEnded { unanswered } => {
                 screen.notice(
                     "the server's operator ended the chat before replying; the chat has ended",
                 );
                 screen.notice(&format!("unanswered message: {}", shown(&unanswered)));
-                cli::EXIT_FAILURE
+                Exit::Failure
             }
             ClientEnd::Refused { reason, unanswered } => {
                 screen.notice(&reason);
                 screen.notice(&format!("unanswered message: {}", shown(&unanswered)));
-                cli::EXIT_FAILURE
+                Exit::Failure
             }
             ClientEnd::Failed { reason } => {
                 screen.notice(&reason);
-                cli::EXIT_FAILURE
+                Exit::Failure
             }
             ClientEnd::InterruptedWaiting { unanswered, unsent } => {
                 screen.notice(&format!(
@@ -220,9 +221,9 @@ fn run(args: &Args) -> anyhow::Result<u8> {
                 // At a terminal Ctrl-C ends the chat as /quit does, waiting
                 // or not; a script is told it was interrupted.
                 if interactive {
-                    cli::EXIT_OK
+                    Exit::Ok
                 } else {
-                    cli::EXIT_INTERRUPTED
+                    Exit::Interrupted
                 }
             }
             ClientEnd::QuitWaiting {
@@ -235,11 +236,11 @@ fn run(args: &Args) -> anyhow::Result<u8> {
                 for line in unsent {
                     screen.notice(&format!("not sent: {}", shown(&line)));
                 }
-                cli::EXIT_OK
+                Exit::Ok
             }
         };
     };
-    Ok(code)
+    Ok(exit)
 }
 
 /// Where the server's key in secure mode comes from.

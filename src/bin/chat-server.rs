@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use zmq_chat::address::{DEFAULT_ADDRESS, Role};
-use zmq_chat::cli::{self, SERVER_EXIT_CODES};
+use zmq_chat::cli;
 use zmq_chat::clock::SystemClock;
+use zmq_chat::exit::{Exit, Program};
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
 use zmq_chat::prompt::{Prompt, default_history_path};
 use zmq_chat::secure::keys::{AllowList, Identity};
@@ -29,7 +30,7 @@ const PROGRAM: &str = "chat-server";
 /// answers everything. The bound endpoint is printed on stderr as
 /// `chat-server: listening on tcp://IP:PORT` as soon as it is ready.
 #[derive(Parser)]
-#[command(name = PROGRAM, version, after_help = SERVER_EXIT_CODES)]
+#[command(name = PROGRAM, version, after_help = Exit::help_table(Program::Server))]
 struct Args {
     /// Where to listen, as --bind takes it (`chat-server 0.0.0.0:8877`)
     #[arg(value_name = "ADDR", conflicts_with = "bind")]
@@ -80,18 +81,18 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
-        Ok(code) => ExitCode::from(code),
+        Ok(exit) => exit.into(),
         Err(error) => cli::report(PROGRAM, error.as_ref()),
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<u8> {
-    if let Some(code) = args
+fn run(args: &Args) -> anyhow::Result<Exit> {
+    if let Some(exit) = args
         .tasks
         .run(PROGRAM, Args::command)
         .map_err(anyhow::Error::from_boxed)?
     {
-        return Ok(code);
+        return Ok(exit);
     }
     let security = args
         .key
@@ -150,8 +151,8 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     };
     let end = server.run(replies, &screen, &shutdown, &SystemClock)?;
     Ok(match end {
-        End::Interrupted if !interactive => cli::EXIT_INTERRUPTED,
-        End::Eof | End::Quit | End::Interrupted => cli::EXIT_OK,
+        End::Interrupted if !interactive => Exit::Interrupted,
+        End::Eof | End::Quit | End::Interrupted => Exit::Ok,
     })
 }
 
