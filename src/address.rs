@@ -86,32 +86,46 @@ pub enum EndpointHost {
 }
 
 /// Why an address was rejected. Each variant names the offending part.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AddressError {
     /// Nothing was given.
+    #[error("the address is empty")]
     Empty,
     /// A `scheme://` other than `tcp` or `ipc`.
+    #[error("unknown scheme '{0}://' (use tcp:// or ipc://)")]
     UnknownScheme(String),
     /// `ipc://` with no path.
+    #[error("ipc:// needs a socket path, as in ipc:///tmp/chat.sock")]
     EmptyIpcPath,
     /// Nothing before the `:`.
+    #[error("nothing before ':' (give a host, as in 127.0.0.1:8877)")]
     MissingHost,
     /// Nothing after the `:`.
+    #[error("nothing after ':' (give a port, as in 127.0.0.1:8877)")]
     MissingPort,
     /// The port is not a number.
+    #[error("port '{0}' is not a number")]
     InvalidPort(String),
     /// The port is a number above 65535.
+    #[error("port {0} is out of range (1-65535)")]
     PortOutOfRange(String),
     /// Port 0 or `*` given to `--connect`.
+    #[error("port 0 or '*' means 'any free port' and only works with --bind")]
     WildcardPortForConnect,
     /// Host `*` given to `--connect`.
+    #[error("host '*' means 'all interfaces' and only works with --bind")]
     WildcardHostForConnect,
     /// Text inside `[...]` that is not an IPv6 address.
+    #[error("'[{0}]' is not an IPv6 address")]
     InvalidIpv6(String),
     /// An IPv6 address with a port but without brackets.
+    #[error("'{0}' looks like IPv6 with a port; put the address in brackets, as in [::1]:8877")]
     UnbracketedIpv6(String),
     /// An IPv6 address whose last group reads as a port: `::1:8877` (the
     /// address and the port meant are given).
+    #[error(
+        "'{text}' is ambiguous: an IPv6 address with a port needs brackets, as in [{address}]:{port} (or [{text}] for that whole address with the default port)"
+    )]
     AmbiguousIpv6 {
         /// The text as typed.
         text: String,
@@ -122,71 +136,18 @@ pub enum AddressError {
     },
     /// Digits and dots that are not the four parts of an IPv4 address
     /// (`1.2.3`, which the C library would read as 1.2.0.3).
+    #[error("'{0}' is not an IPv4 address: a dotted address has four parts, as in 127.0.0.1")]
     InvalidIpv4(String),
     /// Characters that cannot appear in a host name.
+    #[error("'{0}' is not a valid host name or IP address")]
     InvalidHost(String),
     /// Something after `]` other than `:PORT`.
+    #[error("unexpected '{0}' after the IPv6 address (expected ':PORT')")]
     TrailingText(String),
     /// The host name does not resolve.
+    #[error("cannot resolve host '{0}' (check the name or use an IP address)")]
     UnknownHost(String),
 }
-
-impl fmt::Display for AddressError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use AddressError::*;
-        match self {
-            Empty => write!(f, "the address is empty"),
-            UnknownScheme(s) => write!(f, "unknown scheme '{s}://' (use tcp:// or ipc://)"),
-            EmptyIpcPath => write!(f, "ipc:// needs a socket path, as in ipc:///tmp/chat.sock"),
-            MissingHost => write!(f, "nothing before ':' (give a host, as in 127.0.0.1:8877)"),
-            MissingPort => write!(f, "nothing after ':' (give a port, as in 127.0.0.1:8877)"),
-            InvalidPort(p) => write!(f, "port '{p}' is not a number"),
-            PortOutOfRange(p) => write!(f, "port {p} is out of range (1-65535)"),
-            WildcardPortForConnect => {
-                write!(
-                    f,
-                    "port 0 or '*' means 'any free port' and only works with --bind"
-                )
-            }
-            WildcardHostForConnect => {
-                write!(
-                    f,
-                    "host '*' means 'all interfaces' and only works with --bind"
-                )
-            }
-            InvalidIpv6(h) => write!(f, "'[{h}]' is not an IPv6 address"),
-            UnbracketedIpv6(s) => {
-                write!(
-                    f,
-                    "'{s}' looks like IPv6 with a port; put the address in brackets, as in [::1]:8877"
-                )
-            }
-            AmbiguousIpv6 {
-                text,
-                address,
-                port,
-            } => write!(
-                f,
-                "'{text}' is ambiguous: an IPv6 address with a port needs brackets, as in [{address}]:{port} (or [{text}] for that whole address with the default port)"
-            ),
-            InvalidIpv4(h) => write!(
-                f,
-                "'{h}' is not an IPv4 address: a dotted address has four parts, as in 127.0.0.1"
-            ),
-            InvalidHost(h) => write!(f, "'{h}' is not a valid host name or IP address"),
-            TrailingText(t) => write!(
-                f,
-                "unexpected '{t}' after the IPv6 address (expected ':PORT')"
-            ),
-            UnknownHost(h) => write!(
-                f,
-                "cannot resolve host '{h}' (check the name or use an IP address)"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for AddressError {}
 
 impl Address {
     /// Parses user text into an address for the given role.

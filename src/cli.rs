@@ -87,10 +87,7 @@ pub fn report(program: &str, error: &(dyn std::error::Error + 'static)) -> ExitC
     if broken_pipe {
         return Exit::Ok.into();
     }
-    let text = chain()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ");
+    let text = crate::error::describe(error);
     match chain().find_map(|cause| cause.downcast_ref::<AddressError>()) {
         Some(address_error) => {
             eprintln!("{program}: {text}{}", accepted_forms_hint(address_error));

@@ -1,20 +1,22 @@
 //! The error type of the chat loops.
 
-use std::fmt;
 use std::io;
 
 use crate::transport::TransportError;
 
 /// Why a chat loop stopped with an error (as opposed to a normal end).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ChatError {
     /// Reading input or writing output failed (a closed stdout, say).
-    Io(io::Error),
+    #[error(transparent)]
+    Io(#[from] io::Error),
     /// A socket could not be set up or used.
-    Transport(TransportError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     /// The Noise library failed where it cannot fail on valid input (a
     /// message could not be sealed): a bug, reported rather than a panic.
-    Security(snow::Error),
+    #[error("encryption failed")]
+    Security(#[from] snow::Error),
 }
 
 impl ChatError {
@@ -25,28 +27,13 @@ impl ChatError {
     }
 }
 
-impl fmt::Display for ChatError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ChatError::Io(error) => write!(f, "{error}"),
-            ChatError::Transport(error) => write!(f, "{error}"),
-            ChatError::Security(error) => write!(f, "encryption failed: {error}"),
-        }
-    }
-}
-
-impl std::error::Error for ChatError {}
-
-impl From<io::Error> for ChatError {
-    fn from(error: io::Error) -> Self {
-        ChatError::Io(error)
-    }
-}
-
-impl From<TransportError> for ChatError {
-    fn from(error: TransportError) -> Self {
-        ChatError::Transport(error)
-    }
+/// `error` and every cause under it, joined with ": " (as `anyhow`'s
+/// `{:#}` shows a chain): what a person is told.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |cause| cause.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 impl From<zmq::Error> for ChatError {
@@ -55,8 +42,33 @@ impl From<zmq::Error> for ChatError {
     }
 }
 
-impl From<snow::Error> for ChatError {
-    fn from(error: snow::Error) -> Self {
-        ChatError::Security(error)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secure::keys::KeyError;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_cause_is_a_source_below_the_error_not_repeated_in_its_text() {
+        let missing = KeyError::Io {
+            path: "server.key".into(),
+            error: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert_eq!(missing.to_string(), "server.key");
+        assert!(missing.source().is_some());
+        assert_eq!(describe(&missing), "server.key: entity not found");
+        let refused = ChatError::from(TransportError::Connect {
+            endpoint: "tcp://example:1".into(),
+            cause: zmq::Error::EINVAL,
+        });
+        assert_eq!(
+            describe(&refused),
+            "cannot connect to tcp://example:1: Invalid argument"
+        );
+        let sealing = ChatError::from(snow::Error::Decrypt);
+        assert!(
+            describe(&sealing).starts_with("encryption failed: "),
+            "{sealing}"
+        );
     }
 }

@@ -15,7 +15,6 @@
 //! the wire limit for as long as it keeps sending; libzmq 4.3 offers no
 //! bound on that (see the README's *When things go wrong*).
 
-use std::fmt;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -38,9 +37,12 @@ const LINGER: Duration = Duration::from_millis(1000);
 pub const QUEUED_PER_CONNECTION: i32 = 64;
 
 /// A socket operation that failed, with the endpoint involved.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// `bind` failed: the address is taken, not ours, or needs privileges.
+    /// (ZeroMQ's words are replaced by what they mean here and what to do,
+    /// so the cause is shown explained, not as a source.)
+    #[error("cannot bind {endpoint}: {}", explain_bind_error(*cause))]
     Bind {
         /// What was to be bound.
         endpoint: String,
@@ -49,56 +51,35 @@ pub enum TransportError {
     },
     /// `connect` failed (it only fails on malformed endpoints; unreachable
     /// peers are retried in the background by ZeroMQ).
+    #[error("cannot connect to {endpoint}")]
     Connect {
         /// What was to be connected to.
         endpoint: String,
         /// What ZeroMQ said.
+        #[source]
         cause: zmq::Error,
     },
     /// Any other ZeroMQ call failed.
-    Zmq(zmq::Error),
+    #[error("ZeroMQ error")]
+    Zmq(#[from] zmq::Error),
     /// An `ipc://` path names something that is not a socket (libzmq would
     /// delete it to bind there): it is left as it is.
+    #[error(
+        "cannot bind ipc://{path}: that path exists and is not a socket (it was left untouched); choose a path that does not exist"
+    )]
     NotASocket {
         /// The path.
         path: String,
     },
     /// An `ipc://` socket that a live program answers on (libzmq would
     /// take it over, cutting that program off).
+    #[error(
+        "cannot bind ipc://{path}: address already in use (a program answers on that socket); stop it, or choose another path"
+    )]
     IpcInUse {
         /// The path.
         path: String,
     },
-}
-
-impl fmt::Display for TransportError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TransportError::Bind { endpoint, cause } => {
-                write!(f, "cannot bind {endpoint}: {}", explain_bind_error(*cause))
-            }
-            TransportError::Connect { endpoint, cause } => {
-                write!(f, "cannot connect to {endpoint}: {cause}")
-            }
-            TransportError::Zmq(cause) => write!(f, "ZeroMQ error: {cause}"),
-            TransportError::NotASocket { path } => write!(
-                f,
-                "cannot bind ipc://{path}: that path exists and is not a socket (it was left untouched); choose a path that does not exist"
-            ),
-            TransportError::IpcInUse { path } => write!(
-                f,
-                "cannot bind ipc://{path}: address already in use (a program answers on that socket); stop it, or choose another path"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for TransportError {}
-
-impl From<zmq::Error> for TransportError {
-    fn from(cause: zmq::Error) -> Self {
-        TransportError::Zmq(cause)
-    }
 }
 
 fn explain_bind_error(cause: zmq::Error) -> String {

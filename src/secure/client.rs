@@ -485,7 +485,8 @@ impl ClientSecurity {
             }
             Err(error) => {
                 self.remembered = Some(format!(
-                    "could not remember its key, so the next chat asks again: {error}"
+                    "could not remember its key, so the next chat asks again: {}",
+                    crate::error::describe(&error)
                 ));
             }
         }

@@ -17,18 +17,29 @@ use snow::resolvers::{CryptoResolver, DefaultResolver};
 pub const KEY_LEN: usize = 32;
 
 /// Why a key, key file or allow list could not be used.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The file could not be read or written.
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// What the system said.
+        #[source]
         error: io::Error,
     },
     /// `keygen` refuses to overwrite an existing key.
+    #[error(
+        "{} already exists; a key is never overwritten (remove it first, or choose another file)",
+        .0.display()
+    )]
     AlreadyExists(PathBuf),
     /// A private key file that others may read is not trusted.
+    #[error(
+        "private key file {} can be read by others (mode {mode:03o}); run: chmod 600 {}",
+        path.display(),
+        path.display()
+    )]
     LoosePermissions {
         /// The file.
         path: PathBuf,
@@ -37,6 +48,7 @@ pub enum KeyError {
     },
     /// The path names something that is not a regular file (a folder, a
     /// device).
+    #[error("{}", not_a_file(path, *folder))]
     NotAFile {
         /// The path.
         path: PathBuf,
@@ -45,6 +57,11 @@ pub enum KeyError {
     },
     /// An allow list that group or others may change is not trusted: they
     /// could let themselves in.
+    #[error(
+        "{} can be changed by others (mode {mode:03o}), who could add their own key; run: chmod go-w {}",
+        path.display(),
+        path.display()
+    )]
     WritableByOthers {
         /// The file.
         path: PathBuf,
@@ -52,6 +69,10 @@ pub enum KeyError {
         mode: u32,
     },
     /// A key file or allow list owned by another user is not trusted (as ssh).
+    #[error(
+        "{} belongs to another user (uid {owner}); use a file of your own",
+        path.display()
+    )]
     NotOwner {
         /// The file.
         path: PathBuf,
@@ -61,6 +82,13 @@ pub enum KeyError {
     /// A key file or list in a folder (the one it is in, or any above it,
     /// as typed or with links resolved) that others may write to (and that
     /// is not sticky, as /tmp is): whoever can could replace the file.
+    #[error(
+        "the folder {} can be written by {} (mode {mode:03o}), so the key file below it could be replaced; move the key, or run: chmod {}-w {}",
+        path.display(),
+        loose_folder_writers(*mode).0,
+        loose_folder_writers(*mode).1,
+        path.display()
+    )]
     LooseFolder {
         /// The folder.
         path: PathBuf,
@@ -69,6 +97,10 @@ pub enum KeyError {
     },
     /// A key file or list in a folder owned by someone other than this user
     /// and root, who could replace the file.
+    #[error(
+        "the folder {} belongs to another user (uid {owner}), who could replace the key file below it; keep keys in folders of your own",
+        path.display()
+    )]
     FolderNotOwned {
         /// The folder.
         path: PathBuf,
@@ -77,13 +109,19 @@ pub enum KeyError {
     },
     /// The known servers file is a symbolic link, which is not followed
     /// (a link could point the trust of every chat at another file).
+    #[error(
+        "{} is a symbolic link, which is not followed for a file that says whom to trust; replace it with the file itself",
+        .0.display()
+    )]
     Symlink(PathBuf),
     /// The text is not base64.
+    #[error("{what} is not valid base64")]
     BadEncoding {
         /// Where the text came from (a file and line, a flag).
         what: String,
     },
     /// The text is base64 of the wrong number of bytes.
+    #[error("{what} is {length} bytes long; a key is {KEY_LEN} bytes (44 base64 characters)")]
     WrongLength {
         /// Where the text came from (a file and line, a flag).
         what: String,
@@ -91,6 +129,7 @@ pub enum KeyError {
         length: usize,
     },
     /// A line of a file is not what it should be.
+    #[error("{what}: {problem}")]
     Malformed {
         /// Which line of which file.
         what: String,
@@ -98,94 +137,42 @@ pub enum KeyError {
         problem: String,
     },
     /// No random key could be made.
+    #[error("cannot generate a key: {0}")]
     Random(String),
     /// The key is a point of small order (all zeros, say): a chat with it
     /// could be read by anyone.
+    #[error(
+        "{what} is not a usable public key: it is a point of small order (such as all zeros), with which anyone could read the chat"
+    )]
     LowOrder {
         /// Where the key came from (a file and line, a flag).
         what: String,
     },
 }
 
-impl fmt::Display for KeyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KeyError::Io { path, error } => write!(f, "{}: {error}", path.display()),
-            KeyError::AlreadyExists(path) => write!(
-                f,
-                "{} already exists; a key is never overwritten (remove it first, or choose another file)",
-                path.display()
-            ),
-            KeyError::LoosePermissions { path, mode } => write!(
-                f,
-                "private key file {} can be read by others (mode {mode:03o}); run: chmod 600 {}",
-                path.display(),
-                path.display()
-            ),
-            KeyError::Random(error) => write!(f, "cannot generate a key: {error}"),
-            KeyError::Malformed { what, problem } => write!(f, "{what}: {problem}"),
-            KeyError::BadEncoding { what } => write!(f, "{what} is not valid base64"),
-            KeyError::NotAFile { path, folder: true } => write!(
-                f,
-                "{} is a folder, not a key file: name the key file in it (made with --keygen FILE)",
-                path.display()
-            ),
-            KeyError::NotAFile {
-                path,
-                folder: false,
-            } => {
-                write!(
-                    f,
-                    "{} is not a regular file, so not a key file",
-                    path.display()
-                )
-            }
-            KeyError::NotOwner { path, owner } => write!(
-                f,
-                "{} belongs to another user (uid {owner}); use a file of your own",
-                path.display()
-            ),
-            KeyError::WritableByOthers { path, mode } => write!(
-                f,
-                "{} can be changed by others (mode {mode:03o}), who could add their own key; run: chmod go-w {}",
-                path.display(),
-                path.display()
-            ),
-            KeyError::LooseFolder { path, mode } => write!(
-                f,
-                "the folder {} can be written by {} (mode {mode:03o}), so the key file below it could be replaced; move the key, or run: chmod {}-w {}",
-                path.display(),
-                if mode & 0o020 != 0 {
-                    "others"
-                } else {
-                    "anyone"
-                },
-                if mode & 0o020 != 0 { "go" } else { "o" },
-                path.display()
-            ),
-            KeyError::FolderNotOwned { path, owner } => write!(
-                f,
-                "the folder {} belongs to another user (uid {owner}), who could replace the key file below it; keep keys in folders of your own",
-                path.display()
-            ),
-            KeyError::Symlink(path) => write!(
-                f,
-                "{} is a symbolic link, which is not followed for a file that says whom to trust; replace it with the file itself",
-                path.display()
-            ),
-            KeyError::LowOrder { what } => write!(
-                f,
-                "{what} is not a usable public key: it is a point of small order (such as all zeros), with which anyone could read the chat"
-            ),
-            KeyError::WrongLength { what, length } => write!(
-                f,
-                "{what} is {length} bytes long; a key is {KEY_LEN} bytes (44 base64 characters)"
-            ),
-        }
+/// Who may write to a folder of `mode`, and the `chmod` that stops them.
+fn loose_folder_writers(mode: u32) -> (&'static str, &'static str) {
+    if mode & 0o020 != 0 {
+        ("others", "go")
+    } else {
+        ("anyone", "o")
     }
 }
 
-impl std::error::Error for KeyError {}
+/// Why `path` is not a key file, as [`KeyError::NotAFile`] says it.
+fn not_a_file(path: &Path, folder: bool) -> String {
+    if folder {
+        format!(
+            "{} is a folder, not a key file: name the key file in it (made with --keygen FILE)",
+            path.display()
+        )
+    } else {
+        format!(
+            "{} is not a regular file, so not a key file",
+            path.display()
+        )
+    }
+}
 
 /// A Curve25519 public key: who a peer is.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

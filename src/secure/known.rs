@@ -11,7 +11,6 @@
 //! `--accept-new-key`): the first answer proves nothing, which is the
 //! bargain trust on first use makes.
 
-use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -157,43 +156,30 @@ fn count_lines(path: &Path) -> usize {
 }
 
 /// Why a server's key could not be learned.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum KeyQueryError {
     /// Nothing answered at the endpoint within the wait.
+    #[error(
+        "no server answered within {} s to tell its key; is it running, at this address?",
+        .0.as_secs_f32()
+    )]
     NoAnswer(Duration),
     /// The server is not in secure mode (its reason).
+    #[error(
+        "the server is not in secure mode ({}); connect without --secure",
+        crate::display::escape_for_terminal(.0)
+    )]
     NotSecure(String),
     /// The answer was a key that secures nothing (all zeros, say).
+    #[error("the server presented a key of small order, which secures nothing")]
     UselessKey,
     /// Ctrl-C or a termination signal.
+    #[error("interrupted while asking for the key")]
     Interrupted,
     /// The socket could not be made or used.
-    Transport(TransportError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
 }
-
-impl fmt::Display for KeyQueryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KeyQueryError::NoAnswer(wait) => write!(
-                f,
-                "no server answered within {} s to tell its key; is it running, at this address?",
-                wait.as_secs_f32()
-            ),
-            KeyQueryError::NotSecure(reason) => write!(
-                f,
-                "the server is not in secure mode ({}); connect without --secure",
-                crate::display::escape_for_terminal(reason)
-            ),
-            KeyQueryError::UselessKey => {
-                f.write_str("the server presented a key of small order, which secures nothing")
-            }
-            KeyQueryError::Interrupted => f.write_str("interrupted while asking for the key"),
-            KeyQueryError::Transport(error) => write!(f, "{error}"),
-        }
-    }
-}
-
-impl std::error::Error for KeyQueryError {}
 
 impl From<zmq::Error> for KeyQueryError {
     fn from(error: zmq::Error) -> KeyQueryError {
