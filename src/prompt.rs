@@ -188,27 +188,7 @@ impl Prompt {
         let editing = Arc::clone(&reading);
         thread::Builder::new()
             .name("prompt".into())
-            .spawn(move || {
-                while let Ok(Request { prompt, initial }) = wanted.recv() {
-                    editing.store(true, Ordering::SeqCst);
-                    let read = match &initial {
-                        Some(text) => editor.readline_with_initial(&prompt, (text, "")),
-                        None => editor.readline(&prompt),
-                    };
-                    editing.store(false, Ordering::SeqCst);
-                    if let Ok(line) = &read
-                        && matches!(Command::interpret(line), Command::Send(_))
-                    {
-                        let _ = editor.add_history_entry(line.as_str());
-                        if let Some(path) = &history {
-                            let _ = editor.append_history(path);
-                        }
-                    }
-                    if lines_out.send(read).is_err() {
-                        return;
-                    }
-                }
-            })?;
+            .spawn(move || read_lines(editor, history, &wanted, &lines_out, &editing))?;
         Ok(Prompt {
             requests,
             lines,
@@ -386,6 +366,37 @@ impl Drop for Prompt {
         {
             let _ = tty::restore(saved);
             println!();
+        }
+    }
+}
+
+/// The prompt thread: reads one line per request until the prompt is
+/// dropped, keeping the history of lines sent. `editing` is set while a
+/// line is being edited.
+fn read_lines(
+    mut editor: DefaultEditor,
+    history: Option<PathBuf>,
+    wanted: &mpsc::Receiver<Request>,
+    lines_out: &mpsc::Sender<rustyline::Result<String>>,
+    editing: &AtomicBool,
+) {
+    while let Ok(Request { prompt, initial }) = wanted.recv() {
+        editing.store(true, Ordering::SeqCst);
+        let read = match &initial {
+            Some(text) => editor.readline_with_initial(&prompt, (text, "")),
+            None => editor.readline(&prompt),
+        };
+        editing.store(false, Ordering::SeqCst);
+        if let Ok(line) = &read
+            && matches!(Command::interpret(line), Command::Send(_))
+        {
+            let _ = editor.add_history_entry(line.as_str());
+            if let Some(path) = &history {
+                let _ = editor.append_history(path);
+            }
+        }
+        if lines_out.send(read).is_err() {
+            return;
         }
     }
 }

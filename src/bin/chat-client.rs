@@ -122,13 +122,37 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
         .with_context(|| format!("invalid address to connect to '{address}'"))?;
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
     let context = zmq::Context::new();
+    let mut client = connect(args, &context, &endpoint, &shutdown)?;
+    let interactive = terminal::is_interactive();
+    let mut screen = Screen::new(PROGRAM, "server", interactive).context("cannot set up stdout")?;
+    let mut lines = line_source(args, interactive, &mut screen)?;
+    screen.status(&format!(
+        "waiting for a server at {}; type a message (it waits for the server if need be), /help lists commands",
+        client.endpoint()
+    ));
+    loop {
+        let end = client.run(lines.as_mut(), &screen, &shutdown, &SystemClock)?;
+        if let Some(exit) = conclude(end, &client, args, interactive, &screen, lines.as_mut()) {
+            return Ok(exit);
+        }
+    }
+}
+
+/// The client for `endpoint`, in secure mode if a key is pinned (by
+/// `--server-key`) or remembered or learned (trust on first use).
+fn connect(
+    args: &Args,
+    context: &zmq::Context,
+    endpoint: &Endpoint,
+    shutdown: &Shutdown,
+) -> anyhow::Result<ChatClient> {
     let liveness = Liveness {
         timeout: Duration::from_secs_f64(args.liveness),
         give_up: Duration::from_secs_f64(args.give_up),
     };
     let trust = match args.server_key {
         Some(key) => Some(Trust::Pinned(key)),
-        None => known_server_key(args, &context, &endpoint, &shutdown)?,
+        None => known_server_key(args, context, endpoint, shutdown)?,
     };
     if trust.is_none() && args.key.is_some() {
         anyhow::bail!(
@@ -136,7 +160,7 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
         );
     }
     let security = trust.map(|trust| secure_mode(args, trust)).transpose()?;
-    let mut client = ChatClient::connect(&context, &endpoint, liveness, &SystemClock)?;
+    let mut client = ChatClient::connect(context, endpoint, liveness, &SystemClock)?;
     client.show_at_most(args.max_size);
     if let Some(name) = &args.name {
         client.call_yourself(name);
@@ -144,103 +168,126 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
     if let Some(security) = security {
         client.require_encryption(security);
     }
-    let interactive = terminal::is_interactive();
-    let mut screen = Screen::new(PROGRAM, "server", interactive).context("cannot set up stdout")?;
-    let mut lines: Box<dyn LineSource> = if interactive {
-        let history = (!args.no_history)
-            .then(|| default_history_path(PROGRAM))
-            .flatten();
-        let prompt = Prompt::new("you> ", history)?;
-        screen.print_above_prompt(prompt.printer());
-        Box::new(prompt)
-    } else {
-        Box::new(ScriptLines::from_stdin(PROGRAM))
-    };
-    screen.status(&format!(
-        "waiting for a server at {}; type a message (it waits for the server if need be), /help lists commands",
-        client.endpoint()
-    ));
+    Ok(client)
+}
 
-    let shown = |text: &str| escape_for_terminal(text).into_owned();
-    let exit = loop {
-        break match client.run(lines.as_mut(), &screen, &shutdown, &SystemClock)? {
-            ClientEnd::Finished(End::Interrupted) if !interactive => Exit::Interrupted,
-            ClientEnd::Finished(_) if !interactive && client.incomplete_lines().1 > 0 => {
-                let (named, count) = client.incomplete_lines();
-                let lines: Vec<String> = named.iter().map(u64::to_string).collect();
-                let more = match count - named.len() as u64 {
-                    0 => String::new(),
-                    more => format!(" and {more} more"),
-                };
-                screen.notice(&format!(
-                    "not delivered whole: line(s) {}{more} (see above)",
-                    lines.join(", ")
-                ));
-                Exit::Incomplete
+/// Where the lines to send come from: the prompt (whose printer the
+/// screen then writes through), or stdin as a script.
+fn line_source(
+    args: &Args,
+    interactive: bool,
+    screen: &mut Screen,
+) -> anyhow::Result<Box<dyn LineSource>> {
+    if !interactive {
+        return Ok(Box::new(ScriptLines::from_stdin(PROGRAM)));
+    }
+    let history = (!args.no_history)
+        .then(|| default_history_path(PROGRAM))
+        .flatten();
+    let prompt = Prompt::new("you> ", history)?;
+    screen.print_above_prompt(prompt.printer());
+    Ok(Box::new(prompt))
+}
+
+/// Tells the user how the chat ended and picks the exit code; `None` when
+/// the chat goes on (a message given up on at the prompt is offered there
+/// again, not lost).
+fn conclude(
+    end: ClientEnd,
+    client: &ChatClient,
+    args: &Args,
+    interactive: bool,
+    screen: &Screen,
+    lines: &mut dyn LineSource,
+) -> Option<Exit> {
+    let script = !interactive;
+    Some(match end {
+        ClientEnd::Finished(End::Interrupted) if script => Exit::Interrupted,
+        ClientEnd::Finished(_) if script && client.incomplete_lines().1 > 0 => {
+            name_incomplete_lines(client, screen);
+            Exit::Incomplete
+        }
+        ClientEnd::Finished(_) => Exit::Ok,
+        ClientEnd::GaveUp { unanswered } => {
+            screen.notice(&format!(
+                "no server answered at {} within {} s; unanswered message: {}",
+                client.endpoint(),
+                args.give_up,
+                escape_for_terminal(&unanswered)
+            ));
+            if script {
+                return Some(Exit::GaveUp);
             }
-            ClientEnd::Finished(_) => Exit::Ok,
-            ClientEnd::GaveUp { unanswered } => {
-                screen.notice(&format!(
-                    "no server answered at {} within {} s; unanswered message: {}",
-                    client.endpoint(),
-                    args.give_up,
-                    shown(&unanswered)
-                ));
-                if interactive {
-                    // Not lost: back at the prompt, and the chat goes on.
-                    screen.status("the message is back at the prompt: press Enter to send it again, or edit it");
-                    lines.offer(&unanswered);
-                    continue;
-                }
-                Exit::GaveUp
-            }
-            ClientEnd::ServerEnded { unanswered } => {
-                screen.notice(
-                    "the server's operator ended the chat before replying; the chat has ended",
-                );
-                screen.notice(&format!("unanswered message: {}", shown(&unanswered)));
-                Exit::Failure
-            }
-            ClientEnd::Refused { reason, unanswered } => {
-                screen.notice(&reason);
-                screen.notice(&format!("unanswered message: {}", shown(&unanswered)));
-                Exit::Failure
-            }
-            ClientEnd::Failed { reason } => {
-                screen.notice(&reason);
-                Exit::Failure
-            }
-            ClientEnd::InterruptedWaiting { unanswered, unsent } => {
-                screen.notice(&format!(
-                    "interrupted; unanswered message: {}",
-                    shown(&unanswered)
-                ));
-                for line in unsent {
-                    screen.notice(&format!("not sent: {}", shown(&line)));
-                }
-                // At a terminal Ctrl-C ends the chat as /quit does, waiting
-                // or not; a script is told it was interrupted.
-                if interactive {
-                    Exit::Ok
-                } else {
-                    Exit::Interrupted
-                }
-            }
-            ClientEnd::QuitWaiting {
-                unanswered, unsent, ..
-            } => {
-                screen.notice(&format!(
-                    "ended while waiting for the reply; unanswered message: {}",
-                    shown(&unanswered)
-                ));
-                for line in unsent {
-                    screen.notice(&format!("not sent: {}", shown(&line)));
-                }
-                Exit::Ok
-            }
-        };
+            // Not lost: back at the prompt, and the chat goes on.
+            screen.status(
+                "the message is back at the prompt: press Enter to send it again, or edit it",
+            );
+            lines.offer(&unanswered);
+            return None;
+        }
+        ClientEnd::ServerEnded { unanswered } => {
+            let reason = "the server's operator ended the chat before replying; the chat has ended";
+            failed(reason, Some(&unanswered), screen)
+        }
+        ClientEnd::Refused { reason, unanswered } => failed(&reason, Some(&unanswered), screen),
+        ClientEnd::Failed { reason } => failed(&reason, None, screen),
+        ClientEnd::InterruptedWaiting { unanswered, unsent } => {
+            ended_waiting("interrupted", &unanswered, &unsent, screen);
+            // At a terminal Ctrl-C ends the chat as /quit does, waiting
+            // or not; a script is told it was interrupted.
+            if script { Exit::Interrupted } else { Exit::Ok }
+        }
+        ClientEnd::QuitWaiting {
+            unanswered, unsent, ..
+        } => {
+            ended_waiting(
+                "ended while waiting for the reply",
+                &unanswered,
+                &unsent,
+                screen,
+            );
+            Exit::Ok
+        }
+    })
+}
+
+/// Says why the chat failed, and the message left unanswered if any.
+fn failed(reason: &str, unanswered: Option<&str>, screen: &Screen) -> Exit {
+    screen.notice(reason);
+    if let Some(text) = unanswered {
+        screen.notice(&format!(
+            "unanswered message: {}",
+            escape_for_terminal(text)
+        ));
+    }
+    Exit::Failure
+}
+
+/// Says how a chat ended while a reply was awaited: the unanswered
+/// message, and the lines typed meanwhile that were never sent.
+fn ended_waiting(how: &str, unanswered: &str, unsent: &[String], screen: &Screen) {
+    screen.notice(&format!(
+        "{how}; unanswered message: {}",
+        escape_for_terminal(unanswered)
+    ));
+    for line in unsent {
+        screen.notice(&format!("not sent: {}", escape_for_terminal(line)));
+    }
+}
+
+/// Names the lines of a script that were not delivered whole (the first
+/// few by number, the rest counted).
+fn name_incomplete_lines(client: &ChatClient, screen: &Screen) {
+    let (named, count) = client.incomplete_lines();
+    let lines: Vec<String> = named.iter().map(u64::to_string).collect();
+    let more = match count - named.len() as u64 {
+        0 => String::new(),
+        more => format!(" and {more} more"),
     };
-    Ok(exit)
+    screen.notice(&format!(
+        "not delivered whole: line(s) {}{more} (see above)",
+        lines.join(", ")
+    ));
 }
 
 /// Where the server's key in secure mode comes from.

@@ -109,35 +109,16 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
     let interactive = !args.echo && terminal::is_interactive();
     let mut screen = Screen::new(PROGRAM, "client", interactive).context("cannot set up stdout")?;
     let mut prompt = if interactive {
-        let history = (!args.no_history)
-            .then(|| default_history_path(PROGRAM))
-            .flatten();
-        let prompt = Prompt::new("reply> ", history)?;
-        screen.print_above_prompt(prompt.printer());
-        Some(prompt)
+        Some(prompt(args, &mut screen)?)
     } else {
         None
     };
     if let Some(security) = security {
-        screen.notice(&format!(
-            "secure mode: clients connect with --server-key {}",
-            security.public_key()
-        ));
-        screen.notice(&format!(
-            "the key's fingerprint, for clients that learn it on first use (--secure): {}",
-            security.public_key().fingerprint()
-        ));
+        announce_secure_mode(&security, &screen);
         server.require_encryption(security);
     }
     screen.notice(&format!("listening on {}", server.endpoint()));
-    // Every connection holds a descriptor: take all the system allows.
-    match transport::raise_open_file_limit() {
-        Ok(limit) => screen.notice(&format!(
-            "room for about {} connections (open-file limit {limit})",
-            limit.saturating_sub(32)
-        )),
-        Err(error) => screen.notice(&format!("cannot read the open-file limit: {error}")),
-    }
+    announce_room(&screen);
     screen.status("each message you receive waits for your reply; /help lists commands");
 
     let mut script;
@@ -154,6 +135,40 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
         End::Interrupted if !interactive => Exit::Interrupted,
         End::Eof | End::Quit | End::Interrupted => Exit::Ok,
     })
+}
+
+/// The operator's prompt, which the screen then writes through.
+fn prompt(args: &Args, screen: &mut Screen) -> anyhow::Result<Prompt> {
+    let history = (!args.no_history)
+        .then(|| default_history_path(PROGRAM))
+        .flatten();
+    let prompt = Prompt::new("reply> ", history)?;
+    screen.print_above_prompt(prompt.printer());
+    Ok(prompt)
+}
+
+/// Tells the operator the key clients need, and its fingerprint.
+fn announce_secure_mode(security: &ServerSecurity, screen: &Screen) {
+    screen.notice(&format!(
+        "secure mode: clients connect with --server-key {}",
+        security.public_key()
+    ));
+    screen.notice(&format!(
+        "the key's fingerprint, for clients that learn it on first use (--secure): {}",
+        security.public_key().fingerprint()
+    ));
+}
+
+/// Raises the open-file limit as far as allowed (every connection holds a
+/// descriptor) and says how many connections that leaves room for.
+fn announce_room(screen: &Screen) {
+    match transport::raise_open_file_limit() {
+        Ok(limit) => screen.notice(&format!(
+            "room for about {} connections (open-file limit {limit})",
+            limit.saturating_sub(32)
+        )),
+        Err(error) => screen.notice(&format!("cannot read the open-file limit: {error}")),
+    }
 }
 
 /// Loads the server's key and, if given, the allow list for secure mode.
