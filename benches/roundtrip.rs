@@ -1,12 +1,16 @@
 //! The chat measured against its floor, side by side in one run.
 //!
-//! `cargo bench` (add `-- --quick` for a short run, `-- --pipeline` for the
+//! `cargo bench` (add `-- --quick` for a short run, `-- --round-trip` for
+//! the round-trip rows alone, `-- --pipeline` for the
 //! push/pull rows alone, `-- --concurrency` for
 //! the concurrency rows alone, as when comparing two builds of the server
 //! under load). Every measurement runs
 //! as real processes on 127.0.0.1:
 //!
-//! 1. chat round trip: `chat-client` in script mode against `chat-server --echo`;
+//! 1. chat round trip: `chat-client` in script mode against `chat-server --echo`,
+//!    and against `chat-server` answering each message with a line of its
+//!    stdin (the operator's path, as `yes ok | chat-server` or a person
+//!    answers: the message is shown, then a reply line is read and sent);
 //! 2. baselines: a bare `zmq` REQ/REP ping-pong and a bare `std::net` TCP
 //!    ping-pong (TCP_NODELAY, length-prefixed), same sizes and counts; and,
 //!    to tell the chat's own cost from its design's, a bare `zmq` DEALER
@@ -104,6 +108,11 @@ fn main() {
         table.print(&settings);
         return;
     }
+    if args.iter().any(|arg| arg == "--round-trip") {
+        round_trip_rows(&mut table, &settings);
+        table.print(&settings);
+        return;
+    }
     if args.iter().any(|arg| arg == "--concurrency") {
         for clients in CONCURRENCY {
             concurrency_rows(&mut table, clients, concurrency_runs(clients, &settings));
@@ -111,68 +120,7 @@ fn main() {
         table.print(&settings);
         return;
     }
-    for size in [32, 1024] {
-        let mut chat = Vec::new();
-        let mut zmq_rr = Vec::new();
-        let mut envelope = Vec::new();
-        let mut sockets = Vec::new();
-        let mut tcp = Vec::new();
-        for _ in 0..settings.runs {
-            let [chat_rt, envelope_rt, sockets_rt, zmq_rt] =
-                interleaved_round_trips(size, settings.messages);
-            chat.push(chat_rt);
-            envelope.push(envelope_rt);
-            sockets.push(sockets_rt);
-            zmq_rr.push(zmq_rt);
-            tcp.push(tcp_round_trip(size, settings.messages));
-        }
-        let zmq_median = median(&zmq_rr);
-        table.time_row(
-            &format!("chat round trip, {size} B"),
-            &chat,
-            Some((zmq_median, "zmq REQ/REP")),
-        );
-        table.time_row(&format!("zmq REQ/REP round trip, {size} B"), &zmq_rr, None);
-        table.time_row(
-            &format!("zmq DEALER, chat's envelope and heartbeats, {size} B"),
-            &envelope,
-            Some((zmq_median, "zmq REQ/REP")),
-        );
-        table.time_row(
-            &format!("zmq DEALER to ROUTER echo, the chat's sockets and envelope, {size} B"),
-            &sockets,
-            Some((zmq_median, "zmq REQ/REP")),
-        );
-        table.time_row(
-            &format!("TCP round trip, {size} B"),
-            &tcp,
-            Some((zmq_median, "zmq REQ/REP")),
-        );
-        table.ratio_row(
-            &format!("chat / zmq REQ/REP, run by run, {size} B"),
-            &paired_ratios(&chat, &zmq_rr),
-            None,
-        );
-        // What the chat's design costs in libzmq itself (its wire format,
-        // then also the ROUTER that reads the message id), and what the
-        // chat's own code adds on top of it.
-        table.ratio_row(
-            &format!("envelope / zmq REQ/REP, run by run, {size} B"),
-            &paired_ratios(&envelope, &zmq_rr),
-            None,
-        );
-        table.ratio_row(
-            &format!("DEALER-ROUTER / zmq REQ/REP, run by run, {size} B"),
-            &paired_ratios(&sockets, &zmq_rr),
-            None,
-        );
-        // The target: the chat's own code costs at most 5% over its design.
-        table.ratio_row(
-            &format!("chat / DEALER-ROUTER, run by run, {size} B"),
-            &paired_ratios(&chat, &sockets),
-            Some(Target::AtMost(1.05)),
-        );
-    }
+    round_trip_rows(&mut table, &settings);
 
     for clients in CONCURRENCY {
         concurrency_rows(&mut table, clients, concurrency_runs(clients, &settings));
@@ -403,6 +351,87 @@ impl Drop for Reaper {
 
 // ---------------------------------------------------------------- round trips
 
+/// The round-trip rows at 32 B and 1 KiB: the chat (echo and stdin-answered)
+/// against its baselines, and the ratios whose targets guard it.
+fn round_trip_rows(table: &mut Table, settings: &Settings) {
+    for size in [32, 1024] {
+        let mut chat = Vec::new();
+        let mut zmq_rr = Vec::new();
+        let mut envelope = Vec::new();
+        let mut sockets = Vec::new();
+        let mut tcp = Vec::new();
+        let mut operator = Vec::new();
+        for _ in 0..settings.runs {
+            let [chat_rt, envelope_rt, sockets_rt, zmq_rt, operator_rt] =
+                interleaved_round_trips(size, settings.messages);
+            chat.push(chat_rt);
+            operator.push(operator_rt);
+            envelope.push(envelope_rt);
+            sockets.push(sockets_rt);
+            zmq_rr.push(zmq_rt);
+            tcp.push(tcp_round_trip(size, settings.messages));
+        }
+        let zmq_median = median(&zmq_rr);
+        table.time_row(
+            &format!("chat round trip, {size} B"),
+            &chat,
+            Some((zmq_median, "zmq REQ/REP")),
+        );
+        table.time_row(
+            &format!("chat round trip, the server answering from stdin, {size} B"),
+            &operator,
+            Some((zmq_median, "zmq REQ/REP")),
+        );
+        table.time_row(&format!("zmq REQ/REP round trip, {size} B"), &zmq_rr, None);
+        table.time_row(
+            &format!("zmq DEALER, chat's envelope and heartbeats, {size} B"),
+            &envelope,
+            Some((zmq_median, "zmq REQ/REP")),
+        );
+        table.time_row(
+            &format!("zmq DEALER to ROUTER echo, the chat's sockets and envelope, {size} B"),
+            &sockets,
+            Some((zmq_median, "zmq REQ/REP")),
+        );
+        table.time_row(
+            &format!("TCP round trip, {size} B"),
+            &tcp,
+            Some((zmq_median, "zmq REQ/REP")),
+        );
+        table.ratio_row(
+            &format!("chat / zmq REQ/REP, run by run, {size} B"),
+            &paired_ratios(&chat, &zmq_rr),
+            None,
+        );
+        // What the chat's design costs in libzmq itself (its wire format,
+        // then also the ROUTER that reads the message id), and what the
+        // chat's own code adds on top of it.
+        table.ratio_row(
+            &format!("envelope / zmq REQ/REP, run by run, {size} B"),
+            &paired_ratios(&envelope, &zmq_rr),
+            None,
+        );
+        table.ratio_row(
+            &format!("DEALER-ROUTER / zmq REQ/REP, run by run, {size} B"),
+            &paired_ratios(&sockets, &zmq_rr),
+            None,
+        );
+        // What reading the reply from stdin adds to the echo: a poll of
+        // stdin and a read per message (a guard: no target).
+        table.ratio_row(
+            &format!("stdin-answered / echo chat, run by run, {size} B"),
+            &paired_ratios(&operator, &chat),
+            None,
+        );
+        // The target: the chat's own code costs at most 5% over its design.
+        table.ratio_row(
+            &format!("chat / DEALER-ROUTER, run by run, {size} B"),
+            &paired_ratios(&chat, &sockets),
+            Some(Target::AtMost(1.05)),
+        );
+    }
+}
+
 struct ChatMemory {
     client_peak_kib: u64,
     server_peak_kib: u64,
@@ -447,6 +476,9 @@ struct Pinger {
     /// For chat-client: one block of input lines. None for the bare clients,
     /// which are asked for a block with one line.
     block_input: Option<Vec<u8>>,
+    /// For the operator's path: the server's stdin, and one block of reply
+    /// lines for it.
+    operator: Option<(ChildStdin, Vec<u8>)>,
     size: usize,
     line: String,
     _processes: Reaper,
@@ -457,7 +489,40 @@ impl Pinger {
     /// stdout piped as a script would have them.
     fn chat(size: usize) -> Pinger {
         let (server, endpoint) = start_echo_server();
-        let mut client = spawn_piped_client(&endpoint);
+        Pinger::chat_with(server, &endpoint, None, size)
+    }
+
+    /// `chat-client` in script mode against `chat-server` in script mode:
+    /// each message is shown on the server's stdout (read and dropped
+    /// here) and answered with the next line of its stdin, of the same size.
+    fn operator(size: usize) -> Pinger {
+        let mut server = Command::new(SERVER)
+            .args(["--bind", "127.0.0.1:0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(server.stderr.take().unwrap());
+        let mut ready = String::new();
+        stderr.read_line(&mut ready).unwrap();
+        let endpoint = ready.trim().rsplit(' ').next().unwrap().to_string();
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let mut shown = server.stdout.take().unwrap();
+        std::thread::spawn(move || std::io::copy(&mut shown, &mut std::io::sink()));
+        let replies = format!("{}\n", "y".repeat(size)).repeat(BLOCK).into_bytes();
+        let operator = (server.stdin.take().unwrap(), replies);
+        Pinger::chat_with(server, &endpoint, Some(operator), size)
+    }
+
+    /// `chat-client` against `server` at `endpoint`.
+    fn chat_with(
+        server: Child,
+        endpoint: &str,
+        operator: Option<(ChildStdin, Vec<u8>)>,
+        size: usize,
+    ) -> Pinger {
+        let mut client = spawn_piped_client(endpoint);
         let stdin = client.stdin.take().unwrap();
         let stdout = BufReader::new(client.stdout.take().unwrap());
         let input = format!("{}\n", "x".repeat(size)).repeat(BLOCK);
@@ -465,6 +530,7 @@ impl Pinger {
             stdin,
             stdout,
             block_input: Some(input.into_bytes()),
+            operator,
             size,
             line: String::new(),
             _processes: Reaper(vec![server, client]),
@@ -490,6 +556,7 @@ impl Pinger {
             stdin,
             stdout,
             block_input: None,
+            operator: None,
             size,
             line,
             _processes: Reaper(vec![server, client]),
@@ -503,10 +570,16 @@ impl Pinger {
         match &self.block_input {
             Some(input) => {
                 let (stdin, stdout, line) = (&mut self.stdin, &mut self.stdout, &mut self.line);
+                let operator = self.operator.as_mut();
                 std::thread::scope(|scope| {
                     // From a thread: a block of 1 KiB lines is more than a
                     // pipe holds, and the replies must be read meanwhile.
                     scope.spawn(move || stdin.write_all(input).unwrap());
+                    // The operator's replies wait in the server's stdin as
+                    // a script's do: read one per message as it is shown.
+                    if let Some((server_stdin, replies)) = operator {
+                        scope.spawn(move || server_stdin.write_all(replies).unwrap());
+                    }
                     for _ in 0..BLOCK {
                         line.clear();
                         stdout.read_line(line).unwrap();
@@ -530,26 +603,28 @@ impl Pinger {
 /// against a ROUTER echo) and bare REQ/REP, each its own pair of processes,
 /// all up for the whole round, take turns at blocks of BLOCK round trips,
 /// in an order that reverses from block to block, until each has made
-/// `messages` after a warm-up block. Returns each one's time per round trip,
-/// in that order.
-fn interleaved_round_trips(size: usize, messages: usize) -> [Duration; 4] {
+/// `messages` after a warm-up block; and the chat once more, its server
+/// answering from stdin (the operator's path). Returns each one's time per
+/// round trip, in that order.
+fn interleaved_round_trips(size: usize, messages: usize) -> [Duration; 5] {
     let envelope = "--role-zmq-envelope-client";
     let mut pingers = [
         Pinger::chat(size),
         Pinger::bare(envelope, "--role-zmq-echo", size),
         Pinger::bare(envelope, "--role-zmq-router-echo", size),
         Pinger::bare("--role-zmq-client", "--role-zmq-echo", size),
+        Pinger::operator(size),
     ];
     for pinger in &mut pingers {
         pinger.block();
     }
     let blocks = messages.div_ceil(BLOCK);
-    let mut totals = [Duration::ZERO; 4];
+    let mut totals = [Duration::ZERO; 5];
     for block in 0..blocks {
         let order = if block % 2 == 0 {
-            [0, 1, 2, 3]
+            [0, 1, 2, 3, 4]
         } else {
-            [3, 2, 1, 0]
+            [4, 3, 2, 1, 0]
         };
         for index in order {
             totals[index] += pingers[index].block();
