@@ -188,7 +188,7 @@ pub struct ChatClient {
     socket: zmq::Socket,
     watch: ConnectionWatch,
     /// What makes a new socket when the old one must go (see
-    /// [`ChatClient::catch_up_with_connection_events`]).
+    /// [`ChatClient::reconnect`]).
     context: zmq::Context,
     target: Endpoint,
     endpoint: String,
@@ -423,12 +423,7 @@ impl ChatClient {
                 Waited::GaveUp => {
                     // The copy still queued in the socket must not reach a
                     // server that appears later: it would be a second one.
-                    self.renew_socket()?;
-                    self.channel.reset();
-                    self.link = Link::Down {
-                        since: clock.now(),
-                        resend: false,
-                    };
+                    self.reconnect(clock.now(), false)?;
                     self.given_up = Some((id, text.clone()));
                     ClientEnd::GaveUp { unanswered: text }
                 }
@@ -547,7 +542,8 @@ impl ChatClient {
                         ));
                         // libzmq does not reconnect after a protocol error
                         // (a frame over the limit, say): a new socket does.
-                        self.renew_socket()?;
+                        // The message went out on the lost connection.
+                        self.reconnect(clock.now(), true)?;
                     }
                     Change::Back { resend: false } => {}
                     Change::Foreign if !std::mem::replace(&mut told_foreign, true) => {
@@ -603,14 +599,7 @@ impl ChatClient {
                         now,
                         screen,
                     );
-                    // See catch_up_with_connection_events: a new socket.
-                    self.renew_socket()?;
-                    self.channel.reset();
-                    self.hello = None;
-                    self.link = Link::Down {
-                        since: now,
-                        resend: false,
-                    };
+                    self.reconnect(now, false)?;
                 }
                 Change::Back { .. } => {
                     self.told_foreign = false;
@@ -778,25 +767,28 @@ impl ChatClient {
         }
         if lost {
             screen.status("(the connection to the server dropped while you were typing)");
-            self.renew_socket()?;
-            self.link = Link::Down {
-                since: clock.now(),
-                resend: false,
-            };
+            self.reconnect(clock.now(), false)?;
         }
         Ok(())
     }
 
-    /// Replaces the socket and its monitor with new ones, connecting to the
-    /// same server. Used whenever a connection was lost: libzmq reconnects
-    /// by itself after most losses but not after a protocol error (the
-    /// session ends for good), and a new socket carries no stalled queue.
-    fn renew_socket(&mut self) -> Result<(), TransportError> {
+    /// Starts afresh after a lost connection, or a message given up on: the
+    /// one place where the connection's state is reset. A new socket and
+    /// monitor connect to the same server (libzmq reconnects by itself
+    /// after most losses but not after a protocol error, and a new socket
+    /// carries no stalled queue); nothing agreed with the old server is
+    /// kept (it may be a new one), no handshake or deferred body waits; the
+    /// link is down from `now`, and `resend` says whether the pending
+    /// message went out on the lost connection and must go again.
+    fn reconnect(&mut self, now: Instant, resend: bool) -> Result<(), TransportError> {
         let (socket, watch) = connected_socket(&self.context, &self.target, self.liveness)?;
-        self.deferred = None;
         // The monitor goes first: it watches the old socket.
         self.watch = watch;
         self.socket = socket;
+        self.deferred = None;
+        self.hello = None;
+        self.channel.reset();
+        self.link = Link::Down { since: now, resend };
         Ok(())
     }
 }
