@@ -214,6 +214,12 @@ pub struct ChatClient {
     /// Whether the user was told that the program at the address is not a
     /// ZeroMQ one, since the last connection.
     told_foreign: bool,
+    /// Whether the last program met at the address took the connection but
+    /// did not speak ZeroMQ (since a server was last connected): a message
+    /// sent then is told so at once, even though the event that showed it
+    /// came before the message (libzmq does not try again after such a
+    /// protocol error, so no later event may come).
+    foreign: bool,
     /// Notices a server can trigger by coming and going.
     throttle: Throttle,
     /// The envelope frame with the name the user gave (`--name`), if any.
@@ -278,6 +284,7 @@ impl ChatClient {
             deferred: None,
             ever_connected: false,
             told_foreign: false,
+            foreign: false,
             throttle: Throttle::with_burst(NOTICE_INTERVAL, NOTICE_BURST),
             name: None,
             liveness,
@@ -475,6 +482,10 @@ impl ChatClient {
         }
         // Each of these is said once per message, however often it happens.
         let (mut told_foreign, mut told_oversized) = (false, false);
+        if self.foreign && self.link != Link::Up {
+            told_foreign = true;
+            self.tell_foreign(screen, true);
+        }
         let mut drops = QuickDrops::default();
         loop {
             if shutdown.requested() {
@@ -515,6 +526,9 @@ impl ChatClient {
             while let Some(event) = self.watch.try_next()? {
                 let (link, change) = self.link.on(event, clock.now());
                 self.link = link;
+                if let Change::Back { .. } = change {
+                    self.foreign = false;
+                }
                 match change {
                     Change::None => {}
                     Change::Lost if drops.lost(clock.now()) => {
@@ -546,13 +560,14 @@ impl ChatClient {
                         self.reconnect(clock.now(), true)?;
                     }
                     Change::Back { resend: false } => {}
-                    Change::Foreign if !std::mem::replace(&mut told_foreign, true) => {
-                        screen.notice(&format!(
-                            "the program at {} took the connection but did not complete a ZeroMQ handshake: not a ZeroMQ program (or a frozen one); is the address right? Still waiting for a chat-server there",
-                            self.endpoint
-                        ));
+                    Change::Foreign => {
+                        self.foreign = true;
+                        if !std::mem::replace(&mut told_foreign, true) {
+                            self.tell_foreign(screen, true);
+                        }
+                        // The message queued in the old socket goes with it.
+                        self.retry_after_foreign(true)?;
                     }
-                    Change::Foreign => {}
                     Change::Back { resend: true } => {
                         drops.connected(clock.now());
                         // The copy sent on the lost connection may never have
@@ -603,6 +618,7 @@ impl ChatClient {
                 }
                 Change::Back { .. } => {
                     self.told_foreign = false;
+                    self.foreign = false;
                     let text = if std::mem::replace(&mut self.ever_connected, true) {
                         format!("the server at {} is back", self.endpoint)
                     } else {
@@ -610,13 +626,13 @@ impl ChatClient {
                     };
                     self.link_status("back", &text, now, screen);
                 }
-                Change::Foreign if !std::mem::replace(&mut self.told_foreign, true) => {
-                    screen.notice(&format!(
-                        "the program at {} took the connection but did not complete a ZeroMQ handshake: not a ZeroMQ program (or a frozen one); is the address right?",
-                        self.endpoint
-                    ));
+                Change::Foreign => {
+                    self.foreign = true;
+                    if !std::mem::replace(&mut self.told_foreign, true) {
+                        self.tell_foreign(screen, false);
+                    }
+                    self.retry_after_foreign(false)?;
                 }
-                Change::Foreign => {}
             }
         }
         self.send_deferred(clock.now())?;
@@ -704,6 +720,20 @@ impl ChatClient {
         )
     }
 
+    /// Tells the user that the program at the address is not a ZeroMQ one;
+    /// `waiting` when a message waits for a chat-server there.
+    fn tell_foreign(&self, screen: &Screen, waiting: bool) {
+        let still = if waiting {
+            " Still waiting for a chat-server there"
+        } else {
+            ""
+        };
+        screen.notice(&format!(
+            "the program at {} took the connection but did not complete a ZeroMQ handshake: not a ZeroMQ program (or a frozen one); is the address right?{still}",
+            self.endpoint
+        ));
+    }
+
     /// Queues a line typed while a reply is awaited, and says so (the keys
     /// were taken unechoed); beyond [`QUEUED_LINES`], it is refused.
     fn queue(&mut self, typed: String, screen: &Screen) {
@@ -764,10 +794,30 @@ impl ChatClient {
             let (link, change) = self.link.on(event, clock.now());
             self.link = link;
             lost |= change == Change::Lost;
+            match change {
+                Change::Foreign => {
+                    self.foreign = true;
+                    self.retry_after_foreign(false)?;
+                }
+                Change::Back { .. } => self.foreign = false,
+                Change::None | Change::Lost => {}
+            }
         }
         if lost {
             screen.status("(the connection to the server dropped while you were typing)");
             self.reconnect(clock.now(), false)?;
+        }
+        Ok(())
+    }
+
+    /// After a program that is not ZeroMQ took the connection: libzmq ends
+    /// such a session for good (no reconnection, and a DEALER left without
+    /// one blocks on send), so a new socket keeps trying, once per event
+    /// (events are read once a tick), the wait still counted from when it
+    /// began; `resend` when a pending message was queued in the old one.
+    fn retry_after_foreign(&mut self, resend: bool) -> Result<(), TransportError> {
+        if let Link::Down { since, .. } = self.link {
+            self.reconnect(since, resend)?;
         }
         Ok(())
     }

@@ -242,6 +242,21 @@ fn a_program_that_is_not_zeromq_is_named() {
     assert_eq!(told, 1, "said once for the message");
 }
 
+/// A message sent after the client met the program at its address (the
+/// event that showed it came before the message, as it may on a loaded
+/// machine) is still named as waiting for a chat-server there, at once,
+/// not left in silence until the give-up: libzmq does not try again after
+/// such a protocol error, so no later event comes to say it.
+#[test]
+fn a_message_sent_after_meeting_a_program_that_is_not_zeromq_is_named() {
+    let web = NotZeromq::start();
+    let mut client = Proc::spawn(CLIENT, &["--connect", &web.address, "--give-up", "5"]);
+    client.stderr_line_containing("is the address right?");
+    client.send_line("anyone?");
+    client.stderr_line_containing("Still waiting for a chat-server there");
+    assert_eq!(client.wait().code(), Some(3));
+}
+
 /// The same before anything is sent: an idle client names the program at
 /// its address as not ZeroMQ, once, although it keeps reconnecting to it.
 #[test]
