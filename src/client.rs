@@ -524,12 +524,9 @@ impl ChatClient {
             }
             self.send_deferred(clock.now())?;
             while let Some(event) = self.watch.try_next()? {
-                let (link, change) = self.link.on(event, clock.now());
-                self.link = link;
-                if let Change::Back { .. } = change {
-                    self.foreign = false;
-                }
-                match change {
+                // The message queued in the socket goes with it if a
+                // program that is not ZeroMQ makes the client start anew.
+                match self.follow(event, clock.now(), true)? {
                     Change::None => {}
                     Change::Lost if drops.lost(clock.now()) => {
                         return Ok(Waited::Refused(format!(
@@ -560,14 +557,10 @@ impl ChatClient {
                         self.reconnect(clock.now(), true)?;
                     }
                     Change::Back { resend: false } => {}
-                    Change::Foreign => {
-                        self.foreign = true;
-                        if !std::mem::replace(&mut told_foreign, true) {
-                            self.tell_foreign(screen, true);
-                        }
-                        // The message queued in the old socket goes with it.
-                        self.retry_after_foreign(true)?;
+                    Change::Foreign if !std::mem::replace(&mut told_foreign, true) => {
+                        self.tell_foreign(screen, true);
                     }
+                    Change::Foreign => {}
                     Change::Back { resend: true } => {
                         drops.connected(clock.now());
                         // The copy sent on the lost connection may never have
@@ -599,9 +592,7 @@ impl ChatClient {
     ) -> Result<Option<String>, ChatError> {
         while let Some(event) = self.watch.try_next()? {
             let now = clock.now();
-            let (link, change) = self.link.on(event, now);
-            self.link = link;
-            match change {
+            match self.follow(event, now, false)? {
                 Change::None => {}
                 Change::Lost => {
                     self.link_status(
@@ -618,7 +609,6 @@ impl ChatClient {
                 }
                 Change::Back { .. } => {
                     self.told_foreign = false;
-                    self.foreign = false;
                     let text = if std::mem::replace(&mut self.ever_connected, true) {
                         format!("the server at {} is back", self.endpoint)
                     } else {
@@ -626,13 +616,10 @@ impl ChatClient {
                     };
                     self.link_status("back", &text, now, screen);
                 }
-                Change::Foreign => {
-                    self.foreign = true;
-                    if !std::mem::replace(&mut self.told_foreign, true) {
-                        self.tell_foreign(screen, false);
-                    }
-                    self.retry_after_foreign(false)?;
+                Change::Foreign if !std::mem::replace(&mut self.told_foreign, true) => {
+                    self.tell_foreign(screen, false);
                 }
+                Change::Foreign => {}
             }
         }
         self.send_deferred(clock.now())?;
@@ -791,17 +778,7 @@ impl ChatClient {
     ) -> Result<(), TransportError> {
         let mut lost = false;
         while let Some(event) = self.watch.try_next()? {
-            let (link, change) = self.link.on(event, clock.now());
-            self.link = link;
-            lost |= change == Change::Lost;
-            match change {
-                Change::Foreign => {
-                    self.foreign = true;
-                    self.retry_after_foreign(false)?;
-                }
-                Change::Back { .. } => self.foreign = false,
-                Change::None | Change::Lost => {}
-            }
+            lost |= self.follow(event, clock.now(), false)? == Change::Lost;
         }
         if lost {
             screen.status("(the connection to the server dropped while you were typing)");
@@ -810,16 +787,34 @@ impl ChatClient {
         Ok(())
     }
 
-    /// After a program that is not ZeroMQ took the connection: libzmq ends
-    /// such a session for good (no reconnection, and a DEALER left without
-    /// one blocks on send), so a new socket keeps trying, once per event
-    /// (events are read once a tick), the wait still counted from when it
-    /// began; `resend` when a pending message was queued in the old one.
-    fn retry_after_foreign(&mut self, resend: bool) -> Result<(), TransportError> {
-        if let Link::Down { since, .. } = self.link {
-            self.reconnect(since, resend)?;
+    /// Takes in one connection event, the same way wherever it is read:
+    /// the link moves on, and whether the address holds a program that is
+    /// not ZeroMQ is remembered until a server connects. After such a
+    /// program, libzmq ends the session for good (no reconnection, and a
+    /// DEALER left without one blocks on send), so a new socket keeps
+    /// trying, once per event (events are read once a tick), the wait
+    /// still counted from when it began; `pending` when a message queued
+    /// in the old socket must then go again. Returns what the event means,
+    /// for the caller to say.
+    fn follow(
+        &mut self,
+        event: ConnectionEvent,
+        now: Instant,
+        pending: bool,
+    ) -> Result<Change, TransportError> {
+        let (link, change) = self.link.on(event, now);
+        self.link = link;
+        match change {
+            Change::Back { .. } => self.foreign = false,
+            Change::Foreign => {
+                self.foreign = true;
+                if let Link::Down { since, .. } = self.link {
+                    self.reconnect(since, pending)?;
+                }
+            }
+            Change::None | Change::Lost => {}
         }
-        Ok(())
+        Ok(change)
     }
 
     /// Starts afresh after a lost connection, or a message given up on: the
