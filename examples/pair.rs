@@ -24,6 +24,7 @@
 use std::collections::VecDeque;
 use std::process::ExitCode;
 use std::thread;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use zmq_chat::address::Role;
@@ -31,7 +32,7 @@ use zmq_chat::cli;
 use zmq_chat::clock::TICK;
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::shutdown::Shutdown;
-use zmq_chat::terminal::{Line, ScriptLines, print_line};
+use zmq_chat::terminal::{Line, LineSource, ScriptLines, print_line};
 use zmq_chat::transport::{self, ConnectionEvent, ConnectionWatch};
 
 const PROGRAM: &str = "pair";
@@ -112,7 +113,7 @@ fn converse(socket: &zmq::Socket, watch: &ConnectionWatch) -> anyhow::Result<()>
     let mut input_ended = false;
     while !shutdown.requested() {
         while !input_ended && unsent.len() < MAX_UNSENT {
-            match input.poll_line().transpose()? {
+            match input.next_line(Duration::ZERO)? {
                 Some(Line::Text(text)) => unsent.push_back(text),
                 Some(Line::End(_)) => input_ended = true,
                 None => break,

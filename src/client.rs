@@ -26,11 +26,11 @@
 //! then the sealed text, and a fresh handshake after every reconnect.
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use crate::address::Endpoint;
 use crate::channel::{ClientChannel, Plain, Step};
-use crate::clock::Clock;
+use crate::clock::{Clock, TICK};
 use crate::envelope::{self, Enveloped, MessageId};
 use crate::error::ChatError;
 use crate::message::{Anomaly, DEFAULT_MAX_MESSAGE_BYTES, Incoming, MAX_TEXT_BYTES};
@@ -38,7 +38,7 @@ use crate::secure::client::ClientSecurity;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
 use crate::throttle::Throttle;
-use crate::transport::{self, ConnectionEvent, ConnectionWatch, TransportError};
+use crate::transport::{Bounded, ConnectionEvent, Oversized, Request, ToServer, TransportError};
 
 /// At most one notice of each kind a server can trigger (coming and going)
 /// per this interval.
@@ -185,13 +185,8 @@ impl Link {
 
 /// A chat client connected (or connecting) to a server.
 pub struct ChatClient {
-    socket: zmq::Socket,
-    watch: ConnectionWatch,
-    /// What makes a new socket when the old one must go (see
-    /// [`ChatClient::reconnect`]).
-    context: zmq::Context,
-    target: Endpoint,
-    endpoint: String,
+    /// The way to the server (a ZeroMQ DEALER in the programs).
+    server: Box<dyn ToServer>,
     link: Link,
     /// Plain, or secure once [`ChatClient::require_encryption`] is called.
     channel: Box<dyn ClientChannel>,
@@ -207,7 +202,7 @@ pub struct ChatClient {
     queued: VecDeque<String>,
     /// A body to send at a given time, for a message (a handshake again,
     /// to a server that was too busy for one): at most one, dropped with
-    /// the socket.
+    /// the connection.
     deferred: Option<(Instant, MessageId, Vec<u8>)>,
     /// Whether a server was ever connected (to say "connected", then "back").
     ever_connected: bool,
@@ -238,6 +233,49 @@ pub struct ChatClient {
     incomplete_count: u64,
 }
 
+/// What the client is doing: the loop's state.
+enum Phase {
+    /// Between messages: the person types the next one (in secure mode,
+    /// a handshake may be made meanwhile).
+    Typing,
+    /// A message waits for its reply.
+    Waiting(Waiting),
+}
+
+/// A message waiting for its reply.
+struct Waiting {
+    id: MessageId,
+    text: String,
+    /// What was typed as the wait began (read then to take the keys
+    /// unechoed from the start).
+    typed_first: Option<Line>,
+    /// Connections lost right after they were made, this message waiting.
+    drops: QuickDrops,
+    /// Whether the user was told, for this message, that the program at
+    /// the address is not ZeroMQ; and that a reply over the limits was
+    /// dropped (each said once per message, however often it happens).
+    told_foreign: bool,
+    told_oversized: bool,
+}
+
+/// One thing that happened, as [`ChatClient::wait`] returns it.
+enum Event {
+    /// A line to send or the end of input; while a reply waits, a line
+    /// typed meanwhile, or the person quitting.
+    Line(Line),
+    /// A message from the server, while a reply waits.
+    Reply(Vec<Vec<u8>>),
+    /// A message from the server over the limits, dropped unread.
+    Oversized(Oversized),
+    /// The connection came or went, while a reply waits.
+    Connection(ConnectionEvent),
+    /// A tick passed with nothing else: the timers' turn, and between
+    /// messages, the connection's.
+    Tick,
+    /// Ctrl-C or a termination signal, while a reply waits.
+    Interrupted,
+}
+
 /// What ended the wait for one reply.
 enum Waited {
     Reply(Vec<Vec<u8>>),
@@ -251,26 +289,15 @@ enum Waited {
     Quit(End),
 }
 
+/// What the loop does after an event: go on in a phase, or end.
+type Next = ControlFlow<ClientEnd, Phase>;
+
 impl ChatClient {
-    /// Connects to `endpoint`; the server may appear later. `clock` dates
-    /// the wait for a first server.
-    ///
-    /// # Errors
-    /// When the socket or its monitor cannot be set up, or the endpoint is
-    /// malformed.
-    pub fn connect(
-        context: &zmq::Context,
-        endpoint: &Endpoint,
-        liveness: Liveness,
-        clock: &dyn Clock,
-    ) -> Result<ChatClient, TransportError> {
-        let (socket, watch) = connected_socket(context, endpoint, liveness)?;
-        Ok(ChatClient {
-            socket,
-            watch,
-            context: context.clone(),
-            target: endpoint.clone(),
-            endpoint: endpoint.to_string(),
+    /// A client talking to the server through `server` (the server may
+    /// appear later). `clock` dates the wait for a first server.
+    pub fn new(server: Box<dyn ToServer>, liveness: Liveness, clock: &dyn Clock) -> ChatClient {
+        ChatClient {
+            server,
             link: Link::Down {
                 since: clock.now(),
                 resend: false,
@@ -292,7 +319,7 @@ impl ChatClient {
             lines_read: 0,
             incomplete: Vec::new(),
             incomplete_count: 0,
-        })
+        }
     }
 
     /// Turns on secure mode: every message is sealed for the server whose
@@ -314,7 +341,7 @@ impl ChatClient {
 
     /// The endpoint this client talks to.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        self.server.endpoint()
     }
 
     /// The numbers of the lines (from 1) that were not delivered whole so
@@ -339,7 +366,7 @@ impl ChatClient {
     /// a signal arrives, or a message cannot be answered.
     ///
     /// # Errors
-    /// When the screen cannot be written or the socket fails.
+    /// When the screen cannot be written or the transport fails.
     pub fn run(
         &mut self,
         lines: &mut dyn LineSource,
@@ -347,307 +374,442 @@ impl ChatClient {
         shutdown: &Shutdown,
         clock: &dyn Clock,
     ) -> Result<ClientEnd, ChatError> {
+        let mut phase = Phase::Typing;
         loop {
-            if !lines.has_ready_line() {
-                screen.flush()?;
-            }
-            let mut stopped = None;
-            // Lines typed while the last reply was awaited go first, in order.
-            let line = match self.queued.pop_front() {
-                Some(text) => Line::Text(text),
-                None => lines.next_line(shutdown, &mut || {
-                    match self.between_messages(screen, clock) {
-                        Ok(None) => return None,
-                        Ok(Some(reason)) => stopped = Some(Ok(ClientEnd::Failed { reason })),
-                        Err(error) => stopped = Some(Err(error)),
-                    }
-                    Some(Line::End(End::Eof))
-                })?,
+            let event = self.wait(&mut phase, lines, screen, shutdown)?;
+            let now = clock.now();
+            let next = match phase {
+                Phase::Typing => self.between_messages(event, lines, screen, now)?,
+                Phase::Waiting(waiting) => self.awaiting(waiting, event, lines, screen, now)?,
             };
-            if let Some(stopped) = stopped {
-                screen.flush()?;
-                return stopped;
-            }
-            if matches!(line, Line::Text(_)) {
-                self.lines_read += 1;
-            }
-            let text = match line {
-                Line::Text(text) if text.len() > MAX_TEXT_BYTES => {
-                    screen.notice(&format!(
-                        "line {} not sent: it has {} bytes, more than the {MAX_TEXT_BYTES} a message may have",
-                        self.lines_read,
-                        text.len()
-                    ));
-                    self.not_delivered_whole();
-                    continue;
-                }
-                Line::Text(text) => text,
-                Line::End(end) => {
+            match next {
+                ControlFlow::Continue(next) => phase = next,
+                ControlFlow::Break(end) => {
                     screen.flush()?;
-                    return Ok(ClientEnd::Finished(end));
+                    return Ok(end);
                 }
-            };
-            let id = match self.given_up.take() {
-                Some((id, given_up)) if given_up == text => id,
-                _ => {
-                    self.sequence += 1;
-                    MessageId {
-                        session: self.session,
-                        sequence: self.sequence,
-                    }
-                }
-            };
-            let waited = self.exchange(id, &text, lines, screen, shutdown, clock)?;
-            // What was being typed when the wait ended is not lost: the
-            // prompt shows it again, ready to finish.
-            if let Some(partial) = lines.stop_waiting() {
-                lines.offer(&partial);
             }
-            let end = match waited {
-                // Only the handshake made between messages ends so.
-                Waited::Ready => continue,
-                Waited::Reply(body) => {
-                    let incoming = Incoming::decode(&body, self.max_message_bytes);
-                    screen.show(&incoming, self.channel.peer_label().as_deref())?;
-                    if incoming
-                        .anomalies
-                        .iter()
-                        .any(|anomaly| matches!(anomaly, Anomaly::Truncated { .. }))
-                    {
-                        screen.notice(&format!(
-                            "the reply to line {} was cut to --max-size",
-                            self.lines_read
-                        ));
-                        self.not_delivered_whole();
-                    }
-                    continue;
-                }
-                Waited::Ended => ClientEnd::ServerEnded { unanswered: text },
-                Waited::Refused(reason) => ClientEnd::Refused {
-                    reason,
-                    unanswered: text,
-                },
-                Waited::GaveUp => {
-                    // The copy still queued in the socket must not reach a
-                    // server that appears later: it would be a second one.
-                    self.reconnect(clock.now(), false)?;
-                    self.given_up = Some((id, text.clone()));
-                    ClientEnd::GaveUp { unanswered: text }
-                }
-                Waited::Interrupted => ClientEnd::InterruptedWaiting {
-                    unanswered: text,
-                    unsent: std::mem::take(&mut self.queued).into(),
-                },
-                Waited::Quit(end) => ClientEnd::QuitWaiting {
-                    end,
-                    unanswered: text,
-                    unsent: std::mem::take(&mut self.queued).into(),
-                },
-            };
-            return Ok(end);
         }
     }
 
-    /// Sends one message and waits for its reply, re-sending it whenever a
-    /// lost connection is re-established.
-    fn exchange(
+    /// The next event: whatever the phase waits for, for at most a tick,
+    /// after what is already there. Connection events come before the
+    /// messages that follow them.
+    fn wait(
         &mut self,
-        id: MessageId,
-        text: &str,
+        phase: &mut Phase,
         lines: &mut dyn LineSource,
         screen: &Screen,
         shutdown: &Shutdown,
-        clock: &dyn Clock,
-    ) -> Result<Waited, ChatError> {
+    ) -> Result<Event, ChatError> {
+        let Phase::Waiting(waiting) = phase else {
+            return self.wait_for_a_line(lines, screen, shutdown);
+        };
+        if shutdown.requested() {
+            return Ok(Event::Interrupted);
+        }
+        // The person may quit, or type the next lines, meanwhile.
+        if let Some(line) = waiting.typed_first.take().or_else(|| lines.while_waiting()) {
+            return Ok(Event::Line(line));
+        }
+        if let Some(event) = self.server.next_event()? {
+            return Ok(Event::Connection(event));
+        }
+        Ok(self.server.receive(true)?.map_or(Event::Tick, received))
+    }
+
+    /// Between messages: lines typed while the last reply was awaited go
+    /// first, then a line already there (a script's go out back to back);
+    /// else the keyboard is waited on for up to a tick. (The connection is
+    /// looked at once a tick meanwhile: see [`ChatClient::keep_up`].)
+    fn wait_for_a_line(
+        &mut self,
+        lines: &mut dyn LineSource,
+        screen: &Screen,
+        shutdown: &Shutdown,
+    ) -> Result<Event, ChatError> {
+        if let Some(text) = self.queued.pop_front() {
+            return Ok(Event::Line(Line::Text(text)));
+        }
+        if lines.has_ready_line()
+            && let Some(line) = lines.next_line(Duration::ZERO)?
+        {
+            return Ok(Event::Line(line));
+        }
+        if shutdown.requested() {
+            return Ok(Event::Line(Line::End(End::Interrupted)));
+        }
+        screen.flush()?;
+        Ok(lines.next_line(TICK)?.map_or(Event::Tick, Event::Line))
+    }
+
+    /// Between messages: a line is sent; and every tick the client follows
+    /// the connection, telling the user when the server goes and comes
+    /// back, and in secure mode shakes hands as soon as a server is there.
+    fn between_messages(
+        &mut self,
+        event: Event,
+        lines: &mut dyn LineSource,
+        screen: &Screen,
+        now: Instant,
+    ) -> Result<Next, ChatError> {
+        match event {
+            Event::Line(Line::End(end)) => Ok(ControlFlow::Break(ClientEnd::Finished(end))),
+            Event::Line(Line::Text(text)) => self.send_line(text, lines, screen, now),
+            _ => match self.keep_up(screen, now)? {
+                Some(reason) => Ok(ControlFlow::Break(ClientEnd::Failed { reason })),
+                None => Ok(ControlFlow::Continue(Phase::Typing)),
+            },
+        }
+    }
+
+    /// Between messages, once a tick: follows the connection, sends what
+    /// is due, and takes a handshake's answer. `Some(reason)` when secure
+    /// mode failed (a wrong server key, say).
+    fn keep_up(&mut self, screen: &Screen, now: Instant) -> Result<Option<String>, ChatError> {
+        while let Some(event) = self.server.next_event()? {
+            self.tell_connection(event, screen, now)?;
+        }
+        self.send_deferred(now)?;
+        self.shake_hands()?;
+        // Only a handshake's answer is read between messages; anything else
+        // a server sends unasked waits, bounded, in the transport's queue.
+        while self.hello.is_some()
+            && let Some(message) = self.server.receive(false)?
+        {
+            if let Ok(frames) = message
+                && let Some(reason) = self.hello_answered(frames, screen, now)?
+            {
+                return Ok(Some(reason));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sends a line as a message and starts waiting for its reply; a line
+    /// over the limit is not sent (and the user told).
+    fn send_line(
+        &mut self,
+        text: String,
+        lines: &mut dyn LineSource,
+        screen: &Screen,
+        now: Instant,
+    ) -> Result<Next, ChatError> {
+        self.lines_read += 1;
+        if text.len() > MAX_TEXT_BYTES {
+            screen.notice(&format!(
+                "line {} not sent: it has {} bytes, more than the {MAX_TEXT_BYTES} a message may have",
+                self.lines_read,
+                text.len()
+            ));
+            self.not_delivered_whole();
+            return Ok(ControlFlow::Continue(Phase::Typing));
+        }
+        let id = self.id_for(&text);
         // Events from while the user was typing describe the past; only what
         // happens from now on concerns this message. (A handshake made
         // meanwhile and still unanswered is overtaken by this message's.)
-        self.catch_up_with_connection_events(screen, clock)?;
+        self.catch_up_with_connection_events(screen, now)?;
         self.hello = None;
         self.deferred = None;
-        let body = self.channel.outgoing(id, text)?;
-        self.send_request(id, &body)?;
-        self.link = self.link.sent(clock.now());
+        let body = self.channel.outgoing(id, &text)?;
+        self.send(id, &body)?;
+        self.link = self.link.sent(now);
         // Keys are taken (unechoed, see LineSource::while_waiting) from now
         // on, before the status says the client waits: nothing typed after
         // it is echoed raw.
-        let mut typed_first = lines.while_waiting();
+        let typed_first = lines.while_waiting();
         if self.link == Link::Up {
             screen.status("waiting for the server's reply… (Ctrl-C to quit)");
         } else {
             screen.status(&format!(
                 "no server at {} yet; the message will be delivered when one appears",
-                self.endpoint
+                self.server.endpoint()
             ));
         }
-        // Each of these is said once per message, however often it happens.
-        let (mut told_foreign, mut told_oversized) = (false, false);
-        if self.foreign && self.link != Link::Up {
-            told_foreign = true;
+        let told_foreign = self.foreign && self.link != Link::Up;
+        if told_foreign {
             self.tell_foreign(screen, true);
         }
-        let mut drops = QuickDrops::default();
-        loop {
-            if shutdown.requested() {
-                return Ok(Waited::Interrupted);
-            }
-            // The person may quit, or type the next lines, meanwhile.
-            let typed = match typed_first.take() {
-                Some(line) => Some(line),
-                None => lines.while_waiting(),
-            };
-            match typed {
-                Some(Line::End(end)) => return Ok(Waited::Quit(end)),
-                Some(Line::Text(typed)) => self.queue(typed, screen),
-                None => {}
-            }
-            // Blocks until a reply or the socket's receive timeout (one tick).
-            match transport::receive_one(&self.socket) {
-                Ok(Ok(frames)) => {
-                    if let Some(waited) =
-                        self.reply_to(id, Some(text), frames, screen, clock.now())?
-                        && !matches!(waited, Waited::Ready)
-                    {
-                        return Ok(waited);
-                    }
+        Ok(ControlFlow::Continue(Phase::Waiting(Waiting {
+            id,
+            text,
+            typed_first,
+            drops: QuickDrops::default(),
+            told_foreign,
+            told_oversized: false,
+        })))
+    }
+
+    /// The id for a message with `text`: the one it had if it is the
+    /// message last given up on, sent again; else the next.
+    fn id_for(&mut self, text: &str) -> MessageId {
+        match self.given_up.take() {
+            Some((id, given_up)) if given_up == text => id,
+            _ => {
+                self.sequence += 1;
+                MessageId {
+                    session: self.session,
+                    sequence: self.sequence,
                 }
-                Ok(Err(oversized)) if !std::mem::replace(&mut told_oversized, true) => {
+            }
+        }
+    }
+
+    /// While a message waits: its reply ends the wait, and so do the
+    /// person quitting, a signal, a refusal, or no server for the give-up
+    /// time; a lost connection means waiting for a server, and re-sending.
+    fn awaiting(
+        &mut self,
+        mut waiting: Waiting,
+        event: Event,
+        lines: &mut dyn LineSource,
+        screen: &Screen,
+        now: Instant,
+    ) -> Result<Next, ChatError> {
+        let answered = match event {
+            Event::Interrupted => Some(Waited::Interrupted),
+            Event::Line(Line::End(end)) => Some(Waited::Quit(end)),
+            Event::Line(Line::Text(typed)) => {
+                self.queue(typed, screen);
+                None
+            }
+            Event::Reply(frames) => self.answer_to(&waiting, frames, screen, now)?,
+            Event::Oversized(oversized) => {
+                if !std::mem::replace(&mut waiting.told_oversized, true) {
                     screen.notice(&format!(
                         "dropped a reply of {} bytes in {} frames unread: over the limits of a chat message",
                         oversized.bytes, oversized.frames
                     ));
                 }
-                Ok(Err(_)) => {}
-                // A whole tick without a reply: show what is buffered meanwhile.
-                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => screen.flush()?,
-                Err(error) => return Err(error.into()),
+                None
             }
-            self.send_deferred(clock.now())?;
-            while let Some(event) = self.watch.try_next()? {
-                // The message queued in the socket goes with it if a
-                // program that is not ZeroMQ makes the client start anew.
-                match self.follow(event, clock.now(), true)? {
-                    Change::None => {}
-                    Change::Lost if drops.lost(clock.now()) => {
-                        return Ok(Waited::Refused(format!(
-                            "the server at {} dropped the connection {QUICK_DROPS} times right after the connection was made, this message waiting: most likely its reply is over the limits of a chat message ({MAX_TEXT_BYTES} bytes of text), which ZeroMQ refuses by dropping the connection",
-                            self.endpoint
-                        )));
-                    }
-                    Change::Lost => {
-                        // What arrived before the loss is still queued (a
-                        // server's last words: its goodbye): read it first.
-                        while self.socket.get_events()?.contains(zmq::POLLIN) {
-                            if let Ok(frames) = transport::receive_one(&self.socket)?
-                                && let Some(waited) =
-                                    self.reply_to(id, Some(text), frames, screen, clock.now())?
-                                && !matches!(waited, Waited::Ready)
-                            {
-                                return Ok(waited);
-                            }
-                        }
-                        screen.notice(&format!(
-                            "lost the connection to the server at {}; waiting up to {} s for it to come back",
-                            self.endpoint,
-                            self.liveness.give_up.as_secs_f32()
-                        ));
-                        // libzmq does not reconnect after a protocol error
-                        // (a frame over the limit, say): a new socket does.
-                        // The message went out on the lost connection.
-                        self.reconnect(clock.now(), true)?;
-                    }
-                    Change::Back { resend: false } => {}
-                    Change::Foreign if !std::mem::replace(&mut told_foreign, true) => {
-                        self.tell_foreign(screen, true);
-                    }
-                    Change::Foreign => {}
-                    Change::Back { resend: true } => {
-                        drops.connected(clock.now());
-                        // The copy sent on the lost connection may never have
-                        // arrived; the server drops this one if it did. The
-                        // server may be a new one: the channel starts afresh.
-                        self.channel.reset();
-                        let body = self.channel.outgoing(id, text)?;
-                        self.send_request(id, &body)?;
-                        screen.notice(
-                            "connected to the server again; re-sent the unanswered message",
-                        );
-                    }
-                }
+            Event::Connection(event) => {
+                self.follow_while_waiting(&mut waiting, event, screen, now)?
             }
-            if self.link.gave_up(clock.now(), self.liveness.give_up) {
-                return Ok(Waited::GaveUp);
+            // A whole tick without a reply: show what is buffered meanwhile.
+            Event::Tick => {
+                screen.flush()?;
+                None
             }
+        };
+        self.send_deferred(now)?;
+        let waited = match answered {
+            Some(waited) => waited,
+            None if self.link.gave_up(now, self.liveness.give_up) => Waited::GaveUp,
+            None => return Ok(ControlFlow::Continue(Phase::Waiting(waiting))),
+        };
+        // What was being typed when the wait ended is not lost: the
+        // prompt shows it again, ready to finish.
+        if let Some(partial) = lines.stop_waiting() {
+            lines.offer(&partial);
         }
+        self.conclude(waiting, waited, screen, now)
     }
 
-    /// Between messages (called every tick while the user types): follows
-    /// the connection and tells the user when the server goes and comes
-    /// back; in secure mode, shakes hands as soon as a server is there.
-    /// `Some(reason)` when secure mode failed (a wrong server key, say).
-    fn between_messages(
+    /// How a wait ended: the reply shown and the next line asked for, or
+    /// the chat's end.
+    fn conclude(
         &mut self,
+        waiting: Waiting,
+        waited: Waited,
         screen: &Screen,
-        clock: &dyn Clock,
-    ) -> Result<Option<String>, ChatError> {
-        while let Some(event) = self.watch.try_next()? {
-            let now = clock.now();
-            match self.follow(event, now, false)? {
-                Change::None => {}
-                Change::Lost => {
-                    self.link_status(
-                        "lost",
-                        &format!(
-                            "the server at {} went away; a message sent now waits for it (up to {} s)",
-                            self.endpoint,
-                            self.liveness.give_up.as_secs_f32()
-                        ),
-                        now,
-                        screen,
-                    );
-                    self.reconnect(now, false)?;
+        now: Instant,
+    ) -> Result<Next, ChatError> {
+        let Waiting { id, text, .. } = waiting;
+        let end = match waited {
+            Waited::Ready => return Ok(ControlFlow::Continue(Phase::Typing)),
+            Waited::Reply(body) => {
+                self.show_reply(&body, screen)?;
+                return Ok(ControlFlow::Continue(Phase::Typing));
+            }
+            Waited::Ended => ClientEnd::ServerEnded { unanswered: text },
+            Waited::Refused(reason) => ClientEnd::Refused {
+                reason,
+                unanswered: text,
+            },
+            Waited::GaveUp => {
+                // The copy still queued in the transport must not reach a
+                // server that appears later: it would be a second one.
+                self.reconnect(now, false)?;
+                self.given_up = Some((id, text.clone()));
+                ClientEnd::GaveUp { unanswered: text }
+            }
+            Waited::Interrupted => ClientEnd::InterruptedWaiting {
+                unanswered: text,
+                unsent: std::mem::take(&mut self.queued).into(),
+            },
+            Waited::Quit(end) => ClientEnd::QuitWaiting {
+                end,
+                unanswered: text,
+                unsent: std::mem::take(&mut self.queued).into(),
+            },
+        };
+        Ok(ControlFlow::Break(end))
+    }
+
+    /// Shows a reply, and counts its line as not delivered whole if the
+    /// reply was cut to `--max-size`.
+    fn show_reply(&mut self, body: &[Vec<u8>], screen: &Screen) -> Result<(), ChatError> {
+        let incoming = Incoming::decode(body, self.max_message_bytes);
+        screen.show(&incoming, self.channel.peer_label().as_deref())?;
+        if incoming
+            .anomalies
+            .iter()
+            .any(|anomaly| matches!(anomaly, Anomaly::Truncated { .. }))
+        {
+            screen.notice(&format!(
+                "the reply to line {} was cut to --max-size",
+                self.lines_read
+            ));
+            self.not_delivered_whole();
+        }
+        Ok(())
+    }
+
+    /// What a message from the server means for the waiting one: the end
+    /// of the wait, or `None` to keep waiting (a handshake's answer too).
+    fn answer_to(
+        &mut self,
+        waiting: &Waiting,
+        frames: Vec<Vec<u8>>,
+        screen: &Screen,
+        now: Instant,
+    ) -> Result<Option<Waited>, ChatError> {
+        let waited = self.reply_to(waiting.id, Some(&waiting.text), frames, screen, now)?;
+        Ok(waited.filter(|waited| !matches!(waited, Waited::Ready)))
+    }
+
+    /// A connection event while a message waits: a loss is said and the
+    /// connection renewed, a server back is sent the message again, a
+    /// program that is not ZeroMQ is named.
+    fn follow_while_waiting(
+        &mut self,
+        waiting: &mut Waiting,
+        event: ConnectionEvent,
+        screen: &Screen,
+        now: Instant,
+    ) -> Result<Option<Waited>, ChatError> {
+        // The message queued in the transport goes with it if a program
+        // that is not ZeroMQ makes the client start anew.
+        match self.follow(event, now, true)? {
+            Change::None | Change::Back { resend: false } => {}
+            Change::Lost if waiting.drops.lost(now) => {
+                return Ok(Some(Waited::Refused(format!(
+                    "the server at {} dropped the connection {QUICK_DROPS} times right after the connection was made, this message waiting: most likely its reply is over the limits of a chat message ({MAX_TEXT_BYTES} bytes of text), which ZeroMQ refuses by dropping the connection",
+                    self.server.endpoint()
+                ))));
+            }
+            Change::Lost => {
+                // What arrived before the loss is still queued (a server's
+                // last words: its goodbye): read it first.
+                while let Some(message) = self.server.receive(false)? {
+                    if let Ok(frames) = message
+                        && let Some(waited) = self.answer_to(waiting, frames, screen, now)?
+                    {
+                        return Ok(Some(waited));
+                    }
                 }
-                Change::Back { .. } => {
-                    self.told_foreign = false;
-                    let text = if std::mem::replace(&mut self.ever_connected, true) {
-                        format!("the server at {} is back", self.endpoint)
-                    } else {
-                        format!("connected to {}", self.endpoint)
-                    };
-                    self.link_status("back", &text, now, screen);
+                screen.notice(&format!(
+                    "lost the connection to the server at {}; waiting up to {} s for it to come back",
+                    self.server.endpoint(),
+                    self.liveness.give_up.as_secs_f32()
+                ));
+                // libzmq does not reconnect after a protocol error (a frame
+                // over the limit, say): a new connection does. The message
+                // went out on the lost one.
+                self.reconnect(now, true)?;
+            }
+            Change::Foreign => {
+                if !std::mem::replace(&mut waiting.told_foreign, true) {
+                    self.tell_foreign(screen, true);
                 }
-                Change::Foreign if !std::mem::replace(&mut self.told_foreign, true) => {
-                    self.tell_foreign(screen, false);
-                }
-                Change::Foreign => {}
+            }
+            Change::Back { resend: true } => {
+                waiting.drops.connected(now);
+                // The copy sent on the lost connection may never have
+                // arrived; the server drops this one if it did. The server
+                // may be a new one: the channel starts afresh.
+                self.channel.reset();
+                let body = self.channel.outgoing(waiting.id, &waiting.text)?;
+                self.send(waiting.id, &body)?;
+                screen.notice("connected to the server again; re-sent the unanswered message");
             }
         }
-        self.send_deferred(clock.now())?;
+        Ok(None)
+    }
+
+    /// A connection event between messages, told to the user (rate-limited).
+    fn tell_connection(
+        &mut self,
+        event: ConnectionEvent,
+        screen: &Screen,
+        now: Instant,
+    ) -> Result<(), ChatError> {
+        match self.follow(event, now, false)? {
+            Change::None => {}
+            Change::Lost => {
+                let text = format!(
+                    "the server at {} went away; a message sent now waits for it (up to {} s)",
+                    self.server.endpoint(),
+                    self.liveness.give_up.as_secs_f32()
+                );
+                self.link_status("lost", &text, now, screen);
+                self.reconnect(now, false)?;
+            }
+            Change::Back { .. } => {
+                self.told_foreign = false;
+                let text = if std::mem::replace(&mut self.ever_connected, true) {
+                    format!("the server at {} is back", self.server.endpoint())
+                } else {
+                    format!("connected to {}", self.server.endpoint())
+                };
+                self.link_status("back", &text, now, screen);
+            }
+            Change::Foreign => {
+                if !std::mem::replace(&mut self.told_foreign, true) {
+                    self.tell_foreign(screen, false);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// In secure mode, with a server there and no handshake under way,
+    /// starts one (so the first message need not wait for it).
+    fn shake_hands(&mut self) -> Result<(), ChatError> {
         if self.link == Link::Up && self.hello.is_none() {
             let id = MessageId {
                 session: self.session,
                 sequence: 0,
             };
             if let Some(body) = self.channel.hello()? {
-                self.send_request(id, &body)?;
+                self.send(id, &body)?;
                 self.hello = Some(id);
             }
         }
-        // Only a handshake's answer is read between messages; anything else
-        // a server sends unasked waits, bounded, in the socket's queue.
-        while let Some(id) = self.hello
-            && self.socket.get_events()?.contains(zmq::POLLIN)
-        {
-            let Ok(frames) = transport::receive_one(&self.socket)? else {
-                continue;
-            };
-            match self.reply_to(id, None, frames, screen, clock.now())? {
-                Some(Waited::Refused(reason)) => return Ok(Some(reason)),
-                Some(Waited::Ready) => self.hello = None,
-                _ => {}
+        Ok(())
+    }
+
+    /// A message between messages: only a handshake's answer is expected.
+    /// `Some(reason)` when secure mode failed (a wrong server key, say).
+    fn hello_answered(
+        &mut self,
+        frames: Vec<Vec<u8>>,
+        screen: &Screen,
+        now: Instant,
+    ) -> Result<Option<String>, ChatError> {
+        let Some(id) = self.hello else {
+            return Ok(None);
+        };
+        match self.reply_to(id, None, frames, screen, now)? {
+            Some(Waited::Refused(reason)) => Ok(Some(reason)),
+            Some(Waited::Ready) => {
+                self.hello = None;
+                Ok(None)
             }
+            _ => Ok(None),
         }
-        Ok(None)
     }
 
     /// A status line about the connection, at most one of each `kind` per
@@ -686,7 +848,7 @@ impl ChatClient {
                     if let Some(notice) = notice {
                         screen.notice(&notice);
                     }
-                    self.send_request(id, &body)?;
+                    self.send(id, &body)?;
                     None
                 }
                 Step::Ignore => None,
@@ -717,7 +879,7 @@ impl ChatClient {
         };
         screen.notice(&format!(
             "the program at {} took the connection but did not complete a ZeroMQ handshake: not a ZeroMQ program (or a frozen one); is the address right?{still}",
-            self.endpoint
+            self.server.endpoint()
         ));
     }
 
@@ -739,9 +901,9 @@ impl ChatClient {
     }
 
     /// Sends the deferred body, if its time has come.
-    fn send_deferred(&mut self, now: Instant) -> Result<(), zmq::Error> {
+    fn send_deferred(&mut self, now: Instant) -> Result<(), TransportError> {
         match self.deferred.take() {
-            Some((at, id, body)) if at <= now => self.send_request(id, &body),
+            Some((at, id, body)) if at <= now => self.send(id, &body),
             deferred => {
                 self.deferred = deferred;
                 Ok(())
@@ -749,40 +911,38 @@ impl ChatClient {
         }
     }
 
-    /// Sends `[name, id, "", body]` for the pending message (no name frame
-    /// without `--name`).
-    fn send_request(&self, id: MessageId, body: &[u8]) -> Result<(), zmq::Error> {
-        if let Some(name) = &self.name {
-            self.socket.send(&name[..], zmq::SNDMORE)?;
-        }
-        self.socket.send(id.to_frame(), zmq::SNDMORE)?;
-        self.socket.send(&[][..], zmq::SNDMORE)?;
-        self.socket.send(body, 0)
+    /// Sends `body` as message `id`, with the name the user gave.
+    fn send(&mut self, id: MessageId, body: &[u8]) -> Result<(), TransportError> {
+        self.server.send(&Request {
+            name: self.name.as_deref(),
+            id,
+            body,
+        })
     }
 
     /// Brings the link up to date with what happened while the user typed.
     ///
-    /// A connection lost meanwhile means a new socket, before anything is
-    /// read from the old one. Between messages nothing reads the socket, so
-    /// a server that floods it fills its queue; libzmq then stops reading
-    /// that connection, which so misses heartbeat replies and is dropped,
-    /// and reconnects. Reading from the stalled queue afterwards would make
-    /// libzmq restart input on the new connection, which never stopped: an
-    /// assertion (`_input_stopped`, libzmq issue 3937) aborts the program.
-    /// A new socket has no stalled queue, and what the old one held was
-    /// never asked for.
+    /// A connection lost meanwhile means a new connection, before anything
+    /// is read from the old one. Between messages nothing reads the
+    /// transport, so a server that floods it fills its queue; libzmq then
+    /// stops reading that connection, which so misses heartbeat replies and
+    /// is dropped, and reconnects. Reading from the stalled queue afterwards
+    /// would make libzmq restart input on the new connection, which never
+    /// stopped: an assertion (`_input_stopped`, libzmq issue 3937) aborts
+    /// the program. A new socket has no stalled queue, and what the old one
+    /// held was never asked for.
     fn catch_up_with_connection_events(
         &mut self,
         screen: &Screen,
-        clock: &dyn Clock,
+        now: Instant,
     ) -> Result<(), TransportError> {
         let mut lost = false;
-        while let Some(event) = self.watch.try_next()? {
-            lost |= self.follow(event, clock.now(), false)? == Change::Lost;
+        while let Some(event) = self.server.next_event()? {
+            lost |= self.follow(event, now, false)? == Change::Lost;
         }
         if lost {
             screen.status("(the connection to the server dropped while you were typing)");
-            self.reconnect(clock.now(), false)?;
+            self.reconnect(now, false)?;
         }
         Ok(())
     }
@@ -791,11 +951,10 @@ impl ChatClient {
     /// the link moves on, and whether the address holds a program that is
     /// not ZeroMQ is remembered until a server connects. After such a
     /// program, libzmq ends the session for good (no reconnection, and a
-    /// DEALER left without one blocks on send), so a new socket keeps
-    /// trying, once per event (events are read once a tick), the wait
-    /// still counted from when it began; `pending` when a message queued
-    /// in the old socket must then go again. Returns what the event means,
-    /// for the caller to say.
+    /// DEALER left without one blocks on send), so a new connection keeps
+    /// trying, once per event, the wait still counted from when it began;
+    /// `pending` when a message queued in the old one must then go again.
+    /// Returns what the event means, for the caller to say.
     fn follow(
         &mut self,
         event: ConnectionEvent,
@@ -818,23 +977,27 @@ impl ChatClient {
     }
 
     /// Starts afresh after a lost connection, or a message given up on: the
-    /// one place where the connection's state is reset. A new socket and
-    /// monitor connect to the same server (libzmq reconnects by itself
-    /// after most losses but not after a protocol error, and a new socket
-    /// carries no stalled queue); nothing agreed with the old server is
-    /// kept (it may be a new one), no handshake or deferred body waits; the
-    /// link is down from `now`, and `resend` says whether the pending
-    /// message went out on the lost connection and must go again.
+    /// one place where the connection's state is reset. The transport
+    /// renews the connection (see [`ToServer::renew`]); nothing agreed with
+    /// the old server is kept (it may be a new one), no handshake or
+    /// deferred body waits; the link is down from `now`, and `resend` says
+    /// whether the pending message went out on the lost connection and must
+    /// go again.
     fn reconnect(&mut self, now: Instant, resend: bool) -> Result<(), TransportError> {
-        let (socket, watch) = connected_socket(&self.context, &self.target, self.liveness)?;
-        // The monitor goes first: it watches the old socket.
-        self.watch = watch;
-        self.socket = socket;
+        self.server.renew()?;
         self.deferred = None;
         self.hello = None;
         self.channel.reset();
         self.link = Link::Down { since: now, resend };
         Ok(())
+    }
+}
+
+/// A message from the transport as an event.
+fn received(message: Bounded) -> Event {
+    match message {
+        Ok(frames) => Event::Reply(frames),
+        Err(oversized) => Event::Oversized(oversized),
     }
 }
 
@@ -878,118 +1041,76 @@ impl QuickDrops {
     }
 }
 
-/// A DEALER with the chat's options, heartbeats after `liveness`, and a
-/// monitor, connected to `endpoint`.
-fn connected_socket(
-    context: &zmq::Context,
-    endpoint: &Endpoint,
-    liveness: Liveness,
-) -> Result<(zmq::Socket, ConnectionWatch), TransportError> {
-    let timeout = liveness.timeout.as_millis().clamp(10, i32::MAX as u128) as i32;
-    let socket = transport::socket_for(context, zmq::DEALER, endpoint)?;
-    // A server that floods the client between messages fills this, then
-    // libzmq stops reading: at most this many replies' worth of memory.
-    socket.set_rcvhwm(transport::QUEUED_PER_CONNECTION)?;
-    socket.set_heartbeat_ivl((timeout / 3).max(10))?;
-    socket.set_heartbeat_timeout(timeout)?;
-    // The monitor is attached before connecting, or a server that is
-    // already up could complete its handshake unseen.
-    let watch = ConnectionWatch::attach(context, &socket)?;
-    transport::connect_socket(&socket, endpoint)?;
-    Ok((socket, watch))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::envelope::Mark;
-    use crate::fixture::{
-        Lines, Output, SteppingClock, StopOnDrop, ipc_endpoint, peer_socket, screen,
-    };
+    use crate::fixture::{Lines, Output, SteppingClock, screen};
     use crate::secure::keys::Identity;
-    use std::sync::mpsc::{self, Receiver};
+    use crate::transport::memory::{ClientDid, MemoryServer, ServerEnd, ToClient};
+    use std::cell::RefCell;
+    use std::rc::Rc;
 
     const LIVENESS: Liveness = Liveness {
         timeout: Duration::from_secs(3),
         give_up: Duration::from_secs(30),
     };
 
-    /// What a client run left: how it ended, its stdout and its stderr.
+    /// What a client run left: how it ended, its stdout and its stderr, and
+    /// what the server saw.
     struct Ran {
         end: ClientEnd,
         stdout: Output,
         stderr: Output,
+        server: Rc<RefCell<ServerEnd>>,
     }
 
-    /// Runs a client at `endpoint` over `lines` while `server` (on its own
-    /// thread) plays the server; stops the client when `server` returns.
-    /// `server` is also given a channel that closes when the client is done:
-    /// a peer whose last reply the client must read waits on it
-    /// ([`until_done`]) before it returns, or its socket (linger 0) could
-    /// close with the reply unsent, and the stop could come before the
-    /// client read it (the cause of a flake under load).
+    /// How the test's server starts.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Server {
+        /// Connected from the start.
+        Up,
+        /// Nowhere, until the test says otherwise.
+        Absent,
+    }
+
+    /// Runs a client over `lines` against a server that `server` plays (it
+    /// hears what the client does and queues what the client reads), in
+    /// memory: no socket, no sleep.
     fn chat(
-        endpoint: &Endpoint,
         lines: &[&str],
         clock: &dyn Clock,
         secure: Option<ClientSecurity>,
-        server: impl FnOnce(&str, Receiver<()>) + Send + 'static,
+        start: Server,
+        shutdown: &Shutdown,
+        server: impl FnMut(ClientDid<'_>, &mut ToClient) + 'static,
     ) -> Ran {
         let (screen, stdout, stderr) = screen("chat-client", "server", false);
-        let shutdown = Shutdown::default();
-        let stop = StopOnDrop(shutdown.clone());
-        let peer_endpoint = endpoint.to_string();
-        let (done, finished) = mpsc::channel();
-        let server = std::thread::spawn(move || {
-            let _stop = stop;
-            server(&peer_endpoint, finished);
-        });
-        let mut client =
-            ChatClient::connect(&zmq::Context::new(), endpoint, LIVENESS, clock).unwrap();
+        let (link, server) = MemoryServer::new(server);
+        if start == Server::Up {
+            let to_client = &mut server.borrow_mut().to_client;
+            to_client.events.push_back(ConnectionEvent::Connected);
+        }
+        let mut client = ChatClient::new(Box::new(link), LIVENESS, clock);
         if let Some(security) = secure {
             client.require_encryption(security);
         }
         let mut lines = Lines::new(lines, End::Eof);
-        let end = client.run(&mut lines, &screen, &shutdown, clock).unwrap();
-        drop(done);
-        if let Err(panic) = server.join() {
-            std::panic::resume_unwind(panic);
-        }
+        let end = client.run(&mut lines, &screen, shutdown, clock).unwrap();
         Ran {
             end,
             stdout,
             stderr,
+            server,
         }
     }
 
-    /// Keeps a peer (and its socket) until the client is done, at most
-    /// the tests' deadline.
-    fn until_done(finished: &Receiver<()>) {
-        let _ = finished.recv_timeout(crate::fixture::DEADLINE);
-    }
-
-    fn router(endpoint: &str) -> zmq::Socket {
-        let socket = peer_socket(&zmq::Context::new(), zmq::ROUTER);
-        socket.bind(endpoint).expect("bind");
-        socket
-    }
-
-    /// Receives a request `[routing id, id, "", text]`.
-    fn request(socket: &zmq::Socket) -> Vec<Vec<u8>> {
-        socket
-            .recv_multipart(0)
-            .expect("a request within the deadline")
-    }
-
-    /// Answers `request` with `text`, its id frame replaced by `id_frame`.
-    fn answer(socket: &zmq::Socket, request: &[Vec<u8>], id_frame: &[u8], text: &[u8]) {
-        socket
-            .send_multipart([&request[0][..], id_frame, b"", text], 0)
-            .expect("send");
-    }
-
-    fn id_of(request: &[Vec<u8>]) -> MessageId {
-        MessageId::parse(&request[1]).expect("an id frame").0
+    /// A server that answers every message with `re: ` and its text.
+    fn answering(did: ClientDid<'_>, to_client: &mut ToClient) {
+        if let ClientDid::Sent(sent) = did {
+            let text = format!("re: {}", String::from_utf8_lossy(&sent.body));
+            to_client.reply(sent.id, Mark::Normal, text.as_bytes());
+        }
     }
 
     #[test]
@@ -1065,21 +1186,13 @@ mod tests {
 
     #[test]
     fn each_line_is_sent_and_its_reply_shown() {
-        let endpoint = ipc_endpoint();
         let ran = chat(
-            &endpoint,
             &["one", "two"],
             &crate::clock::SystemClock,
             None,
-            |at, finished| {
-                let server = router(at);
-                for _ in 0..2 {
-                    let request = request(&server);
-                    let text = format!("re: {}", String::from_utf8_lossy(&request[3]));
-                    answer(&server, &request, &request[1], text.as_bytes());
-                }
-                until_done(&finished);
-            },
+            Server::Up,
+            &Shutdown::default(),
+            answering,
         );
         assert_eq!(ran.end, ClientEnd::Finished(End::Eof));
         assert_eq!(ran.stdout.lines(), ["re: one", "re: two"]);
@@ -1088,22 +1201,21 @@ mod tests {
 
     #[test]
     fn a_reply_to_another_id_is_ignored() {
-        let endpoint = ipc_endpoint();
         let ran = chat(
-            &endpoint,
             &["mine"],
             &crate::clock::SystemClock,
             None,
-            |at, finished| {
-                let server = router(at);
-                let request = request(&server);
-                let other = MessageId {
-                    sequence: 99,
-                    ..id_of(&request)
-                };
-                answer(&server, &request, &other.to_frame(), b"an old answer");
-                answer(&server, &request, &request[1], b"the answer");
-                until_done(&finished);
+            Server::Up,
+            &Shutdown::default(),
+            |did, to_client| {
+                if let ClientDid::Sent(sent) = did {
+                    let other = MessageId {
+                        sequence: 99,
+                        ..sent.id
+                    };
+                    to_client.reply(other, Mark::Normal, b"an old answer");
+                    to_client.reply(sent.id, Mark::Normal, b"the answer");
+                }
             },
         );
         assert_eq!(ran.stdout.lines(), ["the answer"]);
@@ -1115,17 +1227,16 @@ mod tests {
             (Mark::Ended, &b""[..]),
             (Mark::Refused, &b"no \x1b[31mthanks"[..]),
         ] {
-            let endpoint = ipc_endpoint();
             let ran = chat(
-                &endpoint,
                 &["hello?", "never sent"],
                 &crate::clock::SystemClock,
                 None,
-                move |at, finished| {
-                    let server = router(at);
-                    let request = request(&server);
-                    answer(&server, &request, &id_of(&request).marked_frame(mark), body);
-                    until_done(&finished);
+                Server::Up,
+                &Shutdown::default(),
+                move |did, to_client| {
+                    if let ClientDid::Sent(sent) = did {
+                        to_client.reply(sent.id, mark, body);
+                    }
                 },
             );
             let unanswered = "hello?".to_string();
@@ -1138,6 +1249,11 @@ mod tests {
             };
             assert_eq!(ran.end, expected);
             assert_eq!(ran.stdout.text(), "");
+            assert_eq!(
+                ran.server.borrow().sent.len(),
+                1,
+                "the second line is never sent"
+            );
         }
     }
 
@@ -1146,14 +1262,12 @@ mod tests {
         // Each reading of this clock is ten seconds later: 30 s pass in a few ticks.
         let clock = SteppingClock::new(Duration::from_secs(10));
         let ran = chat(
-            &ipc_endpoint(),
             &["anyone?"],
             &clock,
             None,
-            |_, finished| {
-                // No server; the client is stopped after 5 s if it never gives up.
-                let _ = finished.recv_timeout(Duration::from_secs(5));
-            },
+            Server::Absent,
+            &Shutdown::default(),
+            |_, _| {},
         );
         assert_eq!(
             ran.end,
@@ -1161,30 +1275,43 @@ mod tests {
                 unanswered: "anyone?".into()
             }
         );
+        assert_eq!(
+            ran.server.borrow().renewals,
+            1,
+            "the copy still queued is dropped with the connection"
+        );
     }
 
     #[test]
     fn a_lost_server_is_waited_for_and_the_message_re_sent_with_its_id() {
-        let endpoint = ipc_endpoint();
+        let mut sends = 0;
         let ran = chat(
-            &endpoint,
             &["survive this"],
             &crate::clock::SystemClock,
             None,
-            |at, finished| {
-                let first = request(&router(at));
-                // The first server is gone (dropped above); a new one takes its place.
-                let server = router(at);
-                let again = request(&server);
-                assert_eq!(again[1..], first[1..], "the same id and text");
-                answer(&server, &again, &again[1], b"made it");
-                until_done(&finished);
+            Server::Up,
+            &Shutdown::default(),
+            move |did, to_client| match did {
+                // The first server dies with the message; a new one takes its place.
+                ClientDid::Sent(sent) => {
+                    sends += 1;
+                    if sends == 1 {
+                        to_client.events.push_back(ConnectionEvent::Disconnected);
+                    } else {
+                        to_client.reply(sent.id, Mark::Normal, b"made it");
+                    }
+                }
+                ClientDid::Renewed => to_client.events.push_back(ConnectionEvent::Connected),
+                ClientDid::Waited => {}
             },
         );
+        let sent = ran.server.borrow().sent.clone();
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[1], sent[0], "the same id and text");
         assert_eq!(ran.stdout.lines(), ["made it"]);
         let stderr = ran.stderr.text();
         assert!(
-            stderr.contains("lost the connection to the server at ipc://"),
+            stderr.contains("lost the connection to the server at memory://server"),
             "{stderr}"
         );
         assert!(
@@ -1194,16 +1321,44 @@ mod tests {
     }
 
     #[test]
-    fn a_signal_while_waiting_hands_the_message_back() {
-        let endpoint = ipc_endpoint();
+    fn a_servers_goodbye_that_came_before_the_loss_is_read_first() {
         let ran = chat(
-            &endpoint,
+            &["still there?"],
+            &crate::clock::SystemClock,
+            None,
+            Server::Up,
+            &Shutdown::default(),
+            |did, to_client| {
+                if let ClientDid::Sent(sent) = did {
+                    to_client.reply(sent.id, Mark::Ended, b"");
+                    to_client.events.push_back(ConnectionEvent::Disconnected);
+                }
+            },
+        );
+        assert_eq!(
+            ran.end,
+            ClientEnd::ServerEnded {
+                unanswered: "still there?".into()
+            }
+        );
+        assert_eq!(ran.server.borrow().renewals, 0, "nothing to wait for");
+    }
+
+    #[test]
+    fn a_signal_while_waiting_hands_the_message_back() {
+        let shutdown = Shutdown::default();
+        let stop = shutdown.clone();
+        let ran = chat(
             &["wait for me"],
             &crate::clock::SystemClock,
             None,
-            |at, _| {
-                // Stops the client (StopOnDrop) once the message has arrived.
-                request(&router(at));
+            Server::Up,
+            &shutdown,
+            move |did, _| {
+                // Ctrl-C once the message has arrived.
+                if let ClientDid::Sent(_) = did {
+                    stop.request();
+                }
             },
         );
         assert_eq!(
@@ -1217,30 +1372,94 @@ mod tests {
 
     #[test]
     fn a_secure_client_refuses_a_plain_answer() {
-        let endpoint = ipc_endpoint();
         let security = ClientSecurity::new(
             Identity::generate().unwrap(),
             Identity::generate().unwrap().public_key(),
         );
         let ran = chat(
-            &endpoint,
             &["secret"],
             &crate::clock::SystemClock,
             Some(security),
-            |at, finished| {
-                let server = router(at);
-                let request = request(&server);
-                assert!(
-                    !request[3].windows(6).any(|w| w == b"secret"),
-                    "nothing in clear"
-                );
-                answer(&server, &request, &request[1], b"plain text");
-                until_done(&finished);
+            Server::Up,
+            &Shutdown::default(),
+            |did, to_client| {
+                if let ClientDid::Sent(sent) = did {
+                    assert!(
+                        !sent.body.windows(6).any(|w| w == b"secret"),
+                        "nothing in clear"
+                    );
+                    to_client.reply(sent.id, Mark::Normal, b"plain text");
+                }
             },
         );
         let ClientEnd::Refused { reason, .. } = ran.end else {
             panic!("expected a refusal, got {:?}", ran.end);
         };
         assert!(reason.contains("answered without encryption"), "{reason}");
+    }
+
+    #[test]
+    fn a_program_that_is_not_zeromq_is_named_and_tried_anew_until_the_give_up() {
+        let clock = SteppingClock::new(Duration::from_secs(10));
+        let ran = chat(
+            &["hello?"],
+            &clock,
+            None,
+            Server::Absent,
+            &Shutdown::default(),
+            |did, to_client| {
+                // Whatever listens there takes every connection and never
+                // completes a ZeroMQ handshake.
+                if let ClientDid::Sent(_) | ClientDid::Renewed = did {
+                    to_client.events.push_back(ConnectionEvent::HandshakeFailed);
+                }
+            },
+        );
+        assert_eq!(
+            ran.end,
+            ClientEnd::GaveUp {
+                unanswered: "hello?".into()
+            }
+        );
+        let stderr = ran.stderr.text();
+        assert_eq!(
+            stderr
+                .matches("did not complete a ZeroMQ handshake")
+                .count(),
+            1,
+            "said once per message: {stderr}"
+        );
+        let server = ran.server.borrow();
+        assert!(server.renewals >= 2, "a new connection each time");
+        assert!(
+            server.sent.iter().all(|sent| sent.id == server.sent[0].id),
+            "the message goes again on each, with its id"
+        );
+    }
+
+    #[test]
+    fn a_server_that_drops_every_connection_at_once_has_the_message_refused() {
+        let ran = chat(
+            &["too big an answer"],
+            &crate::clock::SystemClock,
+            None,
+            Server::Up,
+            &Shutdown::default(),
+            |did, to_client| match did {
+                // Its reply is over the limit: ZeroMQ drops the connection.
+                ClientDid::Sent(_) => to_client.events.push_back(ConnectionEvent::Disconnected),
+                ClientDid::Renewed => to_client.events.push_back(ConnectionEvent::Connected),
+                ClientDid::Waited => {}
+            },
+        );
+        let ClientEnd::Refused { reason, unanswered } = ran.end else {
+            panic!("expected a refusal, got {:?}", ran.end);
+        };
+        assert_eq!(unanswered, "too big an answer");
+        assert!(
+            reason.contains(&format!("dropped the connection {QUICK_DROPS} times")),
+            "{reason}"
+        );
+        assert_eq!(ran.server.borrow().sent.len(), 1 + QUICK_DROPS as usize);
     }
 }

@@ -6,9 +6,7 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use crate::clock::TICK;
 use crate::message::strip_line_ending;
-use crate::shutdown::Shutdown;
 
 /// Whether stdin is a terminal: a person can be asked a question there.
 pub fn stdin_is_interactive() -> bool {
@@ -45,14 +43,14 @@ pub enum Line {
 
 /// Where outgoing messages come from: a person at a prompt or a script's stdin.
 pub trait LineSource {
-    /// Blocks until the next message is available or input ends. While it
-    /// waits, `meanwhile` runs every tick (or so); a line it returns ends
-    /// the wait with that line instead.
-    fn next_line(
-        &mut self,
-        shutdown: &Shutdown,
-        meanwhile: &mut dyn FnMut() -> Option<Line>,
-    ) -> io::Result<Line>;
+    /// The next message, or the end of input, if one comes within `wait`
+    /// (or so: a person's prompt may take a tick); `None` if none did. A
+    /// loop calls it in turn with its other sources, never for longer
+    /// than a tick.
+    ///
+    /// # Errors
+    /// When the input cannot be read.
+    fn next_line(&mut self, wait: Duration) -> io::Result<Option<Line>>;
 
     /// Checked every tick while no line is wanted (a server waiting for a
     /// message, a client waiting for a reply): `Line::End` if the user ended
@@ -213,48 +211,18 @@ impl<R: Read + AsFd> ScriptLines<R> {
         memchr::memchr(b'\n', &self.buffer[self.scanned..]).is_some()
             || (self.ended && self.start < self.buffer.len())
     }
-
-    /// The next line if one is ready, without waiting: `None` when the input
-    /// has nothing new, `Line::End(End::Eof)` once it has ended.
-    pub fn poll_line(&mut self) -> Option<io::Result<Line>> {
-        if !self.has_buffered_line()
-            && !self.ended
-            && let Err(error) = self.fill(Duration::ZERO)
-        {
-            return Some(Err(error));
-        }
-        match self.take_line() {
-            Some(line) => Some(Ok(Line::Text(line))),
-            None if self.ended => Some(Ok(Line::End(End::Eof))),
-            None => None,
-        }
-    }
 }
 
 impl<R: Read + AsFd> LineSource for ScriptLines<R> {
-    fn next_line(
-        &mut self,
-        shutdown: &Shutdown,
-        meanwhile: &mut dyn FnMut() -> Option<Line>,
-    ) -> io::Result<Line> {
-        loop {
-            if let Some(line) = self.take_line() {
-                return Ok(Line::Text(line));
-            }
-            if self.ended {
-                return Ok(Line::End(End::Eof));
-            }
-            if shutdown.requested() {
-                return Ok(Line::End(End::Interrupted));
-            }
-            self.fill(TICK)?;
-            if !self.has_buffered_line()
-                && !self.ended
-                && let Some(line) = meanwhile()
-            {
-                return Ok(line);
-            }
+    fn next_line(&mut self, wait: Duration) -> io::Result<Option<Line>> {
+        if !self.has_buffered_line() && !self.ended {
+            self.fill(wait)?;
         }
+        Ok(match self.take_line() {
+            Some(line) => Some(Line::Text(line)),
+            None if self.ended => Some(Line::End(End::Eof)),
+            None => None,
+        })
     }
 
     fn has_ready_line(&mut self) -> bool {
@@ -278,6 +246,7 @@ impl<R: Read + AsFd> LineSource for ScriptLines<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::TICK;
     use crate::fixture::Output;
 
     /// Script lines read from a pipe that a writer thread fills with `input`
@@ -298,12 +267,12 @@ mod tests {
 
     /// Every line until the end of input.
     fn all_lines(lines: &mut ScriptLines<io::PipeReader>) -> Vec<String> {
-        let shutdown = Shutdown::default();
         let mut read = Vec::new();
         loop {
-            match lines.next_line(&shutdown, &mut || None).expect("read") {
-                Line::Text(text) => read.push(text),
-                Line::End(end) => {
+            match lines.next_line(TICK).expect("read") {
+                None => {}
+                Some(Line::Text(text)) => read.push(text),
+                Some(Line::End(end)) => {
                     assert_eq!(end, End::Eof);
                     return read;
                 }
@@ -340,9 +309,13 @@ mod tests {
         let input: String = (0..50_000).map(|n| format!("line {n}\n")).collect();
         assert!(input.len() > 5 * READ_CHUNK);
         let (mut lines, _) = script(input.into_bytes(), 4096);
-        let shutdown = Shutdown::default();
         let mut count = 0;
-        while let Line::Text(text) = lines.next_line(&shutdown, &mut || None).unwrap() {
+        loop {
+            let text = match lines.next_line(TICK).unwrap() {
+                None => continue,
+                Some(Line::Text(text)) => text,
+                Some(Line::End(_)) => break,
+            };
             assert_eq!(text, format!("line {count}"));
             count += 1;
             assert!(
@@ -360,13 +333,13 @@ mod tests {
         let mut lines = ScriptLines::new("chat-server", reader, Box::new(io::sink()));
         assert!(!lines.has_ready_line());
         assert!(!lines.is_exhausted());
-        assert!(lines.poll_line().is_none());
+        assert!(lines.next_line(Duration::ZERO).unwrap().is_none());
         writer.write_all(b"half").unwrap();
         assert!(!lines.has_ready_line(), "a partial line is not ready");
         writer.write_all(b" and whole\nrest").unwrap();
         assert!(lines.has_ready_line());
         assert!(
-            matches!(lines.poll_line(), Some(Ok(Line::Text(text))) if text == "half and whole")
+            matches!(lines.next_line(Duration::ZERO).unwrap(), Some(Line::Text(text)) if text == "half and whole")
         );
         drop(writer);
         assert!(
@@ -374,8 +347,13 @@ mod tests {
             "at the end, the unterminated rest is a line"
         );
         assert!(!lines.is_exhausted());
-        assert!(matches!(lines.poll_line(), Some(Ok(Line::Text(text))) if text == "rest"));
+        assert!(
+            matches!(lines.next_line(Duration::ZERO).unwrap(), Some(Line::Text(text)) if text == "rest")
+        );
         assert!(lines.is_exhausted());
-        assert!(matches!(lines.poll_line(), Some(Ok(Line::End(End::Eof)))));
+        assert!(matches!(
+            lines.next_line(Duration::ZERO).unwrap(),
+            Some(Line::End(End::Eof))
+        ));
     }
 }

@@ -1,19 +1,16 @@
-//! Who is connected to the server. The socket monitor names each
-//! connection by its descriptor as it is taken in and as it goes, and each
-//! message says which descriptor it came on
-//! ([`crate::transport::receive_one_with_source`]), so the operator is told
+//! Who is connected to the server. The transport names each connection as
+//! it is taken in and as it goes, and each message says which connection it
+//! came on (see [`crate::transport::ToClients`]), so the operator is told
 //! who connects and leaves, messages are labelled with their sender's
 //! address, and a reply being typed to a client that has left is flagged
 //! before it is sent.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::terminal::Screen;
 use crate::throttle::Throttle;
-use crate::transport::{ConnectionEvent, ConnectionWatch};
+use crate::transport::{ConnectionEvent, ConnectionId, PeerEvent};
 
 /// Presence notices of each kind shown at once, then one per
 /// [`NOTICE_INTERVAL`] (with a count of those held back): a few clients
@@ -22,13 +19,11 @@ const NOTICE_BURST: u32 = 5;
 /// See [`NOTICE_BURST`].
 const NOTICE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The server's connections, by descriptor.
+/// The server's connections.
 pub struct Presence {
-    /// Every open connection: an entry per open descriptor, so never more
-    /// than the open-file limit.
-    peers: HashMap<RawFd, Peer>,
-    /// The connection whose message the operator is answering.
-    answering: Option<RawFd>,
+    /// Every open connection: over ZeroMQ, an entry per open descriptor,
+    /// so never more than the open-file limit.
+    peers: HashMap<ConnectionId, Peer>,
     /// Whether connections are being refused for want of descriptors (said
     /// when it starts, and when it ends).
     out_of_descriptors: bool,
@@ -52,7 +47,6 @@ impl Default for Presence {
     fn default() -> Presence {
         Presence {
             peers: HashMap::new(),
-            answering: None,
             out_of_descriptors: false,
             throttle: Throttle::with_burst(NOTICE_INTERVAL, NOTICE_BURST),
             exhaustion: Throttle::new(NOTICE_INTERVAL),
@@ -61,15 +55,21 @@ impl Default for Presence {
 }
 
 impl Presence {
-    /// Reads the monitor's queued events and tells the operator who came
-    /// and went.
-    pub fn follow(&mut self, watch: &ConnectionWatch, screen: &Screen, now: Instant) {
-        while let Ok(Some((event, descriptor))) = watch.try_next_on() {
-            self.on(event, descriptor, screen, now);
-        }
-    }
-
-    fn on(&mut self, event: ConnectionEvent, descriptor: RawFd, screen: &Screen, now: Instant) {
+    /// Takes in a connection event and tells the operator who came and
+    /// went; `answering` is the connection of the message the operator is
+    /// answering, whose client leaving is said at once.
+    pub fn on(
+        &mut self,
+        peer_event: PeerEvent,
+        answering: Option<ConnectionId>,
+        screen: &Screen,
+        now: Instant,
+    ) {
+        let PeerEvent {
+            event,
+            connection: descriptor,
+            address,
+        } = peer_event;
         match event {
             ConnectionEvent::Accepted => {
                 if std::mem::take(&mut self.out_of_descriptors)
@@ -78,7 +78,7 @@ impl Presence {
                     screen.notice(&Throttle::with_count("taking new connections again", held));
                 }
                 let peer = Peer {
-                    address: peer_address(descriptor),
+                    address,
                     announced: false,
                 };
                 self.peers.insert(descriptor, peer);
@@ -102,8 +102,7 @@ impl Presence {
                 let at = peer
                     .address
                     .map_or(String::new(), |address| format!(" at {address}"));
-                if self.answering == Some(descriptor) {
-                    self.answering = None;
+                if answering == Some(descriptor) {
                     screen.notice(&format!(
                         "the client you are answering{at} has left: your reply reaches it only if it comes back and sends its message again"
                     ));
@@ -128,7 +127,7 @@ impl Presence {
 
     /// A ZeroMQ peer spoke on `descriptor`: the operator is told it
     /// connected, if that was not said yet.
-    pub fn heard_from(&mut self, descriptor: Option<RawFd>, screen: &Screen, now: Instant) {
+    pub fn heard_from(&mut self, descriptor: Option<ConnectionId>, screen: &Screen, now: Instant) {
         let Some(peer) = descriptor.and_then(|descriptor| self.peers.get_mut(&descriptor)) else {
             return;
         };
@@ -149,52 +148,13 @@ impl Presence {
     }
 
     /// The address of the connection `descriptor`, if it is still open.
-    pub fn address_of(&self, descriptor: Option<RawFd>) -> Option<&str> {
+    pub fn address_of(&self, descriptor: Option<ConnectionId>) -> Option<&str> {
         self.peers.get(&descriptor?)?.address.as_deref()
-    }
-
-    /// The operator is answering a message that came on `descriptor`
-    /// (`None` once the reply is sent): its client leaving is said at once.
-    pub fn answering(&mut self, descriptor: Option<RawFd>) {
-        self.answering = descriptor;
     }
 
     /// Whether the connection `descriptor` is known, that is open as far as
     /// the monitor has told (or there is none to know).
-    pub fn knows(&self, descriptor: Option<RawFd>) -> bool {
+    pub fn knows(&self, descriptor: Option<ConnectionId>) -> bool {
         descriptor.is_none_or(|descriptor| self.peers.contains_key(&descriptor))
-    }
-}
-
-/// The remote address of connection `descriptor` as `IP:PORT`, or `None`
-/// for a connection that has none (`ipc://`) or has gone.
-fn peer_address(descriptor: RawFd) -> Option<String> {
-    // SAFETY: the descriptor is libzmq's, of a connection its monitor just
-    // reported (or that a message just came on); it is only borrowed for
-    // one getpeername, and a descriptor closed meanwhile makes it fail (at
-    // worst it names the connection that took the number over).
-    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(descriptor) };
-    let address = rustix::net::getpeername(socket).ok()??;
-    SocketAddr::try_from(address)
-        .ok()
-        .map(|address| address.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::{TcpListener, TcpStream};
-    use std::os::fd::AsRawFd;
-
-    #[test]
-    fn a_connections_address_is_read_from_its_descriptor() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        assert_eq!(
-            peer_address(accepted.as_raw_fd()),
-            Some(client.local_addr().unwrap().to_string())
-        );
-        assert_eq!(peer_address(listener.as_raw_fd()), None, "not connected");
     }
 }

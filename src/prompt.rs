@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use rustyline::error::ReadlineError;
 use rustyline::{
@@ -18,10 +19,8 @@ use rustyline::{
     ExternalPrinter, KeyEvent, RepeatCount,
 };
 
-use crate::clock::TICK;
 use crate::command::{Command, HELP};
 use crate::input::{End, Line, LineSource};
-use crate::shutdown::Shutdown;
 use crate::tty;
 
 /// The interactive prompt: rustyline editing, history and `/commands`.
@@ -212,8 +211,8 @@ impl Prompt {
     }
 
     /// Waits for the line asked for (asking if no read is under way), for
-    /// at most a tick.
-    fn wait_for_line(&mut self) -> io::Result<Option<rustyline::Result<String>>> {
+    /// at most `wait`.
+    fn wait_for_line(&mut self, wait: Duration) -> io::Result<Option<rustyline::Result<String>>> {
         if !self.asked {
             let initial = self.offered.take();
             self.printer.typed.store(0, Ordering::SeqCst);
@@ -226,7 +225,7 @@ impl Prompt {
                 .map_err(|_| io::Error::other("the prompt thread has ended"))?;
             self.asked = true;
         }
-        match self.lines.recv_timeout(TICK) {
+        match self.lines.recv_timeout(wait) {
             Ok(read) => {
                 self.asked = false;
                 Ok(Some(read))
@@ -240,36 +239,26 @@ impl Prompt {
 }
 
 impl LineSource for Prompt {
-    fn next_line(
-        &mut self,
-        shutdown: &Shutdown,
-        meanwhile: &mut dyn FnMut() -> Option<Line>,
-    ) -> io::Result<Line> {
-        loop {
-            if shutdown.requested() {
-                return Ok(Line::End(End::Interrupted));
-            }
-            let line = match self.wait_for_line()? {
-                None => match meanwhile() {
-                    Some(line) => return Ok(line),
-                    None => continue,
-                },
-                Some(Ok(line)) => line,
-                Some(Err(ReadlineError::Eof)) => return Ok(Line::End(End::Eof)),
-                Some(Err(ReadlineError::Interrupted)) => return Ok(Line::End(End::Interrupted)),
-                Some(Err(ReadlineError::Io(error))) => return Err(error),
-                Some(Err(other)) => return Err(io::Error::other(other)),
-            };
-            match Command::interpret(&line) {
-                Command::Send(text) => return Ok(Line::Text(text)),
-                Command::Quit => return Ok(Line::End(End::Quit)),
-                Command::Help => self.printer.print(HELP),
-                Command::Nothing => {}
-                Command::Unknown(word) => self.printer.print(&format!(
-                    "unknown command {word}; /help lists the commands, //text sends text starting with '/'"
-                )),
-            }
+    fn next_line(&mut self, wait: Duration) -> io::Result<Option<Line>> {
+        let line = match self.wait_for_line(wait)? {
+            None => return Ok(None),
+            Some(Ok(line)) => line,
+            Some(Err(ReadlineError::Eof)) => return Ok(Some(Line::End(End::Eof))),
+            Some(Err(ReadlineError::Interrupted)) => return Ok(Some(Line::End(End::Interrupted))),
+            Some(Err(ReadlineError::Io(error))) => return Err(error),
+            Some(Err(other)) => return Err(io::Error::other(other)),
+        };
+        match Command::interpret(&line) {
+            Command::Send(text) => return Ok(Some(Line::Text(text))),
+            Command::Quit => return Ok(Some(Line::End(End::Quit))),
+            Command::Help => self.printer.print(HELP),
+            Command::Nothing => {}
+            Command::Unknown(word) => self.printer.print(&format!(
+                "unknown command {word}; /help lists the commands, //text sends text starting with '/'"
+            )),
         }
+        // Not a message: the next call asks for another line.
+        Ok(None)
     }
 
     fn offer(&mut self, text: &str) {

@@ -29,12 +29,11 @@
 //! back.
 
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::RawFd;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use crate::address::Endpoint;
 use crate::channel::{Admission, Origin, Plain, ServerChannel};
-use crate::clock::Clock;
+use crate::clock::{Clock, TICK};
 use crate::display::escape_for_terminal;
 use crate::envelope::{Enveloped, Mark, MessageId};
 use crate::error::ChatError;
@@ -47,7 +46,7 @@ use crate::secure::server::ServerSecurity;
 use crate::shutdown::Shutdown;
 use crate::terminal::{End, Line, LineSource, Screen};
 use crate::throttle::Throttle;
-use crate::transport::{self, Bounded, ConnectionWatch, Received, TransportError};
+use crate::transport::{Bounded, ConnectionId, ToClients, Undelivered};
 
 /// How many client sessions the server remembers the last answer of. Old
 /// sessions are forgotten first, so memory stays flat under any load.
@@ -56,12 +55,6 @@ const REMEMBERED_SESSIONS: usize = 4096;
 /// How many bytes of replies the answer memory holds at most (echoed
 /// messages are not stored: the re-sent copy is the reply).
 const REMEMBERED_BYTES: usize = 16 * 1024 * 1024;
-
-/// ZMTP heartbeats to every client: a peer that answers none for
-/// [`HEARTBEAT_TIMEOUT`] is dropped, so dead connections do not pile up.
-const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
-/// See [`HEARTBEAT_INTERVAL`].
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// At most one notice of each kind a peer can trigger per this long.
 const NOTICE_INTERVAL: Duration = Duration::from_secs(5);
@@ -74,24 +67,21 @@ pub enum ReplySource<'a> {
     Echo,
 }
 
-/// A bound chat server.
+/// A chat server, listening.
 pub struct ChatServer {
-    socket: zmq::Socket,
-    endpoint: String,
+    /// The way to the clients (a ZeroMQ ROUTER in the programs).
+    clients: Box<dyn ToClients>,
     /// Plain, or secure once [`ChatServer::require_encryption`] is called.
     channel: Box<dyn ServerChannel>,
     answers: AnswerMemory,
     /// Messages are shown with at most this many bytes of text.
     max_message_bytes: usize,
-    /// The socket's monitor: connections coming and going.
-    watch: ConnectionWatch,
-    /// Who is connected, from the monitor's events.
+    /// Who is connected, from the transport's connection events.
     presence: Presence,
     /// Messages read while the operator typed a reply, in arrival order:
     /// at most [`READ_AHEAD`].
     ahead: VecDeque<Pending>,
-    /// The message the operator is answering.
-    current: Option<Pending>,
+    phase: Phase,
     /// Rate limits on the notices a peer can trigger.
     throttle: Throttle,
     /// Rate limit on "N messages are waiting": each worth saying while a
@@ -100,9 +90,42 @@ pub struct ChatServer {
 }
 
 /// How many messages are read ahead while the operator types, at most
-/// (each at most [`WIRE_LIMIT_BYTES`]): beyond, they wait in libzmq's
-/// queues, which hold a few per connection.
+/// (each at most [`WIRE_LIMIT_BYTES`]): beyond, they wait in the
+/// transport's queues, which hold a few per connection.
 const READ_AHEAD: usize = 64;
+
+/// What the server is doing: the loop's state.
+enum Phase {
+    /// No message is being answered: the next one is waited for.
+    Idle,
+    /// The operator is answering this message.
+    Answering(Pending),
+}
+
+impl Phase {
+    /// The connection of the message being answered: its client leaving is
+    /// said at once.
+    fn answering(&self) -> Option<ConnectionId> {
+        match self {
+            Phase::Answering(pending) => pending.source,
+            Phase::Idle => None,
+        }
+    }
+}
+
+/// One thing that happened, as [`ChatServer::wait`] returns it.
+enum Event {
+    /// A request from a client, with the connection it came on.
+    Request(Bounded, Option<ConnectionId>),
+    /// The operator's line, or the end of their input (Ctrl-C included).
+    Line(Line),
+    /// A tick passed with nothing else: the connections' turn, and while
+    /// the operator types, the messages that arrived meanwhile.
+    Tick,
+}
+
+/// What the server shows while no message waits.
+const WAITING: &str = "waiting for a message… (Ctrl-C to quit)";
 
 /// A message for the operator, admitted by the channel and not answered yet.
 struct Pending {
@@ -113,7 +136,7 @@ struct Pending {
     /// Its text frames, in the clear.
     body: Vec<Vec<u8>>,
     /// The connection it came on.
-    source: Option<RawFd>,
+    source: Option<ConnectionId>,
     /// The name its sender gave itself (`chat-client --name`), if any.
     name: Option<String>,
 }
@@ -125,42 +148,20 @@ impl Pending {
     }
 }
 
-/// What the loop does after one request.
-enum Served {
-    /// Take the next request.
-    Next,
-    /// The operator's input ended: stop.
-    Ended(End),
-}
-
 impl ChatServer {
-    /// Binds the server's socket on `endpoint`, in plain mode.
-    ///
-    /// # Errors
-    /// When the socket cannot be made or bound (address in use, say).
-    pub fn bind(context: &zmq::Context, endpoint: &Endpoint) -> Result<ChatServer, TransportError> {
-        let socket = transport::socket_for(context, zmq::ROUTER, endpoint)?;
-        socket.set_router_mandatory(true)?;
-        socket.set_sndhwm(transport::QUEUED_PER_CONNECTION)?;
-        socket.set_rcvhwm(transport::QUEUED_PER_CONNECTION)?;
-        socket.set_heartbeat_ivl(HEARTBEAT_INTERVAL.as_millis() as i32)?;
-        socket.set_heartbeat_timeout(HEARTBEAT_TIMEOUT.as_millis() as i32)?;
-        // Attached before binding, so no connection goes unseen.
-        let watch = ConnectionWatch::attach(context, &socket)?;
-        let endpoint = transport::bind_socket(&socket, endpoint)?;
-        Ok(ChatServer {
-            socket,
-            endpoint,
+    /// A server answering the clients that `clients` brings, in plain mode.
+    pub fn new(clients: Box<dyn ToClients>) -> ChatServer {
+        ChatServer {
+            clients,
             channel: Box::new(Plain),
             answers: AnswerMemory::default(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            watch,
             presence: Presence::default(),
             ahead: VecDeque::new(),
-            current: None,
+            phase: Phase::Idle,
             throttle: Throttle::new(NOTICE_INTERVAL),
             waiting_notices: Throttle::with_burst(NOTICE_INTERVAL, 5),
-        })
+        }
     }
 
     /// Turns on secure mode: only encrypted chats are accepted from now on.
@@ -175,13 +176,13 @@ impl ChatServer {
 
     /// The endpoint actually bound, with the real port.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        self.clients.endpoint()
     }
 
     /// Serves messages until the reply source ends or a signal arrives.
     ///
     /// # Errors
-    /// When the screen cannot be written or the socket fails.
+    /// When the screen cannot be written or the transport fails.
     pub fn run(
         &mut self,
         mut replies: ReplySource<'_>,
@@ -189,72 +190,157 @@ impl ChatServer {
         shutdown: &Shutdown,
         clock: &dyn Clock,
     ) -> Result<End, ChatError> {
+        screen.status(WAITING);
         loop {
-            let pending = match self.ahead.pop_front() {
-                Some(pending) => pending,
-                None => match self.next_message(&mut replies, screen, shutdown, clock)? {
-                    Ok(Some(pending)) => pending,
-                    Ok(None) => continue,
-                    Err(end) => return finish(screen, end),
-                },
-            };
-            match self.serve(pending, &mut replies, screen, shutdown, clock)? {
-                Served::Next => {}
-                Served::Ended(end) => return finish(screen, end),
+            if matches!(self.phase, Phase::Idle)
+                && let Some(pending) = self.ahead.pop_front()
+            {
+                self.serve(pending, &mut replies, screen, clock.now())?;
+                continue;
+            }
+            let event = self.wait(&mut replies, screen, shutdown)?;
+            if let ControlFlow::Break(end) = self.on(event, &mut replies, screen, clock.now())? {
+                screen.flush()?;
+                return Ok(end);
             }
         }
     }
 
-    /// Waits for the next request and admits it: `Ok(None)` if it was
-    /// answered at once (or dropped), `Err(end)` if the wait ended.
-    fn next_message(
+    /// The next event: while the operator answers, their next line, for at
+    /// most a tick; else the next request, for at most a tick, after what
+    /// the operator did meanwhile.
+    fn wait(
         &mut self,
         replies: &mut ReplySource<'_>,
         screen: &Screen,
         shutdown: &Shutdown,
-        clock: &dyn Clock,
-    ) -> Result<Result<Option<Pending>, End>, ChatError> {
-        screen.status("waiting for a message… (Ctrl-C to quit)");
-        // Each tick without a message is also the moment to show what is
-        // buffered and who came and went. A script whose input has ended
-        // can answer nothing more, so stop listening rather than accept a
-        // message that would never be answered.
-        let (watch, presence) = (&self.watch, &mut self.presence);
-        let mut ended = None;
-        // The operator may quit while no message waits; what they type
-        // meanwhile answers nothing.
-        let mut operator_meanwhile = |replies: &mut ReplySource<'_>| {
-            let ReplySource::Operator(lines) = replies else {
-                return true;
-            };
-            match lines.while_waiting() {
-                Some(Line::End(end)) => ended = Some(end),
-                Some(Line::Text(_)) => screen.notice(
-                    "not sent: no message is waiting for an answer yet; type your reply once one is shown (/quit or Ctrl-D ends)",
-                ),
-                None => {}
+    ) -> Result<Event, ChatError> {
+        if shutdown.requested() {
+            return Ok(Event::Line(Line::End(End::Interrupted)));
+        }
+        if let ReplySource::Operator(lines) = replies {
+            if let Phase::Answering(_) = self.phase {
+                // The operator must see the message before answering it.
+                if !lines.has_ready_line() {
+                    screen.flush()?;
+                }
+                return Ok(lines.next_line(TICK)?.map_or(Event::Tick, Event::Line));
             }
-            ended.is_none() && !lines.is_exhausted()
-        };
-        // At once, not only from the first tick: keys typed from now on are
-        // taken unechoed (see LineSource::while_waiting).
-        if !operator_meanwhile(replies) {
-            return Ok(Err(ended.unwrap_or(End::Eof)));
+            // The operator may quit while no message waits (keys typed
+            // from now on are taken unechoed, see
+            // LineSource::while_waiting). A script whose input has ended can
+            // answer nothing more, so stop listening rather than accept a
+            // message that would never be answered.
+            if let Some(line) = lines.while_waiting() {
+                return Ok(Event::Line(line));
+            }
+            if lines.is_exhausted() {
+                return Ok(Event::Line(Line::End(End::Eof)));
+            }
         }
-        let received = transport::receive_within_from(&mut self.socket, shutdown, || {
-            let _ = screen.flush();
-            presence.follow(watch, screen, clock.now());
-            operator_meanwhile(replies)
-        })?;
-        if let Some(end) = ended {
-            return Ok(Err(end));
+        Ok(match self.clients.receive(true)? {
+            Some((message, source)) => Event::Request(message, source),
+            None => Event::Tick,
+        })
+    }
+
+    /// Takes in one event; `Break` when the chat ends.
+    fn on(
+        &mut self,
+        event: Event,
+        replies: &mut ReplySource<'_>,
+        screen: &Screen,
+        now: Instant,
+    ) -> Result<ControlFlow<End>, ChatError> {
+        match event {
+            Event::Request(message, source) => {
+                match self.admit(message, source, screen, now) {
+                    Some(pending) => self.serve(pending, replies, screen, now)?,
+                    None => screen.status(WAITING),
+                }
+                Ok(ControlFlow::Continue(()))
+            }
+            Event::Line(line) => self.on_line(line, screen, now),
+            // Each tick without a message is also the moment to show what
+            // is buffered and who came and went.
+            Event::Tick => {
+                screen.flush()?;
+                self.follow_connections(screen, now);
+                if let Phase::Answering(_) = self.phase {
+                    self.read_ahead(screen, now);
+                }
+                Ok(ControlFlow::Continue(()))
+            }
         }
-        let (message, source) = match received {
-            Received::Message(message) => message,
-            Received::Interrupted => return Ok(Err(End::Interrupted)),
-            Received::Abandoned => return Ok(Err(End::Eof)),
+    }
+
+    /// A line of the operator's: the reply to the message shown, or the end.
+    fn on_line(
+        &mut self,
+        line: Line,
+        screen: &Screen,
+        now: Instant,
+    ) -> Result<ControlFlow<End>, ChatError> {
+        let Phase::Answering(_) = self.phase else {
+            // What the operator types while no message waits answers nothing.
+            return Ok(match line {
+                Line::End(end) => ControlFlow::Break(end),
+                Line::Text(_) => {
+                    screen.notice(
+                        "not sent: no message is waiting for an answer yet; type your reply once one is shown (/quit or Ctrl-D ends)",
+                    );
+                    ControlFlow::Continue(())
+                }
+            });
         };
-        Ok(Ok(self.admit(message, source, screen, clock.now())))
+        if let Line::Text(reply) = &line
+            && reply.len() > MAX_TEXT_BYTES
+        {
+            screen.notice(&format!(
+                "that reply has {} bytes, more than the {MAX_TEXT_BYTES} a message may have; not sent: type a shorter one",
+                reply.len()
+            ));
+            return Ok(ControlFlow::Continue(()));
+        }
+        let Phase::Answering(Pending {
+            envelope,
+            origin,
+            id,
+            ..
+        }) = std::mem::replace(&mut self.phase, Phase::Idle)
+        else {
+            unreachable!("the phase was just matched");
+        };
+        match line {
+            Line::Text(reply) => {
+                let reply = vec![reply.into_bytes()];
+                if let Some(id) = id {
+                    self.answers
+                        .remember(origin.key, id, Answer::Reply(reply.clone()));
+                }
+                self.answer(envelope, origin, id, reply, screen, now);
+                if self.ahead.is_empty() {
+                    screen.status(WAITING);
+                }
+                Ok(ControlFlow::Continue(()))
+            }
+            Line::End(end) => {
+                self.say_goodbye(envelope, origin, id);
+                screen.notice(
+                    "ending with the last message unanswered; its sender is told the chat ended",
+                );
+                Ok(ControlFlow::Break(end))
+            }
+        }
+    }
+
+    /// Reads the transport's connection events and tells the operator who
+    /// came and went.
+    fn follow_connections(&mut self, screen: &Screen, now: Instant) {
+        let answering = self.phase.answering();
+        while let Ok(Some(event)) = self.clients.next_event() {
+            self.presence.on(event, answering, screen, now);
+        }
     }
 
     /// What one request is: a message for the operator (`Some`), or
@@ -265,7 +351,7 @@ impl ChatServer {
     fn admit(
         &mut self,
         message: Bounded,
-        source: Option<RawFd>,
+        source: Option<ConnectionId>,
         screen: &Screen,
         now: Instant,
     ) -> Option<Pending> {
@@ -284,7 +370,7 @@ impl ChatServer {
         // is a system call each, which the benchmark at 10 clients felt).
         // Its address is what the handshake budget counts by.
         if !self.presence.knows(source) {
-            self.presence.follow(&self.watch, screen, now);
+            self.follow_connections(screen, now);
         }
         self.presence.heard_from(source, screen, now);
         // Skip the routing id (frame 0): it may be any bytes, even empty.
@@ -327,21 +413,19 @@ impl ChatServer {
         // A copy of a message still waiting: its reply goes to the copy's
         // connection, the one the client has now, sealed in the session
         // the copy came in (the client may have shaken hands anew).
-        if let Some(waiting) = self
-            .current
-            .iter_mut()
+        let answering = match &mut self.phase {
+            Phase::Answering(pending) => Some(pending),
+            Phase::Idle => None,
+        };
+        if let Some(waiting) = answering
+            .into_iter()
             .chain(self.ahead.iter_mut())
             .find(|waiting| waiting.is_copy(&origin, id))
         {
             waiting.envelope = envelope;
             waiting.source = source;
             waiting.origin = origin;
-            if self
-                .current
-                .as_ref()
-                .is_some_and(|current| current.is_copy(&origin, id))
-            {
-                self.presence.answering(source);
+            if matches!(&self.phase, Phase::Answering(current) if current.is_copy(&origin, id)) {
                 let text = "the client you are answering sent its message again (it reconnected); your reply goes to it there";
                 self.warn(screen, "answering again", text, now);
             }
@@ -376,16 +460,15 @@ impl ChatServer {
         })
     }
 
-    /// Shows one admitted message and sends the operator's reply (or, with
-    /// `--echo`, the message itself).
+    /// Shows one admitted message; with `--echo` sends it back, else the
+    /// operator answers it next.
     fn serve(
         &mut self,
         pending: Pending,
         replies: &mut ReplySource<'_>,
         screen: &Screen,
-        shutdown: &Shutdown,
-        clock: &dyn Clock,
-    ) -> Result<Served, ChatError> {
+        now: Instant,
+    ) -> Result<(), ChatError> {
         let incoming = Incoming::decode(&pending.body, self.max_message_bytes);
         // Labels are for a person: a script sees the text alone.
         let label = screen.is_interactive().then(|| {
@@ -396,20 +479,9 @@ impl ChatServer {
             )
         });
         let ReplySource::Operator(lines) = replies else {
-            // The message goes back exactly as it came.
             screen.show(&incoming, label.as_deref())?;
-            let Pending {
-                envelope,
-                origin,
-                id,
-                body,
-                ..
-            } = pending;
-            if let Some(id) = id {
-                self.answers.remember(origin.key, id, Answer::Echo);
-            }
-            self.answer(envelope, origin, id, body, screen, clock.now());
-            return Ok(Served::Next);
+            self.echo(pending, screen, now);
+            return Ok(());
         };
         // Typed before this message was on the screen: not its answer.
         let discarded = lines.discard_type_ahead();
@@ -424,60 +496,37 @@ impl ChatServer {
                 "the client who sent this has left already: your reply reaches it only if it comes back and sends its message again",
             );
         }
-        self.presence.answering(pending.source);
-        self.current = Some(pending);
-        let waiting = self.ahead.len();
-        lines.set_prompt(&match waiting {
+        lines.set_prompt(&match self.ahead.len() {
             0 => "reply> ".to_string(),
             waiting => format!("reply ({waiting} more waiting)> "),
         });
-        let line = operator_reply(&mut **lines, screen, shutdown, &mut || {
-            self.read_ahead(screen, clock.now());
-            None
-        });
-        self.presence.answering(None);
-        let Some(Pending {
+        self.phase = Phase::Answering(pending);
+        Ok(())
+    }
+
+    /// Sends a message back exactly as it came (`--echo`).
+    fn echo(&mut self, pending: Pending, screen: &Screen, now: Instant) {
+        let Pending {
             envelope,
             origin,
             id,
+            body,
             ..
-        }) = self.current.take()
-        else {
-            return Ok(Served::Next);
-        };
-        match line? {
-            Line::Text(reply) => {
-                let reply = vec![reply.into_bytes()];
-                if let Some(id) = id {
-                    self.answers
-                        .remember(origin.key, id, Answer::Reply(reply.clone()));
-                }
-                self.answer(envelope, origin, id, reply, screen, clock.now());
-                Ok(Served::Next)
-            }
-            Line::End(end) => {
-                self.say_goodbye(envelope, origin, id);
-                screen.notice(
-                    "ending with the last message unanswered; its sender is told the chat ended",
-                );
-                Ok(Served::Ended(end))
-            }
+        } = pending;
+        if let Some(id) = id {
+            self.answers.remember(origin.key, id, Answer::Echo);
         }
+        self.answer(envelope, origin, id, body, screen, now);
+        screen.status(WAITING);
     }
 
-    /// While the operator types: follows the connections, and reads and
-    /// admits what has arrived (handshakes and copies are answered at
-    /// once), keeping up to [`READ_AHEAD`] messages for the operator.
+    /// While the operator types: reads and admits what has arrived
+    /// (handshakes and copies are answered at once), keeping up to
+    /// [`READ_AHEAD`] messages for the operator.
     fn read_ahead(&mut self, screen: &Screen, now: Instant) {
-        self.presence.follow(&self.watch, screen, now);
         let before = self.ahead.len();
-        while self.ahead.len() < READ_AHEAD
-            && self
-                .socket
-                .get_events()
-                .is_ok_and(|events| events.contains(zmq::POLLIN))
-        {
-            let Ok((message, source)) = transport::receive_one_with_source(&mut self.socket) else {
+        while self.ahead.len() < READ_AHEAD {
+            let Ok(Some((message, source))) = self.clients.receive(false) else {
                 break;
             };
             if let Some(pending) = self.admit(message, source, screen, now) {
@@ -517,15 +566,15 @@ impl ChatServer {
     fn send(&mut self, envelope: Vec<Vec<u8>>, body: Vec<Vec<u8>>, screen: &Screen, now: Instant) {
         let mut frames = envelope;
         frames.extend(body);
-        match transport::send_now(&self.socket, &frames) {
+        match self.clients.send(&frames) {
             Ok(()) => {}
-            Err(zmq::Error::EHOSTUNREACH) => self.warn(
+            Err(Undelivered::Gone) => self.warn(
                 screen,
                 "gone",
                 "the reply could not be delivered: that client has disconnected",
                 now,
             ),
-            Err(error) => self.warn(
+            Err(Undelivered::NotTaken(error)) => self.warn(
                 screen,
                 "not reading",
                 &format!("a reply was dropped: that client is not reading its replies ({error})"),
@@ -540,7 +589,7 @@ impl ChatServer {
         if let Some(id) = id {
             let mut frames = marked(envelope, Some(id), Mark::Ended);
             frames.extend(self.channel.goodbye(origin, id));
-            let _ = transport::send_now(&self.socket, &frames);
+            let _ = self.clients.send(&frames);
         }
     }
 
@@ -597,36 +646,6 @@ fn marked(mut envelope: Vec<Vec<u8>>, id: Option<MessageId>, mark: Mark) -> Vec<
         id.mark_in(&mut envelope, mark);
     }
     envelope
-}
-
-/// Flushes what is buffered for the screen, then reports `end`.
-fn finish(screen: &Screen, end: End) -> Result<End, ChatError> {
-    screen.flush()?;
-    Ok(end)
-}
-
-/// The operator's reply to the message just shown, or why there is none. A
-/// line longer than a message may be is not sent: the operator is told, and
-/// the next line is the reply.
-fn operator_reply(
-    lines: &mut dyn LineSource,
-    screen: &Screen,
-    shutdown: &Shutdown,
-    meanwhile: &mut dyn FnMut() -> Option<Line>,
-) -> std::io::Result<Line> {
-    loop {
-        // The operator must see the message before answering it.
-        if !lines.has_ready_line() {
-            screen.flush()?;
-        }
-        match lines.next_line(shutdown, meanwhile)? {
-            Line::Text(reply) if reply.len() > MAX_TEXT_BYTES => screen.notice(&format!(
-                "that reply has {} bytes, more than the {MAX_TEXT_BYTES} a message may have; not sent: type a shorter one",
-                reply.len()
-            )),
-            line => return Ok(line),
-        }
-    }
 }
 
 /// What the server knows of a message id.
@@ -706,54 +725,86 @@ impl AnswerMemory {
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
-    use crate::fixture::{Lines, Output, StopOnDrop, ipc_endpoint, peer_socket, screen};
+    use crate::fixture::{Lines, Output, screen};
     use crate::secure::client::{ClientSecurity, ClientStep};
     use crate::secure::frame::Frame;
     use crate::secure::keys::Identity;
+    use crate::transport::memory::{MemoryClients, ServerDid, ToServerLoop, routing_id};
+    use crate::transport::{ConnectionEvent, Oversized};
 
-    /// What a server run left: how it ended, its stdout and its stderr.
+    /// What a server run left: how it ended, its stdout and its stderr, and
+    /// every message it sent.
     struct Ran {
         end: End,
         stdout: Output,
         stderr: Output,
+        sent: Vec<Vec<Vec<u8>>>,
     }
 
-    /// Runs `server` with `replies` until `peer` (on its own thread, given
-    /// the endpoint) returns, or the script ends; `peer`'s panics fail the test.
+    /// Runs a server with `replies` in memory: `start` queues what the
+    /// clients do first, `clients` acts on what the server does next (and
+    /// stops it, as Ctrl-C would, when the test is done).
     fn serve_while(
         mut server: ChatServer,
-        mut replies: ReplySource<'_>,
+        replies: ReplySource<'_>,
         interactive: bool,
-        peer: impl FnOnce(&str) + Send + 'static,
+        start: impl FnOnce(&mut ToServerLoop),
+        mut clients: impl FnMut(ServerDid<'_>, &mut ToServerLoop, &Shutdown) + 'static,
     ) -> Ran {
         let (screen, stdout, stderr) = screen("chat-server", "client", interactive);
         let shutdown = Shutdown::default();
-        let stop = StopOnDrop(shutdown.clone());
-        let endpoint = server.endpoint().to_string();
-        let peer = std::thread::spawn(move || {
-            let _stop = stop;
-            peer(&endpoint);
-        });
-        let end = server
-            .run(
-                std::mem::replace(&mut replies, ReplySource::Echo),
-                &screen,
-                &shutdown,
-                &SystemClock,
-            )
+        let stop = shutdown.clone();
+        let (link, end) = MemoryClients::new(move |did, to_server| clients(did, to_server, &stop));
+        start(&mut end.borrow_mut().to_server);
+        server.clients = Box::new(link);
+        let ended = server
+            .run(replies, &screen, &shutdown, &SystemClock)
             .expect("the server loop runs");
-        if let Err(panic) = peer.join() {
-            std::panic::resume_unwind(panic);
-        }
+        let sent = end.borrow().sent.clone();
         Ran {
-            end,
+            end: ended,
             stdout,
             stderr,
+            sent,
         }
     }
 
-    fn bound() -> ChatServer {
-        ChatServer::bind(&zmq::Context::new(), &ipc_endpoint()).expect("bind")
+    /// A server whose clients the test plays (see [`serve_while`]).
+    fn server() -> ChatServer {
+        let (nobody, _) = MemoryClients::new(|_, _| {});
+        ChatServer::new(Box::new(nobody))
+    }
+
+    /// One client on connection 1 (no address, as over `ipc://`) asks `text` as message `id`.
+    fn one_client_asks(id: MessageId, text: &'static [u8]) -> impl FnOnce(&mut ToServerLoop) {
+        move |to_server| {
+            to_server.connect(1, None);
+            to_server.request(1, id, text);
+        }
+    }
+
+    /// Stops the server once it has sent anything.
+    fn stop_after_a_reply(did: ServerDid<'_>, _: &mut ToServerLoop, stop: &Shutdown) {
+        if let ServerDid::Sent(_) = did {
+            stop.request();
+        }
+    }
+
+    /// After the server's first reply, the clients do `then`; after its
+    /// second, the server is stopped.
+    fn resend_once(
+        then: impl Fn(&mut ToServerLoop) + 'static,
+    ) -> impl FnMut(ServerDid<'_>, &mut ToServerLoop, &Shutdown) {
+        let mut replies = 0;
+        move |did, to_server, stop| {
+            if let ServerDid::Sent(_) = did {
+                replies += 1;
+                match replies {
+                    1 => then(to_server),
+                    _ => stop.request(),
+                }
+            }
+        }
     }
 
     fn id(sequence: u64) -> MessageId {
@@ -763,41 +814,22 @@ mod tests {
         }
     }
 
-    /// A chat-client's request: `[id, "", text]`.
-    fn request(socket: &zmq::Socket, id: MessageId, text: &[u8]) {
-        socket
-            .send_multipart([id.to_frame(), Vec::new(), text.to_vec()], 0)
-            .expect("send");
-    }
-
-    fn dealer(endpoint: &str) -> zmq::Socket {
-        let socket = peer_socket(&zmq::Context::new(), zmq::DEALER);
-        socket.connect(endpoint).expect("connect");
-        socket
-    }
-
-    fn reply(socket: &zmq::Socket) -> Vec<Vec<u8>> {
-        socket
-            .recv_multipart(0)
-            .expect("a reply within the deadline")
+    /// The reply `[routing id of connection, id, "", text]`.
+    fn reply_on(connection: i32, id: MessageId, text: &[u8]) -> Vec<Vec<u8>> {
+        vec![routing_id(connection), id.to_frame(), vec![], text.to_vec()]
     }
 
     #[test]
     fn a_message_is_shown_and_answered_with_the_operators_next_line() {
         let mut lines = Lines::new(&["hi back", "unused"], End::Eof);
         let ran = serve_while(
-            bound(),
+            server(),
             ReplySource::Operator(&mut lines),
             false,
-            |endpoint| {
-                let client = dealer(endpoint);
-                request(&client, id(1), b"hello");
-                assert_eq!(
-                    reply(&client),
-                    [id(1).to_frame(), vec![], b"hi back".to_vec()]
-                );
-            },
+            one_client_asks(id(1), b"hello"),
+            stop_after_a_reply,
         );
+        assert_eq!(ran.sent, [reply_on(1, id(1), b"hi back")]);
         assert_eq!(ran.end, End::Interrupted);
         assert_eq!(ran.stdout.lines(), ["hello"]);
         assert_eq!(ran.stderr.lines(), ["chat-server: a client connected"]);
@@ -829,12 +861,14 @@ mod tests {
 
     #[test]
     fn a_plain_req_peer_without_an_id_is_served_like_rep() {
-        let ran = serve_while(bound(), ReplySource::Echo, false, |endpoint| {
-            let client = peer_socket(&zmq::Context::new(), zmq::REQ);
-            client.connect(endpoint).unwrap();
-            client.send("plain", 0).unwrap();
-            assert_eq!(client.recv_bytes(0).unwrap(), b"plain");
-        });
+        let ran = serve_while(
+            server(),
+            ReplySource::Echo,
+            false,
+            |to_server| to_server.frames(1, vec![vec![], b"plain".to_vec()]),
+            stop_after_a_reply,
+        );
+        assert_eq!(ran.sent, [[routing_id(1), vec![], b"plain".to_vec()]]);
         assert_eq!(ran.stdout.lines(), ["plain"]);
     }
 
@@ -842,16 +876,18 @@ mod tests {
     fn a_copy_of_an_answered_message_is_answered_from_memory_not_shown_again() {
         let mut lines = Lines::new(&["only answer", "second answer"], End::Eof);
         let ran = serve_while(
-            bound(),
+            server(),
             ReplySource::Operator(&mut lines),
             false,
-            |endpoint| {
-                let client = dealer(endpoint);
-                request(&client, id(1), b"hello");
-                assert_eq!(reply(&client)[2], b"only answer");
-                request(&client, id(1), b"hello");
-                assert_eq!(reply(&client)[2], b"only answer");
-            },
+            one_client_asks(id(1), b"hello"),
+            resend_once(|to_server| to_server.request(1, id(1), b"hello")),
+        );
+        assert_eq!(
+            ran.sent,
+            [
+                reply_on(1, id(1), b"only answer"),
+                reply_on(1, id(1), b"only answer")
+            ]
         );
         assert_eq!(ran.stdout.lines(), ["hello"]);
         assert_eq!(
@@ -865,51 +901,64 @@ mod tests {
 
     #[test]
     fn a_late_copy_of_an_older_message_is_dropped_unanswered() {
-        let ran = serve_while(bound(), ReplySource::Echo, false, |endpoint| {
-            let client = dealer(endpoint);
-            request(&client, id(2), b"two");
-            assert_eq!(reply(&client)[2], b"two");
-            request(&client, id(1), b"one, late");
-            request(&client, id(3), b"three");
-            // Replies on one connection keep their order: had the late copy
-            // been answered, its reply would come first.
-            assert_eq!(
-                reply(&client),
-                [id(3).to_frame(), vec![], b"three".to_vec()]
-            );
-        });
+        let ran = serve_while(
+            server(),
+            ReplySource::Echo,
+            false,
+            one_client_asks(id(2), b"two"),
+            resend_once(|to_server| {
+                to_server.request(1, id(1), b"one, late");
+                to_server.request(1, id(3), b"three");
+            }),
+        );
+        // Had the late copy been answered, its reply would come second.
+        assert_eq!(
+            ran.sent,
+            [reply_on(1, id(2), b"two"), reply_on(1, id(3), b"three")]
+        );
         assert_eq!(ran.stdout.lines(), ["two", "three"]);
     }
 
     #[test]
     fn an_encrypted_message_to_a_plain_server_is_refused_with_a_reason() {
-        let ran = serve_while(bound(), ReplySource::Echo, false, |endpoint| {
-            let client = dealer(endpoint);
-            let hello = Frame::HandshakeInit {
-                client_index: 1,
-                noise: &[0; 48],
-            }
-            .encode();
-            request(&client, id(1), &hello);
-            let refusal = reply(&client);
-            assert_eq!(refusal[0], id(1).marked_frame(Mark::Refused));
-            assert!(
-                String::from_utf8_lossy(&refusal[2]).contains("not in secure mode"),
-                "{refusal:?}"
-            );
-        });
+        let hello = Frame::HandshakeInit {
+            client_index: 1,
+            noise: &[0; 48],
+        }
+        .encode();
+        let ran = serve_while(
+            server(),
+            ReplySource::Echo,
+            false,
+            move |to_server| {
+                to_server.connect(1, None);
+                to_server.request(1, id(1), &hello);
+            },
+            stop_after_a_reply,
+        );
+        let refusal = &ran.sent[0];
+        assert_eq!(refusal[1], id(1).marked_frame(Mark::Refused));
+        assert!(
+            String::from_utf8_lossy(&refusal[3]).contains("not in secure mode"),
+            "{refusal:?}"
+        );
         assert_eq!(ran.stdout.text(), "", "a refused message is not shown");
         assert!(ran.stderr.text().contains("refused an encrypted chat"));
     }
 
     #[test]
     fn a_message_without_an_envelope_is_ignored_with_a_notice() {
-        let ran = serve_while(bound(), ReplySource::Echo, false, |endpoint| {
-            let client = dealer(endpoint);
-            client.send("no delimiter", 0).unwrap();
-            request(&client, id(1), b"proper");
-            assert_eq!(reply(&client)[2], b"proper");
-        });
+        let ran = serve_while(
+            server(),
+            ReplySource::Echo,
+            false,
+            |to_server| {
+                to_server.frames(1, vec![b"no delimiter".to_vec()]);
+                to_server.request(1, id(1), b"proper");
+            },
+            stop_after_a_reply,
+        );
+        assert_eq!(ran.sent, [reply_on(1, id(1), b"proper")]);
         assert_eq!(ran.stdout.lines(), ["proper"]);
         assert!(
             ran.stderr
@@ -922,15 +971,14 @@ mod tests {
     fn quitting_with_a_message_pending_tells_its_sender_the_chat_ended() {
         let mut lines = Lines::new(&[], End::Quit);
         let ran = serve_while(
-            bound(),
+            server(),
             ReplySource::Operator(&mut lines),
             false,
-            |endpoint| {
-                let client = dealer(endpoint);
-                request(&client, id(4), b"still there?");
-                assert_eq!(reply(&client)[0], id(4).marked_frame(Mark::Ended));
-            },
+            one_client_asks(id(4), b"still there?"),
+            |_, _, _| {},
         );
+        assert_eq!(ran.sent.len(), 1);
+        assert_eq!(ran.sent[0][1], id(4).marked_frame(Mark::Ended));
         assert_eq!(ran.end, End::Quit);
         assert_eq!(ran.stdout.lines(), ["still there?"]);
         assert!(
@@ -942,68 +990,79 @@ mod tests {
 
     #[test]
     fn a_script_that_has_ended_stops_the_server_listening() {
-        let (screen, _, _) = screen("chat-server", "client", false);
-        let shutdown = Shutdown::default();
-        // The deadline: a server that kept listening is stopped after 5 s,
-        // and the test then fails on how it ended.
-        let (done, finished) = std::sync::mpsc::channel::<()>();
-        let stop = StopOnDrop(shutdown.clone());
-        let deadline = std::thread::spawn(move || {
-            let _stop = stop;
-            let _ = finished.recv_timeout(std::time::Duration::from_secs(5));
-        });
         let mut lines = Lines::new(&[], End::Eof);
-        let end = bound()
-            .run(
-                ReplySource::Operator(&mut lines),
-                &screen,
-                &shutdown,
-                &SystemClock,
-            )
-            .unwrap();
-        drop(done);
-        deadline.join().unwrap();
-        assert_eq!(end, End::Eof);
+        let ran = serve_while(
+            server(),
+            ReplySource::Operator(&mut lines),
+            false,
+            |_| {},
+            |did, _, _| {
+                assert!(
+                    !matches!(did, ServerDid::Waited),
+                    "the server waited for a message it could not answer"
+                );
+            },
+        );
+        assert_eq!(ran.end, End::Eof);
+    }
+
+    /// A secure client's side of one message, played in memory: the
+    /// handshake sent first, the sealed message once the server answers it,
+    /// and `check` on the server's last word.
+    fn secure_client(
+        mut security: ClientSecurity,
+        text: &'static [u8],
+        check: impl Fn(&[Vec<u8>], Result<ClientStep, crate::secure::client::SecureFailure>) + 'static,
+    ) -> (
+        impl FnOnce(&mut ToServerLoop),
+        impl FnMut(ServerDid<'_>, &mut ToServerLoop, &Shutdown),
+    ) {
+        let opening = security.opening(id(1), text, Instant::now()).unwrap();
+        let start = move |to_server: &mut ToServerLoop| {
+            to_server.connect(1, None);
+            to_server.request(1, id(1), &opening);
+        };
+        let mut replies = 0;
+        let clients = move |did: ServerDid<'_>, to_server: &mut ToServerLoop, stop: &Shutdown| {
+            let ServerDid::Sent(frames) = did else {
+                return;
+            };
+            replies += 1;
+            let step = security.step(id(1), Some(text), Some(id(1)), &frames[3..], Instant::now());
+            if replies == 1 {
+                let Ok(ClientStep::Proven(Some(sealed))) = step else {
+                    panic!("the server completes the handshake");
+                };
+                to_server.request(1, id(1), &sealed);
+            } else {
+                check(frames, step);
+                stop.request();
+            }
+        };
+        (start, clients)
     }
 
     #[test]
     fn a_secure_chat_goes_the_same_way_and_is_labelled_with_the_clients_key() {
         let server_identity = Identity::generate().unwrap();
         let server_key = server_identity.public_key();
-        let mut server = bound();
+        let mut server = server();
         server.require_encryption(ServerSecurity::new(server_identity, None));
         let client_identity = Identity::generate().unwrap();
         let fingerprint = client_identity.public_key().fingerprint();
         let mut lines = Lines::new(&["sealed answer", "unused"], End::Eof);
+        let security = ClientSecurity::new(client_identity, server_key);
+        let (start, clients) = secure_client(security, b"secret", |_, step| {
+            assert!(matches!(step, Ok(ClientStep::Reply(text)) if text == b"sealed answer"));
+        });
         let ran = serve_while(
             server,
             ReplySource::Operator(&mut lines),
             true,
-            move |endpoint| {
-                let mut security = ClientSecurity::new(client_identity, server_key);
-                let client = dealer(endpoint);
-                request(
-                    &client,
-                    id(1),
-                    &security.opening(id(1), b"secret", Instant::now()).unwrap(),
-                );
-                let handshake = reply(&client).split_off(2);
-                let Ok(ClientStep::Proven(Some(sealed))) = security.step(
-                    id(1),
-                    Some(b"secret"),
-                    Some(id(1)),
-                    &handshake,
-                    Instant::now(),
-                ) else {
-                    panic!("the server completes the handshake");
-                };
-                request(&client, id(1), &sealed);
-                let answer = reply(&client).split_off(2);
-                assert!(
-                    matches!(security.step(id(1), Some(b"secret"), Some(id(1)), &answer, Instant::now()), Ok(ClientStep::Reply(text)) if text == b"sealed answer")
-                );
-            },
+            start,
+            clients,
         );
+        assert_eq!(ran.sent.len(), 2);
         assert_eq!(
             ran.stdout.lines(),
             [format!("client {fingerprint} (encrypted)> secret")]
@@ -1015,46 +1074,168 @@ mod tests {
     fn a_secure_goodbye_is_sealed_in_the_session() {
         let server_identity = Identity::generate().unwrap();
         let server_key = server_identity.public_key();
-        let mut server = bound();
+        let mut server = server();
         server.require_encryption(ServerSecurity::new(server_identity, None));
-        let client_identity = Identity::generate().unwrap();
         let mut lines = Lines::new(&[], End::Quit);
+        let security = ClientSecurity::new(Identity::generate().unwrap(), server_key);
+        let (start, clients) = secure_client(security, b"bye?", |goodbye, step| {
+            assert_eq!(goodbye[1], id(1).marked_frame(Mark::Ended));
+            assert!(matches!(step, Ok(ClientStep::Ended)), "{goodbye:?}");
+        });
         let ran = serve_while(
             server,
             ReplySource::Operator(&mut lines),
             false,
-            move |endpoint| {
-                let mut security = ClientSecurity::new(client_identity, server_key);
-                let client = dealer(endpoint);
-                request(
-                    &client,
-                    id(1),
-                    &security.opening(id(1), b"bye?", Instant::now()).unwrap(),
+            start,
+            clients,
+        );
+        assert_eq!(ran.sent.len(), 2);
+        assert_eq!(ran.end, End::Quit);
+    }
+
+    #[test]
+    fn several_clients_are_answered_in_turn_each_on_its_own_connection() {
+        let mut lines = Lines::new(&["to one", "to two", "to three"], End::Eof);
+        let ran = serve_while(
+            server(),
+            ReplySource::Operator(&mut lines),
+            false,
+            |to_server| {
+                for connection in 1..=3 {
+                    to_server.connect(connection, Some(&format!("127.0.0.1:{connection}")));
+                }
+                to_server.request(1, id(1), b"one");
+                to_server.request(
+                    2,
+                    MessageId {
+                        session: 2,
+                        sequence: 1,
+                    },
+                    b"two",
                 );
-                let handshake = reply(&client).split_off(2);
-                let Ok(ClientStep::Proven(Some(sealed))) = security.step(
-                    id(1),
-                    Some(b"bye?"),
-                    Some(id(1)),
-                    &handshake,
-                    Instant::now(),
-                ) else {
-                    panic!("the server completes the handshake");
-                };
-                request(&client, id(1), &sealed);
-                let goodbye = reply(&client);
-                assert_eq!(goodbye[0], id(1).marked_frame(Mark::Ended));
-                let step = security.step(
-                    id(1),
-                    Some(b"bye?"),
-                    Some(id(1)),
-                    &goodbye[2..],
-                    Instant::now(),
+                to_server.request(
+                    3,
+                    MessageId {
+                        session: 3,
+                        sequence: 1,
+                    },
+                    b"three",
                 );
-                assert!(matches!(step, Ok(ClientStep::Ended)), "{goodbye:?}");
+            },
+            |_, _, _| {},
+        );
+        let to = |connection: i32, text: &[u8]| {
+            let session = if connection == 1 {
+                0xc0ffee
+            } else {
+                connection as u64
+            };
+            reply_on(
+                connection,
+                MessageId {
+                    session,
+                    sequence: 1,
+                },
+                text,
+            )
+        };
+        assert_eq!(
+            ran.sent,
+            [to(1, b"to one"), to(2, b"to two"), to(3, b"to three")]
+        );
+        assert_eq!(ran.stdout.lines(), ["one", "two", "three"]);
+        assert_eq!(ran.end, End::Eof);
+    }
+
+    #[test]
+    fn the_operator_is_told_when_the_client_being_answered_leaves() {
+        // The operator takes a few ticks to answer; meanwhile the client goes.
+        let mut lines = Lines::after_ticks(&["too late"], End::Eof, 3);
+        let ran = serve_while(
+            server(),
+            ReplySource::Operator(&mut lines),
+            false,
+            |to_server| {
+                to_server.connect(1, Some("127.0.0.1:5"));
+                to_server.request(1, id(1), b"bye");
+            },
+            |did, to_server, _| {
+                if let ServerDid::Looked = did
+                    && to_server.gone.is_empty()
+                {
+                    to_server.event(1, ConnectionEvent::Disconnected);
+                    to_server.gone.push(1);
+                }
             },
         );
-        assert_eq!(ran.end, End::Quit);
+        assert!(ran.sent.is_empty());
+        assert_eq!(
+            ran.stderr.lines(),
+            [
+                "chat-server: a client connected from 127.0.0.1:5",
+                "chat-server: the client you are answering at 127.0.0.1:5 has left: your reply reaches it only if it comes back and sends its message again",
+                "chat-server: the reply could not be delivered: that client has disconnected",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_copy_from_a_new_connection_takes_the_reply_there() {
+        let mut lines = Lines::after_ticks(&["found you"], End::Eof, 3);
+        let ran = serve_while(
+            server(),
+            ReplySource::Operator(&mut lines),
+            false,
+            one_client_asks(id(1), b"here"),
+            |did, to_server, _| {
+                // The client reconnects while the operator types, and sends
+                // its message again on the new connection.
+                if let ServerDid::Looked = did
+                    && to_server.gone.is_empty()
+                {
+                    to_server.event(1, ConnectionEvent::Disconnected);
+                    to_server.gone.push(1);
+                    to_server.connect(2, None);
+                    to_server.request(2, id(1), b"here");
+                }
+            },
+        );
+        assert_eq!(ran.sent, [reply_on(2, id(1), b"found you")]);
+        assert_eq!(ran.stdout.lines(), ["here"], "shown once");
+        assert!(
+            ran.stderr
+                .text()
+                .contains("the client you are answering sent its message again"),
+            "{}",
+            ran.stderr.text()
+        );
+    }
+
+    #[test]
+    fn an_oversized_request_is_dropped_with_a_notice_and_the_next_served() {
+        let ran = serve_while(
+            server(),
+            ReplySource::Echo,
+            false,
+            |to_server| {
+                to_server.connect(1, None);
+                let oversized = Oversized {
+                    frames: 2,
+                    bytes: 1 << 30,
+                };
+                to_server.requests.push_back((Err(oversized), Some(1)));
+                to_server.request(1, id(1), b"small");
+            },
+            stop_after_a_reply,
+        );
+        assert_eq!(ran.sent, [reply_on(1, id(1), b"small")]);
+        assert!(
+            ran.stderr
+                .text()
+                .contains("dropped a message of 1073741824 bytes in 2 frames unread"),
+            "{}",
+            ran.stderr.text()
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use zmq_chat::secure::keys::{Identity, PublicKey, default_client_key_path};
 use zmq_chat::secure::known::{KnownServers, ask_server_key};
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::{self, End, LineSource, Screen, ScriptLines};
+use zmq_chat::transport::Dealer;
 
 const PROGRAM: &str = "chat-client";
 
@@ -160,7 +161,11 @@ fn connect(
         );
     }
     let security = trust.map(|trust| secure_mode(args, trust)).transpose()?;
-    let mut client = ChatClient::connect(context, endpoint, liveness, &SystemClock)?;
+    let mut client = ChatClient::new(
+        Box::new(Dealer::connect(context, endpoint, liveness.timeout)?),
+        liveness,
+        &SystemClock,
+    );
     client.show_at_most(args.max_size);
     if let Some(name) = &args.name {
         client.call_yourself(name);

@@ -18,7 +18,7 @@ use zmq_chat::secure::server::ServerSecurity;
 use zmq_chat::server::{ChatServer, ReplySource};
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::{self, End, Screen, ScriptLines};
-use zmq_chat::transport;
+use zmq_chat::transport::{self, Router};
 
 const PROGRAM: &str = "chat-server";
 
@@ -104,7 +104,7 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
         .with_context(|| format!("invalid address to bind '{address}'"))?;
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
     let context = zmq::Context::new();
-    let mut server = ChatServer::bind(&context, &endpoint)?;
+    let mut server = ChatServer::new(Box::new(Router::bind(&context, &endpoint)?));
     server.show_at_most(args.max_size);
     let interactive = !args.echo && terminal::is_interactive();
     let mut screen = Screen::new(PROGRAM, "client", interactive).context("cannot set up stdout")?;

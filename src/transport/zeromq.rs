@@ -1,4 +1,6 @@
-//! ZeroMQ sockets set up the way the chat needs them, with errors a user can act on.
+//! The chat over ZeroMQ: sockets set up the way the chat needs them, with
+//! errors a user can act on, and the two ends of the transport seam, a
+//! [`Dealer`] for the client and a [`Router`] for the server.
 //!
 //! Both ends share the same options: IPv6 when the endpoint needs it, a
 //! bounded linger so a final reply is flushed but exit never hangs, and
@@ -19,6 +21,10 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use super::{
+    Bounded, ConnectionEvent, ConnectionId, Oversized, PeerEvent, Request, ToClients, ToServer,
+    Undelivered,
+};
 use crate::address::Endpoint;
 use crate::clock::TICK;
 use crate::message::{MAX_FRAMES, WIRE_LIMIT_BYTES};
@@ -213,27 +219,6 @@ pub fn connect_socket(socket: &zmq::Socket, endpoint: &Endpoint) -> Result<(), T
         })
 }
 
-/// What happened to a socket's connections, from its ZeroMQ monitor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnectionEvent {
-    /// A peer completed the ZMTP handshake: the connection is usable.
-    Connected,
-    /// An established connection was lost (peer closed, died, or timed out).
-    Disconnected,
-    /// Something answered but did not speak ZMTP, or spoke it wrongly.
-    HandshakeFailed,
-    /// A listening socket took a connection in.
-    Accepted,
-    /// A listening socket could not take a connection in; `errno` says why
-    /// (`EMFILE`: this process is out of file descriptors).
-    AcceptFailed {
-        /// The system's error number.
-        errno: i32,
-    },
-    /// An event the chat does not act on.
-    Other,
-}
-
 /// A socket monitor: tells when the peer behind a socket comes and goes.
 pub struct ConnectionWatch {
     events: zmq::Socket,
@@ -315,19 +300,6 @@ pub enum Received<M = Vec<Vec<u8>>> {
     Interrupted,
     /// The caller's `still_wanted` check said to stop waiting.
     Abandoned,
-}
-
-/// One message as [`receive_one`] takes it: its frames, or what was too
-/// large of it.
-pub type Bounded = Result<Vec<Vec<u8>>, Oversized>;
-
-/// A message over what [`receive_within_from`] takes: it was read and dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Oversized {
-    /// How many frames it had.
-    pub frames: usize,
-    /// How many bytes its frames had together.
-    pub bytes: usize,
 }
 
 /// Receives one message, blocking for at most the socket's receive timeout,
@@ -441,20 +413,6 @@ fn receive_rest(
     Ok(Ok(frames))
 }
 
-/// Like [`receive`], within the bounds of [`receive_one`], with the
-/// descriptor of each message's connection (see
-/// [`receive_one_with_source`]).
-///
-/// # Errors
-/// ZeroMQ errors other than a timeout or an interrupted call.
-pub fn receive_within_from(
-    socket: &mut zmq::Socket,
-    shutdown: &Shutdown,
-    still_wanted: impl FnMut() -> bool,
-) -> Result<Received<(Bounded, Option<RawFd>)>, zmq::Error> {
-    wait_for(shutdown, still_wanted, || receive_one_with_source(socket))
-}
-
 /// Sends `frames` as one message without ever waiting: `EAGAIN` means the
 /// peer's queue is full (on a ROUTER with `ZMQ_ROUTER_MANDATORY`).
 ///
@@ -538,9 +496,222 @@ fn wait_for<M>(
     }
 }
 
+/// ZMTP heartbeats from a server to every client: a peer that answers none
+/// for [`SERVER_HEARTBEAT_TIMEOUT`] is dropped, so dead connections do not
+/// pile up.
+const SERVER_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// See [`SERVER_HEARTBEAT_INTERVAL`].
+const SERVER_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// The client's end over ZeroMQ: a DEALER doing REQ's lock-step (the client
+/// loop keeps it), with ZMTP heartbeats and a connection monitor.
+pub struct Dealer {
+    socket: zmq::Socket,
+    watch: ConnectionWatch,
+    /// What makes a new socket when the old one must go (see
+    /// [`ToServer::renew`]).
+    context: zmq::Context,
+    target: Endpoint,
+    endpoint: String,
+    /// A connection silent this long is dropped.
+    timeout: Duration,
+}
+
+impl Dealer {
+    /// Connects to `endpoint` (the server may appear later); a connection
+    /// that answers no heartbeat for `timeout` is dropped.
+    ///
+    /// # Errors
+    /// When the socket or its monitor cannot be set up, or the endpoint is
+    /// malformed.
+    pub fn connect(
+        context: &zmq::Context,
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> Result<Dealer, TransportError> {
+        let (socket, watch) = connected_dealer(context, endpoint, timeout)?;
+        Ok(Dealer {
+            socket,
+            watch,
+            context: context.clone(),
+            target: endpoint.clone(),
+            endpoint: endpoint.to_string(),
+            timeout,
+        })
+    }
+}
+
+impl ToServer for Dealer {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sends `[name, id, "", body]` (no name frame without one).
+    fn send(&mut self, request: &Request<'_>) -> Result<(), TransportError> {
+        if let Some(name) = request.name {
+            self.socket.send(name, zmq::SNDMORE)?;
+        }
+        self.socket.send(request.id.to_frame(), zmq::SNDMORE)?;
+        self.socket.send(&[][..], zmq::SNDMORE)?;
+        Ok(self.socket.send(request.body, 0)?)
+    }
+
+    fn next_event(&mut self) -> Result<Option<ConnectionEvent>, TransportError> {
+        Ok(self.watch.try_next()?)
+    }
+
+    fn receive(&mut self, wait: bool) -> Result<Option<Bounded>, TransportError> {
+        if !wait && !self.socket.get_events()?.contains(zmq::POLLIN) {
+            return Ok(None);
+        }
+        // Blocks for at most the socket's receive timeout, one tick.
+        match receive_one(&self.socket) {
+            Ok(message) => Ok(Some(message)),
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// A new socket and monitor connect to the same server: libzmq
+    /// reconnects by itself after most losses but not after a protocol
+    /// error (a frame over the limit, a program that is not ZeroMQ), and a
+    /// new socket carries no stalled queue (see the client loop).
+    fn renew(&mut self) -> Result<(), TransportError> {
+        let (socket, watch) = connected_dealer(&self.context, &self.target, self.timeout)?;
+        // The monitor goes first: it watches the old socket.
+        self.watch = watch;
+        self.socket = socket;
+        Ok(())
+    }
+}
+
+/// A DEALER with the chat's options, heartbeats after `timeout`, and a
+/// monitor, connected to `endpoint`.
+fn connected_dealer(
+    context: &zmq::Context,
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> Result<(zmq::Socket, ConnectionWatch), TransportError> {
+    let timeout = timeout.as_millis().clamp(10, i32::MAX as u128) as i32;
+    let socket = socket_for(context, zmq::DEALER, endpoint)?;
+    // A server that floods the client between messages fills this, then
+    // libzmq stops reading: at most this many replies' worth of memory.
+    socket.set_rcvhwm(QUEUED_PER_CONNECTION)?;
+    socket.set_heartbeat_ivl((timeout / 3).max(10))?;
+    socket.set_heartbeat_timeout(timeout)?;
+    // The monitor is attached before connecting, or a server that is
+    // already up could complete its handshake unseen.
+    let watch = ConnectionWatch::attach(context, &socket)?;
+    connect_socket(&socket, endpoint)?;
+    Ok((socket, watch))
+}
+
+/// The server's end over ZeroMQ: a ROUTER doing REP's job, with
+/// `ZMQ_ROUTER_MANDATORY` (a reply to a vanished client fails instead of
+/// disappearing), small queues per connection, heartbeats, and a monitor.
+pub struct Router {
+    socket: zmq::Socket,
+    watch: ConnectionWatch,
+    endpoint: String,
+}
+
+impl Router {
+    /// Binds on `endpoint`.
+    ///
+    /// # Errors
+    /// When the socket cannot be made or bound (address in use, say).
+    pub fn bind(context: &zmq::Context, endpoint: &Endpoint) -> Result<Router, TransportError> {
+        let socket = socket_for(context, zmq::ROUTER, endpoint)?;
+        socket.set_router_mandatory(true)?;
+        socket.set_sndhwm(QUEUED_PER_CONNECTION)?;
+        socket.set_rcvhwm(QUEUED_PER_CONNECTION)?;
+        socket.set_heartbeat_ivl(SERVER_HEARTBEAT_INTERVAL.as_millis() as i32)?;
+        socket.set_heartbeat_timeout(SERVER_HEARTBEAT_TIMEOUT.as_millis() as i32)?;
+        // Attached before binding, so no connection goes unseen.
+        let watch = ConnectionWatch::attach(context, &socket)?;
+        let endpoint = bind_socket(&socket, endpoint)?;
+        Ok(Router {
+            socket,
+            watch,
+            endpoint,
+        })
+    }
+}
+
+impl ToClients for Router {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn next_event(&mut self) -> Result<Option<PeerEvent>, TransportError> {
+        let Some((event, connection)) = self.watch.try_next_on()? else {
+            return Ok(None);
+        };
+        let address = match event {
+            ConnectionEvent::Accepted => peer_address(connection),
+            _ => None,
+        };
+        Ok(Some(PeerEvent {
+            event,
+            connection,
+            address,
+        }))
+    }
+
+    fn receive(
+        &mut self,
+        wait: bool,
+    ) -> Result<Option<(Bounded, Option<ConnectionId>)>, TransportError> {
+        if !wait && !self.socket.get_events()?.contains(zmq::POLLIN) {
+            return Ok(None);
+        }
+        match receive_one_with_source(&mut self.socket) {
+            Ok(received) => Ok(Some(received)),
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn send(&mut self, frames: &[Vec<u8>]) -> Result<(), Undelivered> {
+        match send_now(&self.socket, frames) {
+            Ok(()) => Ok(()),
+            Err(zmq::Error::EHOSTUNREACH) => Err(Undelivered::Gone),
+            Err(error) => Err(Undelivered::NotTaken(error.to_string())),
+        }
+    }
+}
+
+/// The remote address of connection `descriptor` as `IP:PORT`, or `None`
+/// for a connection that has none (`ipc://`) or has gone.
+fn peer_address(descriptor: RawFd) -> Option<String> {
+    // SAFETY: the descriptor is libzmq's, of a connection its monitor just
+    // reported; it is only borrowed for one getpeername, and a descriptor
+    // closed meanwhile makes it fail (at worst it names the connection that
+    // took the number over).
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(descriptor) };
+    let address = rustix::net::getpeername(socket).ok()??;
+    std::net::SocketAddr::try_from(address)
+        .ok()
+        .map(|address| address.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_connections_address_is_read_from_its_descriptor() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert_eq!(
+            peer_address(accepted.as_raw_fd()),
+            Some(client.local_addr().unwrap().to_string())
+        );
+        assert_eq!(peer_address(listener.as_raw_fd()), None, "not connected");
+    }
 
     #[test]
     fn a_message_names_its_connection_whether_or_not_it_was_read_ahead() {
