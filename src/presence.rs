@@ -71,18 +71,7 @@ impl Presence {
             address,
         } = peer_event;
         match event {
-            ConnectionEvent::Accepted => {
-                if std::mem::take(&mut self.out_of_descriptors)
-                    && let Some(held) = self.exhaustion.admit("again", now)
-                {
-                    screen.notice(&Throttle::with_count("taking new connections again", held));
-                }
-                let peer = Peer {
-                    address,
-                    announced: false,
-                };
-                self.peers.insert(descriptor, peer);
-            }
+            ConnectionEvent::Accepted => self.accepted(descriptor, address, screen, now),
             // The monitor does not say which connection completed its
             // handshake: if only one is waiting to, it is that one (else its
             // first message will tell, see `heard_from`).
@@ -92,24 +81,7 @@ impl Presence {
                     self.heard_from(Some(only), screen, now);
                 }
             }
-            ConnectionEvent::Disconnected => {
-                let Some(peer) = self.peers.remove(&descriptor) else {
-                    return;
-                };
-                if !peer.announced {
-                    return;
-                }
-                let at = peer
-                    .address
-                    .map_or(String::new(), |address| format!(" at {address}"));
-                if answering == Some(descriptor) {
-                    screen.notice(&format!(
-                        "the client you are answering{at} has left: your reply reaches it only if it comes back and sends its message again"
-                    ));
-                } else {
-                    self.tell(screen, "left", &format!("the client{at} left"), now);
-                }
-            }
+            ConnectionEvent::Disconnected => self.left(descriptor, answering, screen, now),
             ConnectionEvent::AcceptFailed { errno }
                 if !self.out_of_descriptors && (errno == libc::EMFILE || errno == libc::ENFILE) =>
             {
@@ -122,6 +94,54 @@ impl Presence {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A connection was taken in (so descriptors are to be had again).
+    fn accepted(
+        &mut self,
+        descriptor: ConnectionId,
+        address: Option<String>,
+        screen: &Screen,
+        now: Instant,
+    ) {
+        if std::mem::take(&mut self.out_of_descriptors)
+            && let Some(held) = self.exhaustion.admit("again", now)
+        {
+            screen.notice(&Throttle::with_count("taking new connections again", held));
+        }
+        let peer = Peer {
+            address,
+            announced: false,
+        };
+        self.peers.insert(descriptor, peer);
+    }
+
+    /// A connection went: its client left, said at once if the operator is
+    /// answering it (`answering`), else rate-limited; nothing for a peer
+    /// never announced.
+    fn left(
+        &mut self,
+        descriptor: ConnectionId,
+        answering: Option<ConnectionId>,
+        screen: &Screen,
+        now: Instant,
+    ) {
+        let Some(peer) = self.peers.remove(&descriptor) else {
+            return;
+        };
+        if !peer.announced {
+            return;
+        }
+        let at = peer
+            .address
+            .map_or(String::new(), |address| format!(" at {address}"));
+        if answering == Some(descriptor) {
+            screen.notice(&format!(
+                "the client you are answering{at} has left: your reply reaches it only if it comes back and sends its message again"
+            ));
+        } else {
+            self.tell(screen, "left", &format!("the client{at} left"), now);
         }
     }
 

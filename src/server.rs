@@ -355,24 +355,48 @@ impl ChatServer {
         screen: &Screen,
         now: Instant,
     ) -> Option<Pending> {
-        let frames = match message {
-            Ok(frames) => frames,
-            Err(oversized) => {
-                self.warn(screen, "oversized", &format!(
-                    "dropped a message of {} bytes in {} frames unread: a message may have at most {WIRE_LIMIT_BYTES} bytes in {MAX_FRAMES} frames",
-                    oversized.bytes, oversized.frames
-                ), now);
-                return None;
-            }
-        };
+        let frames = self.within_limits(message, screen, now)?;
         // A connection this message came on may not have been seen taken in
-        // yet: the monitor is read now for it (not for every message: that
-        // is a system call each, which the benchmark at 10 clients felt).
-        // Its address is what the handshake budget counts by.
+        // yet: the transport's events are read now for it (not for every
+        // message: that is a system call each, which the benchmark at 10
+        // clients felt). Its address is what the handshake budget counts by.
         if !self.presence.knows(source) {
             self.follow_connections(screen, now);
         }
         self.presence.heard_from(source, screen, now);
+        let pending = self.open(frames, source, screen, now)?;
+        let pending = self.redirect_copy(pending, screen, now)?;
+        self.answer_again(pending, screen, now)
+    }
+
+    /// The frames of a message within the limits; one over them was read
+    /// and dropped, and the operator is told (rate-limited).
+    fn within_limits(
+        &mut self,
+        message: Bounded,
+        screen: &Screen,
+        now: Instant,
+    ) -> Option<Vec<Vec<u8>>> {
+        message
+            .map_err(|oversized| {
+                self.warn(screen, "oversized", &format!(
+                    "dropped a message of {} bytes in {} frames unread: a message may have at most {WIRE_LIMIT_BYTES} bytes in {MAX_FRAMES} frames",
+                    oversized.bytes, oversized.frames
+                ), now);
+            })
+            .ok()
+    }
+
+    /// The message in a request, through the channel: `None` for a request
+    /// without an envelope, and for one the channel answers at once (a
+    /// handshake, a refusal), which is answered here.
+    fn open(
+        &mut self,
+        frames: Vec<Vec<u8>>,
+        source: Option<ConnectionId>,
+        screen: &Screen,
+        now: Instant,
+    ) -> Option<Pending> {
         // Skip the routing id (frame 0): it may be any bytes, even empty.
         let Ok(Enveloped {
             envelope,
@@ -388,8 +412,15 @@ impl ChatServer {
         };
         let address = self.presence.address_of(source).map(str::to_owned);
         let host = host_of(address.as_deref(), &envelope);
-        let (origin, id, body) = match self.channel.incoming(&host, id, body, now) {
-            Admission::Message { origin, id, body } => (origin, id, body),
+        match self.channel.incoming(&host, id, body, now) {
+            Admission::Message { origin, id, body } => Some(Pending {
+                envelope,
+                origin,
+                id,
+                body,
+                source,
+                name,
+            }),
             Admission::Answer {
                 body,
                 mark,
@@ -407,57 +438,65 @@ impl ChatServer {
                     None => screen.notice(&notice),
                 }
                 self.send(marked(envelope, id, mark), vec![body], screen, now);
-                return None;
+                None
             }
-        };
-        // A copy of a message still waiting: its reply goes to the copy's
-        // connection, the one the client has now, sealed in the session
-        // the copy came in (the client may have shaken hands anew).
+        }
+    }
+
+    /// A copy of a message still waiting is not a new one: its reply goes
+    /// to the copy's connection, the one the client has now, sealed in the
+    /// session the copy came in (the client may have shaken hands anew).
+    /// `None` when `copy` was one.
+    fn redirect_copy(&mut self, copy: Pending, screen: &Screen, now: Instant) -> Option<Pending> {
         let answering = match &mut self.phase {
             Phase::Answering(pending) => Some(pending),
             Phase::Idle => None,
         };
-        if let Some(waiting) = answering
+        let Some(waiting) = answering
             .into_iter()
             .chain(self.ahead.iter_mut())
-            .find(|waiting| waiting.is_copy(&origin, id))
+            .find(|waiting| waiting.is_copy(&copy.origin, copy.id))
+        else {
+            return Some(copy);
+        };
+        waiting.envelope = copy.envelope;
+        waiting.source = copy.source;
+        waiting.origin = copy.origin;
+        if matches!(&self.phase, Phase::Answering(current) if current.is_copy(&copy.origin, copy.id))
         {
-            waiting.envelope = envelope;
-            waiting.source = source;
-            waiting.origin = origin;
-            if matches!(&self.phase, Phase::Answering(current) if current.is_copy(&origin, id)) {
-                let text = "the client you are answering sent its message again (it reconnected); your reply goes to it there";
-                self.warn(screen, "answering again", text, now);
-            }
-            return None;
+            let text = "the client you are answering sent its message again (it reconnected); your reply goes to it there";
+            self.warn(screen, "answering again", text, now);
         }
-        if let Some(id) = id {
-            match self.answers.recall(origin.key, id) {
-                Recall::New => {}
-                Recall::Answered(answer) => {
-                    let reply = match answer {
-                        Answer::Echo => body,
-                        Answer::Reply(reply) => reply.clone(),
-                    };
-                    let text = format!(
-                        "message #{} arrived again after a reconnect; sent its reply again",
-                        id.sequence
-                    );
-                    self.warn(screen, "again", &text, now);
-                    self.answer(envelope, origin, Some(id), reply, screen, now);
-                    return None;
-                }
-                Recall::Stale => return None,
-            }
-        }
-        Some(Pending {
-            envelope,
-            origin,
-            id,
-            body,
-            source,
-            name,
-        })
+        None
+    }
+
+    /// A copy of a message already answered gets its reply again, from the
+    /// answer memory, and a late copy of an older one nothing: `None` for
+    /// either.
+    fn answer_again(&mut self, pending: Pending, screen: &Screen, now: Instant) -> Option<Pending> {
+        let Some(id) = pending.id else {
+            return Some(pending);
+        };
+        let reply = match self.answers.recall(pending.origin.key, id) {
+            Recall::New => return Some(pending),
+            Recall::Stale => return None,
+            Recall::Answered(Answer::Echo) => pending.body,
+            Recall::Answered(Answer::Reply(reply)) => reply.clone(),
+        };
+        let text = format!(
+            "message #{} arrived again after a reconnect; sent its reply again",
+            id.sequence
+        );
+        self.warn(screen, "again", &text, now);
+        self.answer(
+            pending.envelope,
+            pending.origin,
+            Some(id),
+            reply,
+            screen,
+            now,
+        );
+        None
     }
 
     /// Shows one admitted message; with `--echo` sends it back, else the

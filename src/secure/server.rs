@@ -177,76 +177,16 @@ impl ServerSecurity {
     }
 
     fn answer_handshake(&mut self, client_index: u64, noise: &[u8], now: Instant) -> Opened {
-        let started = snow::Builder::new(noise_params())
-            .local_private_key(self.identity.private_key())
-            .and_then(|builder| builder.prologue(PROLOGUE))
-            .and_then(|builder| builder.build_responder());
-        let Ok(mut handshake) = started else {
-            return refuse(
-                Refusal::HandshakeFailed,
-                "the server could not start a handshake",
-                "could not start a handshake".to_string(),
-            );
+        let (handshake, client, stamp) = match self.read_handshake(noise) {
+            Ok(read) => read,
+            Err(refused) => return refused,
         };
-        // IK's first message opens with the initiator's ephemeral key, in clear.
-        if noise.first_chunk::<KEY_LEN>().is_none_or(is_low_order) {
-            return refuse_low_order();
+        if let Err(refused) = self.let_in(client, stamp, now) {
+            return refused;
         }
-        let mut payload = vec![0u8; 256];
-        let Ok(read) = handshake.read_message(noise, &mut payload) else {
-            return refuse_wrong_server_key();
-        };
-        let client = match handshake.get_remote_static().map(<[u8; KEY_LEN]>::try_from) {
-            Some(Ok(key)) if is_low_order(&key) => return refuse_low_order(),
-            Some(Ok(key)) => PublicKey(key),
-            _ => {
-                return refuse(
-                    Refusal::HandshakeFailed,
-                    "no client key in the handshake",
-                    "refused a handshake without a client key".to_string(),
-                );
-            }
-        };
-        let Ok(stamp) = Timestamp::try_from(&payload[..read]) else {
-            return refuse(
-                Refusal::HandshakeFailed,
-                "the handshake carried no timestamp: this chat-client is too old for this server",
-                "refused a handshake without a timestamp (a chat-client too old for this server)"
-                    .to_string(),
-            );
-        };
-        // Before anything else is said of this key: a replay learns nothing.
-        if !self.is_newest(client, stamp, now) {
-            return refuse(
-                Refusal::HandshakeFailed,
-                "a handshake no newer than one already seen was refused (replayed?)",
-                format!(
-                    "refused a replayed handshake (a recording of one of client {}'s)",
-                    client.fingerprint()
-                ),
-            );
-        }
-        if let Some(allowed) = &self.allowed
-            && !allowed.allows(&client)
-        {
-            return refuse(
-                Refusal::NotAllowed,
-                "this client's key is not on the server's allow list; ask the server's operator to add it",
-                format!("refused client key {client}: not on the allow list"),
-            );
-        }
-        let mut noise_reply = vec![0u8; 256];
-        let written = handshake.write_message(&[], &mut noise_reply);
-        let transport = written.and_then(|length| {
-            noise_reply.truncate(length);
-            handshake.into_transport_mode()
-        });
-        let Ok(transport) = transport else {
-            return refuse(
-                Refusal::HandshakeFailed,
-                "the handshake failed on the server",
-                "a handshake failed".to_string(),
-            );
+        let (transport, noise_reply) = match finish_handshake(handshake) {
+            Ok(finished) => finished,
+            Err(refused) => return refused,
         };
         let server_index = self.start_session(client, client_index, transport, now);
         Opened::Answer {
@@ -262,6 +202,79 @@ impl ServerSecurity {
             ),
             throttle: "session started",
         }
+    }
+
+    /// Reads a client's first handshake message: the handshake under way,
+    /// the client's key and the handshake's timestamp; or the refusal.
+    fn read_handshake(
+        &self,
+        noise: &[u8],
+    ) -> Result<(snow::HandshakeState, PublicKey, Timestamp), Opened> {
+        let started = snow::Builder::new(noise_params())
+            .local_private_key(self.identity.private_key())
+            .and_then(|builder| builder.prologue(PROLOGUE))
+            .and_then(|builder| builder.build_responder());
+        let Ok(mut handshake) = started else {
+            return Err(refuse(
+                Refusal::HandshakeFailed,
+                "the server could not start a handshake",
+                "could not start a handshake".to_string(),
+            ));
+        };
+        // IK's first message opens with the initiator's ephemeral key, in clear.
+        if noise.first_chunk::<KEY_LEN>().is_none_or(is_low_order) {
+            return Err(refuse_low_order());
+        }
+        let mut payload = vec![0u8; 256];
+        let Ok(read) = handshake.read_message(noise, &mut payload) else {
+            return Err(refuse_wrong_server_key());
+        };
+        let client = match handshake.get_remote_static().map(<[u8; KEY_LEN]>::try_from) {
+            Some(Ok(key)) if is_low_order(&key) => return Err(refuse_low_order()),
+            Some(Ok(key)) => PublicKey(key),
+            _ => {
+                return Err(refuse(
+                    Refusal::HandshakeFailed,
+                    "no client key in the handshake",
+                    "refused a handshake without a client key".to_string(),
+                ));
+            }
+        };
+        let Ok(stamp) = Timestamp::try_from(&payload[..read]) else {
+            return Err(refuse(
+                Refusal::HandshakeFailed,
+                "the handshake carried no timestamp: this chat-client is too old for this server",
+                "refused a handshake without a timestamp (a chat-client too old for this server)"
+                    .to_string(),
+            ));
+        };
+        Ok((handshake, client, stamp))
+    }
+
+    /// Whether `client`, proven by a handshake stamped `stamp`, may have a
+    /// session: not a replay, and on the allow list if there is one.
+    fn let_in(&mut self, client: PublicKey, stamp: Timestamp, now: Instant) -> Result<(), Opened> {
+        // Before anything else is said of this key: a replay learns nothing.
+        if !self.is_newest(client, stamp, now) {
+            return Err(refuse(
+                Refusal::HandshakeFailed,
+                "a handshake no newer than one already seen was refused (replayed?)",
+                format!(
+                    "refused a replayed handshake (a recording of one of client {}'s)",
+                    client.fingerprint()
+                ),
+            ));
+        }
+        if let Some(allowed) = &self.allowed
+            && !allowed.allows(&client)
+        {
+            return Err(refuse(
+                Refusal::NotAllowed,
+                "this client's key is not on the server's allow list; ask the server's operator to add it",
+                format!("refused client key {client}: not on the allow list"),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether `stamp` is newer than any handshake seen from `client`; if
@@ -459,6 +472,27 @@ fn unknown_session_frame() -> Vec<u8> {
 
 const UNKNOWN_SESSION: &str =
     "no such session (the server restarted or the session expired); shake hands again";
+
+/// The server's handshake reply, and the session's keys.
+fn finish_handshake(
+    mut handshake: snow::HandshakeState,
+) -> Result<(TransportState, Vec<u8>), Opened> {
+    let mut noise_reply = vec![0u8; 256];
+    let written = handshake.write_message(&[], &mut noise_reply);
+    let transport = written.and_then(|length| {
+        noise_reply.truncate(length);
+        handshake.into_transport_mode()
+    });
+    transport
+        .map(|transport| (transport, noise_reply))
+        .map_err(|_| {
+            refuse(
+                Refusal::HandshakeFailed,
+                "the handshake failed on the server",
+                "a handshake failed".to_string(),
+            )
+        })
+}
 
 fn refuse_unknown_session() -> Opened {
     refuse(
