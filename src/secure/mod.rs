@@ -18,15 +18,16 @@
 //! - `budget`: how many handshakes (each a Diffie-Hellman) the server answers.
 //! - [`client`]: the client's side of a session.
 //! - [`server`]: the server's side: handshakes, allow list, sessions.
-//! - `channel`: both sides behind the loops' one channel interface.
+//!
+//! How the loops use both sides, behind their one channel interface, is in
+//! `crate::channel` (its `secure` part).
 
 pub mod budget;
-mod channel;
 pub mod client;
 pub(crate) mod frame;
 pub mod keys;
 pub mod known;
-mod mac;
+pub(crate) mod mac;
 pub mod server;
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,13 @@
 //! How a message's body travels between client and server: as the text
-//! itself (plain mode) or sealed (secure mode, in [`crate::secure`]).
+//! itself (plain mode) or sealed (secure mode: the protocol in
+//! [`crate::secure`], its place behind this interface in `secure` here).
 //!
 //! The loops in [`crate::server`] and [`crate::client`] call the same
 //! interface in both modes, so each reads as one path; everything that
 //! differs between the modes sits behind [`ServerChannel`] and
 //! [`ClientChannel`].
+
+mod secure;
 
 use std::time::Instant;
 

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use crate::channel::{Admission, ClientChannel, Origin, ServerChannel, Step, marked_step};
+use super::{Admission, ClientChannel, Origin, ServerChannel, Step, marked_step};
 use crate::envelope::{Mark, MessageId};
 use crate::error::ChatError;
 use crate::secure::client::{ClientSecurity, ClientStep, RETRIES_PER_MESSAGE};
