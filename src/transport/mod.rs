@@ -3,7 +3,7 @@
 //! The client loop ([`crate::client`]) talks to its server through
 //! [`ToServer`], the server loop ([`crate::server`]) to its clients through
 //! [`ToClients`]. Both deal in the chat's own messages (frames laid out as
-//! [`crate::envelope`] says, each bounded as [`Bounded`] says) and in
+//! `crate::envelope` says, each bounded as [`Bounded`] says) and in
 //! [`ConnectionEvent`]s; neither names a socket. [`zeromq`] is the
 //! implementation the programs use (a DEALER and a ROUTER with the chat's
 //! options and a connection monitor); an in-memory one drives the loops'

@@ -6,7 +6,7 @@
 //! bounded linger so a final reply is flushed but exit never hangs, and
 //! `ZMQ_MAXMSGSIZE` so a hostile peer cannot make us buffer one frame without
 //! limit. Every socket also refuses the pre-3.0 ZMTP protocols (see
-//! `configure`), and [`receive_within_from`] bounds what the chat takes of one
+//! `configure`), and [`receive_one`] bounds what the chat takes of one
 //! message.
 //!
 //! What libzmq itself may hold for one connection: up to the receive
