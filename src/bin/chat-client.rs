@@ -20,7 +20,7 @@ use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
 use zmq_chat::prompt::{Prompt, default_history_path};
 use zmq_chat::secure::client::ClientSecurity;
 use zmq_chat::secure::keys::{Identity, PublicKey, default_client_key_path};
-use zmq_chat::secure::known::{KnownServers, ask_server_key};
+use zmq_chat::secure::trust::{FirstUse, Trust, ask_at_terminal, known_server_key};
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::{self, End, LineSource, Screen, ScriptLines};
 use zmq_chat::transport::Dealer;
@@ -153,7 +153,23 @@ fn connect(
     };
     let trust = match args.server_key {
         Some(key) => Some(Trust::Pinned(key)),
-        None => known_server_key(args, context, endpoint, shutdown)?,
+        None => {
+            let first_use = FirstUse {
+                learn: args.secure,
+                accept_without_asking: args.accept_new_key,
+                can_ask: terminal::stdin_is_interactive(),
+                wait: Duration::from_secs_f64(args.give_up),
+            };
+            known_server_key(
+                PROGRAM,
+                first_use,
+                context,
+                endpoint,
+                shutdown,
+                &mut std::io::stderr(),
+                &mut ask_at_terminal,
+            )?
+        }
     };
     if trust.is_none() && args.key.is_some() {
         anyhow::bail!(
@@ -295,85 +311,6 @@ fn name_incomplete_lines(client: &ChatClient, screen: &Screen) {
     ));
 }
 
-/// Where the server's key in secure mode comes from.
-enum Trust {
-    /// `--server-key`.
-    Pinned(PublicKey),
-    /// The known servers file, at this place ("line 3 of FILE").
-    Remembered(PublicKey, String),
-    /// Learned now and accepted by the user: written to the file once a
-    /// handshake proves the server holds it.
-    Learned(PublicKey, KnownServers, String),
-}
-
-impl Trust {
-    fn key(&self) -> PublicKey {
-        match self {
-            Trust::Pinned(key) | Trust::Remembered(key, _) | Trust::Learned(key, ..) => *key,
-        }
-    }
-}
-
-/// The server's key from the known servers file (trust on first use): the
-/// one remembered for `endpoint`, or with `--secure` one learned now that
-/// the user accepts. `None`: plain mode.
-fn known_server_key(
-    args: &Args,
-    context: &zmq::Context,
-    endpoint: &Endpoint,
-    shutdown: &Shutdown,
-) -> anyhow::Result<Option<Trust>> {
-    let Some(path) = KnownServers::default_path() else {
-        if args.secure {
-            anyhow::bail!("no home folder for the known servers file: pass --server-key KEY");
-        }
-        return Ok(None);
-    };
-    let known = KnownServers::load(&path).context("cannot use the known servers file")?;
-    let endpoint_text = endpoint.to_string();
-    if let Some((key, place)) = known.lookup(&endpoint_text) {
-        eprintln!("{PROGRAM}: secure mode with the key remembered for {endpoint_text} ({place})");
-        return Ok(Some(Trust::Remembered(key, place)));
-    }
-    if !args.secure {
-        return Ok(None);
-    }
-    eprintln!(
-        "{PROGRAM}: {endpoint_text} is not in {}: asking the server for its key…",
-        path.display()
-    );
-    let wait = Duration::from_secs_f64(args.give_up);
-    let key = ask_server_key(context, endpoint, wait, shutdown)
-        .with_context(|| format!("cannot learn the key of the server at {endpoint_text}"))?;
-    eprintln!(
-        "{PROGRAM}: the server at {endpoint_text} presents the key {key} (fingerprint {}). Nothing proves it yet: compare the fingerprint with the one its operator sees (chat-server prints it at start).",
-        key.fingerprint()
-    );
-    let accepted = args.accept_new_key || (terminal::stdin_is_interactive() && confirm()?);
-    if !accepted {
-        if terminal::stdin_is_interactive() {
-            anyhow::bail!("key not accepted; nothing was sent");
-        }
-        anyhow::bail!(
-            "not remembering a key without asking: pass --accept-new-key (scripts), or --server-key {key}"
-        );
-    }
-    eprintln!(
-        "{PROGRAM}: the key is remembered for {endpoint_text} once the server proves it holds it"
-    );
-    Ok(Some(Trust::Learned(key, known, endpoint_text)))
-}
-
-/// Asks the person at the terminal to accept a server's key.
-fn confirm() -> anyhow::Result<bool> {
-    eprint!("Trust this key and remember it for this address? [y/N] ");
-    let mut answer = String::new();
-    std::io::stdin()
-        .read_line(&mut answer)
-        .context("cannot read the answer")?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
-}
-
 /// Loads (or on first use creates) the client's key for secure mode; the
 /// server's key is pinned as `trust` says.
 fn secure_mode(args: &Args, trust: Trust) -> anyhow::Result<ClientSecurity> {
@@ -402,12 +339,7 @@ fn secure_mode(args: &Args, trust: Trust) -> anyhow::Result<ClientSecurity> {
         identity.public_key(),
         identity.public_key().fingerprint()
     );
-    let security = ClientSecurity::new(identity, trust.key());
-    Ok(match trust {
-        Trust::Pinned(_) => security,
-        Trust::Remembered(_, place) => security.remembered_in(place),
-        Trust::Learned(_, known, endpoint) => security.remember_when_proven(known, endpoint),
-    })
+    Ok(trust.into_security(identity))
 }
 
 /// Checks a `--name`: 1 to 32 bytes, no control characters.

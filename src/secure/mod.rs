@@ -10,7 +10,10 @@
 //! a counter nonce, so altered, replayed or reordered ciphertext is refused.
 //!
 //! - [`keys`]: key files, public keys, allow lists.
-//! - [`known`]: trust on first use: the servers whose keys the user accepted.
+//! - [`known`]: the servers whose keys the user accepted, and asking a
+//!   server for its key.
+//! - [`trust`]: where the client's trust in a server's key comes from,
+//!   and the trust-on-first-use dialogue.
 //! - `frame`: the secure body frame and sealing/opening payloads.
 //! - `mac`: WireGuard's mac1, which lets the server refuse forged first
 //!   handshake messages before any Diffie-Hellman.
@@ -32,6 +35,7 @@ pub mod server;
 #[cfg(test)]
 mod tests;
 mod timestamp;
+pub mod trust;
 
 /// Bound into every handshake, so a handshake of another protocol (or of a
 /// future version of this one) cannot be mistaken for ours.
