@@ -9,6 +9,9 @@
 
 mod secure;
 
+#[cfg(test)]
+pub(crate) use secure::{refusal, told_operator};
+
 use std::time::Instant;
 
 use crate::envelope::{Mark, MessageId};

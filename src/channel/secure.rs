@@ -7,9 +7,10 @@ use std::time::Instant;
 use super::{Admission, ClientChannel, Origin, ServerChannel, Step, marked_step};
 use crate::envelope::{Mark, MessageId};
 use crate::error::ChatError;
+use crate::secure::budget::Spent;
 use crate::secure::client::{ClientSecurity, ClientStep, RETRIES_PER_MESSAGE};
 use crate::secure::frame::{self, Frame, Refusal, Sealed};
-use crate::secure::server::{Opened, ServerSecurity};
+use crate::secure::server::{Answered, Opened, Refused, ServerSecurity, UNKNOWN_SESSION};
 
 /// Told to a plain peer that writes to a secure server.
 const SECURE_ONLY: &str = "this chat-server only accepts encrypted chats: connect with chat-client --server-key KEY (ask the server's operator for its key)";
@@ -45,16 +46,24 @@ impl ServerChannel for ServerSecurity {
                 id: Some(id),
                 body: vec![text],
             },
-            Opened::Answer {
-                reply,
-                notice,
-                throttle,
-            } => Admission::Answer {
-                body: reply,
-                mark: Mark::Normal,
-                notice,
-                throttle: Some(throttle),
-            },
+            Opened::Answer { reply, event } => {
+                let (notice, throttle) = told_operator(event);
+                Admission::Answer {
+                    body: reply,
+                    mark: Mark::Normal,
+                    notice,
+                    throttle: Some(throttle),
+                }
+            }
+            Opened::Refused(refused) => {
+                let (body, notice, throttle) = refusal(refused);
+                Admission::Answer {
+                    body,
+                    mark: Mark::Normal,
+                    notice,
+                    throttle: Some(throttle),
+                }
+            }
         }
     }
 
@@ -79,6 +88,111 @@ impl ServerChannel for ServerSecurity {
         // Sealed, so the client can tell it from a forged end.
         vec![self.seal_reply(origin.session, Sealed::Ended, id, b"")]
     }
+}
+
+/// What the server's operator is told of an answer given at once, and the
+/// kind it is rate-limited as (a peer can ask for either at will).
+pub(crate) fn told_operator(event: Answered) -> (String, &'static str) {
+    match event {
+        Answered::SessionStarted(client) => (
+            format!(
+                "encrypted session with client {} started",
+                client.fingerprint()
+            ),
+            "session started",
+        ),
+        Answered::KeyTold => (
+            "told a client this server's public key (it is learning it on first use)".into(),
+            "key asked",
+        ),
+    }
+}
+
+/// A refusal in words: the frame that tells the client (which shows its
+/// text), what the operator is told, and the kind that is rate-limited as.
+pub(crate) fn refusal(refused: Refused) -> (Vec<u8>, String, &'static str) {
+    let frame = Frame::Refused {
+        reason: refused.code(),
+        text: told_client(refused).as_bytes(),
+    };
+    // A flood is news apart from the refusals it causes.
+    let throttle = match refused {
+        Refused::OverBudget(_) => "handshake budget",
+        _ => "secure refusal",
+    };
+    (frame.encode(), refusal_notice(refused), throttle)
+}
+
+/// What the client is told of a refusal.
+fn told_client(refused: Refused) -> &'static str {
+    match refused {
+        Refused::NotSecureFrame => "that was not a secure chat message",
+        Refused::CannotStart => "the server could not start a handshake",
+        Refused::WrongServerKey => {
+            "the server could not read the handshake: the client has the wrong --server-key (or the handshake was altered on the way)"
+        }
+        Refused::LowOrder => "the handshake used a key of small order, which secures nothing",
+        Refused::NoClientKey => "no client key in the handshake",
+        Refused::NoTimestamp => {
+            "the handshake carried no timestamp: this chat-client is too old for this server"
+        }
+        Refused::Replayed(_) => {
+            "a handshake no newer than one already seen was refused (replayed?)"
+        }
+        Refused::NotAllowed(_) => {
+            "this client's key is not on the server's allow list; ask the server's operator to add it"
+        }
+        Refused::HandshakeFailed => "the handshake failed on the server",
+        Refused::NotAuthentic => {
+            "the message failed authentication (altered, replayed or out of order) and was dropped"
+        }
+        Refused::UnknownSession => UNKNOWN_SESSION,
+        Refused::OverBudget(Spent::Host) => "too many handshakes from this address: wait a moment",
+        Refused::OverBudget(Spent::Server) => {
+            "the server is answering as many handshakes as it will: try again in a moment"
+        }
+    }
+}
+
+/// What the server's operator is told of a refusal.
+fn refusal_notice(refused: Refused) -> String {
+    let notice = match refused {
+        Refused::NotSecureFrame => "ignored a frame that is not a secure chat message",
+        Refused::CannotStart => "could not start a handshake",
+        Refused::WrongServerKey => {
+            "refused a handshake made for another server key (a client with a wrong --server-key?)"
+        }
+        Refused::LowOrder => {
+            "refused a handshake with a key of small order (all zeros, say): its secrets are known to anyone"
+        }
+        Refused::NoClientKey => "refused a handshake without a client key",
+        Refused::NoTimestamp => {
+            "refused a handshake without a timestamp (a chat-client too old for this server)"
+        }
+        Refused::Replayed(client) => {
+            return format!(
+                "refused a replayed handshake (a recording of one of client {}'s)",
+                client.fingerprint()
+            );
+        }
+        Refused::NotAllowed(client) => {
+            return format!("refused client key {client}: not on the allow list");
+        }
+        Refused::HandshakeFailed => "a handshake failed",
+        Refused::NotAuthentic => {
+            "dropped a sealed message that failed authentication (altered, replayed or out of order); nothing was sealed in answer"
+        }
+        Refused::UnknownSession => {
+            "a client's session was unknown or expired; it was asked to shake hands again"
+        }
+        Refused::OverBudget(Spent::Host) => {
+            "refused handshakes beyond the rate one address may start (a flood?)"
+        }
+        Refused::OverBudget(Spent::Server) => {
+            "refused handshakes beyond the rate the server answers in all (a flood from many addresses?)"
+        }
+    };
+    notice.to_string()
 }
 
 impl ClientChannel for ClientSecurity {

@@ -91,18 +91,72 @@ pub(crate) enum Opened {
         id: MessageId,
         text: Vec<u8>,
     },
-    /// Not a message: send `reply` back at once and log `notice`. A peer
-    /// can make any of these at will, so notices are rate-limited by kind,
-    /// `throttle` (a refusal, a session started, a key asked for).
-    Answer {
-        reply: Vec<u8>,
-        notice: String,
-        throttle: &'static str,
-    },
+    /// Not a message: send `reply` back at once. What happened is for the
+    /// operator (in words made by the caller: see `crate::channel`).
+    Answer { reply: Vec<u8>, event: Answered },
+    /// Refused: the caller sends the refusal and tells the operator (a
+    /// peer can cause any of these at will, so the telling is rate-limited).
+    Refused(Refused),
 }
 
-/// The rate-limit kind of every refusal's notice.
-pub(crate) const REFUSAL: &str = "secure refusal";
+/// What an [`Opened::Answer`] was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Answered {
+    /// A handshake completed: a session with this client started.
+    SessionStarted(PublicKey),
+    /// A client asked for the server's public key (to learn it on first use).
+    KeyTold,
+}
+
+/// Why the server refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Not a frame of the secure protocol.
+    NotSecureFrame,
+    /// The handshake could not be started (the Noise library failed).
+    CannotStart,
+    /// A handshake without this server's mac1, or that did not decrypt:
+    /// made for another server key, or altered.
+    WrongServerKey,
+    /// A handshake with a key of small order, whose secrets are known.
+    LowOrder,
+    /// A handshake without the client's static key.
+    NoClientKey,
+    /// A handshake without a timestamp (an older chat-client).
+    NoTimestamp,
+    /// A handshake no newer than one already seen from this client key.
+    Replayed(PublicKey),
+    /// A client key not on the allow list.
+    NotAllowed(PublicKey),
+    /// The handshake failed as it was completed.
+    HandshakeFailed,
+    /// A sealed message that did not open (altered, replayed, out of order).
+    NotAuthentic,
+    /// A message in a session the server does not have (any more).
+    UnknownSession,
+    /// Beyond the handshake budget: of one host, or of the whole server.
+    OverBudget(Spent),
+}
+
+impl Refused {
+    /// The refusal's code on the wire, which the client acts on.
+    pub(crate) fn code(self) -> Refusal {
+        match self {
+            Refused::WrongServerKey => Refusal::WrongKey,
+            Refused::NotAllowed(_) => Refusal::NotAllowed,
+            Refused::NotSecureFrame | Refused::NotAuthentic => Refusal::NotAuthentic,
+            Refused::UnknownSession => Refusal::UnknownSession,
+            Refused::OverBudget(Spent::Server) => Refusal::Busy,
+            Refused::CannotStart
+            | Refused::LowOrder
+            | Refused::NoClientKey
+            | Refused::NoTimestamp
+            | Refused::Replayed(_)
+            | Refused::HandshakeFailed
+            | Refused::OverBudget(Spent::Host) => Refusal::HandshakeFailed,
+        }
+    }
+}
 
 impl ServerSecurity {
     /// A server with this identity; with an allow list only those keys get in.
@@ -141,7 +195,7 @@ impl ServerSecurity {
         let frame = if frame::is_handshake_init(frame) {
             match self.mac1.strip(frame) {
                 Some(frame) => frame,
-                None => return refuse_wrong_server_key(),
+                None => return Opened::Refused(Refused::WrongServerKey),
             }
         } else {
             frame
@@ -152,7 +206,7 @@ impl ServerSecurity {
                 noise,
             }) => match self.budget.spend(host, now) {
                 Ok(()) => self.answer_handshake(client_index, noise, now),
-                Err(spent) => refuse_over_budget(spent),
+                Err(spent) => Opened::Refused(Refused::OverBudget(spent)),
             },
             Some(Frame::Message {
                 server_index,
@@ -164,29 +218,22 @@ impl ServerSecurity {
                     key: &self.identity.public_key().0,
                 }
                 .encode(),
-                notice: "told a client this server's public key (it is learning it on first use)"
-                    .to_string(),
-                throttle: "key asked",
+                event: Answered::KeyTold,
             },
-            _ => refuse(
-                Refusal::NotAuthentic,
-                "that was not a secure chat message",
-                "ignored a frame that is not a secure chat message".to_string(),
-            ),
+            _ => Opened::Refused(Refused::NotSecureFrame),
         }
     }
 
     fn answer_handshake(&mut self, client_index: u64, noise: &[u8], now: Instant) -> Opened {
         let (handshake, client, stamp) = match self.read_handshake(noise) {
             Ok(read) => read,
-            Err(refused) => return refused,
+            Err(refused) => return Opened::Refused(refused),
         };
         if let Err(refused) = self.let_in(client, stamp, now) {
-            return refused;
+            return Opened::Refused(refused);
         }
-        let (transport, noise_reply) = match finish_handshake(handshake) {
-            Ok(finished) => finished,
-            Err(refused) => return refused,
+        let Ok((transport, noise_reply)) = finish_handshake(handshake) else {
+            return Opened::Refused(Refused::HandshakeFailed);
         };
         let server_index = self.start_session(client, client_index, transport, now);
         Opened::Answer {
@@ -196,11 +243,7 @@ impl ServerSecurity {
                 noise: &noise_reply,
             }
             .encode(),
-            notice: format!(
-                "encrypted session with client {} started",
-                client.fingerprint()
-            ),
-            throttle: "session started",
+            event: Answered::SessionStarted(client),
         }
     }
 
@@ -209,70 +252,44 @@ impl ServerSecurity {
     fn read_handshake(
         &self,
         noise: &[u8],
-    ) -> Result<(snow::HandshakeState, PublicKey, Timestamp), Opened> {
+    ) -> Result<(snow::HandshakeState, PublicKey, Timestamp), Refused> {
         let started = snow::Builder::new(noise_params())
             .local_private_key(self.identity.private_key())
             .and_then(|builder| builder.prologue(PROLOGUE))
             .and_then(|builder| builder.build_responder());
         let Ok(mut handshake) = started else {
-            return Err(refuse(
-                Refusal::HandshakeFailed,
-                "the server could not start a handshake",
-                "could not start a handshake".to_string(),
-            ));
+            return Err(Refused::CannotStart);
         };
         // IK's first message opens with the initiator's ephemeral key, in clear.
         if noise.first_chunk::<KEY_LEN>().is_none_or(is_low_order) {
-            return Err(refuse_low_order());
+            return Err(Refused::LowOrder);
         }
         let mut payload = vec![0u8; 256];
         let Ok(read) = handshake.read_message(noise, &mut payload) else {
-            return Err(refuse_wrong_server_key());
+            return Err(Refused::WrongServerKey);
         };
         let client = match handshake.get_remote_static().map(<[u8; KEY_LEN]>::try_from) {
-            Some(Ok(key)) if is_low_order(&key) => return Err(refuse_low_order()),
+            Some(Ok(key)) if is_low_order(&key) => return Err(Refused::LowOrder),
             Some(Ok(key)) => PublicKey(key),
-            _ => {
-                return Err(refuse(
-                    Refusal::HandshakeFailed,
-                    "no client key in the handshake",
-                    "refused a handshake without a client key".to_string(),
-                ));
-            }
+            _ => return Err(Refused::NoClientKey),
         };
         let Ok(stamp) = Timestamp::try_from(&payload[..read]) else {
-            return Err(refuse(
-                Refusal::HandshakeFailed,
-                "the handshake carried no timestamp: this chat-client is too old for this server",
-                "refused a handshake without a timestamp (a chat-client too old for this server)"
-                    .to_string(),
-            ));
+            return Err(Refused::NoTimestamp);
         };
         Ok((handshake, client, stamp))
     }
 
     /// Whether `client`, proven by a handshake stamped `stamp`, may have a
     /// session: not a replay, and on the allow list if there is one.
-    fn let_in(&mut self, client: PublicKey, stamp: Timestamp, now: Instant) -> Result<(), Opened> {
+    fn let_in(&mut self, client: PublicKey, stamp: Timestamp, now: Instant) -> Result<(), Refused> {
         // Before anything else is said of this key: a replay learns nothing.
         if !self.is_newest(client, stamp, now) {
-            return Err(refuse(
-                Refusal::HandshakeFailed,
-                "a handshake no newer than one already seen was refused (replayed?)",
-                format!(
-                    "refused a replayed handshake (a recording of one of client {}'s)",
-                    client.fingerprint()
-                ),
-            ));
+            return Err(Refused::Replayed(client));
         }
         if let Some(allowed) = &self.allowed
             && !allowed.allows(&client)
         {
-            return Err(refuse(
-                Refusal::NotAllowed,
-                "this client's key is not on the server's allow list; ask the server's operator to add it",
-                format!("refused client key {client}: not on the allow list"),
-            ));
+            return Err(Refused::NotAllowed(client));
         }
         Ok(())
     }
@@ -337,7 +354,7 @@ impl ServerSecurity {
                 if found.is_some() {
                     self.forget_session(server_index);
                 }
-                return refuse_unknown_session();
+                return Opened::Refused(Refused::UnknownSession);
             }
         };
         let nonce_before = session.transport.receiving_nonce();
@@ -363,11 +380,7 @@ impl ServerSecurity {
                 // In clear, and nothing sealed: whoever sent it (the genuine
                 // client, whose message was altered on the way, or someone
                 // replaying it from elsewhere) moves no session on.
-                refuse(
-                    Refusal::NotAuthentic,
-                    "the message failed authentication (altered, replayed or out of order) and was dropped",
-                    "dropped a sealed message that failed authentication (altered, replayed or out of order); nothing was sealed in answer".to_string(),
-                )
+                Opened::Refused(Refused::NotAuthentic)
             }
         }
     }
@@ -470,91 +483,18 @@ fn unknown_session_frame() -> Vec<u8> {
     .encode()
 }
 
-const UNKNOWN_SESSION: &str =
+pub(crate) const UNKNOWN_SESSION: &str =
     "no such session (the server restarted or the session expired); shake hands again";
 
 /// The server's handshake reply, and the session's keys.
 fn finish_handshake(
     mut handshake: snow::HandshakeState,
-) -> Result<(TransportState, Vec<u8>), Opened> {
+) -> Result<(TransportState, Vec<u8>), snow::Error> {
     let mut noise_reply = vec![0u8; 256];
     let written = handshake.write_message(&[], &mut noise_reply);
     let transport = written.and_then(|length| {
         noise_reply.truncate(length);
         handshake.into_transport_mode()
     });
-    transport
-        .map(|transport| (transport, noise_reply))
-        .map_err(|_| {
-            refuse(
-                Refusal::HandshakeFailed,
-                "the handshake failed on the server",
-                "a handshake failed".to_string(),
-            )
-        })
-}
-
-fn refuse_unknown_session() -> Opened {
-    refuse(
-        Refusal::UnknownSession,
-        UNKNOWN_SESSION,
-        "a client's session was unknown or expired; it was asked to shake hands again".to_string(),
-    )
-}
-
-/// A first handshake message made for another server key (or forged).
-fn refuse_wrong_server_key() -> Opened {
-    refuse(
-        Refusal::WrongKey,
-        "the server could not read the handshake: the client has the wrong --server-key (or the handshake was altered on the way)",
-        "refused a handshake made for another server key (a client with a wrong --server-key?)"
-            .to_string(),
-    )
-}
-
-/// A handshake with a key of small order: its secrets are known to all.
-fn refuse_low_order() -> Opened {
-    refuse(
-        Refusal::HandshakeFailed,
-        "the handshake used a key of small order, which secures nothing",
-        "refused a handshake with a key of small order (all zeros, say): its secrets are known to anyone".to_string(),
-    )
-}
-
-/// A handshake beyond the budget, refused unread. Its notice is
-/// rate-limited as a kind of its own: a flood is news apart from the
-/// refusals it causes.
-fn refuse_over_budget(spent: Spent) -> Opened {
-    let refusal = match spent {
-        Spent::Host => refuse(
-            Refusal::HandshakeFailed,
-            "too many handshakes from this address: wait a moment",
-            "refused handshakes beyond the rate one address may start (a flood?)".to_string(),
-        ),
-        Spent::Server => refuse(
-            Refusal::Busy,
-            "the server is answering as many handshakes as it will: try again in a moment",
-            "refused handshakes beyond the rate the server answers in all (a flood from many addresses?)".to_string(),
-        ),
-    };
-    match refusal {
-        Opened::Answer { reply, notice, .. } => Opened::Answer {
-            reply,
-            notice,
-            throttle: "handshake budget",
-        },
-        message => message,
-    }
-}
-
-fn refuse(reason: Refusal, text: &str, notice: String) -> Opened {
-    Opened::Answer {
-        reply: Frame::Refused {
-            reason,
-            text: text.as_bytes(),
-        }
-        .encode(),
-        notice,
-        throttle: REFUSAL,
-    }
+    transport.map(|transport| (transport, noise_reply))
 }

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::channel::{refusal as refusal_in_words, told_operator};
 use crate::envelope::MessageId;
 use crate::secure::client::{
     ClientSecurity, ClientStep, KeySource, REKEY_AFTER, REKEY_AFTER_MESSAGES, RETRIES_PER_MESSAGE,
@@ -34,12 +35,22 @@ fn pair() -> (ClientSecurity, ServerSecurity) {
     (client, ServerSecurity::new(server, None))
 }
 
-/// The reply frame of an answer.
-fn reply_of(opened: Opened) -> Vec<u8> {
+/// The reply frame of an answer (a refusal included), and what the
+/// operator is told of it, in the words the loops' channel gives it.
+fn answer_of(opened: &Opened) -> (Vec<u8>, String) {
     match opened {
-        Opened::Answer { reply, .. } => reply,
+        Opened::Answer { reply, event } => (reply.clone(), told_operator(*event).0),
+        Opened::Refused(refused) => {
+            let (reply, notice, _) = refusal_in_words(*refused);
+            (reply, notice)
+        }
         Opened::Message { .. } => panic!("expected an answer, got a message"),
     }
+}
+
+/// The reply frame of an answer.
+fn reply_of(opened: Opened) -> Vec<u8> {
+    answer_of(&opened).0
 }
 
 /// The client's step on `reply` to message `id` (envelope id `id`).
@@ -79,17 +90,14 @@ fn send(
 fn opened_session(opened: &Opened) -> u64 {
     match opened {
         Opened::Message { session, .. } => *session,
-        Opened::Answer { notice, .. } => panic!("expected a message, got: {notice}"),
+        answer => panic!("expected a message, got: {}", answer_of(answer).1),
     }
 }
 
 fn refusal(opened: &Opened) -> Refusal {
-    match opened {
-        Opened::Answer { reply, .. } => match Frame::parse(reply) {
-            Some(Frame::Refused { reason, .. }) => reason,
-            other => panic!("expected a clear refusal, got {other:?}"),
-        },
-        Opened::Message { .. } => panic!("expected a refusal, got a message"),
+    match Frame::parse(&answer_of(opened).0) {
+        Some(Frame::Refused { reason, .. }) => reason,
+        other => panic!("expected a clear refusal, got {other:?}"),
     }
 }
 
@@ -142,9 +150,7 @@ fn a_frame_that_does_not_open_is_answered_in_clear_and_moves_no_session() {
     for forged in [recorded, garbage] {
         let answer = server.open(b"attacker", &[forged], Some(ID), now);
         assert_eq!(refusal(&answer), Refusal::NotAuthentic);
-        let Opened::Answer { notice, .. } = answer else {
-            unreachable!()
-        };
+        let (_, notice) = answer_of(&answer);
         assert!(
             !notice.contains(&victim.public_key().fingerprint()),
             "the notice does not blame the victim: {notice}"
@@ -333,9 +339,7 @@ fn a_wrong_server_key_and_a_key_off_the_allow_list_are_refused() {
     let hello = client.opening(ID, b"hi", now).unwrap();
     let answer = server.open(b"host", &[hello], Some(ID), now);
     assert_eq!(refusal(&answer), Refusal::NotAllowed);
-    let Opened::Answer { notice, reply, .. } = answer else {
-        unreachable!()
-    };
+    let (reply, notice) = answer_of(&answer);
     let key = client.public_key().to_string();
     assert!(notice.contains(&key), "the operator is told: {notice}");
     assert!(
@@ -495,9 +499,7 @@ fn handshakes_with_an_ephemeral_key_of_small_order_are_refused_both_ways() {
     let now = Instant::now();
     let answer = server.open(b"host", &[hello], Some(ID), now);
     assert_eq!(refusal(&answer), Refusal::HandshakeFailed);
-    let Opened::Answer { notice, .. } = answer else {
-        unreachable!()
-    };
+    let (_, notice) = answer_of(&answer);
     assert!(notice.contains("small order"), "{notice}");
     assert_eq!(server.session_count(), 0);
 
@@ -537,9 +539,7 @@ fn a_replayed_handshake_is_refused_and_evicts_no_session() {
     for replay in 0..50 {
         let host = format!("replayer {replay}");
         let answer = server.open(host.as_bytes(), std::slice::from_ref(&hello), Some(ID), now);
-        let Opened::Answer { notice, .. } = &answer else {
-            unreachable!()
-        };
+        let (_, notice) = answer_of(&answer);
         assert!(notice.contains("replayed handshake"), "{notice}");
         assert_eq!(refusal(&answer), Refusal::HandshakeFailed);
     }
@@ -561,9 +561,7 @@ fn a_replayed_handshake_of_a_refused_key_learns_nothing() {
     assert_eq!(refusal(&first), Refusal::NotAllowed);
     let replayed = server.open(b"replayer", &[recorded], Some(ID), now);
     assert_eq!(refusal(&replayed), Refusal::HandshakeFailed);
-    let Opened::Answer { notice, .. } = replayed else {
-        unreachable!()
-    };
+    let (_, notice) = answer_of(&replayed);
     assert!(notice.contains("replayed"), "{notice}");
 }
 
