@@ -2,7 +2,8 @@
 //! specification says: configuration (keys, known servers) and data
 //! (prompt history).
 
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 
 /// `$XDG_CONFIG_HOME/zmq-chat`, else `~/.config/zmq-chat`; `None` without
 /// a home folder.
@@ -23,4 +24,23 @@ fn base(variable: &str, fallback: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| set("HOME").map(|home| PathBuf::from(home).join(fallback)))?;
     Some(base.join("zmq-chat"))
+}
+
+/// Where `program` keeps its prompt history: `$XDG_DATA_HOME/zmq-chat/`,
+/// else `~/.local/share/zmq-chat/`; `None` without a home folder.
+pub fn history(program: &str) -> Option<PathBuf> {
+    Some(data()?.join(format!("{program}.history")))
+}
+
+/// Creates `folder` and the folders above it, owner-only, where missing:
+/// how every folder of the user's keys, known servers and history is made.
+///
+/// # Errors
+/// When it cannot be created.
+pub fn create_private(folder: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(folder)
 }

@@ -40,7 +40,7 @@
 //! - [`cli`]: flags and error reports shared by the programs; man pages
 //!   and completions (`--generate`).
 //! - [`exit`]: the exit codes, and the `--help` tables made from them.
-//! - `folders`: where the user's keys, known servers and history live.
+//! - [`folders`]: where the user's keys, known servers and history live.
 //! - `command`: `/help`, `/quit` and friends.
 //! - [`shutdown`]: Ctrl-C and termination signals as a flag.
 //! - `throttle`: rate limits on the notices a peer can trigger.
@@ -58,7 +58,7 @@ pub mod display;
 mod envelope;
 pub mod error;
 pub mod exit;
-mod folders;
+pub mod folders;
 pub mod input;
 pub mod message;
 mod presence;

@@ -174,7 +174,15 @@ impl Prompt {
         }
         if let Some(path) = &history {
             if let Some(folder) = path.parent() {
-                create_private_folder(folder)?;
+                crate::folders::create_private(folder).map_err(|error| {
+                    io::Error::new(
+                        error.kind(),
+                        format!(
+                            "cannot create {} for the history: {error}",
+                            folder.display()
+                        ),
+                    )
+                })?;
             }
             // A missing file is a first run, not an error.
             let _ = editor.load_history(path);
@@ -388,29 +396,4 @@ fn read_lines(
             return;
         }
     }
-}
-
-/// Creates `folder` (owner-only) if it is missing.
-fn create_private_folder(folder: &std::path::Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(folder)
-    {
-        Ok(()) => Ok(()),
-        Err(error) => Err(io::Error::new(
-            error.kind(),
-            format!(
-                "cannot create {} for the history: {error}",
-                folder.display()
-            ),
-        )),
-    }
-}
-
-/// Where `program` keeps its prompt history: `$XDG_DATA_HOME/zmq-chat/`,
-/// else `~/.local/share/zmq-chat/`; `None` without a home folder.
-pub fn default_history_path(program: &str) -> Option<PathBuf> {
-    Some(crate::folders::data()?.join(format!("{program}.history")))
 }

@@ -16,8 +16,9 @@ use zmq_chat::client::{ChatClient, ClientEnd, Liveness};
 use zmq_chat::clock::SystemClock;
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::exit::{Exit, Program};
+use zmq_chat::folders;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
-use zmq_chat::prompt::{Prompt, default_history_path};
+use zmq_chat::prompt::Prompt;
 use zmq_chat::secure::client::ClientSecurity;
 use zmq_chat::secure::keys::{Identity, PublicKey, default_client_key_path};
 use zmq_chat::secure::trust::{FirstUse, Trust, ask_at_terminal, known_server_key};
@@ -203,7 +204,7 @@ fn line_source(
         return Ok(Box::new(ScriptLines::from_stdin(PROGRAM)));
     }
     let history = (!args.no_history)
-        .then(|| default_history_path(PROGRAM))
+        .then(|| folders::history(PROGRAM))
         .flatten();
     let prompt = Prompt::new("you> ", history)?;
     screen.print_above_prompt(prompt.printer());

@@ -11,8 +11,9 @@ use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli;
 use zmq_chat::clock::SystemClock;
 use zmq_chat::exit::{Exit, Program};
+use zmq_chat::folders;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
-use zmq_chat::prompt::{Prompt, default_history_path};
+use zmq_chat::prompt::Prompt;
 use zmq_chat::secure::keys::{AllowList, Identity};
 use zmq_chat::secure::server::ServerSecurity;
 use zmq_chat::server::{ChatServer, ReplySource};
@@ -140,7 +141,7 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
 /// The operator's prompt, which the screen then writes through.
 fn prompt(args: &Args, screen: &mut Screen) -> anyhow::Result<Prompt> {
     let history = (!args.no_history)
-        .then(|| default_history_path(PROGRAM))
+        .then(|| folders::history(PROGRAM))
         .flatten();
     let prompt = Prompt::new("reply> ", history)?;
     screen.print_above_prompt(prompt.printer());

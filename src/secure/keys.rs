@@ -5,7 +5,7 @@
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::prelude::{BASE64_STANDARD, BASE64_STANDARD_NO_PAD, Engine};
@@ -325,14 +325,10 @@ impl Identity {
             .parent()
             .filter(|folder| !folder.as_os_str().is_empty())
         {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(folder)
-                .map_err(|error| KeyError::Io {
-                    path: folder.to_path_buf(),
-                    error,
-                })?;
+            crate::folders::create_private(folder).map_err(|error| KeyError::Io {
+                path: folder.to_path_buf(),
+                error,
+            })?;
         }
         let identity = Identity::generate()?;
         identity.write_new(path)?;
@@ -563,6 +559,7 @@ fn decode_key(text: &str, what: &str) -> Result<[u8; KEY_LEN], KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::DirBuilderExt;
     use std::os::unix::fs::PermissionsExt;
 
     /// Curve25519 points of small order, as 32-byte encodings: 0, 1, p - 1,

@@ -102,17 +102,13 @@ impl KnownServers {
     /// # Errors
     /// When the folder or the file cannot be made or written.
     pub fn remember(&mut self, endpoint: &str, key: PublicKey) -> Result<String, KeyError> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::OpenOptionsExt;
         let io_error = |path: &Path| {
             let path = path.to_path_buf();
             move |error| KeyError::Io { path, error }
         };
         if let Some(folder) = self.path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(folder)
-                .map_err(io_error(folder))?;
+            crate::folders::create_private(folder).map_err(io_error(folder))?;
         }
         // Not through a link, as when it is read.
         let mut file = fs::OpenOptions::new()
