@@ -409,7 +409,8 @@ impl ChatClient {
             return Ok(Event::Interrupted);
         }
         // The person may quit, or type the next lines, meanwhile.
-        if let Some(line) = waiting.typed_first.take().or_else(|| lines.while_waiting()) {
+        let typed = waiting.typed_first.take();
+        if let Some(line) = typed.or_else(|| lines.person()?.while_waiting()) {
             return Ok(Event::Line(line));
         }
         if let Some(event) = self.server.next_event()? {
@@ -518,7 +519,7 @@ impl ChatClient {
         // Keys are taken (unechoed, see LineSource::while_waiting) from now
         // on, before the status says the client waits: nothing typed after
         // it is echoed raw.
-        let typed_first = lines.while_waiting();
+        let typed_first = lines.person().and_then(|person| person.while_waiting());
         if self.link == Link::Up {
             screen.status("waiting for the server's reply… (Ctrl-C to quit)");
         } else {
@@ -601,8 +602,10 @@ impl ChatClient {
         };
         // What was being typed when the wait ended is not lost: the
         // prompt shows it again, ready to finish.
-        if let Some(partial) = lines.stop_waiting() {
-            lines.offer(&partial);
+        if let Some(person) = lines.person()
+            && let Some(partial) = person.stop_waiting()
+        {
+            person.offer(&partial);
         }
         self.conclude(waiting, waited, screen, now)
     }

@@ -52,33 +52,6 @@ pub trait LineSource {
     /// When the input cannot be read.
     fn next_line(&mut self, wait: Duration) -> io::Result<Option<Line>>;
 
-    /// Checked every tick while no line is wanted (a server waiting for a
-    /// message, a client waiting for a reply): `Line::End` if the user ended
-    /// the input meanwhile (Ctrl-D, `/quit`), `Line::Text` with a line they
-    /// typed (the server drops it: it answers nothing; the client queues
-    /// it). `/help` is shown at once. Script input is left to be read later.
-    fn while_waiting(&mut self) -> Option<Line> {
-        None
-    }
-
-    /// Ends the waiting that [`LineSource::while_waiting`] began, before a
-    /// line is asked for again; returns a line typed meanwhile and not
-    /// finished, to offer at the prompt. Script input has none.
-    fn stop_waiting(&mut self) -> Option<String> {
-        None
-    }
-
-    /// Shows `prompt` before the lines asked for from now on (a person's
-    /// prompt; script input has none).
-    fn set_prompt(&mut self, _prompt: &str) {}
-
-    /// Throws away what the user typed before a line was asked for (a
-    /// server operator must answer only what they have seen); how many
-    /// bytes that was.
-    fn discard_type_ahead(&mut self) -> usize {
-        0
-    }
-
     /// Whether input has ended with no line left to read, checked without
     /// blocking. A server uses it to stop listening once it cannot reply.
     fn is_exhausted(&mut self) -> bool {
@@ -91,9 +64,39 @@ pub trait LineSource {
         false
     }
 
+    /// The person typing, when the lines come from one at a prompt: what
+    /// only a person's input does. `None` for script input.
+    fn person(&mut self) -> Option<&mut dyn Person> {
+        None
+    }
+}
+
+/// What only a person at a prompt does with the lines (see
+/// [`LineSource::person`]): keys taken while no line is wanted, a prompt
+/// that says what is asked, type-ahead thrown away, a line offered back.
+pub trait Person {
+    /// Checked every tick while no line is wanted (a server waiting for a
+    /// message, a client waiting for a reply): `Line::End` if the user ended
+    /// the input meanwhile (Ctrl-D, `/quit`), `Line::Text` with a line they
+    /// typed (the server drops it: it answers nothing; the client queues
+    /// it). `/help` is shown at once.
+    fn while_waiting(&mut self) -> Option<Line>;
+
+    /// Ends the waiting that [`Person::while_waiting`] began, before a
+    /// line is asked for again; returns a line typed meanwhile and not
+    /// finished, to offer at the prompt.
+    fn stop_waiting(&mut self) -> Option<String>;
+
+    /// Shows `prompt` before the lines asked for from now on.
+    fn set_prompt(&mut self, prompt: &str);
+
+    /// Throws away what the user typed before a line was asked for (a
+    /// server operator must answer only what they have seen); how many
+    /// bytes that was.
+    fn discard_type_ahead(&mut self) -> usize;
+
     /// Offers `text` for sending again: the prompt shows it, ready to edit.
-    /// Script input ignores the offer (the caller prints the text instead).
-    fn offer(&mut self, _text: &str) {}
+    fn offer(&mut self, text: &str);
 }
 
 /// Script input: one message per line of a pipe or file (stdin in the binaries).

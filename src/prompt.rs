@@ -20,7 +20,7 @@ use rustyline::{
 };
 
 use crate::command::{Command, HELP};
-use crate::input::{End, Line, LineSource};
+use crate::input::{End, Line, LineSource, Person};
 use crate::tty;
 
 /// The interactive prompt: rustyline editing, history and `/commands`.
@@ -269,6 +269,12 @@ impl LineSource for Prompt {
         Ok(None)
     }
 
+    fn person(&mut self) -> Option<&mut dyn Person> {
+        Some(self)
+    }
+}
+
+impl Person for Prompt {
     fn offer(&mut self, text: &str) {
         self.offered = Some(text.to_string());
     }

@@ -231,7 +231,7 @@ impl ChatServer {
             // LineSource::while_waiting). A script whose input has ended can
             // answer nothing more, so stop listening rather than accept a
             // message that would never be answered.
-            if let Some(line) = lines.while_waiting() {
+            if let Some(line) = lines.person().and_then(|person| person.while_waiting()) {
                 return Ok(Event::Line(line));
             }
             if lines.is_exhausted() {
@@ -523,7 +523,9 @@ impl ChatServer {
             return Ok(());
         };
         // Typed before this message was on the screen: not its answer.
-        let discarded = lines.discard_type_ahead();
+        let discarded = lines
+            .person()
+            .map_or(0, |person| person.discard_type_ahead());
         if discarded > 0 {
             screen.notice(&format!(
                 "discarded {discarded} bytes typed before this message arrived: a reply is what you type after reading it"
@@ -535,10 +537,12 @@ impl ChatServer {
                 "the client who sent this has left already: your reply reaches it only if it comes back and sends its message again",
             );
         }
-        lines.set_prompt(&match self.ahead.len() {
-            0 => "reply> ".to_string(),
-            waiting => format!("reply ({waiting} more waiting)> "),
-        });
+        if let Some(person) = lines.person() {
+            person.set_prompt(&match self.ahead.len() {
+                0 => "reply> ".to_string(),
+                waiting => format!("reply ({waiting} more waiting)> "),
+            });
+        }
         self.phase = Phase::Answering(pending);
         Ok(())
     }

@@ -244,7 +244,9 @@ fn conclude(
             screen.status(
                 "the message is back at the prompt: press Enter to send it again, or edit it",
             );
-            lines.offer(&unanswered);
+            if let Some(person) = lines.person() {
+                person.offer(&unanswered);
+            }
             return None;
         }
         ClientEnd::ServerEnded { unanswered } => {
