@@ -21,16 +21,21 @@
 //! - `envelope`: the message id a chat-client keeps in the REQ envelope,
 //!   which makes re-sending after a reconnect safe.
 //! - `channel`: how a body travels, plain or sealed, behind one interface
-//!   the loops call the same way in both modes.
-//! - [`secure`]: secure mode: key files, Noise IK sessions, the sealed
-//!   body frame (encryption without CURVE), and its channel.
-//! - [`transport`]: sockets with the chat's options, bind errors, the
-//!   connection monitor and the interruptible receive.
-//! - `presence`: who is connected to the server, from the socket monitor.
-//! - [`server`] / [`client`]: the two loops, independent of where lines
+//!   the loops call the same way in both modes; secure mode's outcomes put
+//!   into words there.
+//! - [`secure`]: secure mode's protocol: key files, Noise IK sessions, the
+//!   sealed body frame (encryption without CURVE), trust on first use.
+//! - [`transport`]: the seam the loops are written against (`ToServer`,
+//!   `ToClients`); [`transport::zeromq`], its ZeroMQ side: sockets with the
+//!   chat's options, bind errors, the connection monitor.
+//! - `presence`: who is connected to the server, from the transport's
+//!   connection events.
+//! - [`server`] / [`client`]: the two loops, each one wait returning an
+//!   event and an explicit phase, independent of the transport, where lines
 //!   come from, where output goes and what time it is.
-//! - [`input`]: where lines come from: the `LineSource` the loops read,
-//!   and script input from stdin.
+//! - [`input`]: where lines come from: the `LineSource` the loops read
+//!   (and `Person`, what only a person at a prompt does), and script input
+//!   from stdin.
 //! - [`terminal`]: the screen (what each mode shows).
 //! - [`prompt`]: the interactive prompt: rustyline on its own thread, with
 //!   history, printing incoming lines above the line being edited.
