@@ -274,6 +274,8 @@ enum Event {
     Tick,
     /// Ctrl-C or a termination signal, while a reply waits.
     Interrupted,
+    /// Something the transport tells the user (see [`ToServer::news`]).
+    News(String),
 }
 
 /// What ended the wait for one reply.
@@ -416,6 +418,9 @@ impl ChatClient {
         if let Some(event) = self.server.next_event()? {
             return Ok(Event::Connection(event));
         }
+        if let Some(news) = self.server.news() {
+            return Ok(Event::News(news));
+        }
         Ok(self.server.receive(true)?.map_or(Event::Tick, received))
     }
 
@@ -470,6 +475,9 @@ impl ChatClient {
     fn keep_up(&mut self, screen: &Screen, now: Instant) -> Result<Option<String>, ChatError> {
         while let Some(event) = self.server.next_event()? {
             self.tell_connection(event, screen, now)?;
+        }
+        while let Some(news) = self.server.news() {
+            screen.notice(&news);
         }
         self.send_deferred(now)?;
         self.shake_hands()?;
@@ -587,6 +595,10 @@ impl ChatClient {
             }
             Event::Connection(event) => {
                 self.follow_while_waiting(&mut waiting, event, screen, now)?
+            }
+            Event::News(news) => {
+                screen.notice(&news);
+                None
             }
             // A whole tick without a reply: show what is buffered meanwhile.
             Event::Tick => {

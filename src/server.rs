@@ -254,6 +254,9 @@ impl ChatServer {
     ) -> Result<ControlFlow<End>, ChatError> {
         match event {
             Event::Request(message, source) => {
+                while let Some(news) = self.clients.news() {
+                    screen.notice(&news);
+                }
                 match self.admit(message, source, screen, now) {
                     Some(pending) => self.serve(pending, replies, screen, now)?,
                     None => screen.status(WAITING),

@@ -22,6 +22,101 @@ pub use zeromq::*;
 
 use crate::envelope::MessageId;
 
+/// What failed in a transport: a ZeroMQ socket (with the endpoint
+/// involved) or the broker of the help desk.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// `bind` failed: the address is taken, not ours, or needs privileges.
+    /// (ZeroMQ's words are replaced by what they mean here and what to do,
+    /// so the cause is shown explained, not as a source.)
+    #[error("cannot bind {endpoint}: {}", explain_bind_error(*cause))]
+    Bind {
+        /// What was to be bound.
+        endpoint: String,
+        /// What ZeroMQ said.
+        cause: zmq::Error,
+    },
+    /// `connect` failed (it only fails on malformed endpoints; unreachable
+    /// peers are retried in the background by ZeroMQ).
+    #[error("cannot connect to {endpoint}")]
+    Connect {
+        /// What was to be connected to.
+        endpoint: String,
+        /// What ZeroMQ said.
+        #[source]
+        cause: zmq::Error,
+    },
+    /// Any other ZeroMQ call failed.
+    #[error("ZeroMQ error")]
+    Zmq(#[from] zmq::Error),
+    /// An `ipc://` path names something that is not a socket (libzmq would
+    /// delete it to bind there): it is left as it is.
+    #[error(
+        "cannot bind ipc://{path}: that path exists and is not a socket (it was left untouched); choose a path that does not exist"
+    )]
+    NotASocket {
+        /// The path.
+        path: String,
+    },
+    /// An `ipc://` socket that a live program answers on (libzmq would
+    /// take it over, cutting that program off).
+    #[error(
+        "cannot bind ipc://{path}: address already in use (a program answers on that socket); stop it, or choose another path"
+    )]
+    IpcInUse {
+        /// The path.
+        path: String,
+    },
+    /// A broker URL that does not parse.
+    #[error("'{url}' is not an AMQP URL (expected amqp://USER:PASSWORD@HOST:PORT/VHOST)")]
+    BrokerUrl {
+        /// The URL, its password hidden.
+        url: String,
+    },
+    /// The broker did not answer the connection.
+    #[error("the broker at {broker} did not answer within {seconds} s; is RabbitMQ running there?")]
+    BrokerSilent {
+        /// The broker's URL, its password hidden.
+        broker: String,
+        /// How long it was given.
+        seconds: u64,
+    },
+    /// A broker operation failed.
+    #[error("{doing}")]
+    Broker {
+        /// What was being done.
+        doing: String,
+        /// What the broker (or its client library) said.
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The broker refused something the desk needs.
+    #[error("{what}")]
+    Refused {
+        /// What, for the user.
+        what: String,
+    },
+}
+
+fn explain_bind_error(cause: zmq::Error) -> String {
+    match cause {
+        zmq::Error::EADDRINUSE => {
+            "address already in use (another program, perhaps another chat-server, listens there; \
+             stop it or choose another port)"
+                .into()
+        }
+        zmq::Error::EACCES => {
+            "permission denied (ports below 1024 need administrator rights; use a port above 1023)"
+                .into()
+        }
+        zmq::Error::EADDRNOTAVAIL | zmq::Error::ENODEV => {
+            "this machine has no such address (use one of its own IPs, or 0.0.0.0 / * for all)"
+                .into()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// One message as a transport hands it over: its frames, or what was too
 /// large of it (read to its end and dropped, never kept).
 pub type Bounded = Result<Vec<Vec<u8>>, Oversized>;
@@ -116,6 +211,12 @@ pub trait ToServer {
     /// # Errors
     /// When the new connection cannot be set up.
     fn renew(&mut self) -> Result<(), TransportError>;
+
+    /// What the transport has to tell the user (the help desk: that no
+    /// operator is online, and how many questions wait), one line at a time.
+    fn news(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Why a reply could not be handed to the transport.
@@ -156,4 +257,10 @@ pub trait ToClients {
     /// # Errors
     /// When the reply cannot be handed over now: see [`Undelivered`].
     fn send(&mut self, frames: &[Vec<u8>]) -> Result<(), Undelivered>;
+
+    /// What the transport has to tell the operator about the request just
+    /// received (the help desk: that another operator had it before).
+    fn news(&mut self) -> Option<String> {
+        None
+    }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use super::{
     Bounded, ConnectionEvent, ConnectionId, Oversized, PeerEvent, Request, ToClients, ToServer,
-    Undelivered,
+    TransportError, Undelivered,
 };
 use crate::address::Endpoint;
 use crate::clock::TICK;
@@ -41,71 +41,6 @@ const LINGER: Duration = Duration::from_millis(1000);
 /// (The benchmark's concurrency rows could not tell 16, 64 and 1000 apart
 /// beyond their noise.)
 pub const QUEUED_PER_CONNECTION: i32 = 64;
-
-/// A socket operation that failed, with the endpoint involved.
-#[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    /// `bind` failed: the address is taken, not ours, or needs privileges.
-    /// (ZeroMQ's words are replaced by what they mean here and what to do,
-    /// so the cause is shown explained, not as a source.)
-    #[error("cannot bind {endpoint}: {}", explain_bind_error(*cause))]
-    Bind {
-        /// What was to be bound.
-        endpoint: String,
-        /// What ZeroMQ said.
-        cause: zmq::Error,
-    },
-    /// `connect` failed (it only fails on malformed endpoints; unreachable
-    /// peers are retried in the background by ZeroMQ).
-    #[error("cannot connect to {endpoint}")]
-    Connect {
-        /// What was to be connected to.
-        endpoint: String,
-        /// What ZeroMQ said.
-        #[source]
-        cause: zmq::Error,
-    },
-    /// Any other ZeroMQ call failed.
-    #[error("ZeroMQ error")]
-    Zmq(#[from] zmq::Error),
-    /// An `ipc://` path names something that is not a socket (libzmq would
-    /// delete it to bind there): it is left as it is.
-    #[error(
-        "cannot bind ipc://{path}: that path exists and is not a socket (it was left untouched); choose a path that does not exist"
-    )]
-    NotASocket {
-        /// The path.
-        path: String,
-    },
-    /// An `ipc://` socket that a live program answers on (libzmq would
-    /// take it over, cutting that program off).
-    #[error(
-        "cannot bind ipc://{path}: address already in use (a program answers on that socket); stop it, or choose another path"
-    )]
-    IpcInUse {
-        /// The path.
-        path: String,
-    },
-}
-
-fn explain_bind_error(cause: zmq::Error) -> String {
-    match cause {
-        zmq::Error::EADDRINUSE => {
-            "address already in use (another program, perhaps another chat-server, listens there; \
-             stop it or choose another port)"
-                .into()
-        }
-        zmq::Error::EACCES => {
-            "permission denied (ports below 1024 need administrator rights; use a port above 1023)"
-                .into()
-        }
-        zmq::Error::EADDRNOTAVAIL | zmq::Error::ENODEV => {
-            "this machine has no such address (use one of its own IPs, or 0.0.0.0 / * for all)"
-                .into()
-        }
-        other => other.to_string(),
-    }
-}
 
 /// Options shared by every chat socket.
 ///
