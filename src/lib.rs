@@ -28,6 +28,8 @@
 //! - [`transport`]: the seam the loops are written against (`ToServer`,
 //!   `ToClients`); [`transport::zeromq`], its ZeroMQ side: sockets with the
 //!   chat's options, bind errors, the connection monitor.
+//! - [`desk`]: the help desk: the same transport seam over a RabbitMQ
+//!   broker (`--desk`), questions in a queue that any operator answers.
 //! - `presence`: who is connected to the server, from the transport's
 //!   connection events.
 //! - [`server`] / [`client`]: the two loops, each one wait returning an
@@ -59,6 +61,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 mod command;
+pub mod desk;
 pub mod display;
 mod envelope;
 pub mod error;

@@ -10,19 +10,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::Duration;
 
+use common::broker::{Broker, OwnBroker, free_port, free_ports, shared_broker, unique, watch_node};
 use common::{Proc, run_to_end};
-
-/// A broker's usual address: used when something listens there.
-const USUAL_BROKER: &str = "127.0.0.1:5672";
-
-/// The environment variable that names the broker to test against.
-const BROKER_VARIABLE: &str = "ZMQ_CHAT_TEST_AMQP_URL";
 
 /// The example's path, or `None` (and why) when the tests cannot run here.
 /// The first call finds or starts the broker ([`broker_url`]).
@@ -46,43 +39,6 @@ fn broker_url() -> &'static str {
         Broker::Ready(url) => url,
         Broker::Missing(why) => panic!("no broker: {why}"),
     }
-}
-
-/// The broker these tests share, found or started once per test binary.
-enum Broker {
-    Ready(String),
-    Missing(String),
-}
-
-fn shared_broker() -> &'static Broker {
-    static SHARED: OnceLock<Broker> = OnceLock::new();
-    SHARED.get_or_init(|| {
-        if let Ok(url) = std::env::var(BROKER_VARIABLE) {
-            return Broker::Ready(url);
-        }
-        let usual: SocketAddr = USUAL_BROKER.parse().unwrap();
-        if TcpStream::connect_timeout(&usual, Duration::from_secs(1)).is_ok() {
-            return Broker::Ready(format!("amqp://guest:guest@{USUAL_BROKER}/%2f"));
-        }
-        if !OwnBroker::installed() {
-            return Broker::Missing(format!(
-                "no AMQP broker on {USUAL_BROKER}, none named by {BROKER_VARIABLE}, and RabbitMQ is not installed to start one (Debian: apt-get install rabbitmq-server)"
-            ));
-        }
-        let broker = OwnBroker::start("tests");
-        let url = broker.url();
-        broker.stop_when_this_process_ends();
-        Broker::Ready(url)
-    })
-}
-
-/// A queue or exchange name no other test (or earlier run) uses.
-fn unique(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("zmq-chat-test.{test}.{}.{nanos}", std::process::id())
 }
 
 /// `command` (publish, subscribe) with `args`, and the shared broker's
@@ -383,92 +339,6 @@ fn raw_publish(_queue: &str, _body: &[u8]) {
     unreachable!("amqp_example() skips these tests without the feature")
 }
 
-/// A RabbitMQ node of the tests' own (its own ports and data), so that
-/// restarting it cannot disturb the other tests; stopped and removed on drop.
-struct OwnBroker {
-    name: String,
-    port: String,
-    dist_port: String,
-}
-
-impl OwnBroker {
-    fn script() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rabbitmq")
-    }
-
-    /// Whether Debian's rabbitmq-server is installed, as the script needs.
-    fn installed() -> bool {
-        std::path::Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server").exists()
-    }
-
-    fn run(&self, action: &str) {
-        let output = Command::new("bash")
-            .arg(OwnBroker::script())
-            .args([action, &self.name, &self.port, &self.dist_port])
-            .output()
-            .expect("run scripts/rabbitmq");
-        assert!(
-            output.status.success(),
-            "scripts/rabbitmq {action} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// Starts a node named after `purpose` and this process.
-    fn start(purpose: &str) -> OwnBroker {
-        let broker = OwnBroker {
-            name: format!("zmqchat-{purpose}-{}", std::process::id()),
-            port: free_ports(1).to_string(),
-            dist_port: free_ports(1).to_string(),
-        };
-        watch_node(&broker.name, &broker.port, &broker.dist_port);
-        broker.run("start");
-        broker
-    }
-
-    /// Leaves the node to its watcher (see [`watch_node`]): a node shared
-    /// by all the tests of this binary has no test to stop it.
-    fn stop_when_this_process_ends(self) {
-        std::mem::forget(self);
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
-    }
-}
-
-/// Hands a node to `scripts/rabbitmq watch`, which stops it (and removes
-/// its data) once this test process has ended, however it ends: a test
-/// killed or aborted runs no `Drop`, and must leave no broker behind.
-fn watch_node(name: &str, port: &str, dist_port: &str) {
-    let pid = std::process::id().to_string();
-    // In a session of its own (setsid --fork returns at once), so that it
-    // outlives this process and is nobody's child to wait for.
-    let status = Command::new("setsid")
-        .args(["--fork", "bash"])
-        .arg(OwnBroker::script())
-        .args(["watch", &pid, name, port, dist_port])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run setsid bash scripts/rabbitmq watch");
-    assert!(status.success(), "scripts/rabbitmq watch did not start");
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(OwnBroker::script())
-            .args(["stop", &self.name, &self.port, &self.dist_port])
-            .output();
-        let data = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target/rabbitmq")
-            .join(&self.name);
-        let _ = std::fs::remove_dir_all(data);
-    }
-}
-
 /// Persistent messages in a durable queue survive a restart of the broker
 /// (a node of the test's own, restarted with scripts/rabbitmq).
 #[test]
@@ -560,39 +430,6 @@ connection.close()
     let (status, stdout, stderr) = run_to_end("python3", &["-c", &consumer], "");
     assert!(status.success(), "{stderr}");
     assert_eq!(stdout.trim(), "application/json 2 {'from': 'rust'}");
-}
-
-/// `count` consecutive TCP ports on 127.0.0.1 that were free a moment ago,
-/// for RabbitMQ, which must be told its ports before it starts and cannot
-/// report ones the system picked. They are taken below the system's
-/// ephemeral range (where no connection's own port is ever put, as one
-/// could be between this check and the broker's start) and apart for each
-/// call of this process, so that brokers started at once do not collide.
-fn free_ports(count: u16) -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let low = 10_000;
-    let span = ephemeral_start.saturating_sub(low + 1000).max(1000);
-    let seed = (std::process::id() % u32::from(span)) as u16;
-    for _ in 0..200 {
-        let offset = NEXT.fetch_add(count.max(8), Ordering::Relaxed);
-        let base = low + (seed.wrapping_add(offset)) % span;
-        let all_free =
-            (0..count).all(|step| std::net::TcpListener::bind(("127.0.0.1", base + step)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free ports on 127.0.0.1");
-}
-
-/// A port nothing listens on (a broker that is not there).
-fn free_port() -> u16 {
-    free_ports(1)
 }
 
 /// A three-node RabbitMQ cluster of this test's own (scripts/rabbitmq

@@ -14,6 +14,8 @@ use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli;
 use zmq_chat::client::{ChatClient, ClientEnd, Liveness};
 use zmq_chat::clock::SystemClock;
+use zmq_chat::desk::client::DeskClient;
+use zmq_chat::desk::{DEFAULT_BROKER, Desk};
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::exit::{Exit, Program};
 use zmq_chat::folders;
@@ -99,6 +101,20 @@ struct Args {
     #[arg(long)]
     no_history: bool,
 
+    /// Ask the help desk NAME instead of one server: the question goes
+    /// through the broker (--broker) to whichever operator is free, and
+    /// waits there while none is online
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with_all = ["address", "connect", "server_key", "secure", "key"]
+    )]
+    desk: Option<String>,
+
+    /// With --desk: the RabbitMQ broker, amqp://USER:PASSWORD@HOST:PORT/VHOST
+    #[arg(long, value_name = "URL", default_value = DEFAULT_BROKER)]
+    broker: String,
+
     #[command(flatten)]
     tasks: cli::Tasks,
 }
@@ -119,12 +135,16 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
     {
         return Ok(exit);
     }
-    let address = args.address.as_ref().unwrap_or(&args.connect);
-    let endpoint = cli::endpoint_from_flag(address, Role::Connect)
-        .with_context(|| format!("invalid address to connect to '{address}'"))?;
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
-    let context = zmq::Context::new();
-    let mut client = connect(args, &context, &endpoint, &shutdown)?;
+    let mut client = match &args.desk {
+        Some(name) => ask_desk(args, name)?,
+        None => {
+            let address = args.address.as_ref().unwrap_or(&args.connect);
+            let endpoint = cli::endpoint_from_flag(address, Role::Connect)
+                .with_context(|| format!("invalid address to connect to '{address}'"))?;
+            connect(args, &zmq::Context::new(), &endpoint, &shutdown)?
+        }
+    };
     let interactive = terminal::is_interactive();
     let mut screen = Screen::new(PROGRAM, "server", interactive).context("cannot set up stdout")?;
     let mut lines = line_source(args, interactive, &mut screen)?;
@@ -142,16 +162,40 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
 
 /// The client for `endpoint`, in secure mode if a key is pinned (by
 /// `--server-key`) or remembered or learned (trust on first use).
+/// How the client judges that a server is gone, from the flags.
+fn liveness(args: &Args) -> Liveness {
+    Liveness {
+        timeout: Duration::from_secs_f64(args.liveness),
+        give_up: Duration::from_secs_f64(args.give_up),
+    }
+}
+
+/// The client of the help desk `name` (--desk): its questions wait in the
+/// broker for an operator, so no server is ever given up on.
+fn ask_desk(args: &Args, name: &str) -> anyhow::Result<ChatClient> {
+    let desk = Desk {
+        name: name.to_string(),
+        broker: args.broker.clone(),
+    };
+    let mut client = ChatClient::new(
+        Box::new(DeskClient::open(&desk)?),
+        liveness(args),
+        &SystemClock,
+    );
+    client.show_at_most(args.max_size);
+    if let Some(name) = &args.name {
+        client.call_yourself(name);
+    }
+    Ok(client)
+}
+
 fn connect(
     args: &Args,
     context: &zmq::Context,
     endpoint: &Endpoint,
     shutdown: &Shutdown,
 ) -> anyhow::Result<ChatClient> {
-    let liveness = Liveness {
-        timeout: Duration::from_secs_f64(args.liveness),
-        give_up: Duration::from_secs_f64(args.give_up),
-    };
+    let liveness = liveness(args);
     let trust = match args.server_key {
         Some(key) => Some(Trust::Pinned(key)),
         None => {

@@ -10,6 +10,8 @@ use clap::{CommandFactory, Parser};
 use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli;
 use zmq_chat::clock::SystemClock;
+use zmq_chat::desk::server::DeskOperator;
+use zmq_chat::desk::{DEFAULT_BROKER, Desk};
 use zmq_chat::exit::{Exit, Program};
 use zmq_chat::folders;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
@@ -19,7 +21,7 @@ use zmq_chat::secure::server::ServerSecurity;
 use zmq_chat::server::{ChatServer, ReplySource};
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::{self, End, Screen, ScriptLines};
-use zmq_chat::transport::{self, Router};
+use zmq_chat::transport::{self, Router, ToClients};
 
 const PROGRAM: &str = "chat-server";
 
@@ -75,6 +77,16 @@ struct Args {
     #[arg(long)]
     no_history: bool,
 
+    /// Be an operator of the help desk NAME instead of listening: questions
+    /// come through the broker (--broker) from any number of clients, each
+    /// to one operator of any number, and wait there while none is online
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["address", "bind", "key"])]
+    desk: Option<String>,
+
+    /// With --desk: the RabbitMQ broker, amqp://USER:PASSWORD@HOST:PORT/VHOST
+    #[arg(long, value_name = "URL", default_value = DEFAULT_BROKER)]
+    broker: String,
+
     #[command(flatten)]
     tasks: cli::Tasks,
 }
@@ -100,12 +112,8 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
         .as_deref()
         .map(|key| secure_mode(key, args.allow.as_deref()))
         .transpose()?;
-    let address = args.address.as_ref().unwrap_or(&args.bind);
-    let endpoint = cli::endpoint_from_flag(address, Role::Bind)
-        .with_context(|| format!("invalid address to bind '{address}'"))?;
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
-    let context = zmq::Context::new();
-    let mut server = ChatServer::new(Box::new(Router::bind(&context, &endpoint)?));
+    let mut server = ChatServer::new(clients(args)?);
     server.show_at_most(args.max_size);
     let interactive = !args.echo && terminal::is_interactive();
     let mut screen = Screen::new(PROGRAM, "client", interactive).context("cannot set up stdout")?;
@@ -118,8 +126,12 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
         announce_secure_mode(&security, &screen);
         server.require_encryption(security);
     }
-    screen.notice(&format!("listening on {}", server.endpoint()));
-    announce_room(&screen);
+    if args.desk.is_some() {
+        screen.notice(&format!("an operator of the {}", server.endpoint()));
+    } else {
+        screen.notice(&format!("listening on {}", server.endpoint()));
+        announce_room(&screen);
+    }
     screen.status("each message you receive waits for your reply; /help lists commands");
 
     let mut script;
@@ -136,6 +148,22 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
         End::Interrupted if !interactive => Exit::Interrupted,
         End::Eof | End::Quit | End::Interrupted => Exit::Ok,
     })
+}
+
+/// Where the clients come from: a desk's queue (--desk), or a ZeroMQ
+/// socket bound where the flags say.
+fn clients(args: &Args) -> anyhow::Result<Box<dyn ToClients>> {
+    if let Some(name) = &args.desk {
+        let desk = Desk {
+            name: name.clone(),
+            broker: args.broker.clone(),
+        };
+        return Ok(Box::new(DeskOperator::open(&desk)?));
+    }
+    let address = args.address.as_ref().unwrap_or(&args.bind);
+    let endpoint = cli::endpoint_from_flag(address, Role::Bind)
+        .with_context(|| format!("invalid address to bind '{address}'"))?;
+    Ok(Box::new(Router::bind(&zmq::Context::new(), &endpoint)?))
 }
 
 /// The operator's prompt, which the screen then writes through.

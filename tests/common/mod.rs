@@ -9,6 +9,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod broker;
+
 #[path = "../../src/fixture/shared.rs"]
 mod shared;
 // Each test file uses a different subset (as for dead_code above).

@@ -1,0 +1,210 @@
+//! The help desk: the same two programs through a RabbitMQ broker instead
+//! of a direct connection, so that nobody needs the others' address, any
+//! number of operators share the questions, and a question waits in the
+//! broker while nobody is online.
+//!
+//! It follows RabbitMQ's RPC convention, so a pika RPC client can ask the
+//! desk and `chat-client --desk` can ask a pika RPC server:
+//!
+//! * the questions of desk NAME go to the queue named NAME on the default
+//!   exchange, a durable quorum queue (replicated on a cluster) that
+//!   whichever program comes first declares;
+//! * each question carries `reply_to` (the asking client's own queue) and
+//!   `correlation_id` (a chat-client's message id; any text for another
+//!   program), is persistent, and its body is the UTF-8 text;
+//! * the answer goes to the `reply_to` queue on the default exchange with
+//!   the question's `correlation_id`.
+//!
+//! Both ends publish with confirms, so nothing the broker did not take is
+//! taken for sent. An operator acknowledges a question only once its
+//! answer is confirmed: an operator who dies or quits before leaves it to
+//! the broker, which gives it to another (flagged as redelivered).
+//!
+//! [`client::DeskClient`] and [`server::DeskOperator`] are the two ends of
+//! the transport seam ([`crate::transport`]) over the broker.
+
+pub mod client;
+pub mod server;
+
+use std::future::Future;
+use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties};
+
+use crate::transport::TransportError;
+
+/// The broker asked for when none is named: RabbitMQ on this machine.
+pub const DEFAULT_BROKER: &str = "amqp://localhost";
+
+/// A broker that has not answered by then is reported, not waited for.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The AMQP heartbeat asked for when the URL names none: a broker gone
+/// without closing the connection is noticed in 10 s, not two minutes.
+const HEARTBEAT_SECONDS: u16 = 5;
+
+/// Which desk, on which broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desk {
+    /// The desk's name: its queue's.
+    pub name: String,
+    /// The broker's URL (`amqp://USER:PASSWORD@HOST:PORT/VHOST`).
+    pub broker: String,
+}
+
+impl Desk {
+    /// How the desk is named to the user: its name and broker, the
+    /// password hidden.
+    pub fn shown(&self) -> String {
+        format!("desk {} at {}", self.name, redacted(&self.broker))
+    }
+}
+
+/// The URL with its password hidden, for messages.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// A connection to the broker with its one channel (publisher confirms
+/// on), and the runtime its I/O runs on: one thread of its own, so that
+/// heartbeats are answered while the loop waits on the keyboard.
+struct Broker {
+    runtime: tokio::runtime::Runtime,
+    connection: Connection,
+    channel: Channel,
+}
+
+impl Broker {
+    /// Connects to `url` as `who` (shown in the broker's connection list).
+    fn connect(url: &str, who: &str) -> Result<Broker, TransportError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("desk")
+            .enable_all()
+            .build()
+            .map_err(|cause| TransportError::Broker {
+                doing: "cannot start the desk's I/O thread".into(),
+                cause: Box::new(cause),
+            })?;
+        let shown = redacted(url);
+        let mut uri = url
+            .parse::<lapin::uri::AMQPUri>()
+            .map_err(|_| TransportError::BrokerUrl { url: shown.clone() })?;
+        uri.query.heartbeat.get_or_insert(HEARTBEAT_SECONDS);
+        let properties = ConnectionProperties::default().with_connection_name(who.into());
+        let opened = runtime.block_on(async {
+            let connection =
+                tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties))
+                    .await
+                    .map_err(|_| TransportError::BrokerSilent {
+                        broker: shown.clone(),
+                        seconds: CONNECT_TIMEOUT.as_secs(),
+                    })?
+                    .map_err(|cause| TransportError::Broker {
+                        doing: format!("cannot connect to the broker at {shown}"),
+                        cause: Box::new(cause),
+                    })?;
+            let channel = connection
+                .create_channel()
+                .await
+                .map_err(broker_failed("cannot open a channel"))?;
+            channel
+                .confirm_select(Default::default())
+                .await
+                .map_err(broker_failed("cannot turn on publisher confirms"))?;
+            Ok::<_, TransportError>((connection, channel))
+        })?;
+        let (connection, channel) = opened;
+        Ok(Broker {
+            runtime,
+            connection,
+            channel,
+        })
+    }
+
+    /// Runs `work` on the broker's runtime, from the loop's thread.
+    fn block_on<F: Future>(&self, work: F) -> F::Output {
+        self.runtime.block_on(work)
+    }
+
+    /// Declares the desk's queue `name`: durable, a quorum queue. One that
+    /// exists already as another kind (a pika program declared it first)
+    /// is used as it is.
+    fn declare_desk_queue(&mut self, name: &str) -> Result<(), TransportError> {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = self.block_on(self.channel.queue_declare(name.into(), durable, arguments));
+        if declared.is_ok() {
+            return Ok(());
+        }
+        // A refused declaration closes the channel: a new one looks.
+        let channel = self
+            .block_on(self.connection.create_channel())
+            .map_err(broker_failed("cannot open a channel"))?;
+        self.block_on(channel.confirm_select(Default::default()))
+            .map_err(broker_failed("cannot turn on publisher confirms"))?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        self.block_on(channel.queue_declare(name.into(), passive, FieldTable::default()))
+            .map_err(broker_failed(&format!(
+                "cannot use the desk's queue {name}"
+            )))?;
+        self.channel = channel;
+        Ok(())
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // A second at most: a broker gone would never answer the close.
+        let closing = self.connection.close(200, "bye".into());
+        let _ = self
+            .runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(1), closing).await });
+    }
+}
+
+/// Turns a broker error into a transport error naming what was done.
+fn broker_failed(doing: &str) -> impl Fn(lapin::Error) -> TransportError + '_ {
+    move |cause| TransportError::Broker {
+        doing: doing.to_string(),
+        cause: Box::new(cause),
+    }
+}
+
+/// A header carrying the name a client gave itself (`--name`).
+const NAME_HEADER: &str = "x-zmq-chat-name";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redacted("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redacted("amqp://host"), "amqp://host");
+    }
+}

@@ -1,0 +1,255 @@
+//! The operator's end of the desk: questions taken from the desk's queue
+//! one at a time, each answered to the queue its client named.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::Acker;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Confirmation, Consumer};
+
+use super::{Broker, Desk, NAME_HEADER, broker_failed};
+use crate::clock::TICK;
+use crate::envelope::{Enveloped, Mark, MessageId};
+use crate::message::WIRE_LIMIT_BYTES;
+use crate::transport::{
+    Bounded, ConnectionId, Oversized, PeerEvent, ToClients, TransportError, Undelivered,
+};
+
+/// AMQP's delivery mode for a message written to disk.
+const PERSISTENT: u8 = 2;
+
+/// An operator's way to a desk: questions come from the desk's queue, at
+/// most one at a time (so that every operator gets a share), and stay the
+/// broker's until answered.
+pub struct DeskOperator {
+    broker: Broker,
+    consumer: Consumer,
+    shown: String,
+    /// The questions taken and not answered yet, by the routing id given
+    /// them: at most the prefetch (one), plus one the loop reads ahead.
+    taken: HashMap<Vec<u8>, Taken>,
+    /// The next routing id's number.
+    next: u64,
+    /// What the operator is to be told of the question just taken.
+    news: Option<String>,
+}
+
+/// A question taken from the queue: where its answer goes, and how the
+/// broker is told it is done with.
+struct Taken {
+    reply_to: Option<ShortString>,
+    correlation_id: Option<ShortString>,
+    acker: Acker,
+}
+
+impl DeskOperator {
+    /// Connects to `desk`'s broker, declares the desk's queue (if no one
+    /// did yet) and takes its questions one at a time.
+    ///
+    /// # Errors
+    /// When the broker cannot be reached or refuses.
+    pub fn open(desk: &Desk) -> Result<DeskOperator, TransportError> {
+        let mut broker = Broker::connect(&desk.broker, "chat-server")?;
+        broker.declare_desk_queue(&desk.name)?;
+        broker
+            .block_on(broker.channel.basic_qos(1, BasicQosOptions::default()))
+            .map_err(broker_failed("cannot set the prefetch"))?;
+        let consumer = broker
+            .block_on(broker.channel.basic_consume(
+                desk.name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ))
+            .map_err(broker_failed("cannot take the desk's questions"))?;
+        Ok(DeskOperator {
+            broker,
+            consumer,
+            shown: desk.shown(),
+            taken: HashMap::new(),
+            next: 0,
+            news: None,
+        })
+    }
+
+    /// A question as the server loop reads a request: a routing id of its
+    /// own, the name and chat id if a chat-client asked, a delimiter, the
+    /// text.
+    fn request(&mut self, delivery: Delivery) -> Bounded {
+        self.next += 1;
+        let routing_id = format!("question {}", self.next).into_bytes();
+        if delivery.redelivered {
+            self.news = Some(
+                "the next question was with another operator before (who quit or died): it may have been answered already".into(),
+            );
+        }
+        let properties = &delivery.properties;
+        let mut frames = vec![routing_id.clone()];
+        if let Some(AMQPValue::LongString(name)) = properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| headers.inner().get(NAME_HEADER))
+        {
+            // The client sends its name as the envelope frame that carries it.
+            frames.push(name.as_bytes().to_vec());
+        }
+        let correlation_id = properties.correlation_id().clone();
+        if let Some(id) = correlation_id
+            .as_ref()
+            .filter(|id| MessageId::parse(id.as_str().as_bytes()).is_some())
+        {
+            frames.push(id.as_str().as_bytes().to_vec());
+        }
+        frames.push(Vec::new());
+        let bytes = delivery.data.len();
+        frames.push(delivery.data);
+        self.taken.insert(
+            routing_id,
+            Taken {
+                reply_to: properties.reply_to().clone(),
+                correlation_id,
+                acker: delivery.acker,
+            },
+        );
+        if bytes > WIRE_LIMIT_BYTES {
+            return Err(Oversized { frames: 1, bytes });
+        }
+        Ok(frames)
+    }
+
+    /// Publishes `text` to `reply_to` with `correlation_id`, persistent,
+    /// and waits for the broker's confirm.
+    fn publish(
+        &self,
+        reply_to: &ShortString,
+        correlation_id: Option<ShortString>,
+        text: &[u8],
+    ) -> Result<Confirmation, lapin::Error> {
+        let mut properties = BasicProperties::default()
+            .with_content_type("text/plain".into())
+            .with_delivery_mode(PERSISTENT);
+        if let Some(id) = correlation_id {
+            properties = properties.with_correlation_id(id);
+        }
+        let mandatory = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let channel = &self.broker.channel;
+        self.broker.block_on(async {
+            channel
+                .basic_publish("".into(), reply_to.clone(), mandatory, text, properties)
+                .await?
+                .await
+        })
+    }
+
+    /// Done with a question: acknowledged (answered, or unanswerable), or
+    /// given back to the queue for another operator.
+    fn let_go(&self, taken: &Taken, answered: bool) -> Result<(), lapin::Error> {
+        if answered {
+            self.broker
+                .block_on(taken.acker.ack(BasicAckOptions::default()))
+                .map(|_| ())
+        } else {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            self.broker.block_on(taken.acker.nack(requeue)).map(|_| ())
+        }
+    }
+}
+
+impl ToClients for DeskOperator {
+    fn endpoint(&self) -> &str {
+        &self.shown
+    }
+
+    fn next_event(&mut self) -> Result<Option<PeerEvent>, TransportError> {
+        Ok(None)
+    }
+
+    fn receive(
+        &mut self,
+        wait: bool,
+    ) -> Result<Option<(Bounded, Option<ConnectionId>)>, TransportError> {
+        let wait = if wait { TICK } else { Duration::ZERO };
+        let consumer = &mut self.consumer;
+        let delivery = self
+            .broker
+            .block_on(async { tokio::time::timeout(wait, consumer.next()).await });
+        match delivery {
+            Err(_) => Ok(None),
+            Ok(None) => Err(TransportError::Refused {
+                what: "the broker cancelled the desk's queue".into(),
+            }),
+            Ok(Some(delivery)) => {
+                let delivery = delivery.map_err(broker_failed("lost the broker"))?;
+                Ok(Some((self.request(delivery), None)))
+            }
+        }
+    }
+
+    /// Sends the answer to the queue its question named, then lets the
+    /// question go. The operator's goodbye (an answer marked as the chat's
+    /// end) is not sent: the question goes back to the queue, for another
+    /// operator.
+    fn send(&mut self, frames: &[Vec<u8>]) -> Result<(), Undelivered> {
+        let Some(taken) = frames.first().and_then(|id| self.taken.remove(id)) else {
+            return Err(Undelivered::Gone);
+        };
+        let not_taken = |error: lapin::Error| Undelivered::NotTaken(error.to_string());
+        let Ok(answer) = Enveloped::split(frames.to_vec(), 1) else {
+            return Err(Undelivered::NotTaken(
+                "an answer without an envelope".into(),
+            ));
+        };
+        if answer.mark == Mark::Ended {
+            return self.let_go(&taken, false).map_err(not_taken);
+        }
+        let Some(reply_to) = &taken.reply_to else {
+            // Nowhere to answer: a message, not a question.
+            self.let_go(&taken, true).map_err(not_taken)?;
+            return Err(Undelivered::Gone);
+        };
+        // A chat-client's id goes back as it came, with the answer's mark;
+        // another program's correlation id unchanged.
+        let correlation_id = match answer.id {
+            Some(id) => Some(
+                String::from_utf8_lossy(&id.marked_frame(answer.mark))
+                    .into_owned()
+                    .into(),
+            ),
+            None => taken.correlation_id.clone(),
+        };
+        let text = answer.body.concat();
+        match self.publish(reply_to, correlation_id, &text) {
+            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
+                self.let_go(&taken, true).map_err(not_taken)
+            }
+            // No such queue: the client is gone (for good: its queue with it).
+            Ok(Confirmation::Ack(Some(_))) => {
+                self.let_go(&taken, true).map_err(not_taken)?;
+                Err(Undelivered::Gone)
+            }
+            Ok(Confirmation::Nack(_)) => {
+                let _ = self.let_go(&taken, false);
+                Err(Undelivered::NotTaken(
+                    "the broker refused the answer; the question went back to the queue".into(),
+                ))
+            }
+            Err(error) => Err(not_taken(error)),
+        }
+    }
+
+    fn news(&mut self) -> Option<String> {
+        self.news.take()
+    }
+}

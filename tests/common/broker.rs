@@ -1,0 +1,172 @@
+//! The RabbitMQ broker the AMQP tests share: the one
+//! `ZMQ_CHAT_TEST_AMQP_URL` names, else one listening on 127.0.0.1:5672,
+//! else a private node started with `scripts/rabbitmq` on free ports (and
+//! stopped when the test binary ends); and nodes of a test's own.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A broker's usual address: used when something listens there.
+pub const USUAL_BROKER: &str = "127.0.0.1:5672";
+
+/// The environment variable that names the broker to test against.
+pub const BROKER_VARIABLE: &str = "ZMQ_CHAT_TEST_AMQP_URL";
+
+/// The broker these tests share, found or started once per test binary.
+pub enum Broker {
+    Ready(String),
+    Missing(String),
+}
+
+pub fn shared_broker() -> &'static Broker {
+    static SHARED: OnceLock<Broker> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        if let Ok(url) = std::env::var(BROKER_VARIABLE) {
+            return Broker::Ready(url);
+        }
+        let usual: SocketAddr = USUAL_BROKER.parse().unwrap();
+        if TcpStream::connect_timeout(&usual, Duration::from_secs(1)).is_ok() {
+            return Broker::Ready(format!("amqp://guest:guest@{USUAL_BROKER}/%2f"));
+        }
+        if !OwnBroker::installed() {
+            return Broker::Missing(format!(
+                "no AMQP broker on {USUAL_BROKER}, none named by {BROKER_VARIABLE}, and RabbitMQ is not installed to start one (Debian: apt-get install rabbitmq-server)"
+            ));
+        }
+        let broker = OwnBroker::start("tests");
+        let url = broker.url();
+        broker.stop_when_this_process_ends();
+        Broker::Ready(url)
+    })
+}
+
+/// A queue or exchange name no other test (or earlier run) uses.
+pub fn unique(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("zmq-chat-test.{test}.{}.{nanos}", std::process::id())
+}
+
+/// A RabbitMQ node of the tests' own (its own ports and data), so that
+/// restarting it cannot disturb the other tests; stopped and removed on drop.
+pub struct OwnBroker {
+    pub name: String,
+    pub port: String,
+    pub dist_port: String,
+}
+
+impl OwnBroker {
+    pub fn script() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/rabbitmq")
+    }
+
+    /// Whether Debian's rabbitmq-server is installed, as the script needs.
+    pub fn installed() -> bool {
+        std::path::Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server").exists()
+    }
+
+    pub fn run(&self, action: &str) {
+        let output = Command::new("bash")
+            .arg(OwnBroker::script())
+            .args([action, &self.name, &self.port, &self.dist_port])
+            .output()
+            .expect("run scripts/rabbitmq");
+        assert!(
+            output.status.success(),
+            "scripts/rabbitmq {action} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Starts a node named after `purpose` and this process.
+    pub fn start(purpose: &str) -> OwnBroker {
+        let broker = OwnBroker {
+            name: format!("zmqchat-{purpose}-{}", std::process::id()),
+            port: free_ports(1).to_string(),
+            dist_port: free_ports(1).to_string(),
+        };
+        watch_node(&broker.name, &broker.port, &broker.dist_port);
+        broker.run("start");
+        broker
+    }
+
+    /// Leaves the node to its watcher (see [`watch_node`]): a node shared
+    /// by all the tests of this binary has no test to stop it.
+    pub fn stop_when_this_process_ends(self) {
+        std::mem::forget(self);
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+}
+
+/// Hands a node to `scripts/rabbitmq watch`, which stops it (and removes
+/// its data) once this test process has ended, however it ends: a test
+/// killed or aborted runs no `Drop`, and must leave no broker behind.
+pub fn watch_node(name: &str, port: &str, dist_port: &str) {
+    let pid = std::process::id().to_string();
+    // In a session of its own (setsid --fork returns at once), so that it
+    // outlives this process and is nobody's child to wait for.
+    let status = Command::new("setsid")
+        .args(["--fork", "bash"])
+        .arg(OwnBroker::script())
+        .args(["watch", &pid, name, port, dist_port])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run setsid bash scripts/rabbitmq watch");
+    assert!(status.success(), "scripts/rabbitmq watch did not start");
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(OwnBroker::script())
+            .args(["stop", &self.name, &self.port, &self.dist_port])
+            .output();
+        let data = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/rabbitmq")
+            .join(&self.name);
+        let _ = std::fs::remove_dir_all(data);
+    }
+}
+
+/// `count` consecutive TCP ports on 127.0.0.1 that were free a moment ago,
+/// for RabbitMQ, which must be told its ports before it starts and cannot
+/// report ones the system picked. They are taken below the system's
+/// ephemeral range (where no connection's own port is ever put, as one
+/// could be between this check and the broker's start) and apart for each
+/// call of this process, so that brokers started at once do not collide.
+pub fn free_ports(count: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000;
+    let span = ephemeral_start.saturating_sub(low + 1000).max(1000);
+    let seed = (std::process::id() % u32::from(span)) as u16;
+    for _ in 0..200 {
+        let offset = NEXT.fetch_add(count.max(8), Ordering::Relaxed);
+        let base = low + (seed.wrapping_add(offset)) % span;
+        let all_free =
+            (0..count).all(|step| std::net::TcpListener::bind(("127.0.0.1", base + step)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports on 127.0.0.1");
+}
+
+/// A port nothing listens on (a broker that is not there).
+pub fn free_port() -> u16 {
+    free_ports(1)
+}

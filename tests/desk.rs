@@ -1,0 +1,234 @@
+//! The help desk (`--desk`) through a real RabbitMQ broker: the chat's own
+//! two programs as operators and clients, and pika RPC programs in both
+//! roles. Each test uses a desk of its own, so tests never see each other's
+//! questions. The broker is the AMQP tests' (see `common::broker`); without
+//! RabbitMQ, the tests say why they skipped.
+
+mod common;
+
+use std::process::Command;
+
+use common::broker::{Broker, shared_broker, unique};
+use common::{CLIENT, Proc, SERVER, run_to_end};
+
+/// The shared broker's URL, or `None` (and why) when the tests cannot run.
+fn broker() -> Option<&'static str> {
+    match shared_broker() {
+        Broker::Ready(url) => Some(url),
+        Broker::Missing(why) => {
+            common::skip(why);
+            None
+        }
+    }
+}
+
+/// Whether pika is there for the Python programs, saying why not.
+fn pika() -> bool {
+    let probe = Command::new("python3").args(["-c", "import pika"]).output();
+    let found = probe.is_ok_and(|output| output.status.success());
+    if !found {
+        common::skip("python3 with pika is not installed (pip install pika)");
+    }
+    found
+}
+
+/// An operator of `desk` answering with `args` (`--echo`, say), ready.
+fn operator(url: &str, desk: &str, args: &[&str]) -> Proc {
+    let mut all = vec!["--desk", desk, "--broker", url];
+    all.extend(args);
+    let mut operator = Proc::spawn(SERVER, &all);
+    operator.stderr_line_containing("an operator of the desk");
+    operator
+}
+
+/// A client of `desk` asking the lines of `input`, as a script.
+fn client(url: &str, desk: &str, input: &str) -> Proc {
+    let mut client = Proc::spawn(CLIENT, &["--desk", desk, "--broker", url]);
+    for line in input.lines() {
+        client.send_line(line);
+    }
+    client.close_stdin();
+    client
+}
+
+/// A question goes to the operator, who sees it, and the answer comes back
+/// to the client that asked, which ends as a script does when all its
+/// questions are answered.
+#[test]
+fn a_question_is_answered_by_the_operator_through_the_broker() {
+    let Some(url) = broker() else {
+        return;
+    };
+    let desk = unique("desk-one");
+    let mut operator = operator(url, &desk, &[]);
+    let mut asking = client(url, &desk, "is anyone there?\n");
+    assert_eq!(operator.stdout_line(), "is anyone there?");
+    operator.send_line("yes, the help desk");
+    assert_eq!(asking.stdout_line(), "yes, the help desk");
+    assert!(asking.wait().success());
+}
+
+/// Two operators and twenty clients: every question is answered exactly
+/// once, to the client that asked, and both operators take a share.
+#[test]
+fn two_operators_answer_twenty_clients_each_question_once() {
+    let Some(url) = broker() else {
+        return;
+    };
+    let desk = unique("desk-shared");
+    let mut operators = [
+        operator(url, &desk, &["--echo"]),
+        operator(url, &desk, &["--echo"]),
+    ];
+    let mut clients: Vec<Proc> = (0..20)
+        .map(|n| client(url, &desk, &format!("question {n}\n")))
+        .collect();
+    for (n, client) in clients.iter_mut().enumerate() {
+        assert_eq!(client.stdout_line(), format!("question {n}"));
+        assert!(client.wait().success(), "client {n}");
+    }
+    let mut seen = Vec::new();
+    let mut shares = Vec::new();
+    for operator in &mut operators {
+        operator.signal("INT");
+        operator.wait();
+        let lines = operator.remaining_stdout();
+        shares.push(lines.len());
+        seen.extend(lines);
+    }
+    seen.sort();
+    let mut asked: Vec<String> = (0..20).map(|n| format!("question {n}")).collect();
+    asked.sort();
+    assert_eq!(seen, asked, "each question shown to one operator, once");
+    assert!(
+        shares.iter().all(|&share| share > 0),
+        "the load is shared: {shares:?}"
+    );
+}
+
+/// A question asked while no operator is online waits in the broker and
+/// is answered by one who starts later.
+#[test]
+fn a_question_waits_for_an_operator_who_starts_later() {
+    let Some(url) = broker() else {
+        return;
+    };
+    let desk = unique("desk-later");
+    let mut asking = client(url, &desk, "anyone later?\n");
+    asking.stderr_line_containing(
+        "no operator is online at the desk; your question waits, 0 ahead of it",
+    );
+    let _operator = operator(url, &desk, &["--echo"]);
+    assert_eq!(asking.stdout_line(), "anyone later?");
+    assert!(asking.wait().success());
+}
+
+/// RabbitMQ's RPC tutorial's client, in pika, asks the desk, and the chat's
+/// operator answers it; `chat-client --desk` asks a pika RPC server
+/// consuming the desk's queue. Neither side needs more than the desk's name.
+#[test]
+fn pika_rpc_programs_ask_and_answer_the_desk() {
+    let Some(url) = broker() else {
+        return;
+    };
+    if !pika() {
+        return;
+    }
+    let desk = unique("desk-pika");
+    let _operator = operator(url, &desk, &["--echo"]);
+    let rpc_client = format!(
+        r#"
+import uuid, pika
+connection = pika.BlockingConnection(pika.URLParameters("{url}"))
+channel = connection.channel()
+answers = channel.queue_declare(queue="", exclusive=True).method.queue
+correlation = str(uuid.uuid4())
+got = []
+def on_answer(channel, method, properties, body):
+    if properties.correlation_id == correlation:
+        got.append(body.decode())
+channel.basic_consume(queue=answers, on_message_callback=on_answer, auto_ack=True)
+channel.basic_publish(exchange="", routing_key="{desk}", body="from pika",
+    properties=pika.BasicProperties(reply_to=answers, correlation_id=correlation))
+while not got:
+    connection.process_data_events(time_limit=10)
+print(got[0])
+connection.close()
+"#
+    );
+    let (status, stdout, stderr) = run_to_end("python3", &["-c", &rpc_client], "");
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "from pika");
+
+    let other = unique("desk-pika-server");
+    let rpc_server = format!(
+        r#"
+import pika
+connection = pika.BlockingConnection(pika.URLParameters("{url}"))
+channel = connection.channel()
+channel.queue_declare(queue="{other}", durable=True, arguments={{"x-queue-type": "quorum"}})
+def on_request(channel, method, properties, body):
+    channel.basic_publish(exchange="", routing_key=properties.reply_to,
+        properties=pika.BasicProperties(correlation_id=properties.correlation_id),
+        body="pika says: " + body.decode())
+    channel.basic_ack(delivery_tag=method.delivery_tag)
+    channel.stop_consuming()
+channel.basic_qos(prefetch_count=1)
+channel.basic_consume(queue="{other}", on_message_callback=on_request)
+print("ready", flush=True)
+channel.start_consuming()
+connection.close()
+"#
+    );
+    let mut server = Proc::spawn("python3", &["-c", &rpc_server]);
+    assert_eq!(server.stdout_line(), "ready");
+    let mut asking = client(url, &other, "hello pika\n");
+    assert_eq!(asking.stdout_line(), "pika says: hello pika");
+    assert!(asking.wait().success());
+    assert!(server.wait().success());
+}
+
+/// An operator killed (SIGKILL) with a question: the broker gives it to
+/// another operator, who is told it may have been answered already, and
+/// the client shows one answer.
+#[test]
+fn a_question_whose_operator_dies_goes_to_another() {
+    let Some(url) = broker() else {
+        return;
+    };
+    let desk = unique("desk-killed");
+    let mut first = operator(url, &desk, &[]);
+    let mut asking = client(url, &desk, "will you answer?\n");
+    assert_eq!(first.stdout_line(), "will you answer?");
+    first.signal("KILL");
+    first.wait();
+    let mut second = operator(url, &desk, &[]);
+    second.stderr_line_containing("may have been answered already");
+    assert_eq!(second.stdout_line(), "will you answer?");
+    second.send_line("the second operator answers");
+    assert_eq!(asking.stdout_line(), "the second operator answers");
+    assert!(asking.wait().success());
+    assert_eq!(
+        asking.remaining_stdout(),
+        Vec::<String>::new(),
+        "one answer"
+    );
+}
+
+/// An operator who quits (end of input) with a question leaves it to the
+/// next operator; the client is not told the chat ended.
+#[test]
+fn a_question_whose_operator_quits_goes_to_another() {
+    let Some(url) = broker() else {
+        return;
+    };
+    let desk = unique("desk-quit");
+    let mut first = operator(url, &desk, &[]);
+    let mut asking = client(url, &desk, "still there?\n");
+    assert_eq!(first.stdout_line(), "still there?");
+    first.close_stdin();
+    assert!(first.wait().success());
+    let _second = operator(url, &desk, &["--echo"]);
+    assert_eq!(asking.stdout_line(), "still there?");
+    assert!(asking.wait().success());
+}
