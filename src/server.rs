@@ -268,6 +268,9 @@ impl ChatServer {
             // is buffered and who came and went.
             Event::Tick => {
                 screen.flush()?;
+                while let Some(news) = self.clients.news() {
+                    screen.notice(&news);
+                }
                 self.follow_connections(screen, now);
                 if let Phase::Answering(_) = self.phase {
                     self.read_ahead(screen, now);

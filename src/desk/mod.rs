@@ -24,6 +24,7 @@
 //! the transport seam ([`crate::transport`]) over the broker.
 
 pub mod client;
+mod record;
 pub mod server;
 
 use std::future::Future;
@@ -81,13 +82,20 @@ pub fn redacted(url: &str) -> String {
 /// heartbeats are answered while the loop waits on the keyboard.
 struct Broker {
     runtime: tokio::runtime::Runtime,
+    url: String,
+    /// Who connects (shown in the broker's list of connections).
+    who: &'static str,
     connection: Connection,
     channel: Channel,
 }
 
+/// After losing the broker, how long to try to connect again before
+/// giving up (a broker restarted by hand is back within seconds).
+const RECONNECT_WAIT: Duration = Duration::from_secs(30);
+
 impl Broker {
-    /// Connects to `url` as `who` (shown in the broker's connection list).
-    fn connect(url: &str, who: &str) -> Result<Broker, TransportError> {
+    /// Connects to `url` as `who`.
+    fn connect(url: &str, who: &'static str) -> Result<Broker, TransportError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("desk")
@@ -97,37 +105,11 @@ impl Broker {
                 doing: "cannot start the desk's I/O thread".into(),
                 cause: Box::new(cause),
             })?;
-        let shown = redacted(url);
-        let mut uri = url
-            .parse::<lapin::uri::AMQPUri>()
-            .map_err(|_| TransportError::BrokerUrl { url: shown.clone() })?;
-        uri.query.heartbeat.get_or_insert(HEARTBEAT_SECONDS);
-        let properties = ConnectionProperties::default().with_connection_name(who.into());
-        let opened = runtime.block_on(async {
-            let connection =
-                tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties))
-                    .await
-                    .map_err(|_| TransportError::BrokerSilent {
-                        broker: shown.clone(),
-                        seconds: CONNECT_TIMEOUT.as_secs(),
-                    })?
-                    .map_err(|cause| TransportError::Broker {
-                        doing: format!("cannot connect to the broker at {shown}"),
-                        cause: Box::new(cause),
-                    })?;
-            let channel = connection
-                .create_channel()
-                .await
-                .map_err(broker_failed("cannot open a channel"))?;
-            channel
-                .confirm_select(Default::default())
-                .await
-                .map_err(broker_failed("cannot turn on publisher confirms"))?;
-            Ok::<_, TransportError>((connection, channel))
-        })?;
-        let (connection, channel) = opened;
+        let (connection, channel) = runtime.block_on(open(url, who))?;
         Ok(Broker {
             runtime,
+            url: url.to_string(),
+            who,
             connection,
             channel,
         })
@@ -136,6 +118,36 @@ impl Broker {
     /// Runs `work` on the broker's runtime, from the loop's thread.
     fn block_on<F: Future>(&self, work: F) -> F::Output {
         self.runtime.block_on(work)
+    }
+
+    /// After the connection or the channel was lost (or closed by the
+    /// broker): a new connection, tried again and again for up to
+    /// [`RECONNECT_WAIT`].
+    fn reconnect(&mut self) -> Result<(), TransportError> {
+        let closing = self.connection.close(200, "reconnecting".into());
+        let _ =
+            self.block_on(async { tokio::time::timeout(Duration::from_secs(1), closing).await });
+        let deadline = std::time::Instant::now() + RECONNECT_WAIT;
+        loop {
+            match self.block_on(open(&self.url, self.who)) {
+                Ok((connection, channel)) => {
+                    self.connection = connection;
+                    self.channel = channel;
+                    return Ok(());
+                }
+                Err(error) if std::time::Instant::now() >= deadline => {
+                    return Err(TransportError::Broker {
+                        doing: format!(
+                            "lost the broker at {}, and it did not come back within {} s",
+                            redacted(&self.url),
+                            RECONNECT_WAIT.as_secs()
+                        ),
+                        cause: Box::new(error),
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
     }
 
     /// Declares the desk's queue `name`: durable, a quorum queue. One that
@@ -172,6 +184,37 @@ impl Broker {
         self.channel = channel;
         Ok(())
     }
+}
+
+/// Connects to `url` as `who` and opens the one channel, with publisher
+/// confirms.
+async fn open(url: &str, who: &str) -> Result<(Connection, Channel), TransportError> {
+    let shown = redacted(url);
+    let mut uri = url
+        .parse::<lapin::uri::AMQPUri>()
+        .map_err(|_| TransportError::BrokerUrl { url: shown.clone() })?;
+    uri.query.heartbeat.get_or_insert(HEARTBEAT_SECONDS);
+    let properties = ConnectionProperties::default().with_connection_name(who.into());
+    let connection =
+        tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties))
+            .await
+            .map_err(|_| TransportError::BrokerSilent {
+                broker: shown.clone(),
+                seconds: CONNECT_TIMEOUT.as_secs(),
+            })?
+            .map_err(|cause| TransportError::Broker {
+                doing: format!("cannot connect to the broker at {shown}"),
+                cause: Box::new(cause),
+            })?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(broker_failed("cannot open a channel"))?;
+    channel
+        .confirm_select(Default::default())
+        .await
+        .map_err(broker_failed("cannot turn on publisher confirms"))?;
+    Ok((connection, channel))
 }
 
 impl Drop for Broker {

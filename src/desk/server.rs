@@ -29,6 +29,8 @@ const PERSISTENT: u8 = 2;
 /// broker's until answered.
 pub struct DeskOperator {
     broker: Broker,
+    /// The desk's queue.
+    queue: String,
     consumer: Consumer,
     shown: String,
     /// The questions taken and not answered yet, by the routing id given
@@ -46,6 +48,9 @@ struct Taken {
     reply_to: Option<ShortString>,
     correlation_id: Option<ShortString>,
     acker: Acker,
+    /// Taken on a connection lost since: the broker gave it back to the
+    /// queue, and it can no longer be acknowledged.
+    given_back: bool,
 }
 
 impl DeskOperator {
@@ -56,26 +61,37 @@ impl DeskOperator {
     /// When the broker cannot be reached or refuses.
     pub fn open(desk: &Desk) -> Result<DeskOperator, TransportError> {
         let mut broker = Broker::connect(&desk.broker, "chat-server")?;
-        broker.declare_desk_queue(&desk.name)?;
-        broker
-            .block_on(broker.channel.basic_qos(1, BasicQosOptions::default()))
-            .map_err(broker_failed("cannot set the prefetch"))?;
-        let consumer = broker
-            .block_on(broker.channel.basic_consume(
-                desk.name.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ))
-            .map_err(broker_failed("cannot take the desk's questions"))?;
+        let consumer = subscribe(&mut broker, &desk.name)?;
         Ok(DeskOperator {
             broker,
+            queue: desk.name.clone(),
             consumer,
             shown: desk.shown(),
             taken: HashMap::new(),
             next: 0,
             news: None,
         })
+    }
+
+    /// After the broker was lost, or closed the channel (a question held
+    /// past its `consumer_timeout`): connected and subscribed again. The
+    /// questions taken went back to the queue; their answers still go out.
+    /// `answering`: the operator's answer to a question taken before is
+    /// on its way.
+    fn recover(&mut self, what: &str, answering: bool) -> Result<(), TransportError> {
+        self.broker.reconnect()?;
+        self.consumer = subscribe(&mut self.broker, &self.queue)?;
+        for taken in self.taken.values_mut() {
+            taken.given_back = true;
+        }
+        self.news = Some(if answering || !self.taken.is_empty() {
+            format!(
+                "{what}; connected to the broker again. The question you are answering went back to the queue: your answer still reaches its client, and another operator may answer it too"
+            )
+        } else {
+            format!("{what}; connected to the broker again")
+        });
+        Ok(())
     }
 
     /// A question as the server loop reads a request: a routing id of its
@@ -115,6 +131,7 @@ impl DeskOperator {
                 reply_to: properties.reply_to().clone(),
                 correlation_id,
                 acker: delivery.acker,
+                given_back: false,
             },
         );
         if bytes > WIRE_LIMIT_BYTES {
@@ -133,7 +150,8 @@ impl DeskOperator {
     ) -> Result<Confirmation, lapin::Error> {
         let mut properties = BasicProperties::default()
             .with_content_type("text/plain".into())
-            .with_delivery_mode(PERSISTENT);
+            .with_delivery_mode(PERSISTENT)
+            .with_timestamp(super::record::now());
         if let Some(id) = correlation_id {
             properties = properties.with_correlation_id(id);
         }
@@ -150,9 +168,28 @@ impl DeskOperator {
         })
     }
 
+    /// Done with a question: acknowledged, or given back. A channel the
+    /// broker closed meanwhile (a question held past the broker's
+    /// `consumer_timeout`) is opened again; the question had gone back to
+    /// the queue by then.
+    fn done_with(&mut self, taken: &mut Taken, answered: bool) -> Result<(), Undelivered> {
+        if let Err(error) = self.let_go(taken, answered) {
+            taken.given_back = true;
+            self.recover(
+                &format!("the broker took the question back ({error})"),
+                answered,
+            )
+            .map_err(|error| Undelivered::NotTaken(error.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Done with a question: acknowledged (answered, or unanswerable), or
     /// given back to the queue for another operator.
     fn let_go(&self, taken: &Taken, answered: bool) -> Result<(), lapin::Error> {
+        if taken.given_back {
+            return Ok(());
+        }
         if answered {
             self.broker
                 .block_on(taken.acker.ack(BasicAckOptions::default()))
@@ -165,6 +202,23 @@ impl DeskOperator {
             self.broker.block_on(taken.acker.nack(requeue)).map(|_| ())
         }
     }
+}
+
+/// Declares the desk's queue `name` (if no one did yet) and takes its
+/// questions one at a time.
+fn subscribe(broker: &mut Broker, name: &str) -> Result<Consumer, TransportError> {
+    broker.declare_desk_queue(name)?;
+    broker
+        .block_on(broker.channel.basic_qos(1, BasicQosOptions::default()))
+        .map_err(broker_failed("cannot set the prefetch"))?;
+    broker
+        .block_on(broker.channel.basic_consume(
+            name.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ))
+        .map_err(broker_failed("cannot take the desk's questions"))
 }
 
 impl ToClients for DeskOperator {
@@ -187,12 +241,14 @@ impl ToClients for DeskOperator {
             .block_on(async { tokio::time::timeout(wait, consumer.next()).await });
         match delivery {
             Err(_) => Ok(None),
-            Ok(None) => Err(TransportError::Refused {
-                what: "the broker cancelled the desk's queue".into(),
-            }),
-            Ok(Some(delivery)) => {
-                let delivery = delivery.map_err(broker_failed("lost the broker"))?;
-                Ok(Some((self.request(delivery), None)))
+            Ok(Some(Ok(delivery))) => Ok(Some((self.request(delivery), None))),
+            Ok(Some(Err(error))) => {
+                self.recover(&format!("lost the broker ({error})"), false)?;
+                Ok(None)
+            }
+            Ok(None) => {
+                self.recover("the broker closed the channel", false)?;
+                Ok(None)
             }
         }
     }
@@ -202,21 +258,20 @@ impl ToClients for DeskOperator {
     /// end) is not sent: the question goes back to the queue, for another
     /// operator.
     fn send(&mut self, frames: &[Vec<u8>]) -> Result<(), Undelivered> {
-        let Some(taken) = frames.first().and_then(|id| self.taken.remove(id)) else {
+        let Some(mut taken) = frames.first().and_then(|id| self.taken.remove(id)) else {
             return Err(Undelivered::Gone);
         };
-        let not_taken = |error: lapin::Error| Undelivered::NotTaken(error.to_string());
         let Ok(answer) = Enveloped::split(frames.to_vec(), 1) else {
             return Err(Undelivered::NotTaken(
                 "an answer without an envelope".into(),
             ));
         };
         if answer.mark == Mark::Ended {
-            return self.let_go(&taken, false).map_err(not_taken);
+            return self.done_with(&mut taken, false);
         }
-        let Some(reply_to) = &taken.reply_to else {
+        let Some(reply_to) = taken.reply_to.clone() else {
             // Nowhere to answer: a message, not a question.
-            self.let_go(&taken, true).map_err(not_taken)?;
+            self.done_with(&mut taken, true)?;
             return Err(Undelivered::Gone);
         };
         // A chat-client's id goes back as it came, with the answer's mark;
@@ -230,23 +285,29 @@ impl ToClients for DeskOperator {
             None => taken.correlation_id.clone(),
         };
         let text = answer.body.concat();
-        match self.publish(reply_to, correlation_id, &text) {
-            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
-                self.let_go(&taken, true).map_err(not_taken)
+        let published = match self.publish(&reply_to, correlation_id.clone(), &text) {
+            Err(error) => {
+                taken.given_back = true;
+                self.recover(&format!("lost the broker ({error})"), true)
+                    .map_err(|error| Undelivered::NotTaken(error.to_string()))?;
+                self.publish(&reply_to, correlation_id, &text)
             }
+            published => published,
+        };
+        let delivered = match published {
+            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Ok(()),
             // No such queue: the client is gone (for good: its queue with it).
-            Ok(Confirmation::Ack(Some(_))) => {
-                self.let_go(&taken, true).map_err(not_taken)?;
-                Err(Undelivered::Gone)
-            }
+            Ok(Confirmation::Ack(Some(_))) => Err(Undelivered::Gone),
             Ok(Confirmation::Nack(_)) => {
-                let _ = self.let_go(&taken, false);
-                Err(Undelivered::NotTaken(
+                self.done_with(&mut taken, false)?;
+                return Err(Undelivered::NotTaken(
                     "the broker refused the answer; the question went back to the queue".into(),
-                ))
+                ));
             }
-            Err(error) => Err(not_taken(error)),
-        }
+            Err(error) => return Err(Undelivered::NotTaken(error.to_string())),
+        };
+        self.done_with(&mut taken, true)?;
+        delivered
     }
 
     fn news(&mut self) -> Option<String> {
