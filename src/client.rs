@@ -376,6 +376,11 @@ impl ChatClient {
         shutdown: &Shutdown,
         clock: &dyn Clock,
     ) -> Result<ClientEnd, ChatError> {
+        // What the transport has to say before anything is typed (the help
+        // desk: answers that waited for the client), even if nothing is.
+        while let Some(news) = self.server.news() {
+            screen.notice(&news);
+        }
         let mut phase = Phase::Typing;
         loop {
             let event = self.wait(&mut phase, lines, screen, shutdown)?;

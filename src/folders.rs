@@ -1,6 +1,6 @@
 //! Where the programs keep the user's files, as the XDG base directory
-//! specification says: configuration (keys, known servers) and data
-//! (prompt history).
+//! specification says: configuration (keys, known servers), data (prompt
+//! history) and state (a help desk client's identity and questions).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,14 @@ pub fn config() -> Option<PathBuf> {
 /// without a home folder.
 pub fn data() -> Option<PathBuf> {
     base("XDG_DATA_HOME", ".local/share")
+}
+
+/// `$XDG_STATE_HOME/zmq-chat`, else `~/.local/state/zmq-chat`: what the
+/// programs keep between runs that is neither configuration nor data (a
+/// help desk client's identity and unanswered questions); `None` without a
+/// home folder.
+pub fn state() -> Option<PathBuf> {
+    base("XDG_STATE_HOME", ".local/state")
 }
 
 /// The zmq-chat folder under `$variable`, else under `~/fallback`.

@@ -6,10 +6,11 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
-use common::broker::{Broker, shared_broker, unique};
-use common::{CLIENT, Proc, SERVER, run_to_end};
+use common::broker::{Broker, OwnBroker, shared_broker, unique};
+use common::{CLIENT, Proc, SERVER, Scratch, run_to_end};
 
 /// The shared broker's URL, or `None` (and why) when the tests cannot run.
 fn broker() -> Option<&'static str> {
@@ -41,9 +42,21 @@ fn operator(url: &str, desk: &str, args: &[&str]) -> Proc {
     operator
 }
 
-/// A client of `desk` asking the lines of `input`, as a script.
-fn client(url: &str, desk: &str, input: &str) -> Proc {
-    let mut client = Proc::spawn(CLIENT, &["--desk", desk, "--broker", url]);
+/// A client of `desk` asking the lines of `input`, as a script, with a
+/// state folder of its own (kept as long as the second value is).
+fn client(url: &str, desk: &str, input: &str) -> (Proc, Scratch) {
+    let state = Scratch::new("desk-state");
+    let client = client_in(&state, url, desk, &[], input);
+    (client, state)
+}
+
+/// A client of `desk` with `args`, its state in `state`, asking the lines
+/// of `input` (then its stdin is closed, as a script's).
+fn client_in(state: &Path, url: &str, desk: &str, args: &[&str], input: &str) -> Proc {
+    let mut all = vec!["--desk", desk, "--broker", url];
+    all.extend(args);
+    let state = state.to_string_lossy();
+    let mut client = Proc::spawn_with_env(CLIENT, &all, &[("XDG_STATE_HOME", &state)]);
     for line in input.lines() {
         client.send_line(line);
     }
@@ -61,7 +74,7 @@ fn a_question_is_answered_by_the_operator_through_the_broker() {
     };
     let desk = unique("desk-one");
     let mut operator = operator(url, &desk, &[]);
-    let mut asking = client(url, &desk, "is anyone there?\n");
+    let (mut asking, _state) = client(url, &desk, "is anyone there?\n");
     assert_eq!(operator.stdout_line(), "is anyone there?");
     operator.send_line("yes, the help desk");
     assert_eq!(asking.stdout_line(), "yes, the help desk");
@@ -80,10 +93,10 @@ fn two_operators_answer_twenty_clients_each_question_once() {
         operator(url, &desk, &["--echo"]),
         operator(url, &desk, &["--echo"]),
     ];
-    let mut clients: Vec<Proc> = (0..20)
+    let mut clients: Vec<(Proc, Scratch)> = (0..20)
         .map(|n| client(url, &desk, &format!("question {n}\n")))
         .collect();
-    for (n, client) in clients.iter_mut().enumerate() {
+    for (n, (client, _)) in clients.iter_mut().enumerate() {
         assert_eq!(client.stdout_line(), format!("question {n}"));
         assert!(client.wait().success(), "client {n}");
     }
@@ -114,7 +127,7 @@ fn a_question_waits_for_an_operator_who_starts_later() {
         return;
     };
     let desk = unique("desk-later");
-    let mut asking = client(url, &desk, "anyone later?\n");
+    let (mut asking, _state) = client(url, &desk, "anyone later?\n");
     asking.stderr_line_containing(
         "no operator is online at the desk; your question waits, 0 ahead of it",
     );
@@ -182,7 +195,7 @@ connection.close()
     );
     let mut server = Proc::spawn("python3", &["-c", &rpc_server]);
     assert_eq!(server.stdout_line(), "ready");
-    let mut asking = client(url, &other, "hello pika\n");
+    let (mut asking, _state) = client(url, &other, "hello pika\n");
     assert_eq!(asking.stdout_line(), "pika says: hello pika");
     assert!(asking.wait().success());
     assert!(server.wait().success());
@@ -198,7 +211,7 @@ fn a_question_whose_operator_dies_goes_to_another() {
     };
     let desk = unique("desk-killed");
     let mut first = operator(url, &desk, &[]);
-    let mut asking = client(url, &desk, "will you answer?\n");
+    let (mut asking, _state) = client(url, &desk, "will you answer?\n");
     assert_eq!(first.stdout_line(), "will you answer?");
     first.signal("KILL");
     first.wait();
@@ -224,11 +237,92 @@ fn a_question_whose_operator_quits_goes_to_another() {
     };
     let desk = unique("desk-quit");
     let mut first = operator(url, &desk, &[]);
-    let mut asking = client(url, &desk, "still there?\n");
+    let (mut asking, _state) = client(url, &desk, "still there?\n");
     assert_eq!(first.stdout_line(), "still there?");
     first.close_stdin();
     assert!(first.wait().success());
     let _second = operator(url, &desk, &["--echo"]);
     assert_eq!(asking.stdout_line(), "still there?");
+    assert!(asking.wait().success());
+}
+
+/// A client that asks and quits before an operator answers finds the
+/// answer when it comes back (same user, same machine), with when it was
+/// written; the question is not asked again.
+#[test]
+fn an_answer_waits_for_a_client_that_went_away() {
+    let Some(url) = broker() else {
+        return;
+    };
+    let desk = unique("desk-away");
+    let state = Scratch::new("desk-away");
+    let mut away = client_in(&state, url, &desk, &[], "are you there later?\n");
+    away.stderr_line_containing("no operator is online at the desk");
+    away.signal("INT");
+    away.wait();
+    let mut operator = operator(url, &desk, &[]);
+    assert_eq!(operator.stdout_line(), "are you there later?");
+    operator.send_line("yes, later");
+    operator.close_stdin();
+    assert!(operator.wait().success());
+    let mut back = client_in(&state, url, &desk, &[], "");
+    let told = back.stderr_line_containing("an answer came while you were away");
+    assert!(
+        told.contains("to your question \u{201c}are you there later?\u{201d}")
+            && told.ends_with(": yes, later")
+            && told.contains(", written "),
+        "{told}"
+    );
+    assert!(back.wait().success());
+}
+
+/// A question no operator takes within `--expire` is reported as expired
+/// (exit code 1, the question printed) and is gone from the broker: an
+/// operator who starts later never sees it.
+#[test]
+fn a_question_past_its_expiry_is_reported_and_gone() {
+    let Some(url) = broker() else {
+        return;
+    };
+    let desk = unique("desk-expiry");
+    let state = Scratch::new("desk-expiry");
+    let mut late = client_in(&state, url, &desk, &["--expire", "1"], "too late?\n");
+    late.stderr_line_containing("expired unanswered");
+    assert_eq!(late.wait().code(), Some(1));
+    let mut operator = operator(url, &desk, &["--echo"]);
+    let (mut fresh, _state) = client(url, &desk, "fresh\n");
+    assert_eq!(fresh.stdout_line(), "fresh");
+    assert!(fresh.wait().success());
+    assert_eq!(
+        operator.stdout_line(),
+        "fresh",
+        "the expired question is gone"
+    );
+}
+
+/// The broker restarted while a question waits in it: nothing is lost.
+/// The client, waiting, and the operator who starts after connect to the
+/// broker again by themselves, the client saying so once.
+#[test]
+fn a_broker_restart_loses_no_question_and_no_answer() {
+    if broker().is_none() {
+        return;
+    }
+    if !OwnBroker::installed() {
+        common::skip("RabbitMQ is not installed to start a node of this test's own");
+        return;
+    }
+    let node = OwnBroker::start("desk-restart");
+    let url = node.url();
+    let desk = unique("desk-restart");
+    let (mut asking, _state) = client(&url, &desk, "still there after a restart?\n");
+    asking.stderr_line_containing("no operator is online at the desk");
+    node.run("restart");
+    let told = asking.stderr_line_containing("connected to the broker again");
+    assert!(told.contains("lost the broker"), "{told}");
+    let mut operator = operator(&url, &desk, &[]);
+    assert_eq!(operator.stdout_line(), "still there after a restart?");
+    operator.send_line("yes, it survived");
+    assert_eq!(asking.stdout_line(), "yes, it survived");
     assert!(asking.wait().success());
 }

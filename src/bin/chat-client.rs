@@ -115,6 +115,11 @@ struct Args {
     #[arg(long, value_name = "URL", default_value = DEFAULT_BROKER)]
     broker: String,
 
+    /// With --desk: seconds a question waits for an operator before it
+    /// expires unanswered (and is reported, now or when you come back)
+    #[arg(long, value_name = "SECS", default_value_t = 86_400.0, value_parser = parse_seconds)]
+    expire: f64,
+
     #[command(flatten)]
     tasks: cli::Tasks,
 }
@@ -178,7 +183,10 @@ fn ask_desk(args: &Args, name: &str) -> anyhow::Result<ChatClient> {
         broker: args.broker.clone(),
     };
     let mut client = ChatClient::new(
-        Box::new(DeskClient::open(&desk)?),
+        Box::new(DeskClient::open(
+            &desk,
+            Duration::from_secs_f64(args.expire),
+        )?),
         liveness(args),
         &SystemClock,
     );

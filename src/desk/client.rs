@@ -1,21 +1,30 @@
 //! The client's end of the desk: questions published to the desk's queue,
-//! answers taken from the client's own queue.
+//! answers taken from a queue of the client's own, which waits for it
+//! while it is away (see the `record` module).
 
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use futures_lite::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, Consumer};
 
+use super::record::{self, Asked, Identity, Questions};
 use super::{Broker, Desk, NAME_HEADER, broker_failed};
 use crate::clock::TICK;
-use crate::envelope::random_id;
+use crate::display::escape_for_terminal;
+use crate::envelope::Mark;
 use crate::message::WIRE_LIMIT_BYTES;
 use crate::transport::{Bounded, ConnectionEvent, Oversized, Request, ToServer, TransportError};
 
 /// AMQP's delivery mode for a message written to disk.
 const PERSISTENT: u8 = 2;
+
+/// A client's queue of answers unused this long is removed by the broker,
+/// with what waits in it.
+const ANSWERS_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A client's way to a desk: it asks through the desk's queue and reads
 /// the answers from a queue of its own.
@@ -25,73 +34,119 @@ pub struct DeskClient {
     desk: String,
     /// The client's own queue, where answers come.
     answers: String,
+    identity: Identity,
     consumer: Consumer,
     shown: String,
+    /// How long a question waits for an operator before it expires.
+    expiry: Duration,
+    /// The questions not answered yet, kept between runs.
+    questions: Questions,
+    /// The ids of the questions asked in this run.
+    asked_now: HashSet<String>,
     /// Whether the loop was told the desk is there (once, on the first look).
     told: bool,
-    /// What the user is to be told next.
-    news: Option<String>,
+    /// What the user is to be told, in order.
+    news: VecDeque<String>,
 }
 
 impl DeskClient {
     /// Connects to `desk`'s broker, declares the desk's queue (if no one
-    /// did yet) and a queue for this client's answers, and listens there.
+    /// did yet) and the client's queue for answers, and listens there. A
+    /// question expires after `expiry` without an operator. What waited
+    /// for the client, or expired, while it was away is told first.
     ///
     /// # Errors
     /// When the broker cannot be reached or refuses.
-    pub fn open(desk: &Desk) -> Result<DeskClient, TransportError> {
+    pub fn open(desk: &Desk, expiry: Duration) -> Result<DeskClient, TransportError> {
         let mut broker = Broker::connect(&desk.broker, "chat-client")?;
-        broker.declare_desk_queue(&desk.name)?;
-        let answers = format!("{}.answers.{:016x}", desk.name, random_id());
-        // Its own, and gone with the client (a later issue keeps it, so
-        // that answers can wait for a client that is away).
-        let own = QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..QueueDeclareOptions::default()
-        };
-        broker
-            .block_on(broker.channel.queue_declare(
-                answers.as_str().into(),
-                own,
-                FieldTable::default(),
-            ))
-            .map_err(broker_failed(
-                "cannot declare the client's queue for answers",
-            ))?;
-        let consumer = broker
-            .block_on(broker.channel.basic_consume(
-                answers.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ))
-            .map_err(broker_failed("cannot listen for answers"))?;
-        Ok(DeskClient {
+        let identity = record::identity(&desk.name);
+        let answers = format!("{}.answers.{}", desk.name, identity.id);
+        let (consumer, waiting) = subscribe(&mut broker, &desk.name, &answers, identity.kept)?;
+        let questions = Questions::load(&desk.name, &identity);
+        let mut client = DeskClient {
             broker,
             desk: desk.name.clone(),
             answers,
+            identity,
             consumer,
             shown: desk.shown(),
+            expiry,
+            questions,
+            asked_now: HashSet::new(),
             told: false,
-            news: None,
-        })
+            news: VecDeque::new(),
+        };
+        client.tell_expired();
+        client.take_waiting_answers(waiting)?;
+        if !client.questions.is_empty() {
+            client.news.push_back(format!(
+                "{} question(s) you asked before still wait for an operator; their answers are shown when they come",
+                client.questions.len()
+            ));
+        }
+        Ok(client)
     }
-}
 
-impl ToServer for DeskClient {
-    fn endpoint(&self) -> &str {
-        &self.shown
+    /// Takes the `waiting` answers that came to the client's queue while
+    /// it was away, to be told.
+    fn take_waiting_answers(&mut self, waiting: u32) -> Result<(), TransportError> {
+        for _ in 0..waiting {
+            // The broker sends what the queue holds at once; a second is
+            // for a loaded machine.
+            let consumer = &mut self.consumer;
+            let next = self.broker.block_on(async {
+                tokio::time::timeout(Duration::from_secs(1), consumer.next()).await
+            });
+            let Ok(Some(Ok(delivery))) = next else {
+                break;
+            };
+            self.broker
+                .block_on(delivery.ack(Default::default()))
+                .map_err(broker_failed("cannot acknowledge an answer"))?;
+            let _ = self.answer(delivery);
+        }
+        Ok(())
     }
 
-    /// Publishes the question, persistent, and waits for the broker's
-    /// confirm: a question the broker did not take is an error, not sent.
-    fn send(&mut self, request: &Request<'_>) -> Result<(), TransportError> {
+    /// Tells of the questions that expired unanswered, and forgets them.
+    fn tell_expired(&mut self) {
+        let now = record::now();
+        for asked in self.questions.take_expired(now) {
+            self.news.push_back(format!(
+                "your question {} (asked {}) expired unanswered: no operator took it",
+                quoted(&asked.text),
+                record::ago(asked.asked, now)
+            ));
+        }
+    }
+
+    /// After the broker was lost: connected and listening again; the
+    /// questions wait in the broker meanwhile, and so do the answers, in
+    /// the client's own queue.
+    fn recover(&mut self, what: String) -> Result<(), TransportError> {
+        self.broker.reconnect()?;
+        // What waits in the client's queue comes through the loop's reads.
+        (self.consumer, _) = subscribe(
+            &mut self.broker,
+            &self.desk,
+            &self.answers,
+            self.identity.kept,
+        )?;
+        self.news
+            .push_back(format!("{what}; connected to the broker again"));
+        Ok(())
+    }
+
+    /// Publishes a question, persistent, expiring after the client's
+    /// expiry, and waits for the broker's confirm.
+    fn publish(&self, request: &Request<'_>) -> Result<Confirmation, lapin::Error> {
         let mut properties = BasicProperties::default()
             .with_reply_to(self.answers.as_str().into())
             .with_correlation_id(request.id.to_string().into())
             .with_content_type("text/plain".into())
-            .with_delivery_mode(PERSISTENT);
+            .with_delivery_mode(PERSISTENT)
+            .with_timestamp(record::now())
+            .with_expiration(self.expiry.as_millis().to_string().into());
         if let Some(name) = request.name {
             let mut headers = FieldTable::default();
             headers.insert(NAME_HEADER.into(), AMQPValue::LongString(name.into()));
@@ -102,7 +157,7 @@ impl ToServer for DeskClient {
             ..BasicPublishOptions::default()
         };
         let channel = &self.broker.channel;
-        let confirmation = self.broker.block_on(async {
+        self.broker.block_on(async {
             channel
                 .basic_publish(
                     "".into(),
@@ -113,72 +168,9 @@ impl ToServer for DeskClient {
                 )
                 .await?
                 .await
-        });
-        match confirmation.map_err(broker_failed("cannot ask the desk"))? {
-            Confirmation::Ack(None) | Confirmation::NotRequested => {
-                self.news = self.nobody_online();
-                Ok(())
-            }
-            Confirmation::Ack(Some(_)) => Err(TransportError::Refused {
-                what: format!("the desk's queue {} is gone", self.desk),
-            }),
-            Confirmation::Nack(_) => Err(TransportError::Refused {
-                what: "the broker refused the question".into(),
-            }),
-        }
+        })
     }
 
-    /// The desk is there as soon as the broker is: the question waits in
-    /// its queue for an operator.
-    fn next_event(&mut self) -> Result<Option<ConnectionEvent>, TransportError> {
-        Ok((!std::mem::replace(&mut self.told, true)).then_some(ConnectionEvent::Connected))
-    }
-
-    fn receive(&mut self, wait: bool) -> Result<Option<Bounded>, TransportError> {
-        let wait = if wait { TICK } else { Duration::ZERO };
-        let consumer = &mut self.consumer;
-        let delivery = self
-            .broker
-            .block_on(async { tokio::time::timeout(wait, consumer.next()).await });
-        let delivery = match delivery {
-            Err(_) => return Ok(None),
-            Ok(None) => {
-                return Err(TransportError::Refused {
-                    what: "the broker cancelled the client's queue for answers".into(),
-                });
-            }
-            Ok(Some(delivery)) => delivery.map_err(broker_failed("lost the broker"))?,
-        };
-        self.broker
-            .block_on(delivery.ack(Default::default()))
-            .map_err(broker_failed("cannot acknowledge an answer"))?;
-        let bytes = delivery.data.len();
-        if bytes > WIRE_LIMIT_BYTES {
-            return Ok(Some(Err(Oversized { frames: 1, bytes })));
-        }
-        // The envelope a chat-server's answer has: its id (as the
-        // correlation id says it, a mark included), a delimiter, the text.
-        let id = delivery
-            .properties
-            .correlation_id()
-            .as_ref()
-            .map(|id| id.as_str().as_bytes().to_vec())
-            .unwrap_or_default();
-        Ok(Some(Ok(vec![id, Vec::new(), delivery.data])))
-    }
-
-    /// Nothing to start afresh: a question waits in the broker, not on a
-    /// connection.
-    fn renew(&mut self) -> Result<(), TransportError> {
-        Ok(())
-    }
-
-    fn news(&mut self) -> Option<String> {
-        self.news.take()
-    }
-}
-
-impl DeskClient {
     /// If no operator takes the desk's questions, what to tell the user:
     /// that the question waits, and behind how many. (A look that fails
     /// says nothing: the question is in the queue all the same.)
@@ -202,5 +194,227 @@ impl DeskClient {
         Some(format!(
             "no operator is online at the desk; your question waits, {ahead} ahead of it"
         ))
+    }
+
+    /// An answer as the client loop reads a reply: the question's id (as
+    /// the correlation id says it, a mark included), a delimiter, the text.
+    /// An answer to a question of an earlier run is told instead.
+    fn answer(&mut self, delivery: Delivery) -> Option<Bounded> {
+        let id = delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|id| id.as_str().to_string())
+            .unwrap_or_default();
+        let asked = self.questions.take(id_of(&id));
+        if !self.asked_now.contains(id_of(&id)) {
+            if let Some(asked) = asked {
+                self.tell_waited(&asked, &delivery);
+            }
+            return None;
+        }
+        let bytes = delivery.data.len();
+        if bytes > WIRE_LIMIT_BYTES {
+            return Some(Err(Oversized { frames: 1, bytes }));
+        }
+        Some(Ok(vec![id.into_bytes(), Vec::new(), delivery.data]))
+    }
+
+    /// Tells an answer that waited for the client while it was away.
+    fn tell_waited(&mut self, asked: &Asked, delivery: &Delivery) {
+        let now = record::now();
+        let written = delivery
+            .properties
+            .timestamp()
+            .map_or_else(String::new, |at| {
+                format!(", written {}", record::ago(at, now))
+            });
+        let text = String::from_utf8_lossy(&delivery.data);
+        self.news.push_back(format!(
+            "an answer came while you were away{written}, to your question {} (asked {}): {}",
+            quoted(&asked.text),
+            record::ago(asked.asked, now),
+            escape_for_terminal(&text)
+        ));
+    }
+
+    /// A question of this run that expired unanswered, as the refusal the
+    /// loop shows; and the questions of earlier runs that expired, told.
+    fn expired_now(&mut self) -> Option<Bounded> {
+        let now = record::now();
+        let mut refusal = None;
+        for asked in self.questions.take_expired(now) {
+            if self.asked_now.contains(&asked.id) && refusal.is_none() {
+                let text = format!(
+                    "no operator took the question within {} s (--expire): it expired unanswered",
+                    self.expiry.as_secs()
+                );
+                let id = crate::envelope::MessageId::parse(asked.id.as_bytes())
+                    .map(|(id, _)| id.marked_frame(Mark::Refused))?;
+                refusal = Some(Ok(vec![id, Vec::new(), text.into_bytes()]));
+            } else {
+                self.news.push_back(format!(
+                    "your question {} (asked {}) expired unanswered: no operator took it",
+                    quoted(&asked.text),
+                    record::ago(asked.asked, now)
+                ));
+            }
+        }
+        refusal
+    }
+}
+
+/// A chat-client's message id, without the mark an answer may carry.
+fn id_of(correlation_id: &str) -> &str {
+    correlation_id
+        .strip_suffix(":ended")
+        .or_else(|| correlation_id.strip_suffix(":refused"))
+        .unwrap_or(correlation_id)
+}
+
+/// A question's text in quotes, escaped, cut to a line's worth.
+fn quoted(text: &str) -> String {
+    let cut: String = text.chars().take(60).collect();
+    let more = if cut.len() < text.len() { "…" } else { "" };
+    format!("\u{201c}{}{more}\u{201d}", escape_for_terminal(&cut))
+}
+
+/// Declares the desk's queue (if no one did yet) and the client's queue
+/// for answers (kept, when the identity is, for a week unused), and
+/// listens there; with how many answers waited in it before.
+fn subscribe(
+    broker: &mut Broker,
+    desk: &str,
+    answers: &str,
+    kept: bool,
+) -> Result<(Consumer, u32), TransportError> {
+    broker.declare_desk_queue(desk)?;
+    let mut arguments = FieldTable::default();
+    let options = if kept {
+        arguments.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(ANSWERS_KEPT.as_millis() as i64),
+        );
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        }
+    } else {
+        QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        }
+    };
+    // Counted before consuming: the broker hands over what waits at once.
+    let waiting = broker
+        .block_on(
+            broker
+                .channel
+                .queue_declare(answers.into(), options, arguments),
+        )
+        .map_err(broker_failed(
+            "cannot declare the client's queue for answers",
+        ))?
+        .message_count();
+    let consumer = broker
+        .block_on(broker.channel.basic_consume(
+            answers.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ))
+        .map_err(broker_failed("cannot listen for answers"))?;
+    Ok((consumer, waiting))
+}
+
+impl ToServer for DeskClient {
+    fn endpoint(&self) -> &str {
+        &self.shown
+    }
+
+    /// Publishes the question and waits for the broker's confirm: a
+    /// question the broker did not take is an error, not sent. It is kept
+    /// in the user's state until answered or expired.
+    fn send(&mut self, request: &Request<'_>) -> Result<(), TransportError> {
+        let confirmation = match self.publish(request) {
+            Err(error) => {
+                self.recover(format!("lost the broker ({error})"))?;
+                self.publish(request)
+            }
+            confirmation => confirmation,
+        };
+        match confirmation.map_err(broker_failed("cannot ask the desk"))? {
+            Confirmation::Ack(None) | Confirmation::NotRequested => {}
+            Confirmation::Ack(Some(_)) => {
+                return Err(TransportError::Refused {
+                    what: format!("the desk's queue {} is gone", self.desk),
+                });
+            }
+            Confirmation::Nack(_) => {
+                return Err(TransportError::Refused {
+                    what: "the broker refused the question".into(),
+                });
+            }
+        }
+        let id = request.id.to_string();
+        let now = record::now();
+        self.asked_now.insert(id.clone());
+        self.questions.add(Asked {
+            id,
+            asked: now,
+            // Not before the broker drops it (whole seconds, rounded up).
+            expires: now + self.expiry.as_secs_f64().ceil() as u64 + 1,
+            text: String::from_utf8_lossy(request.body).into_owned(),
+        });
+        if let Some(news) = self.nobody_online() {
+            self.news.push_back(news);
+        }
+        Ok(())
+    }
+
+    /// The desk is there as soon as the broker is: the question waits in
+    /// its queue for an operator.
+    fn next_event(&mut self) -> Result<Option<ConnectionEvent>, TransportError> {
+        Ok((!std::mem::replace(&mut self.told, true)).then_some(ConnectionEvent::Connected))
+    }
+
+    fn receive(&mut self, wait: bool) -> Result<Option<Bounded>, TransportError> {
+        if let Some(expired) = self.expired_now() {
+            return Ok(Some(expired));
+        }
+        let wait = if wait { TICK } else { Duration::ZERO };
+        let consumer = &mut self.consumer;
+        let delivery = self
+            .broker
+            .block_on(async { tokio::time::timeout(wait, consumer.next()).await });
+        let delivery = match delivery {
+            Err(_) => return Ok(None),
+            Ok(Some(Ok(delivery))) => delivery,
+            Ok(Some(Err(error))) => {
+                self.recover(format!("lost the broker ({error})"))?;
+                return Ok(None);
+            }
+            Ok(None) => {
+                self.recover("the broker closed the channel".into())?;
+                return Ok(None);
+            }
+        };
+        if let Err(error) = self.broker.block_on(delivery.ack(Default::default())) {
+            // Not acknowledged: the broker gives it again on the new connection.
+            self.recover(format!("lost the broker ({error})"))?;
+            return Ok(None);
+        }
+        Ok(self.answer(delivery))
+    }
+
+    /// Nothing to start afresh: a question waits in the broker, not on a
+    /// connection.
+    fn renew(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    fn news(&mut self) -> Option<String> {
+        self.news.pop_front()
     }
 }
