@@ -114,7 +114,7 @@ fn converse(socket: &zmq::Socket, watch: &ConnectionWatch) -> anyhow::Result<()>
     while !shutdown.requested() {
         while !input_ended && unsent.len() < MAX_UNSENT {
             match input.next_line(Duration::ZERO)? {
-                Some(Line::Text(text)) => unsent.push_back(text),
+                Some(Line::Text(text) | Line::Urgent(text)) => unsent.push_back(text),
                 Some(Line::End(_)) => input_ended = true,
                 None => break,
             }

@@ -199,7 +199,7 @@ pub struct ChatClient {
     hello: Option<MessageId>,
     /// Lines the person typed while a reply was awaited, sent in order, one
     /// per turn, before the prompt asks for more: at most [`QUEUED_LINES`].
-    queued: VecDeque<String>,
+    queued: VecDeque<Line>,
     /// A body to send at a given time, for a message (a handshake again,
     /// to a server that was too busy for one): at most one, dropped with
     /// the connection.
@@ -219,6 +219,11 @@ pub struct ChatClient {
     throttle: Throttle,
     /// The envelope frame with the name the user gave (`--name`), if any.
     name: Option<Vec<u8>>,
+    /// Whether the message being sent (and its copies) goes in the urgent
+    /// lane: it was typed as `/urgent TEXT`, or all are (`--urgent`).
+    urgent: bool,
+    /// Whether every message goes in the urgent lane (`--urgent`).
+    all_urgent: bool,
     liveness: Liveness,
     /// Replies are shown with at most this many bytes of text.
     max_message_bytes: usize,
@@ -316,6 +321,8 @@ impl ChatClient {
             foreign: false,
             throttle: Throttle::with_burst(NOTICE_INTERVAL, NOTICE_BURST),
             name: None,
+            urgent: false,
+            all_urgent: false,
             liveness,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             lines_read: 0,
@@ -339,6 +346,12 @@ impl ChatClient {
     /// Shows at most `bytes` of each reply's text (`--max-size`).
     pub fn show_at_most(&mut self, bytes: usize) {
         self.max_message_bytes = bytes;
+    }
+
+    /// Sends every message in the urgent lane (`--urgent`; the help desk's
+    /// operators serve it first).
+    pub fn ask_urgently(&mut self) {
+        self.all_urgent = true;
     }
 
     /// The endpoint this client talks to.
@@ -439,8 +452,8 @@ impl ChatClient {
         screen: &Screen,
         shutdown: &Shutdown,
     ) -> Result<Event, ChatError> {
-        if let Some(text) = self.queued.pop_front() {
-            return Ok(Event::Line(Line::Text(text)));
+        if let Some(line) = self.queued.pop_front() {
+            return Ok(Event::Line(line));
         }
         if lines.has_ready_line()
             && let Some(line) = lines.next_line(Duration::ZERO)?
@@ -466,7 +479,8 @@ impl ChatClient {
     ) -> Result<Next, ChatError> {
         match event {
             Event::Line(Line::End(end)) => Ok(ControlFlow::Break(ClientEnd::Finished(end))),
-            Event::Line(Line::Text(text)) => self.send_line(text, lines, screen, now),
+            Event::Line(Line::Text(text)) => self.send_line(text, false, lines, screen, now),
+            Event::Line(Line::Urgent(text)) => self.send_line(text, true, lines, screen, now),
             _ => match self.keep_up(screen, now)? {
                 Some(reason) => Ok(ControlFlow::Break(ClientEnd::Failed { reason })),
                 None => Ok(ControlFlow::Continue(Phase::Typing)),
@@ -505,6 +519,7 @@ impl ChatClient {
     fn send_line(
         &mut self,
         text: String,
+        urgent: bool,
         lines: &mut dyn LineSource,
         screen: &Screen,
         now: Instant,
@@ -520,6 +535,7 @@ impl ChatClient {
             return Ok(ControlFlow::Continue(Phase::Typing));
         }
         let id = self.id_for(&text);
+        self.urgent = urgent || self.all_urgent;
         // Events from while the user was typing describe the past; only what
         // happens from now on concerns this message. (A handshake made
         // meanwhile and still unanswered is overtaken by this message's.)
@@ -584,7 +600,7 @@ impl ChatClient {
         let answered = match event {
             Event::Interrupted => Some(Waited::Interrupted),
             Event::Line(Line::End(end)) => Some(Waited::Quit(end)),
-            Event::Line(Line::Text(typed)) => {
+            Event::Line(typed @ (Line::Text(_) | Line::Urgent(_))) => {
                 self.queue(typed, screen);
                 None
             }
@@ -657,12 +673,12 @@ impl ChatClient {
             }
             Waited::Interrupted => ClientEnd::InterruptedWaiting {
                 unanswered: text,
-                unsent: std::mem::take(&mut self.queued).into(),
+                unsent: self.unsent(),
             },
             Waited::Quit(end) => ClientEnd::QuitWaiting {
                 end,
                 unanswered: text,
-                unsent: std::mem::take(&mut self.queued).into(),
+                unsent: self.unsent(),
             },
         };
         Ok(ControlFlow::Break(end))
@@ -905,8 +921,11 @@ impl ChatClient {
 
     /// Queues a line typed while a reply is awaited, and says so (the keys
     /// were taken unechoed); beyond [`QUEUED_LINES`], it is refused.
-    fn queue(&mut self, typed: String, screen: &Screen) {
-        let shown = crate::display::escape_for_terminal(&typed).into_owned();
+    fn queue(&mut self, typed: Line, screen: &Screen) {
+        let (Line::Text(text) | Line::Urgent(text)) = &typed else {
+            return;
+        };
+        let shown = crate::display::escape_for_terminal(text).into_owned();
         if self.queued.len() >= QUEUED_LINES {
             screen.notice(&format!(
                 "not queued: {QUEUED_LINES} lines already wait to be sent: {shown}"
@@ -937,7 +956,19 @@ impl ChatClient {
             name: self.name.as_deref(),
             id,
             body,
+            urgent: self.urgent,
         })
+    }
+
+    /// The lines typed while the last reply was awaited, never sent.
+    fn unsent(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.queued)
+            .into_iter()
+            .filter_map(|line| match line {
+                Line::Text(text) | Line::Urgent(text) => Some(text),
+                Line::End(_) => None,
+            })
+            .collect()
     }
 
     /// Brings the link up to date with what happened while the user typed.

@@ -5,6 +5,7 @@ pub const HELP: &str = "\
 commands:
   /help    show this list
   /quit    end the chat (Ctrl-D and Ctrl-C do too, also while waiting)
+  /urgent TEXT  ask TEXT in the help desk's urgent lane (--desk)
   //text   send a message that starts with '/'
 anything else you type is sent as one message.
 Up and Down recall earlier lines, kept between runs (--no-history: none).
@@ -16,6 +17,8 @@ line you are typing; the server's operator answers only what is shown.";
 pub enum Command {
     /// Send this text as a message.
     Send(String),
+    /// Send this text in the urgent lane (the help desk's).
+    Urgent(String),
     /// End the chat.
     Quit,
     /// Show [`HELP`].
@@ -31,6 +34,11 @@ impl Command {
     pub fn interpret(line: &str) -> Command {
         if let Some(text) = line.strip_prefix("//") {
             return Command::Send(format!("/{text}"));
+        }
+        if let Some(text) = line.strip_prefix("/urgent ")
+            && !text.trim().is_empty()
+        {
+            return Command::Urgent(text.to_string());
         }
         match line.trim() {
             "" => Command::Nothing,
@@ -58,6 +66,14 @@ mod tests {
         assert_eq!(Command::interpret("/quit"), Command::Quit);
         assert_eq!(Command::interpret(" /quit "), Command::Quit);
         assert_eq!(Command::interpret("/help"), Command::Help);
+        assert_eq!(
+            Command::interpret("/urgent the lift is stuck"),
+            Command::Urgent("the lift is stuck".into())
+        );
+        assert_eq!(
+            Command::interpret("/urgent "),
+            Command::Unknown("/urgent".into())
+        );
         assert_eq!(Command::interpret(""), Command::Nothing);
         assert_eq!(Command::interpret("   "), Command::Nothing);
         assert_eq!(

@@ -37,6 +37,9 @@ pub enum End {
 pub enum Line {
     /// A message to send, without its line ending.
     Text(String),
+    /// A message to send in the urgent lane (`/urgent TEXT`; the help
+    /// desk's operators serve it first).
+    Urgent(String),
     /// No more messages.
     End(End),
 }
@@ -274,7 +277,7 @@ mod tests {
         loop {
             match lines.next_line(TICK).expect("read") {
                 None => {}
-                Some(Line::Text(text)) => read.push(text),
+                Some(Line::Text(text) | Line::Urgent(text)) => read.push(text),
                 Some(Line::End(end)) => {
                     assert_eq!(end, End::Eof);
                     return read;
@@ -316,7 +319,7 @@ mod tests {
         loop {
             let text = match lines.next_line(TICK).unwrap() {
                 None => continue,
-                Some(Line::Text(text)) => text,
+                Some(Line::Text(text) | Line::Urgent(text)) => text,
                 Some(Line::End(_)) => break,
             };
             assert_eq!(text, format!("line {count}"));

@@ -258,6 +258,7 @@ impl LineSource for Prompt {
         };
         match Command::interpret(&line) {
             Command::Send(text) => return Ok(Some(Line::Text(text))),
+            Command::Urgent(text) => return Ok(Some(Line::Urgent(text))),
             Command::Quit => return Ok(Some(Line::End(End::Quit))),
             Command::Help => self.printer.print(HELP),
             Command::Nothing => {}
@@ -325,6 +326,7 @@ impl Person for Prompt {
                         Command::Quit => return Some(Line::End(End::Quit)),
                         Command::Help => printer.print(HELP),
                         Command::Nothing => {}
+                        Command::Urgent(text) => return Some(Line::Urgent(text)),
                         _ => return Some(Line::Text(line)),
                     }
                 }

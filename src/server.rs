@@ -287,11 +287,16 @@ impl ChatServer {
         screen: &Screen,
         now: Instant,
     ) -> Result<ControlFlow<End>, ChatError> {
+        // An operator's `/urgent TEXT` is a reply like any other.
+        let line = match line {
+            Line::Urgent(text) => Line::Text(text),
+            line => line,
+        };
         let Phase::Answering(_) = self.phase else {
             // What the operator types while no message waits answers nothing.
             return Ok(match line {
                 Line::End(end) => ControlFlow::Break(end),
-                Line::Text(_) => {
+                Line::Text(_) | Line::Urgent(_) => {
                     screen.notice(
                         "not sent: no message is waiting for an answer yet; type your reply once one is shown (/quit or Ctrl-D ends)",
                     );
@@ -330,6 +335,7 @@ impl ChatServer {
                 }
                 Ok(ControlFlow::Continue(()))
             }
+            Line::Urgent(_) => unreachable!("made a plain line above"),
             Line::End(end) => {
                 self.say_goodbye(envelope, origin, id);
                 screen.notice(

@@ -326,3 +326,27 @@ fn a_broker_restart_loses_no_question_and_no_answer() {
     assert_eq!(asking.stdout_line(), "yes, it survived");
     assert!(asking.wait().success());
 }
+
+/// The urgent lane (`--urgent`, or `/urgent TEXT` at the prompt) is served
+/// first: with a normal and an urgent question waiting, the operator who
+/// starts is shown the urgent one first, though it was asked second.
+#[test]
+fn the_urgent_lane_is_served_first() {
+    let Some(url) = broker() else {
+        return;
+    };
+    let desk = unique("desk-urgent");
+    let (mut normal, _state) = client(url, &desk, "when you have a minute\n");
+    normal.stderr_line_containing("your question waits, 0 ahead of it");
+    let state = Scratch::new("desk-urgent");
+    let mut urgent = client_in(&state, url, &desk, &["--urgent"], "the lift is stuck\n");
+    urgent.stderr_line_containing("your question waits, 0 ahead of it");
+    let mut operator = operator(url, &desk, &[]);
+    assert_eq!(operator.stdout_line(), "the lift is stuck");
+    operator.send_line("coming");
+    assert_eq!(urgent.stdout_line(), "coming");
+    assert_eq!(operator.stdout_line(), "when you have a minute");
+    operator.send_line("now then");
+    assert_eq!(normal.stdout_line(), "now then");
+    assert!(urgent.wait().success() && normal.wait().success());
+}

@@ -115,6 +115,11 @@ struct Args {
     #[arg(long, value_name = "URL", default_value = DEFAULT_BROKER)]
     broker: String,
 
+    /// With --desk: ask every question in the urgent lane, which operators
+    /// serve first (at the prompt, /urgent TEXT asks one so)
+    #[arg(long, requires = "desk")]
+    urgent: bool,
+
     /// With --desk: seconds a question waits for an operator before it
     /// expires unanswered (and is reported, now or when you come back)
     #[arg(long, value_name = "SECS", default_value_t = 86_400.0, value_parser = parse_seconds)]
@@ -193,6 +198,9 @@ fn ask_desk(args: &Args, name: &str) -> anyhow::Result<ChatClient> {
     client.show_at_most(args.max_size);
     if let Some(name) = &args.name {
         client.call_yourself(name);
+    }
+    if args.urgent {
+        client.ask_urgently();
     }
     Ok(client)
 }

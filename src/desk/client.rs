@@ -12,7 +12,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, Consumer};
 
 use super::record::{self, Asked, Identity, Questions};
-use super::{Broker, Desk, NAME_HEADER, broker_failed};
+use super::{Broker, Desk, NAME_HEADER, broker_failed, urgent_lane};
 use crate::clock::TICK;
 use crate::display::escape_for_terminal;
 use crate::envelope::Mark;
@@ -156,12 +156,16 @@ impl DeskClient {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
+        let lane = match request.urgent {
+            true => urgent_lane(&self.desk),
+            false => self.desk.clone(),
+        };
         let channel = &self.broker.channel;
         self.broker.block_on(async {
             channel
                 .basic_publish(
                     "".into(),
-                    self.desk.as_str().into(),
+                    lane.as_str().into(),
                     mandatory,
                     request.body,
                     properties,
@@ -174,23 +178,32 @@ impl DeskClient {
     /// If no operator takes the desk's questions, what to tell the user:
     /// that the question waits, and behind how many. (A look that fails
     /// says nothing: the question is in the queue all the same.)
-    fn nobody_online(&self) -> Option<String> {
+    fn nobody_online(&self, urgent: bool) -> Option<String> {
         let passive = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        let queue = self
-            .broker
-            .block_on(self.broker.channel.queue_declare(
-                self.desk.as_str().into(),
-                passive,
-                FieldTable::default(),
-            ))
-            .ok()?;
-        if queue.consumer_count() > 0 {
+        let look = |queue: String| {
+            self.broker
+                .block_on(self.broker.channel.queue_declare(
+                    queue.as_str().into(),
+                    passive,
+                    FieldTable::default(),
+                ))
+                .ok()
+        };
+        // Operators take from both lanes: the normal one says if any is there.
+        let normal = look(self.desk.clone())?;
+        if normal.consumer_count() > 0 {
             return None;
         }
-        let ahead = queue.message_count().saturating_sub(1);
+        let urgent_lane = look(urgent_lane(&self.desk))?;
+        // Ahead of an urgent question, the urgent ones; of another, all.
+        let before = match urgent {
+            true => urgent_lane.message_count(),
+            false => urgent_lane.message_count() + normal.message_count(),
+        };
+        let ahead = before.saturating_sub(1);
         Some(format!(
             "no operator is online at the desk; your question waits, {ahead} ahead of it"
         ))
@@ -289,6 +302,7 @@ fn subscribe(
     kept: bool,
 ) -> Result<(Consumer, u32), TransportError> {
     broker.declare_desk_queue(desk)?;
+    broker.declare_desk_queue(&urgent_lane(desk))?;
     let mut arguments = FieldTable::default();
     let options = if kept {
         arguments.insert(
@@ -367,7 +381,7 @@ impl ToServer for DeskClient {
             expires: now + self.expiry.as_secs_f64().ceil() as u64 + 1,
             text: String::from_utf8_lossy(request.body).into_owned(),
         });
-        if let Some(news) = self.nobody_online() {
+        if let Some(news) = self.nobody_online(request.urgent) {
             self.news.push_back(news);
         }
         Ok(())

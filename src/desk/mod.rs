@@ -235,6 +235,12 @@ fn broker_failed(doing: &str) -> impl Fn(lapin::Error) -> TransportError + '_ {
     }
 }
 
+/// The queue of the desk `name`'s urgent lane, which operators serve first
+/// (a second queue: quorum queues have no priorities).
+pub fn urgent_lane(name: &str) -> String {
+    format!("{name}.urgent")
+}
+
 /// A header carrying the name a client gave itself (`--name`).
 const NAME_HEADER: &str = "x-zmq-chat-name";
 

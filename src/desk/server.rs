@@ -9,11 +9,12 @@ use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Confirmation, Consumer};
 
-use super::{Broker, Desk, NAME_HEADER, broker_failed};
+use super::{Broker, Desk, NAME_HEADER, broker_failed, urgent_lane};
 use crate::clock::TICK;
 use crate::envelope::{Enveloped, Mark, MessageId};
 use crate::message::WIRE_LIMIT_BYTES;
@@ -29,9 +30,14 @@ const PERSISTENT: u8 = 2;
 /// broker's until answered.
 pub struct DeskOperator {
     broker: Broker,
-    /// The desk's queue.
+    /// The desk's queue (its urgent lane is [`urgent_lane`] of it).
     queue: String,
-    consumer: Consumer,
+    /// The questions of the normal lane, and of the urgent one.
+    normal: Consumer,
+    urgent: Consumer,
+    /// A normal question taken from the broker but not handed to the loop
+    /// yet, while an urgent one may come.
+    held: Option<Delivery>,
     shown: String,
     /// The questions taken and not answered yet, by the routing id given
     /// them: at most the prefetch (one), plus one the loop reads ahead.
@@ -61,11 +67,13 @@ impl DeskOperator {
     /// When the broker cannot be reached or refuses.
     pub fn open(desk: &Desk) -> Result<DeskOperator, TransportError> {
         let mut broker = Broker::connect(&desk.broker, "chat-server")?;
-        let consumer = subscribe(&mut broker, &desk.name)?;
+        let (normal, urgent) = subscribe(&mut broker, &desk.name)?;
         Ok(DeskOperator {
             broker,
             queue: desk.name.clone(),
-            consumer,
+            normal,
+            urgent,
+            held: None,
             shown: desk.shown(),
             taken: HashMap::new(),
             next: 0,
@@ -80,7 +88,9 @@ impl DeskOperator {
     /// on its way.
     fn recover(&mut self, what: &str, answering: bool) -> Result<(), TransportError> {
         self.broker.reconnect()?;
-        self.consumer = subscribe(&mut self.broker, &self.queue)?;
+        (self.normal, self.urgent) = subscribe(&mut self.broker, &self.queue)?;
+        // Taken on the lost channel: back in the queue.
+        self.held = None;
         for taken in self.taken.values_mut() {
             taken.given_back = true;
         }
@@ -204,21 +214,103 @@ impl DeskOperator {
     }
 }
 
-/// Declares the desk's queue `name` (if no one did yet) and takes its
-/// questions one at a time.
-fn subscribe(broker: &mut Broker, name: &str) -> Result<Consumer, TransportError> {
+/// The lanes of a desk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    Normal,
+    Urgent,
+}
+
+/// Declares the desk's queues `name` and its urgent lane (if no one did
+/// yet) and takes their questions one at a time from each.
+fn subscribe(broker: &mut Broker, name: &str) -> Result<(Consumer, Consumer), TransportError> {
+    let urgent = urgent_lane(name);
     broker.declare_desk_queue(name)?;
+    broker.declare_desk_queue(&urgent)?;
+    // Per consumer: one question of each lane at most.
     broker
         .block_on(broker.channel.basic_qos(1, BasicQosOptions::default()))
         .map_err(broker_failed("cannot set the prefetch"))?;
-    broker
-        .block_on(broker.channel.basic_consume(
-            name.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ))
-        .map_err(broker_failed("cannot take the desk's questions"))
+    let consume = |queue: &str| {
+        broker
+            .block_on(broker.channel.basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ))
+            .map_err(broker_failed("cannot take the desk's questions"))
+    };
+    let urgent = consume(&urgent)?;
+    Ok((consume(name)?, urgent))
+}
+
+impl DeskOperator {
+    /// The next question of `lane` within `wait`. A lost broker (or a
+    /// channel it closed) is reconnected, and none is given this time.
+    fn next(&mut self, lane: Lane, wait: Duration) -> Result<Option<Delivery>, TransportError> {
+        let consumer = match lane {
+            Lane::Normal => &mut self.normal,
+            Lane::Urgent => &mut self.urgent,
+        };
+        let next = self
+            .broker
+            .block_on(async { tokio::time::timeout(wait, consumer.next()).await });
+        self.taken_in(next.ok())
+    }
+
+    /// The next question of either lane within a tick, the urgent lane's
+    /// if both have one.
+    fn next_of_either(&mut self) -> Result<Option<(Lane, Delivery)>, TransportError> {
+        let (normal, urgent) = (&mut self.normal, &mut self.urgent);
+        let next = self.broker.block_on(async {
+            tokio::select! {
+                biased;
+                next = urgent.next() => Some((Lane::Urgent, next)),
+                next = normal.next() => Some((Lane::Normal, next)),
+                () = tokio::time::sleep(TICK) => None,
+            }
+        });
+        let Some((lane, next)) = next else {
+            return Ok(None);
+        };
+        Ok(self.taken_in(Some(next))?.map(|delivery| (lane, delivery)))
+    }
+
+    /// A consumer's next item: a question; or its end or error, the broker
+    /// lost, which is mended.
+    fn taken_in(
+        &mut self,
+        next: Option<Option<Result<Delivery, lapin::Error>>>,
+    ) -> Result<Option<Delivery>, TransportError> {
+        match next {
+            None => Ok(None),
+            Some(Some(Ok(delivery))) => Ok(Some(delivery)),
+            Some(Some(Err(error))) => {
+                self.recover(&format!("lost the broker ({error})"), false)?;
+                Ok(None)
+            }
+            Some(None) => {
+                self.recover("the broker closed the channel", false)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether the urgent lane holds questions no operator has taken.
+    fn urgent_waiting(&self) -> bool {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        self.broker
+            .block_on(self.broker.channel.queue_declare(
+                urgent_lane(&self.queue).as_str().into(),
+                passive,
+                FieldTable::default(),
+            ))
+            .is_ok_and(|queue| queue.message_count() > 0)
+    }
 }
 
 impl ToClients for DeskOperator {
@@ -230,27 +322,36 @@ impl ToClients for DeskOperator {
         Ok(None)
     }
 
+    /// An urgent question first, whenever one is there; a normal one
+    /// only while the urgent lane holds none.
     fn receive(
         &mut self,
         wait: bool,
     ) -> Result<Option<(Bounded, Option<ConnectionId>)>, TransportError> {
-        let wait = if wait { TICK } else { Duration::ZERO };
-        let consumer = &mut self.consumer;
-        let delivery = self
-            .broker
-            .block_on(async { tokio::time::timeout(wait, consumer.next()).await });
-        match delivery {
-            Err(_) => Ok(None),
-            Ok(Some(Ok(delivery))) => Ok(Some((self.request(delivery), None))),
-            Ok(Some(Err(error))) => {
-                self.recover(&format!("lost the broker ({error})"), false)?;
-                Ok(None)
-            }
-            Ok(None) => {
-                self.recover("the broker closed the channel", false)?;
-                Ok(None)
-            }
+        if let Some(urgent) = self.next(Lane::Urgent, Duration::ZERO)? {
+            return Ok(Some((self.request(urgent), None)));
         }
+        let normal = match self.held.take() {
+            Some(normal) => Some(normal),
+            None => self.next(Lane::Normal, Duration::ZERO)?,
+        };
+        let normal = match normal {
+            Some(normal) => normal,
+            None if !wait => return Ok(None),
+            None => match self.next_of_either()? {
+                None => return Ok(None),
+                Some((Lane::Urgent, urgent)) => return Ok(Some((self.request(urgent), None))),
+                Some((Lane::Normal, normal)) => normal,
+            },
+        };
+        // An urgent question may be on its way to this operator: the
+        // normal one waits with it (held, not shown) for a tick at most.
+        if self.urgent_waiting() {
+            self.held = Some(normal);
+            let urgent = self.next(Lane::Urgent, TICK)?;
+            return Ok(urgent.map(|urgent| (self.request(urgent), None)));
+        }
+        Ok(Some((self.request(normal), None)))
     }
 
     /// Sends the answer to the queue its question named, then lets the

@@ -179,6 +179,9 @@ pub struct Request<'a> {
     pub id: MessageId,
     /// Its body (the text, or a secure frame).
     pub body: &'a [u8],
+    /// Whether it goes in the urgent lane (the help desk's; ZeroMQ has
+    /// one lane).
+    pub urgent: bool,
 }
 
 /// The client's way to its server.
