@@ -476,7 +476,7 @@ impl ChatServer {
         waiting.origin = copy.origin;
         if matches!(&self.phase, Phase::Answering(current) if current.is_copy(&copy.origin, copy.id))
         {
-            let text = "the client you are answering sent its message again (it reconnected); your reply goes to it there";
+            let text = "the client you are answering sent its message again (it reconnected, or the desk's broker gave it again); your reply goes to it there";
             self.warn(screen, "answering again", text, now);
         }
         None

@@ -350,3 +350,41 @@ fn the_urgent_lane_is_served_first() {
     assert_eq!(normal.stdout_line(), "now then");
     assert!(urgent.wait().success() && normal.wait().success());
 }
+
+/// An operator who holds a question past the broker's `consumer_timeout`
+/// (a node of the test's own with it set to 3 s) loses the channel, and
+/// the question goes back to the queue: the operator is told, takes it
+/// again without showing it twice, and the client gets one answer.
+#[test]
+fn a_question_held_past_the_consumer_timeout_is_neither_lost_nor_doubled() {
+    if broker().is_none() {
+        return;
+    }
+    if !OwnBroker::installed() {
+        common::skip("RabbitMQ is not installed to start a node of this test's own");
+        return;
+    }
+    // RabbitMQ checks the timeout on its channels' tick, once a minute
+    // unless told otherwise (its own tests tick every 256 ms).
+    let node = OwnBroker::start_configured(
+        "desk-timeout",
+        "consumer_timeout = 3000\n",
+        "[{rabbit, [{channel_tick_interval, 500}]}].\n",
+    );
+    let url = node.url();
+    let desk = unique("desk-timeout");
+    let mut operator = operator(&url, &desk, &[]);
+    let (mut asking, _state) = client(&url, &desk, "take your time\n");
+    assert_eq!(operator.stdout_line(), "take your time");
+    operator.stderr_line_containing("the broker took back the question you are answering");
+    operator.send_line("sorry for the wait");
+    assert_eq!(asking.stdout_line(), "sorry for the wait");
+    assert!(asking.wait().success());
+    operator.close_stdin();
+    assert!(operator.wait().success());
+    assert_eq!(
+        operator.remaining_stdout(),
+        Vec::<String>::new(),
+        "shown once"
+    );
+}

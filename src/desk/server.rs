@@ -110,7 +110,12 @@ impl DeskOperator {
     fn request(&mut self, delivery: Delivery) -> Bounded {
         self.next += 1;
         let routing_id = format!("question {}", self.next).into_bytes();
-        if delivery.redelivered {
+        let correlation_id = delivery.properties.correlation_id().clone();
+        if self.took_back(correlation_id.as_ref()) {
+            self.news = Some(
+                "the broker took back the question you are answering (held longer than its consumer_timeout allows, or its connection was lost) and gave it to you again: your answer goes to its client as before".into(),
+            );
+        } else if delivery.redelivered {
             self.news = Some(
                 "the next question was with another operator before (who quit or died): it may have been answered already".into(),
             );
@@ -125,7 +130,6 @@ impl DeskOperator {
             // The client sends its name as the envelope frame that carries it.
             frames.push(name.as_bytes().to_vec());
         }
-        let correlation_id = properties.correlation_id().clone();
         if let Some(id) = correlation_id
             .as_ref()
             .filter(|id| MessageId::parse(id.as_str().as_bytes()).is_some())
@@ -148,6 +152,22 @@ impl DeskOperator {
             return Err(Oversized { frames: 1, bytes });
         }
         Ok(frames)
+    }
+
+    /// Whether this operator holds a question with `correlation_id`
+    /// already (a chat-client's: a message id), which the broker gives
+    /// again: it took it back. The one held is forgotten: its delivery can
+    /// no longer be acknowledged, and the server loop answers the new one.
+    fn took_back(&mut self, correlation_id: Option<&ShortString>) -> bool {
+        let Some(id) =
+            correlation_id.filter(|id| MessageId::parse(id.as_str().as_bytes()).is_some())
+        else {
+            return false;
+        };
+        let before = self.taken.len();
+        self.taken
+            .retain(|_, taken| taken.correlation_id.as_ref() != Some(id));
+        self.taken.len() < before
     }
 
     /// Publishes `text` to `reply_to` with `correlation_id`, persistent,

@@ -85,11 +85,29 @@ impl OwnBroker {
 
     /// Starts a node named after `purpose` and this process.
     pub fn start(purpose: &str) -> OwnBroker {
+        OwnBroker::start_configured(purpose, "", "")
+    }
+
+    /// Starts a node named after `purpose` with `config` as its
+    /// rabbitmq.conf (`consumer_timeout = 3000`, say) and `advanced` as its
+    /// advanced.config (Erlang terms), each if not empty.
+    pub fn start_configured(purpose: &str, config: &str, advanced: &str) -> OwnBroker {
         let broker = OwnBroker {
             name: format!("zmqchat-{purpose}-{}", std::process::id()),
             port: free_ports(1).to_string(),
             dist_port: free_ports(1).to_string(),
         };
+        // scripts/rabbitmq points RABBITMQ_CONFIG_FILE and
+        // RABBITMQ_ADVANCED_CONFIG_FILE here.
+        let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/rabbitmq")
+            .join(&broker.name);
+        for (file, text) in [("rabbitmq.conf", config), ("advanced.config", advanced)] {
+            if !text.is_empty() {
+                std::fs::create_dir_all(&folder).expect("the node's folder");
+                std::fs::write(folder.join(file), text).expect("the node's configuration");
+            }
+        }
         watch_node(&broker.name, &broker.port, &broker.dist_port);
         broker.run("start");
         broker
