@@ -388,3 +388,19 @@ fn a_question_held_past_the_consumer_timeout_is_neither_lost_nor_doubled() {
         "shown once"
     );
 }
+
+/// Operators are told how many questions wait and how many operators are
+/// online, when it changes (looked at every 5 s at most).
+#[test]
+fn operators_see_who_else_is_online() {
+    let Some(url) = broker() else {
+        return;
+    };
+    let desk = unique("desk-presence");
+    let mut first = operator(url, &desk, &["--echo"]);
+    first
+        .stderr_line_containing("at the desk: 0 question(s) wait (0 urgent); 1 operator(s) online");
+    let _second = operator(url, &desk, &["--echo"]);
+    first
+        .stderr_line_containing("at the desk: 0 question(s) wait (0 urgent); 2 operator(s) online");
+}

@@ -2,7 +2,7 @@
 //! one at a time, each answered to the queue its client named.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
 use lapin::Acker;
@@ -46,7 +46,14 @@ pub struct DeskOperator {
     next: u64,
     /// What the operator is to be told of the question just taken.
     news: Option<String>,
+    /// When the desk's queues were last looked at, and what they said
+    /// (questions waiting, urgent ones, operators online).
+    looked: Option<(Instant, (u32, u32, u32))>,
 }
+
+/// How often an operator looks at how many questions wait and how many
+/// operators are online; it is told only what changed.
+const PRESENCE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A question taken from the queue: where its answer goes, and how the
 /// broker is told it is done with.
@@ -78,6 +85,7 @@ impl DeskOperator {
             taken: HashMap::new(),
             next: 0,
             news: None,
+            looked: None,
         })
     }
 
@@ -317,6 +325,29 @@ impl DeskOperator {
         }
     }
 
+    /// How many questions wait in the desk's two lanes, how many of them
+    /// urgent, and how many operators are online; `None` if the broker
+    /// does not say.
+    fn presence(&self) -> Option<(u32, u32, u32)> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let look = |queue: &str| {
+            self.broker
+                .block_on(self.broker.channel.queue_declare(
+                    queue.into(),
+                    passive,
+                    FieldTable::default(),
+                ))
+                .ok()
+        };
+        let normal = look(&self.queue)?;
+        let urgent = look(&urgent_lane(&self.queue))?;
+        let waiting = normal.message_count() + urgent.message_count();
+        Some((waiting, urgent.message_count(), normal.consumer_count()))
+    }
+
     /// Whether the urgent lane holds questions no operator has taken.
     fn urgent_waiting(&self) -> bool {
         let passive = QueueDeclareOptions {
@@ -338,7 +369,23 @@ impl ToClients for DeskOperator {
         &self.shown
     }
 
+    /// No connections to tell of: the desk's presence is told as news
+    /// instead, at most once per [`PRESENCE_INTERVAL`], when it changed.
     fn next_event(&mut self) -> Result<Option<PeerEvent>, TransportError> {
+        let due = self
+            .looked
+            .is_none_or(|(at, _)| at.elapsed() >= PRESENCE_INTERVAL);
+        if due && self.news.is_none() {
+            let counts = self.presence();
+            if let Some(counts @ (waiting, urgent, operators)) = counts
+                && self.looked.is_none_or(|(_, told)| told != counts)
+            {
+                self.news = Some(format!(
+                    "at the desk: {waiting} question(s) wait ({urgent} urgent); {operators} operator(s) online"
+                ));
+            }
+            self.looked = Some((Instant::now(), counts.unwrap_or_default()));
+        }
         Ok(None)
     }
 
