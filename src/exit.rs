@@ -66,10 +66,10 @@ impl Exit {
                 Some("the chat ended normally: end of input, /quit, Ctrl-D or Ctrl-C at the prompt")
             }
             (Exit::Failure, Program::Client) => Some(
-                "a runtime error: the server's operator ended the chat mid-message, a refusal (secure/plain mismatch, wrong or changed server key, not allowed), a bad key file",
+                "a runtime error: the server's operator ended the chat mid-message, a refusal (secure/plain mismatch, wrong or changed server key, not allowed), a help desk question that expired, a broker gone for good, a bad key file",
             ),
             (Exit::Failure, Program::Server) => Some(
-                "a runtime error: address in use, permission denied, a bad key file or allow list",
+                "a runtime error: address in use, permission denied, a bad key file or allow list, a broker gone for good",
             ),
             (Exit::Usage, _) => {
                 Some("a usage error: unknown flag, malformed address, unknown host")
@@ -149,7 +149,7 @@ mod tests {
   0    the chat ended normally: end of input, /quit, Ctrl-D or Ctrl-C at the
        prompt
   1    a runtime error: address in use, permission denied, a bad key file or
-       allow list
+       allow list, a broker gone for good
   2    a usage error: unknown flag, malformed address, unknown host
   130  script mode: interrupted by a signal (Ctrl-C, SIGTERM)"
         );
