@@ -44,6 +44,9 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "roundtrip/desk.rs"]
+mod desk;
+
 const SERVER: &str = env!("CARGO_BIN_EXE_chat-server");
 const CLIENT: &str = env!("CARGO_BIN_EXE_chat-client");
 const WARM_UP: usize = 200;
@@ -98,6 +101,11 @@ fn main() {
         }
     };
     let mut table = Table::default();
+    if args.iter().any(|arg| arg == "--desk") {
+        desk::desk_rows(&mut table, settings.amqp_runs);
+        table.print(&settings);
+        return;
+    }
     if args.iter().any(|arg| arg == "--amqp") {
         amqp_rows(&mut table, settings.amqp_runs);
         table.print(&settings);
@@ -303,8 +311,26 @@ fn run_role(role: &str, first: &str, second: &str) {
                 socket.send(&b"normal 123456 0"[..], 0).unwrap();
             }
         }
+        lapin if lapin.starts_with("--role-lapin-") => desk::run_role(lapin, first, second),
         other => panic!("unknown role {other}"),
     }
+}
+
+/// Reads `stream` until a line containing `needle` (10 s at most), then
+/// goes on draining it on a thread of its own, so the child never blocks
+/// on a full pipe.
+fn wait_for_line(stream: impl Read + Send + 'static, needle: &str) {
+    let (found, seen) = std::sync::mpsc::channel();
+    let wanted = needle.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if line.contains(&wanted) {
+                let _ = found.send(());
+            }
+        }
+    });
+    seen.recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("no line containing {needle:?} within 10 s"));
 }
 
 fn spawn_role(role: &str, args: &[&str]) -> (Child, String) {

@@ -293,16 +293,7 @@ impl ChatServer {
             line => line,
         };
         let Phase::Answering(_) = self.phase else {
-            // What the operator types while no message waits answers nothing.
-            return Ok(match line {
-                Line::End(end) => ControlFlow::Break(end),
-                Line::Text(_) | Line::Urgent(_) => {
-                    screen.notice(
-                        "not sent: no message is waiting for an answer yet; type your reply once one is shown (/quit or Ctrl-D ends)",
-                    );
-                    ControlFlow::Continue(())
-                }
-            });
+            return Ok(typed_while_idle(line, screen));
         };
         if let Line::Text(reply) = &line
             && reply.len() > MAX_TEXT_BYTES
@@ -690,6 +681,20 @@ fn label(origin: &Origin, name: Option<&str>, address: Option<&str>) -> String {
         label = format!("{label} ({})", details.join(", "));
     }
     label
+}
+
+/// A line the operator typed while no message waits: it answers nothing,
+/// and the end of input ends the chat.
+fn typed_while_idle(line: Line, screen: &Screen) -> ControlFlow<End> {
+    match line {
+        Line::End(end) => ControlFlow::Break(end),
+        Line::Text(_) | Line::Urgent(_) => {
+            screen.notice(
+                "not sent: no message is waiting for an answer yet; type your reply once one is shown (/quit or Ctrl-D ends)",
+            );
+            ControlFlow::Continue(())
+        }
+    }
 }
 
 /// The envelope with the id frame carrying `mark` (unchanged for

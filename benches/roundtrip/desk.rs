@@ -1,0 +1,353 @@
+//! The help desk's rows (`-- --desk`, a broker on 127.0.0.1:5672): the
+//! desk's round trip against a pika RPC pair and a bare lapin RPC echo,
+//! and its throughput with 1, 4 and 16 operators and 50 clients.
+//!
+//! Each round trip row runs QUESTIONS questions one after the other and is
+//! timed from its client's start to its exit (connection set-up included,
+//! alike for all), the three taking turns in an order that rotates from
+//! run to run.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+use super::{CLIENT, SERVER, Table, Target, run_with_input};
+
+/// The broker the rows use.
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Questions per round-trip run.
+const QUESTIONS: usize = 2_000;
+/// Clients and questions each for the throughput rows.
+const CLIENTS: usize = 50;
+const EACH: usize = 100;
+
+/// The pika RPC server of RabbitMQ's tutorial, answering with the
+/// question; prints "ready" once it consumes.
+const PIKA_SERVER: &str = r#"
+import sys, pika
+queue = sys.argv[1]
+connection = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2f"))
+channel = connection.channel()
+channel.queue_declare(queue=queue)
+def on_request(channel, method, properties, body):
+    channel.basic_publish(exchange="", routing_key=properties.reply_to,
+        properties=pika.BasicProperties(correlation_id=properties.correlation_id), body=body)
+    channel.basic_ack(delivery_tag=method.delivery_tag)
+channel.basic_qos(prefetch_count=1)
+channel.basic_consume(queue=queue, on_message_callback=on_request)
+print("ready", flush=True)
+channel.start_consuming()
+"#;
+
+/// The pika RPC client of RabbitMQ's tutorial, asking N questions in turn.
+const PIKA_CLIENT: &str = r#"
+import sys, uuid, pika
+queue, count = sys.argv[1], int(sys.argv[2])
+connection = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2f"))
+channel = connection.channel()
+answers = channel.queue_declare(queue="", exclusive=True).method.queue
+got = {}
+def on_answer(channel, method, properties, body):
+    got[properties.correlation_id] = body
+channel.basic_consume(queue=answers, on_message_callback=on_answer, auto_ack=True)
+for n in range(count):
+    correlation = str(uuid.uuid4())
+    channel.basic_publish(exchange="", routing_key=queue, body="question %d" % n,
+        properties=pika.BasicProperties(reply_to=answers, correlation_id=correlation))
+    while correlation not in got:
+        connection.process_data_events(time_limit=None)
+connection.close()
+"#;
+
+/// The desk's rows, or a note saying why they were skipped.
+pub fn desk_rows(table: &mut Table, runs: usize) {
+    let python = Command::new("python3")
+        .args(["-c", "import pika"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !python {
+        table.note(
+            "desk rows skipped: python3 with pika is not installed (pip install pika)".into(),
+        );
+        return;
+    }
+    let questions: String = (0..QUESTIONS).map(|n| format!("question {n}\n")).collect();
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    for run in 0..runs {
+        for turn in 0..3 {
+            let which = (run + turn) % 3;
+            let desk = format!("zmq-chat-bench.desk.{}.{run}.{which}", std::process::id());
+            rates[which].push(match which {
+                0 => desk_round_trips(&desk, &questions),
+                1 => pika_round_trips(&desk),
+                _ => lapin_round_trips(&desk),
+            });
+        }
+    }
+    let names = [
+        "desk round trip (chat-client --desk, chat-server --desk --echo)",
+        "pika RPC client and server (RabbitMQ's tutorial)",
+        "bare lapin RPC client and echo",
+    ];
+    for (name, rates) in names.iter().zip(&rates) {
+        table.rate_row(
+            &format!("{name}, {QUESTIONS} in turn (round trips/s)"),
+            rates,
+            None,
+        );
+    }
+    let paired =
+        |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(a, b)| a / b).collect() };
+    table.ratio_row(
+        "desk / pika RPC pair, run by run",
+        &paired(&rates[0], &rates[1]),
+        Some(Target::AtLeast(1.0)),
+    );
+    table.ratio_row(
+        "desk / bare lapin RPC echo, run by run",
+        &paired(&rates[0], &rates[2]),
+        Some(Target::AtLeast(0.8)),
+    );
+    for operators in [1, 4, 16] {
+        let rates: Vec<f64> = (0..runs)
+            .map(|run| {
+                let desk = format!(
+                    "zmq-chat-bench.load.{}.{operators}.{run}",
+                    std::process::id()
+                );
+                desk_throughput(&desk, operators)
+            })
+            .collect();
+        table.rate_row(
+            &format!("desk, {operators} operator(s) (--echo), {CLIENTS} clients of {EACH} questions (questions/s)"),
+            &rates,
+            None,
+        );
+    }
+}
+
+/// An echoing operator of `desk`, once it is ready.
+fn operator(desk: &str) -> Child {
+    let mut operator = Command::new(SERVER)
+        .args(["--desk", desk, "--broker", URL, "--echo"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chat-server --desk");
+    super::wait_for_line(
+        operator.stderr.take().expect("stderr"),
+        "an operator of the desk",
+    );
+    operator
+}
+
+/// Stops and reaps `children`.
+fn stop(children: Vec<Child>) {
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The desk's round trips a second: one client asking `questions` in turn.
+fn desk_round_trips(desk: &str, questions: &str) -> f64 {
+    let operator = operator(desk);
+    let started = Instant::now();
+    let mut client = Command::new(CLIENT);
+    client.args(["--desk", desk, "--broker", URL]);
+    assert!(
+        run_with_input(&mut client, questions),
+        "chat-client --desk failed"
+    );
+    let rate = QUESTIONS as f64 / started.elapsed().as_secs_f64();
+    stop(vec![operator]);
+    rate
+}
+
+/// The pika RPC pair's round trips a second.
+fn pika_round_trips(queue: &str) -> f64 {
+    let mut server = Command::new("python3")
+        .args(["-c", PIKA_SERVER, queue])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the pika RPC server");
+    super::wait_for_line(server.stdout.take().expect("stdout"), "ready");
+    let started = Instant::now();
+    let mut client = Command::new("python3");
+    client.args(["-c", PIKA_CLIENT, queue, &QUESTIONS.to_string()]);
+    assert!(
+        run_with_input(&mut client, ""),
+        "the pika RPC client failed"
+    );
+    let rate = QUESTIONS as f64 / started.elapsed().as_secs_f64();
+    stop(vec![server]);
+    rate
+}
+
+/// The bare lapin RPC pair's round trips a second (this executable's
+/// `--role-lapin-echo` and `--role-lapin-client`).
+fn lapin_round_trips(queue: &str) -> f64 {
+    let (echo, _) = super::spawn_role("--role-lapin-echo", &[queue]);
+    let started = Instant::now();
+    let mut client = Command::new(std::env::current_exe().expect("the bench"));
+    client.args(["--role-lapin-client", queue, &QUESTIONS.to_string()]);
+    assert!(
+        run_with_input(&mut client, ""),
+        "the lapin RPC client failed"
+    );
+    let rate = QUESTIONS as f64 / started.elapsed().as_secs_f64();
+    stop(vec![echo]);
+    rate
+}
+
+/// Questions a second through `operators` echoing operators, with
+/// [`CLIENTS`] clients asking [`EACH`] questions each, all at once.
+fn desk_throughput(desk: &str, operators: usize) -> f64 {
+    let operators: Vec<Child> = (0..operators).map(|_| operator(desk)).collect();
+    let questions: String = (0..EACH).map(|n| format!("question {n}\n")).collect();
+    let started = Instant::now();
+    let clients: Vec<std::thread::JoinHandle<bool>> = (0..CLIENTS)
+        .map(|_| {
+            let (desk, questions) = (desk.to_string(), questions.clone());
+            std::thread::spawn(move || {
+                let mut client = Command::new(CLIENT);
+                client.args(["--desk", &desk, "--broker", URL]);
+                run_with_input(&mut client, &questions)
+            })
+        })
+        .collect();
+    for client in clients {
+        assert!(
+            client.join().expect("a client thread"),
+            "a desk client failed"
+        );
+    }
+    let rate = (CLIENTS * EACH) as f64 / started.elapsed().as_secs_f64();
+    stop(operators);
+    rate
+}
+
+/// The lapin roles: an RPC echo on `queue` (prints its queue when ready),
+/// or a client asking `count` questions in turn.
+pub fn run_role(role: &str, queue: &str, count: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let connection = Connection::connect(URL, ConnectionProperties::default())
+            .await
+            .expect("connect to the broker");
+        let channel = connection.create_channel().await.expect("a channel");
+        match role {
+            "--role-lapin-echo" => {
+                channel
+                    .queue_declare(
+                        queue.into(),
+                        QueueDeclareOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .expect("declare");
+                channel
+                    .basic_qos(1, BasicQosOptions::default())
+                    .await
+                    .expect("qos");
+                let mut questions = channel
+                    .basic_consume(
+                        queue.into(),
+                        "".into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .expect("consume");
+                println!("{queue}");
+                while let Some(Ok(question)) = questions.next().await {
+                    let mut properties = BasicProperties::default();
+                    if let Some(id) = question.properties.correlation_id() {
+                        properties = properties.with_correlation_id(id.clone());
+                    }
+                    let reply_to = question.properties.reply_to().clone().unwrap_or_default();
+                    channel
+                        .basic_publish(
+                            "".into(),
+                            reply_to,
+                            BasicPublishOptions::default(),
+                            &question.data,
+                            properties,
+                        )
+                        .await
+                        .expect("answer");
+                    question.ack(BasicAckOptions::default()).await.expect("ack");
+                }
+            }
+            _ => {
+                let answers = channel
+                    .queue_declare(
+                        "".into(),
+                        QueueDeclareOptions {
+                            exclusive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .expect("declare the answers queue");
+                let mut replies = channel
+                    .basic_consume(
+                        answers.name().clone(),
+                        "".into(),
+                        BasicConsumeOptions {
+                            no_ack: true,
+                            ..BasicConsumeOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .expect("consume");
+                let count: usize = count.parse().expect("a count");
+                for n in 0..count {
+                    let id = n.to_string();
+                    let properties = BasicProperties::default()
+                        .with_reply_to(answers.name().clone())
+                        .with_correlation_id(id.as_str().into());
+                    channel
+                        .basic_publish(
+                            "".into(),
+                            queue.into(),
+                            BasicPublishOptions::default(),
+                            id.as_bytes(),
+                            properties,
+                        )
+                        .await
+                        .expect("ask");
+                    loop {
+                        let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
+                            .await
+                            .expect("an answer within 10 s")
+                            .expect("the stream")
+                            .expect("a delivery");
+                        if reply
+                            .properties
+                            .correlation_id()
+                            .as_ref()
+                            .map(|id| id.as_str())
+                            == Some(id.as_str())
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
