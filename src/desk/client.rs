@@ -15,7 +15,7 @@ use super::record::{self, Asked, Identity, Questions};
 use super::{Broker, Desk, NAME_HEADER, broker_failed, urgent_lane};
 use crate::clock::TICK;
 use crate::display::escape_for_terminal;
-use crate::envelope::Mark;
+use crate::envelope::{Mark, MessageId};
 use crate::message::WIRE_LIMIT_BYTES;
 use crate::transport::{Bounded, ConnectionEvent, Oversized, Request, ToServer, TransportError};
 
@@ -47,6 +47,16 @@ pub struct DeskClient {
     told: bool,
     /// What the user is to be told, in order.
     news: VecDeque<String>,
+    /// A question asked while the broker was away, asked once it is back.
+    unasked: Option<Question>,
+}
+
+/// A question, as the transport keeps it until the broker has it.
+struct Question {
+    name: Option<Vec<u8>>,
+    id: MessageId,
+    body: Vec<u8>,
+    urgent: bool,
 }
 
 impl DeskClient {
@@ -75,6 +85,7 @@ impl DeskClient {
             asked_now: HashSet::new(),
             told: false,
             news: VecDeque::new(),
+            unasked: None,
         };
         client.tell_expired();
         client.take_waiting_answers(waiting)?;
@@ -120,26 +131,80 @@ impl DeskClient {
         }
     }
 
-    /// After the broker was lost: connected and listening again; the
-    /// questions wait in the broker meanwhile, and so do the answers, in
-    /// the client's own queue.
-    fn recover(&mut self, what: String) -> Result<(), TransportError> {
-        self.broker.reconnect()?;
+    /// The broker was lost: the user is told, and the next reads try to
+    /// connect again; questions and answers wait in the broker meanwhile.
+    fn lose(&mut self, what: String) {
+        self.broker.lose();
+        self.news.push_back(format!(
+            "{what}; trying to connect again (for up to {} s): your questions and their answers wait in the broker",
+            super::RECONNECT_WAIT.as_secs()
+        ));
+    }
+
+    /// Whether the broker is there: if it was lost, after one try to
+    /// connect again and listen for answers, and to ask the question that
+    /// could not be asked meanwhile.
+    fn back(&mut self) -> Result<bool, TransportError> {
+        if !self.broker.is_lost() {
+            return Ok(true);
+        }
+        if !self.broker.come_back()? {
+            return Ok(false);
+        }
         // What waits in the client's queue comes through the loop's reads.
-        (self.consumer, _) = subscribe(
+        match subscribe(
             &mut self.broker,
             &self.desk,
             &self.answers,
             self.identity.kept,
-        )?;
+        ) {
+            Ok((consumer, _)) => self.consumer = consumer,
+            Err(error) => {
+                self.lose(error.to_string());
+                return Ok(false);
+            }
+        }
         self.news
-            .push_back(format!("{what}; connected to the broker again"));
-        Ok(())
+            .push_back("connected to the broker again".to_string());
+        if let Some(question) = self.unasked.take() {
+            self.ask(question)?;
+        }
+        Ok(true)
+    }
+
+    /// Publishes `question`; kept to be published once the broker is back
+    /// if it is lost meanwhile.
+    ///
+    /// # Errors
+    /// When the broker refuses it.
+    fn ask(&mut self, question: Question) -> Result<(), TransportError> {
+        let confirmation = match self.publish(&question) {
+            Ok(confirmation) => confirmation,
+            Err(error) => {
+                self.lose(format!("lost the broker ({error})"));
+                self.unasked = Some(question);
+                return Ok(());
+            }
+        };
+        match confirmation {
+            Confirmation::Ack(None) | Confirmation::NotRequested => {
+                if let Some(news) = self.nobody_online(question.urgent) {
+                    self.news.push_back(news);
+                }
+                Ok(())
+            }
+            Confirmation::Ack(Some(_)) => Err(TransportError::Refused {
+                what: format!("the desk's queue {} is gone", self.desk),
+            }),
+            Confirmation::Nack(_) => Err(TransportError::Refused {
+                what: "the broker refused the question".into(),
+            }),
+        }
     }
 
     /// Publishes a question, persistent, expiring after the client's
     /// expiry, and waits for the broker's confirm.
-    fn publish(&self, request: &Request<'_>) -> Result<Confirmation, lapin::Error> {
+    fn publish(&self, request: &Question) -> Result<Confirmation, lapin::Error> {
         let mut properties = BasicProperties::default()
             .with_reply_to(self.answers.as_str().into())
             .with_correlation_id(request.id.to_string().into())
@@ -147,9 +212,12 @@ impl DeskClient {
             .with_delivery_mode(PERSISTENT)
             .with_timestamp(record::now())
             .with_expiration(self.expiry.as_millis().to_string().into());
-        if let Some(name) = request.name {
+        if let Some(name) = &request.name {
             let mut headers = FieldTable::default();
-            headers.insert(NAME_HEADER.into(), AMQPValue::LongString(name.into()));
+            headers.insert(
+                NAME_HEADER.into(),
+                AMQPValue::LongString(name.as_slice().into()),
+            );
             properties = properties.with_headers(headers);
         }
         let mandatory = BasicPublishOptions {
@@ -167,7 +235,7 @@ impl DeskClient {
                     "".into(),
                     lane.as_str().into(),
                     mandatory,
-                    request.body,
+                    &request.body,
                     properties,
                 )
                 .await?
@@ -348,29 +416,10 @@ impl ToServer for DeskClient {
     }
 
     /// Publishes the question and waits for the broker's confirm: a
-    /// question the broker did not take is an error, not sent. It is kept
-    /// in the user's state until answered or expired.
+    /// question the broker refuses is an error, not sent; one asked while
+    /// the broker is away is asked once it is back. It is kept in the
+    /// user's state until answered or expired.
     fn send(&mut self, request: &Request<'_>) -> Result<(), TransportError> {
-        let confirmation = match self.publish(request) {
-            Err(error) => {
-                self.recover(format!("lost the broker ({error})"))?;
-                self.publish(request)
-            }
-            confirmation => confirmation,
-        };
-        match confirmation.map_err(broker_failed("cannot ask the desk"))? {
-            Confirmation::Ack(None) | Confirmation::NotRequested => {}
-            Confirmation::Ack(Some(_)) => {
-                return Err(TransportError::Refused {
-                    what: format!("the desk's queue {} is gone", self.desk),
-                });
-            }
-            Confirmation::Nack(_) => {
-                return Err(TransportError::Refused {
-                    what: "the broker refused the question".into(),
-                });
-            }
-        }
         let id = request.id.to_string();
         let now = record::now();
         self.asked_now.insert(id.clone());
@@ -381,10 +430,17 @@ impl ToServer for DeskClient {
             expires: now + self.expiry.as_secs_f64().ceil() as u64 + 1,
             text: String::from_utf8_lossy(request.body).into_owned(),
         });
-        if let Some(news) = self.nobody_online(request.urgent) {
-            self.news.push_back(news);
+        let question = Question {
+            name: request.name.map(<[u8]>::to_vec),
+            id: request.id,
+            body: request.body.to_vec(),
+            urgent: request.urgent,
+        };
+        if !self.back()? {
+            self.unasked = Some(question);
+            return Ok(());
         }
-        Ok(())
+        self.ask(question)
     }
 
     /// The desk is there as soon as the broker is: the question waits in
@@ -397,6 +453,13 @@ impl ToServer for DeskClient {
         if let Some(expired) = self.expired_now() {
             return Ok(Some(expired));
         }
+        if !self.back()? {
+            // A tick between tries, as a wait for an answer would be.
+            if wait {
+                std::thread::sleep(TICK);
+            }
+            return Ok(None);
+        }
         let wait = if wait { TICK } else { Duration::ZERO };
         let consumer = &mut self.consumer;
         let delivery = self
@@ -406,17 +469,17 @@ impl ToServer for DeskClient {
             Err(_) => return Ok(None),
             Ok(Some(Ok(delivery))) => delivery,
             Ok(Some(Err(error))) => {
-                self.recover(format!("lost the broker ({error})"))?;
+                self.lose(format!("lost the broker ({error})"));
                 return Ok(None);
             }
             Ok(None) => {
-                self.recover("the broker closed the channel".into())?;
+                self.lose("the broker closed the channel".into());
                 return Ok(None);
             }
         };
         if let Err(error) = self.broker.block_on(delivery.ack(Default::default())) {
             // Not acknowledged: the broker gives it again on the new connection.
-            self.recover(format!("lost the broker ({error})"))?;
+            self.lose(format!("lost the broker ({error})"));
             return Ok(None);
         }
         Ok(self.answer(delivery))

@@ -28,7 +28,7 @@ mod record;
 pub mod server;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
@@ -87,11 +87,14 @@ struct Broker {
     who: &'static str,
     connection: Connection,
     channel: Channel,
+    /// Since when the broker is lost, while it is.
+    lost: Option<Instant>,
 }
 
 /// After losing the broker, how long to try to connect again before
-/// giving up (a broker restarted by hand is back within seconds).
-const RECONNECT_WAIT: Duration = Duration::from_secs(30);
+/// giving up: a broker restarted by hand, even on a loaded machine, is back
+/// well within it, and questions and answers wait in it meanwhile.
+pub const RECONNECT_WAIT: Duration = Duration::from_secs(120);
 
 impl Broker {
     /// Connects to `url` as `who`.
@@ -112,6 +115,7 @@ impl Broker {
             who,
             connection,
             channel,
+            lost: None,
         })
     }
 
@@ -120,33 +124,48 @@ impl Broker {
         self.runtime.block_on(work)
     }
 
-    /// After the connection or the channel was lost (or closed by the
-    /// broker): a new connection, tried again and again for up to
-    /// [`RECONNECT_WAIT`].
-    fn reconnect(&mut self) -> Result<(), TransportError> {
-        let closing = self.connection.close(200, "reconnecting".into());
-        let _ =
-            self.block_on(async { tokio::time::timeout(Duration::from_secs(1), closing).await });
-        let deadline = std::time::Instant::now() + RECONNECT_WAIT;
-        loop {
-            match self.block_on(open(&self.url, self.who)) {
-                Ok((connection, channel)) => {
-                    self.connection = connection;
-                    self.channel = channel;
-                    return Ok(());
-                }
-                Err(error) if std::time::Instant::now() >= deadline => {
-                    return Err(TransportError::Broker {
-                        doing: format!(
-                            "lost the broker at {}, and it did not come back within {} s",
-                            redacted(&self.url),
-                            RECONNECT_WAIT.as_secs()
-                        ),
-                        cause: Box::new(error),
-                    });
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+    /// The connection or the channel was lost (or closed by the broker):
+    /// from now on, each [`Broker::come_back`] tries once to connect again.
+    fn lose(&mut self) {
+        if self.lost.is_none() {
+            self.lost = Some(Instant::now());
+            let closing = self.connection.close(200, "lost".into());
+            let _ = self
+                .block_on(async { tokio::time::timeout(Duration::from_secs(1), closing).await });
+        }
+    }
+
+    /// Whether the broker is lost (and not back yet).
+    fn is_lost(&self) -> bool {
+        self.lost.is_some()
+    }
+
+    /// While the broker is lost, one try to connect again: whether it is
+    /// back (the caller declares and subscribes again). The loop goes on
+    /// between tries, so that Ctrl-C and the screen are served.
+    ///
+    /// # Errors
+    /// Once it has been lost for [`RECONNECT_WAIT`].
+    fn come_back(&mut self) -> Result<bool, TransportError> {
+        let Some(since) = self.lost else {
+            return Ok(true);
+        };
+        match self.block_on(open(&self.url, self.who)) {
+            Ok((connection, channel)) => {
+                self.connection = connection;
+                self.channel = channel;
+                self.lost = None;
+                Ok(true)
             }
+            Err(error) if since.elapsed() >= RECONNECT_WAIT => Err(TransportError::Broker {
+                doing: format!(
+                    "lost the broker at {}, and it did not come back within {} s",
+                    redacted(&self.url),
+                    RECONNECT_WAIT.as_secs()
+                ),
+                cause: Box::new(error),
+            }),
+            Err(_) => Ok(false),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The operator's end of the desk: questions taken from the desk's queue
 //! one at a time, each answered to the queue its client named.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
@@ -21,6 +21,9 @@ use crate::message::WIRE_LIMIT_BYTES;
 use crate::transport::{
     Bounded, ConnectionId, Oversized, PeerEvent, ToClients, TransportError, Undelivered,
 };
+
+/// Why an answer was not sent while the broker is away.
+const AWAY: &str = "the broker is away, so the answer was not sent; its question goes back to the desk's queue, for you or another operator once the broker is back";
 
 /// AMQP's delivery mode for a message written to disk.
 const PERSISTENT: u8 = 2;
@@ -44,8 +47,8 @@ pub struct DeskOperator {
     taken: HashMap<Vec<u8>, Taken>,
     /// The next routing id's number.
     next: u64,
-    /// What the operator is to be told of the question just taken.
-    news: Option<String>,
+    /// What the operator is to be told, in order.
+    news: VecDeque<String>,
     /// When the desk's queues were last looked at, and what they said
     /// (questions waiting, urgent ones, operators online).
     looked: Option<(Instant, (u32, u32, u32))>,
@@ -84,32 +87,50 @@ impl DeskOperator {
             shown: desk.shown(),
             taken: HashMap::new(),
             next: 0,
-            news: None,
+            news: VecDeque::new(),
             looked: None,
         })
     }
 
-    /// After the broker was lost, or closed the channel (a question held
-    /// past its `consumer_timeout`): connected and subscribed again. The
-    /// questions taken went back to the queue; their answers still go out.
-    /// `answering`: the operator's answer to a question taken before is
-    /// on its way.
-    fn recover(&mut self, what: &str, answering: bool) -> Result<(), TransportError> {
-        self.broker.reconnect()?;
-        (self.normal, self.urgent) = subscribe(&mut self.broker, &self.queue)?;
-        // Taken on the lost channel: back in the queue.
+    /// The broker was lost, or closed the channel (a question held past
+    /// its `consumer_timeout`): the operator is told, and the questions
+    /// taken go back to the queue (the broker sees to it). `answering`: the
+    /// operator's answer to one of them was on its way.
+    fn lose(&mut self, what: &str, answering: bool) {
+        self.broker.lose();
         self.held = None;
         for taken in self.taken.values_mut() {
             taken.given_back = true;
         }
-        self.news = Some(if answering || !self.taken.is_empty() {
+        let seconds = super::RECONNECT_WAIT.as_secs();
+        self.news.push_back(if answering || !self.taken.is_empty() {
             format!(
-                "{what}; connected to the broker again. The question you are answering went back to the queue: your answer still reaches its client, and another operator may answer it too"
+                "{what}; trying to connect again (for up to {seconds} s). The question you are answering goes back to the queue, for you or another operator"
             )
         } else {
-            format!("{what}; connected to the broker again")
+            format!("{what}; trying to connect again (for up to {seconds} s)")
         });
-        Ok(())
+    }
+
+    /// Whether the broker is there: if it was lost, after one try to
+    /// connect again and subscribe.
+    fn back(&mut self) -> Result<bool, TransportError> {
+        if !self.broker.is_lost() {
+            return Ok(true);
+        }
+        if !self.broker.come_back()? {
+            return Ok(false);
+        }
+        match subscribe(&mut self.broker, &self.queue) {
+            Ok((normal, urgent)) => (self.normal, self.urgent) = (normal, urgent),
+            Err(error) => {
+                self.lose(&error.to_string(), false);
+                return Ok(false);
+            }
+        }
+        self.news
+            .push_back("connected to the broker again".to_string());
+        Ok(true)
     }
 
     /// A question as the server loop reads a request: a routing id of its
@@ -120,12 +141,12 @@ impl DeskOperator {
         let routing_id = format!("question {}", self.next).into_bytes();
         let correlation_id = delivery.properties.correlation_id().clone();
         if self.took_back(correlation_id.as_ref()) {
-            self.news = Some(
+            self.news.push_back(
                 "the broker took back the question you are answering (held longer than its consumer_timeout allows, or its connection was lost) and gave it to you again: your answer goes to its client as before".into(),
             );
         } else if delivery.redelivered {
-            self.news = Some(
-                "the next question was with another operator before (who quit or died): it may have been answered already".into(),
+            self.news.push_back(
+                "the next question was with another operator before (who quit or died, or whose connection was lost): it may have been answered already".into(),
             );
         }
         let properties = &delivery.properties;
@@ -213,11 +234,10 @@ impl DeskOperator {
     fn done_with(&mut self, taken: &mut Taken, answered: bool) -> Result<(), Undelivered> {
         if let Err(error) = self.let_go(taken, answered) {
             taken.given_back = true;
-            self.recover(
+            self.lose(
                 &format!("the broker took the question back ({error})"),
                 answered,
-            )
-            .map_err(|error| Undelivered::NotTaken(error.to_string()))?;
+            );
         }
         Ok(())
     }
@@ -315,11 +335,11 @@ impl DeskOperator {
             None => Ok(None),
             Some(Some(Ok(delivery))) => Ok(Some(delivery)),
             Some(Some(Err(error))) => {
-                self.recover(&format!("lost the broker ({error})"), false)?;
+                self.lose(&format!("lost the broker ({error})"), false);
                 Ok(None)
             }
             Some(None) => {
-                self.recover("the broker closed the channel", false)?;
+                self.lose("the broker closed the channel", false);
                 Ok(None)
             }
         }
@@ -375,12 +395,12 @@ impl ToClients for DeskOperator {
         let due = self
             .looked
             .is_none_or(|(at, _)| at.elapsed() >= PRESENCE_INTERVAL);
-        if due && self.news.is_none() {
+        if due && !self.broker.is_lost() {
             let counts = self.presence();
             if let Some(counts @ (waiting, urgent, operators)) = counts
                 && self.looked.is_none_or(|(_, told)| told != counts)
             {
-                self.news = Some(format!(
+                self.news.push_back(format!(
                     "at the desk: {waiting} question(s) wait ({urgent} urgent); {operators} operator(s) online"
                 ));
             }
@@ -395,6 +415,13 @@ impl ToClients for DeskOperator {
         &mut self,
         wait: bool,
     ) -> Result<Option<(Bounded, Option<ConnectionId>)>, TransportError> {
+        if !self.back()? {
+            // A tick between tries, as a wait for a question would be.
+            if wait {
+                std::thread::sleep(TICK);
+            }
+            return Ok(None);
+        }
         if let Some(urgent) = self.next(Lane::Urgent, Duration::ZERO)? {
             return Ok(Some((self.request(urgent), None)));
         }
@@ -429,6 +456,12 @@ impl ToClients for DeskOperator {
         let Some(mut taken) = frames.first().and_then(|id| self.taken.remove(id)) else {
             return Err(Undelivered::Gone);
         };
+        if !self
+            .back()
+            .map_err(|error| Undelivered::NotTaken(error.to_string()))?
+        {
+            return Err(Undelivered::NotTaken(AWAY.into()));
+        }
         let Ok(answer) = Enveloped::split(frames.to_vec(), 1) else {
             return Err(Undelivered::NotTaken(
                 "an answer without an envelope".into(),
@@ -453,15 +486,7 @@ impl ToClients for DeskOperator {
             None => taken.correlation_id.clone(),
         };
         let text = answer.body.concat();
-        let published = match self.publish(&reply_to, correlation_id.clone(), &text) {
-            Err(error) => {
-                taken.given_back = true;
-                self.recover(&format!("lost the broker ({error})"), true)
-                    .map_err(|error| Undelivered::NotTaken(error.to_string()))?;
-                self.publish(&reply_to, correlation_id, &text)
-            }
-            published => published,
-        };
+        let published = self.publish(&reply_to, correlation_id, &text);
         let delivered = match published {
             Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Ok(()),
             // No such queue: the client is gone (for good: its queue with it).
@@ -472,13 +497,16 @@ impl ToClients for DeskOperator {
                     "the broker refused the answer; the question went back to the queue".into(),
                 ));
             }
-            Err(error) => return Err(Undelivered::NotTaken(error.to_string())),
+            Err(error) => {
+                self.lose(&format!("lost the broker ({error})"), true);
+                return Err(Undelivered::NotTaken(AWAY.into()));
+            }
         };
         self.done_with(&mut taken, true)?;
         delivered
     }
 
     fn news(&mut self) -> Option<String> {
-        self.news.take()
+        self.news.pop_front()
     }
 }
