@@ -92,19 +92,8 @@ impl Failure {
     }
 }
 
-/// The URL with its password hidden, for messages.
-pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.split_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_string(),
-    }
-}
+/// The URL with its password hidden, for messages (the help desk's way).
+pub use zmq_chat::desk::redacted;
 
 /// Connects, or says why not: broker down, login refused, bad URL. Never
 /// retries in silence.
