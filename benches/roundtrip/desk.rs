@@ -28,16 +28,23 @@ const CLIENTS: usize = 50;
 const EACH: usize = 100;
 
 /// The pika RPC server of RabbitMQ's tutorial, answering with the
-/// question; prints "ready" once it consumes.
+/// question; prints "ready" once it consumes. With "durable" as its second
+/// argument, with the desk's guarantees: a durable quorum queue, persistent
+/// answers published with confirms, the question acknowledged after.
 const PIKA_SERVER: &str = r#"
 import sys, pika
-queue = sys.argv[1]
+queue, durable = sys.argv[1], sys.argv[2] == "durable"
 connection = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2f"))
 channel = connection.channel()
-channel.queue_declare(queue=queue)
+if durable:
+    channel.queue_declare(queue=queue, durable=True, arguments={"x-queue-type": "quorum"})
+    channel.confirm_delivery()
+else:
+    channel.queue_declare(queue=queue)
 def on_request(channel, method, properties, body):
     channel.basic_publish(exchange="", routing_key=properties.reply_to,
-        properties=pika.BasicProperties(correlation_id=properties.correlation_id), body=body)
+        properties=pika.BasicProperties(correlation_id=properties.correlation_id,
+            delivery_mode=2 if durable else 1), body=body)
     channel.basic_ack(delivery_tag=method.delivery_tag)
 channel.basic_qos(prefetch_count=1)
 channel.basic_consume(queue=queue, on_message_callback=on_request)
@@ -45,13 +52,21 @@ print("ready", flush=True)
 channel.start_consuming()
 "#;
 
-/// The pika RPC client of RabbitMQ's tutorial, asking N questions in turn.
+/// The pika RPC client of RabbitMQ's tutorial, asking N questions in turn;
+/// "durable" as with [`PIKA_SERVER`] (its answers to a durable queue of its
+/// own, its questions persistent and confirmed).
 const PIKA_CLIENT: &str = r#"
 import sys, uuid, pika
-queue, count = sys.argv[1], int(sys.argv[2])
+queue, count, durable = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "durable"
 connection = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2f"))
 channel = connection.channel()
-answers = channel.queue_declare(queue="", exclusive=True).method.queue
+if durable:
+    channel.queue_declare(queue=queue, durable=True, arguments={"x-queue-type": "quorum"})
+    answers = queue + ".answers"
+    channel.queue_declare(queue=answers, durable=True)
+    channel.confirm_delivery()
+else:
+    answers = channel.queue_declare(queue="", exclusive=True).method.queue
 got = {}
 def on_answer(channel, method, properties, body):
     got[properties.correlation_id] = body
@@ -59,9 +74,12 @@ channel.basic_consume(queue=answers, on_message_callback=on_answer, auto_ack=Tru
 for n in range(count):
     correlation = str(uuid.uuid4())
     channel.basic_publish(exchange="", routing_key=queue, body="question %d" % n,
-        properties=pika.BasicProperties(reply_to=answers, correlation_id=correlation))
+        properties=pika.BasicProperties(reply_to=answers, correlation_id=correlation,
+            delivery_mode=2 if durable else 1))
     while correlation not in got:
         connection.process_data_events(time_limit=None)
+if durable:
+    channel.queue_delete(answers)
 connection.close()
 "#;
 
@@ -78,15 +96,16 @@ pub fn desk_rows(table: &mut Table, runs: usize) {
         return;
     }
     let questions: String = (0..QUESTIONS).map(|n| format!("question {n}\n")).collect();
-    let mut rates: [Vec<f64>; 3] = Default::default();
+    let mut rates: [Vec<f64>; 4] = Default::default();
     for run in 0..runs {
-        for turn in 0..3 {
-            let which = (run + turn) % 3;
+        for turn in 0..4 {
+            let which = (run + turn) % 4;
             let desk = format!("zmq-chat-bench.desk.{}.{run}.{which}", std::process::id());
             rates[which].push(match which {
                 0 => desk_round_trips(&desk, &questions),
-                1 => pika_round_trips(&desk),
-                _ => lapin_round_trips(&desk),
+                1 => pika_round_trips(&desk, "plain"),
+                2 => lapin_round_trips(&desk),
+                _ => pika_round_trips(&desk, "durable"),
             });
         }
     }
@@ -94,6 +113,7 @@ pub fn desk_rows(table: &mut Table, runs: usize) {
         "desk round trip (chat-client --desk, chat-server --desk --echo)",
         "pika RPC client and server (RabbitMQ's tutorial)",
         "bare lapin RPC client and echo",
+        "pika RPC pair with the desk's guarantees (quorum queue, persistent, confirms)",
     ];
     for (name, rates) in names.iter().zip(&rates) {
         table.rate_row(
@@ -113,6 +133,11 @@ pub fn desk_rows(table: &mut Table, runs: usize) {
         "desk / bare lapin RPC echo, run by run",
         &paired(&rates[0], &rates[2]),
         Some(Target::AtLeast(0.8)),
+    );
+    table.ratio_row(
+        "desk / pika RPC pair with the desk's guarantees, run by run",
+        &paired(&rates[0], &rates[3]),
+        None,
     );
     for operators in [1, 4, 16] {
         let rates: Vec<f64> = (0..runs)
@@ -171,10 +196,10 @@ fn desk_round_trips(desk: &str, questions: &str) -> f64 {
     rate
 }
 
-/// The pika RPC pair's round trips a second.
-fn pika_round_trips(queue: &str) -> f64 {
+/// The pika RPC pair's round trips a second; `kind` "durable" or "plain".
+fn pika_round_trips(queue: &str, kind: &str) -> f64 {
     let mut server = Command::new("python3")
-        .args(["-c", PIKA_SERVER, queue])
+        .args(["-c", PIKA_SERVER, queue, kind])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -182,7 +207,7 @@ fn pika_round_trips(queue: &str) -> f64 {
     super::wait_for_line(server.stdout.take().expect("stdout"), "ready");
     let started = Instant::now();
     let mut client = Command::new("python3");
-    client.args(["-c", PIKA_CLIENT, queue, &QUESTIONS.to_string()]);
+    client.args(["-c", PIKA_CLIENT, queue, &QUESTIONS.to_string(), kind]);
     assert!(
         run_with_input(&mut client, ""),
         "the pika RPC client failed"
