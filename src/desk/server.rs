@@ -390,7 +390,7 @@ impl ToClients for DeskOperator {
     }
 
     /// No connections to tell of: the desk's presence is told as news
-    /// instead, at most once per [`PRESENCE_INTERVAL`], when it changed.
+    /// instead, at most once per `PRESENCE_INTERVAL` (5 s), when it changed.
     fn next_event(&mut self) -> Result<Option<PeerEvent>, TransportError> {
         let due = self
             .looked
