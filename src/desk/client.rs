@@ -247,29 +247,16 @@ impl DeskClient {
     /// that the question waits, and behind how many. (A look that fails
     /// says nothing: the question is in the queue all the same.)
     fn nobody_online(&self, urgent: bool) -> Option<String> {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let look = |queue: String| {
-            self.broker
-                .block_on(self.broker.channel.queue_declare(
-                    queue.as_str().into(),
-                    passive,
-                    FieldTable::default(),
-                ))
-                .ok()
-        };
         // Operators take from both lanes: the normal one says if any is there.
-        let normal = look(self.desk.clone())?;
-        if normal.consumer_count() > 0 {
+        let normal = self.broker.peek(&self.desk)?;
+        if normal.consumers > 0 {
             return None;
         }
-        let urgent_lane = look(urgent_lane(&self.desk))?;
+        let urgent_lane = self.broker.peek(&urgent_lane(&self.desk))?;
         // Ahead of an urgent question, the urgent ones; of another, all.
         let before = match urgent {
-            true => urgent_lane.message_count(),
-            false => urgent_lane.message_count() + normal.message_count(),
+            true => urgent_lane.ready,
+            false => urgent_lane.ready + normal.ready,
         };
         let ahead = before.saturating_sub(1);
         Some(format!(
@@ -287,8 +274,11 @@ impl DeskClient {
             .as_ref()
             .map(|id| id.as_str().to_string())
             .unwrap_or_default();
-        let asked = self.questions.take(id_of(&id));
-        if !self.asked_now.contains(id_of(&id)) {
+        // The question's id, without the mark an answer may carry.
+        let question = MessageId::parse(id.as_bytes())
+            .map_or_else(|| id.clone(), |(question, _)| question.to_string());
+        let asked = self.questions.take(&question);
+        if !self.asked_now.contains(&question) {
             if let Some(asked) = asked {
                 self.tell_waited(&asked, &delivery);
             }
@@ -330,7 +320,7 @@ impl DeskClient {
                     "no operator took the question within {} s (--expire): it expired unanswered",
                     self.expiry.as_secs()
                 );
-                let id = crate::envelope::MessageId::parse(asked.id.as_bytes())
+                let id = MessageId::parse(asked.id.as_bytes())
                     .map(|(id, _)| id.marked_frame(Mark::Refused))?;
                 refusal = Some(Ok(vec![id, Vec::new(), text.into_bytes()]));
             } else {
@@ -343,14 +333,6 @@ impl DeskClient {
         }
         refusal
     }
-}
-
-/// A chat-client's message id, without the mark an answer may carry.
-fn id_of(correlation_id: &str) -> &str {
-    correlation_id
-        .strip_suffix(":ended")
-        .or_else(|| correlation_id.strip_suffix(":refused"))
-        .unwrap_or(correlation_id)
 }
 
 /// A question's text in quotes, escaped, cut to a line's worth.

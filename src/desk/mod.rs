@@ -169,6 +169,26 @@ impl Broker {
         }
     }
 
+    /// What the broker says of queue `name` now, by a passive
+    /// declaration; `None` if it does not say.
+    /// (A queue that does not exist closes the channel; the desk's queues
+    /// are declared before any look.)
+    fn peek(&self, name: &str) -> Option<Peeked> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        self.block_on(
+            self.channel
+                .queue_declare(name.into(), passive, FieldTable::default()),
+        )
+        .ok()
+        .map(|queue| Peeked {
+            ready: queue.message_count(),
+            consumers: queue.consumer_count(),
+        })
+    }
+
     /// Declares the desk's queue `name`: durable, a quorum queue. One that
     /// exists already as another kind (a pika program declared it first)
     /// is used as it is.
@@ -203,6 +223,15 @@ impl Broker {
         self.channel = channel;
         Ok(())
     }
+}
+
+/// A queue as [`Broker::peek`] finds it.
+#[derive(Clone, Copy, Debug)]
+struct Peeked {
+    /// Messages ready for a consumer (not those delivered and unacknowledged).
+    ready: u32,
+    /// Consumers on it.
+    consumers: u32,
 }
 
 /// Connects to `url` as `who` and opens the one channel, with publisher

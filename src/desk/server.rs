@@ -9,7 +9,6 @@ use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Confirmation, Consumer};
@@ -349,38 +348,17 @@ impl DeskOperator {
     /// urgent, and how many operators are online; `None` if the broker
     /// does not say.
     fn presence(&self) -> Option<(u32, u32, u32)> {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let look = |queue: &str| {
-            self.broker
-                .block_on(self.broker.channel.queue_declare(
-                    queue.into(),
-                    passive,
-                    FieldTable::default(),
-                ))
-                .ok()
-        };
-        let normal = look(&self.queue)?;
-        let urgent = look(&urgent_lane(&self.queue))?;
-        let waiting = normal.message_count() + urgent.message_count();
-        Some((waiting, urgent.message_count(), normal.consumer_count()))
+        let normal = self.broker.peek(&self.queue)?;
+        let urgent = self.broker.peek(&urgent_lane(&self.queue))?;
+        let waiting = normal.ready + urgent.ready;
+        Some((waiting, urgent.ready, normal.consumers))
     }
 
     /// Whether the urgent lane holds questions no operator has taken.
     fn urgent_waiting(&self) -> bool {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
         self.broker
-            .block_on(self.broker.channel.queue_declare(
-                urgent_lane(&self.queue).as_str().into(),
-                passive,
-                FieldTable::default(),
-            ))
-            .is_ok_and(|queue| queue.message_count() > 0)
+            .peek(&urgent_lane(&self.queue))
+            .is_some_and(|queue| queue.ready > 0)
     }
 }
 
