@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, Consumer};
 
@@ -21,6 +23,10 @@ use crate::transport::{Bounded, ConnectionEvent, Oversized, Request, ToServer, T
 
 /// AMQP's delivery mode for a message written to disk.
 const PERSISTENT: u8 = 2;
+
+/// Answers handed to the client unacknowledged, at most: what a flood of
+/// its queue can make it hold.
+const ANSWERS_IN_FLIGHT: u16 = 16;
 
 /// A client's queue of answers unused this long is removed by the broker,
 /// with what waits in it.
@@ -381,6 +387,15 @@ fn subscribe(
             "cannot declare the client's queue for answers",
         ))?
         .message_count();
+    // Whoever may publish on the broker can fill the client's queue: it is
+    // handed over a few at a time, each acknowledged before more come.
+    broker
+        .block_on(
+            broker
+                .channel
+                .basic_qos(ANSWERS_IN_FLIGHT, BasicQosOptions::default()),
+        )
+        .map_err(broker_failed("cannot set the prefetch"))?;
     let consumer = broker
         .block_on(broker.channel.basic_consume(
             answers.into(),
