@@ -14,8 +14,8 @@ use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use super::{CLIENT, SERVER, Table, Target, run_with_input};
 
@@ -96,16 +96,17 @@ pub fn desk_rows(table: &mut Table, runs: usize) {
         return;
     }
     let questions: String = (0..QUESTIONS).map(|n| format!("question {n}\n")).collect();
-    let mut rates: [Vec<f64>; 4] = Default::default();
+    let mut rates: [Vec<f64>; 5] = Default::default();
     for run in 0..runs {
-        for turn in 0..4 {
-            let which = (run + turn) % 4;
+        for turn in 0..5 {
+            let which = (run + turn) % 5;
             let desk = format!("zmq-chat-bench.desk.{}.{run}.{which}", std::process::id());
             rates[which].push(match which {
                 0 => desk_round_trips(&desk, &questions),
                 1 => pika_round_trips(&desk, "plain"),
-                2 => lapin_round_trips(&desk),
-                _ => pika_round_trips(&desk, "durable"),
+                2 => lapin_round_trips(&desk, ""),
+                3 => pika_round_trips(&desk, "durable"),
+                _ => lapin_round_trips(&desk, "-durable"),
             });
         }
     }
@@ -114,6 +115,7 @@ pub fn desk_rows(table: &mut Table, runs: usize) {
         "pika RPC client and server (RabbitMQ's tutorial)",
         "bare lapin RPC client and echo",
         "pika RPC pair with the desk's guarantees (quorum queue, persistent, confirms)",
+        "bare lapin RPC pair with the desk's guarantees",
     ];
     for (name, rates) in names.iter().zip(&rates) {
         table.rate_row(
@@ -137,6 +139,11 @@ pub fn desk_rows(table: &mut Table, runs: usize) {
     table.ratio_row(
         "desk / pika RPC pair with the desk's guarantees, run by run",
         &paired(&rates[0], &rates[3]),
+        None,
+    );
+    table.ratio_row(
+        "desk / bare lapin RPC pair with the desk's guarantees, run by run",
+        &paired(&rates[0], &rates[4]),
         None,
     );
     for operators in [1, 4, 16] {
@@ -218,12 +225,17 @@ fn pika_round_trips(queue: &str, kind: &str) -> f64 {
 }
 
 /// The bare lapin RPC pair's round trips a second (this executable's
-/// `--role-lapin-echo` and `--role-lapin-client`).
-fn lapin_round_trips(queue: &str) -> f64 {
-    let (echo, _) = super::spawn_role("--role-lapin-echo", &[queue]);
+/// `--role-lapin-echo` and `--role-lapin-client`, with `kind` "-durable"
+/// or "" at their end).
+fn lapin_round_trips(queue: &str, kind: &str) -> f64 {
+    let (echo, _) = super::spawn_role(&format!("--role-lapin-echo{kind}"), &[queue]);
     let started = Instant::now();
     let mut client = Command::new(std::env::current_exe().expect("the bench"));
-    client.args(["--role-lapin-client", queue, &QUESTIONS.to_string()]);
+    client.args([
+        &format!("--role-lapin-client{kind}"),
+        queue,
+        &QUESTIONS.to_string(),
+    ]);
     assert!(
         run_with_input(&mut client, ""),
         "the lapin RPC client failed"
@@ -261,118 +273,176 @@ fn desk_throughput(desk: &str, operators: usize) -> f64 {
 }
 
 /// The lapin roles: an RPC echo on `queue` (prints its queue when ready),
-/// or a client asking `count` questions in turn.
+/// or a client asking `count` questions in turn; with "-durable" at the
+/// end of the role, with the desk's guarantees (a durable quorum queue,
+/// persistent messages published with confirms, the question
+/// acknowledged after its answer's confirm, the client's answers in a
+/// durable queue of its own and acknowledged).
 pub fn run_role(role: &str, queue: &str, count: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
+    let durable = role.ends_with("-durable");
     runtime.block_on(async {
         let connection = Connection::connect(URL, ConnectionProperties::default())
             .await
             .expect("connect to the broker");
         let channel = connection.create_channel().await.expect("a channel");
-        match role {
-            "--role-lapin-echo" => {
-                channel
-                    .queue_declare(
-                        queue.into(),
-                        QueueDeclareOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .expect("declare");
-                channel
-                    .basic_qos(1, BasicQosOptions::default())
-                    .await
-                    .expect("qos");
-                let mut questions = channel
-                    .basic_consume(
-                        queue.into(),
-                        "".into(),
-                        BasicConsumeOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
-                    .expect("consume");
-                println!("{queue}");
-                while let Some(Ok(question)) = questions.next().await {
-                    let mut properties = BasicProperties::default();
-                    if let Some(id) = question.properties.correlation_id() {
-                        properties = properties.with_correlation_id(id.clone());
-                    }
-                    let reply_to = question.properties.reply_to().clone().unwrap_or_default();
-                    channel
-                        .basic_publish(
-                            "".into(),
-                            reply_to,
-                            BasicPublishOptions::default(),
-                            &question.data,
-                            properties,
-                        )
-                        .await
-                        .expect("answer");
-                    question.ack(BasicAckOptions::default()).await.expect("ack");
-                }
-            }
-            _ => {
-                let answers = channel
-                    .queue_declare(
-                        "".into(),
-                        QueueDeclareOptions {
-                            exclusive: true,
-                            ..QueueDeclareOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .expect("declare the answers queue");
-                let mut replies = channel
-                    .basic_consume(
-                        answers.name().clone(),
-                        "".into(),
-                        BasicConsumeOptions {
-                            no_ack: true,
-                            ..BasicConsumeOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .expect("consume");
-                let count: usize = count.parse().expect("a count");
-                for n in 0..count {
-                    let id = n.to_string();
-                    let properties = BasicProperties::default()
-                        .with_reply_to(answers.name().clone())
-                        .with_correlation_id(id.as_str().into());
-                    channel
-                        .basic_publish(
-                            "".into(),
-                            queue.into(),
-                            BasicPublishOptions::default(),
-                            id.as_bytes(),
-                            properties,
-                        )
-                        .await
-                        .expect("ask");
-                    loop {
-                        let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
-                            .await
-                            .expect("an answer within 10 s")
-                            .expect("the stream")
-                            .expect("a delivery");
-                        if reply
-                            .properties
-                            .correlation_id()
-                            .as_ref()
-                            .map(|id| id.as_str())
-                            == Some(id.as_str())
-                        {
-                            break;
-                        }
-                    }
-                }
-            }
+        if durable {
+            channel
+                .confirm_select(Default::default())
+                .await
+                .expect("confirms");
+        }
+        declare_questions(&channel, queue, durable).await;
+        if role.starts_with("--role-lapin-echo") {
+            lapin_echo(&channel, queue, durable).await;
+        } else {
+            lapin_client(&channel, queue, count.parse().expect("a count"), durable).await;
         }
     });
+}
+
+/// Declares the questions' queue: a classic one, or with `durable` a
+/// durable quorum queue as the desk's.
+async fn declare_questions(channel: &Channel, queue: &str, durable: bool) {
+    let mut arguments = FieldTable::default();
+    if durable {
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+    }
+    let options = QueueDeclareOptions {
+        durable,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), options, arguments)
+        .await
+        .expect("declare the questions' queue");
+}
+
+/// Answers each question on `queue` with its text until the broker goes.
+async fn lapin_echo(channel: &Channel, queue: &str, durable: bool) {
+    channel
+        .basic_qos(1, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut questions = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    println!("{queue}");
+    while let Some(Ok(question)) = questions.next().await {
+        let mut properties = BasicProperties::default().with_delivery_mode(persistence(durable));
+        if let Some(id) = question.properties.correlation_id() {
+            properties = properties.with_correlation_id(id.clone());
+        }
+        let reply_to = question.properties.reply_to().clone().unwrap_or_default();
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                reply_to,
+                BasicPublishOptions::default(),
+                &question.data,
+                properties,
+            )
+            .await
+            .expect("answer");
+        if durable {
+            confirm.await.expect("the answer's confirm");
+        }
+        question.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+}
+
+/// Asks `count` questions on `queue` in turn, each awaited.
+async fn lapin_client(channel: &Channel, queue: &str, count: usize, durable: bool) {
+    let options = match durable {
+        true => QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        false => QueueDeclareOptions {
+            exclusive: true,
+            ..QueueDeclareOptions::default()
+        },
+    };
+    let name = match durable {
+        true => format!("{queue}.answers"),
+        false => String::new(),
+    };
+    let answers = channel
+        .queue_declare(name.as_str().into(), options, FieldTable::default())
+        .await
+        .expect("declare the answers queue");
+    let mut replies = channel
+        .basic_consume(
+            answers.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: !durable,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    for n in 0..count {
+        let id = n.to_string();
+        let properties = BasicProperties::default()
+            .with_reply_to(answers.name().clone())
+            .with_correlation_id(id.as_str().into())
+            .with_delivery_mode(persistence(durable));
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                id.as_bytes(),
+                properties,
+            )
+            .await
+            .expect("ask");
+        if durable {
+            confirm.await.expect("the question's confirm");
+        }
+        loop {
+            let reply = tokio::time::timeout(Duration::from_secs(10), replies.next())
+                .await
+                .expect("an answer within 10 s")
+                .expect("the stream")
+                .expect("a delivery");
+            if durable {
+                reply.ack(BasicAckOptions::default()).await.expect("ack");
+            }
+            if reply
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|id| id.as_str())
+                == Some(id.as_str())
+            {
+                break;
+            }
+        }
+    }
+    if durable {
+        channel
+            .queue_delete(answers.name().clone(), Default::default())
+            .await
+            .expect("delete the answers queue");
+    }
+}
+
+/// AMQP's delivery mode: 2 (on disk) with the desk's guarantees, else 1.
+fn persistence(durable: bool) -> u8 {
+    if durable { 2 } else { 1 }
 }
