@@ -459,17 +459,14 @@ impl ToServer for DeskClient {
         }
         let wait = if wait { TICK } else { Duration::ZERO };
         let consumer = &mut self.consumer;
-        let delivery = self
-            .broker
-            .block_on(async { tokio::time::timeout(wait, consumer.next()).await });
-        let delivery = match delivery {
-            Err(_) => return Ok(None),
-            Ok(Some(Ok(delivery))) => delivery,
-            Ok(Some(Err(error))) => {
+        let delivery = match self.broker.next_within(consumer, wait) {
+            None => return Ok(None),
+            Some(Some(Ok(delivery))) => delivery,
+            Some(Some(Err(error))) => {
                 self.lose(format!("lost the broker ({error})"));
                 return Ok(None);
             }
-            Ok(None) => {
+            Some(None) => {
                 self.lose("the broker closed the channel".into());
                 return Ok(None);
             }

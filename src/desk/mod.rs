@@ -124,6 +124,22 @@ impl Broker {
         self.runtime.block_on(work)
     }
 
+    /// The consumer's next item if one comes within `wait`; `None` if none
+    /// does. A zero wait only looks at what is there: a timer would round
+    /// it up to the timer's millisecond.
+    fn next_within(
+        &self,
+        consumer: &mut lapin::Consumer,
+        wait: Duration,
+    ) -> Option<Option<Result<lapin::message::Delivery, lapin::Error>>> {
+        use futures_lite::StreamExt;
+        if wait.is_zero() {
+            return self.block_on(futures_lite::future::poll_once(consumer.next()));
+        }
+        self.block_on(async { tokio::time::timeout(wait, consumer.next()).await })
+            .ok()
+    }
+
     /// The connection or the channel was lost (or closed by the broker):
     /// from now on, each [`Broker::come_back`] tries once to connect again.
     fn lose(&mut self) {

@@ -300,10 +300,8 @@ impl DeskOperator {
             Lane::Normal => &mut self.normal,
             Lane::Urgent => &mut self.urgent,
         };
-        let next = self
-            .broker
-            .block_on(async { tokio::time::timeout(wait, consumer.next()).await });
-        self.taken_in(next.ok())
+        let next = self.broker.next_within(consumer, wait);
+        self.taken_in(next)
     }
 
     /// The next question of either lane within a tick, the urgent lane's
