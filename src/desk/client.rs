@@ -55,6 +55,12 @@ pub struct DeskClient {
     news: VecDeque<String>,
     /// A question asked while the broker was away, asked once it is back.
     unasked: Option<Question>,
+    /// A question was asked and its answer did not come yet: whether it
+    /// was urgent. If a tick's wait brings no answer, the desk is looked
+    /// at to tell the user whether an operator is online (a passive
+    /// declaration: not made for each question, as most are answered
+    /// within the tick).
+    to_look: Option<bool>,
 }
 
 /// A question, as the transport keeps it until the broker has it.
@@ -92,6 +98,7 @@ impl DeskClient {
             told: false,
             news: VecDeque::new(),
             unasked: None,
+            to_look: None,
         };
         client.tell_expired();
         client.take_waiting_answers(waiting)?;
@@ -194,9 +201,7 @@ impl DeskClient {
         };
         match confirmation {
             Confirmation::Ack(None) | Confirmation::NotRequested => {
-                if let Some(news) = self.nobody_online(question.urgent) {
-                    self.news.push_back(news);
-                }
+                self.to_look = Some(question.urgent);
                 Ok(())
             }
             Confirmation::Ack(Some(_)) => Err(TransportError::Refused {
@@ -249,6 +254,16 @@ impl DeskClient {
         })
     }
 
+    /// Once a question waited a tick unanswered: the user is told if no
+    /// operator is online.
+    fn look(&mut self) {
+        if let Some(urgent) = self.to_look.take()
+            && let Some(news) = self.nobody_online(urgent)
+        {
+            self.news.push_back(news);
+        }
+    }
+
     /// If no operator takes the desk's questions, what to tell the user:
     /// that the question waits, and behind how many. (A look that fails
     /// says nothing: the question is in the queue all the same.)
@@ -290,6 +305,8 @@ impl DeskClient {
             }
             return None;
         }
+        // Answered: no need to look whether an operator is online.
+        self.to_look = None;
         let bytes = delivery.data.len();
         if bytes > WIRE_LIMIT_BYTES {
             return Some(Err(Oversized { frames: 1, bytes }));
@@ -460,7 +477,12 @@ impl ToServer for DeskClient {
         let wait = if wait { TICK } else { Duration::ZERO };
         let consumer = &mut self.consumer;
         let delivery = match self.broker.next_within(consumer, wait) {
-            None => return Ok(None),
+            None => {
+                if !wait.is_zero() {
+                    self.look();
+                }
+                return Ok(None);
+            }
             Some(Some(Ok(delivery))) => delivery,
             Some(Some(Err(error))) => {
                 self.lose(format!("lost the broker ({error})"));

@@ -51,6 +51,14 @@ pub struct DeskOperator {
     /// When the desk's queues were last looked at, and what they said
     /// (questions waiting, urgent ones, operators online).
     looked: Option<(Instant, (u32, u32, u32))>,
+    /// Whether an urgent question may be on its way to this operator: just
+    /// after subscribing, or after taking one (whose acknowledgement lets
+    /// the broker send the next). Otherwise the operator's idle urgent
+    /// consumer would hold one already, and the urgent lane is not looked
+    /// at for each normal question (a passive declaration, a round trip to
+    /// the broker: this look and the client's, made for each question,
+    /// cost the benchmark's desk round trip about a tenth).
+    urgent_may_wait: bool,
 }
 
 /// How often an operator looks at how many questions wait and how many
@@ -88,6 +96,7 @@ impl DeskOperator {
             next: 0,
             news: VecDeque::new(),
             looked: None,
+            urgent_may_wait: true,
         })
     }
 
@@ -121,7 +130,10 @@ impl DeskOperator {
             return Ok(false);
         }
         match subscribe(&mut self.broker, &self.queue) {
-            Ok((normal, urgent)) => (self.normal, self.urgent) = (normal, urgent),
+            Ok((normal, urgent)) => {
+                (self.normal, self.urgent) = (normal, urgent);
+                self.urgent_may_wait = true;
+            }
             Err(error) => {
                 self.lose(&error.to_string(), false);
                 return Ok(false);
@@ -180,6 +192,13 @@ impl DeskOperator {
             return Err(Oversized { frames: 1, bytes });
         }
         Ok(frames)
+    }
+
+    /// A question of the urgent lane, as [`DeskOperator::request`]; more
+    /// may follow it once it is acknowledged.
+    fn urgent_request(&mut self, delivery: Delivery) -> Bounded {
+        self.urgent_may_wait = true;
+        self.request(delivery)
     }
 
     /// Whether this operator holds a question with `correlation_id`
@@ -399,7 +418,7 @@ impl ToClients for DeskOperator {
             return Ok(None);
         }
         if let Some(urgent) = self.next(Lane::Urgent, Duration::ZERO)? {
-            return Ok(Some((self.request(urgent), None)));
+            return Ok(Some((self.urgent_request(urgent), None)));
         }
         let normal = match self.held.take() {
             Some(normal) => Some(normal),
@@ -410,16 +429,21 @@ impl ToClients for DeskOperator {
             None if !wait => return Ok(None),
             None => match self.next_of_either()? {
                 None => return Ok(None),
-                Some((Lane::Urgent, urgent)) => return Ok(Some((self.request(urgent), None))),
+                Some((Lane::Urgent, urgent)) => {
+                    return Ok(Some((self.urgent_request(urgent), None)));
+                }
                 Some((Lane::Normal, normal)) => normal,
             },
         };
         // An urgent question may be on its way to this operator: the
         // normal one waits with it (held, not shown) for a tick at most.
-        if self.urgent_waiting() {
-            self.held = Some(normal);
-            let urgent = self.next(Lane::Urgent, TICK)?;
-            return Ok(urgent.map(|urgent| (self.request(urgent), None)));
+        if self.urgent_may_wait {
+            if self.urgent_waiting() {
+                self.held = Some(normal);
+                let urgent = self.next(Lane::Urgent, TICK)?;
+                return Ok(urgent.map(|urgent| (self.urgent_request(urgent), None)));
+            }
+            self.urgent_may_wait = false;
         }
         Ok(Some((self.request(normal), None)))
     }
