@@ -410,3 +410,63 @@ fn operators_see_who_else_is_online() {
     first
         .stderr_line_containing("at the desk: 0 question(s) wait (0 urgent); 2 operator(s) online");
 }
+
+/// Whoever may publish on the broker can fill a client's queue of answers
+/// with answers to questions it never asked. The client takes them a few
+/// at a time (16 unacknowledged at most), drops them unseen, and its
+/// memory does not follow the flood (40 MiB here, all in its queue when it
+/// reads); the real answer, behind the flood, is shown once.
+#[test]
+fn a_flood_of_forged_answers_is_dropped_within_the_clients_bound() {
+    let Some(url) = broker() else {
+        return;
+    };
+    if !pika() {
+        return;
+    }
+    let desk = unique("desk-flood");
+    let state = Scratch::new("desk-flood");
+    let env = [("XDG_STATE_HOME", state.to_str().expect("a UTF-8 path"))];
+    let mut asking = Proc::spawn_with_env(CLIENT, &["--desk", &desk, "--broker", url], &env);
+    asking.send_line("is the flood over?");
+    asking.stderr_line_containing("your question waits");
+    let before = asking.rss_kib();
+    let id = std::fs::read_to_string(state.join(format!("zmq-chat/desk-{desk}.id")))
+        .expect("the client's identity");
+    let answers = format!("{desk}.answers.{}", id.trim());
+    let flood = format!(
+        r#"
+import pika
+connection = pika.BlockingConnection(pika.URLParameters("{url}"))
+channel = connection.channel()
+channel.confirm_delivery()
+body = b"x" * 4096
+for n in range(10000):
+    channel.basic_publish(exchange="", routing_key="{answers}", body=body,
+        properties=pika.BasicProperties(correlation_id="forged %d" % n))
+connection.close()
+"#
+    );
+    // Stopped, the client reads nothing: the flood is all in its queue
+    // when it goes on, as for a client that was away.
+    asking.signal("STOP");
+    let (status, _, stderr) = run_to_end("python3", &["-c", &flood], "");
+    asking.signal("CONT");
+    assert!(status.success(), "{stderr}");
+    let mut operator = operator(url, &desk, &[]);
+    assert_eq!(operator.stdout_line(), "is the flood over?");
+    operator.send_line("it is");
+    assert_eq!(asking.stdout_line(), "it is");
+    let grown = asking.peak_rss_kib().saturating_sub(before);
+    asking.close_stdin();
+    assert!(asking.wait().success());
+    assert_eq!(
+        asking.remaining_stdout(),
+        Vec::<String>::new(),
+        "no forged answer shown"
+    );
+    assert!(
+        grown < 16 * 1024,
+        "the client grew by {grown} KiB with the flood"
+    );
+}

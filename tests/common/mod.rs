@@ -363,7 +363,6 @@ impl Proc {
             .count()
     }
 
-    /// The process's resident memory in KiB, from /proc.
     /// The CPU time the process has used so far, from the kernel's
     /// scheduler statistics (nanoseconds on a CPU, all its threads).
     pub fn cpu_time(&self) -> Duration {
@@ -381,14 +380,25 @@ impl Proc {
         Duration::from_nanos(total)
     }
 
+    /// The process's resident memory in KiB, from /proc.
     pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The most resident memory the process has had, in KiB, from /proc.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    /// A field of /proc's status of the process, in KiB.
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc status");
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc status")
+            .unwrap_or_else(|| panic!("{field} in /proc status"))
     }
 }
 
