@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::address::{ACCEPTED_FORMS, Address, AddressError, Endpoint, Role};
+use crate::desk::Desk;
+use crate::desk::brokers::{BrokerUrlError, broker_urls};
 use crate::error::ChatError;
 use crate::exit::Exit;
 use crate::secure::keys::{Identity, KeyError, PublicKey};
@@ -72,7 +74,7 @@ pub fn accepted_forms_hint(error: &AddressError) -> String {
 
 /// Reports a fatal error as one line, `program: what went wrong: why`
 /// (every cause in the chain, as `anyhow`'s `{:#}` shows it), and picks the
-/// exit code: 2 for a bad address, 0 for a closed stdout (`| head`), 1
+/// exit code: 2 for a bad address or broker URL, 0 for a closed stdout (`| head`), 1
 /// otherwise.
 pub fn report(program: &str, error: &(dyn std::error::Error + 'static)) -> ExitCode {
     let chain = || std::iter::successors(Some(error), |cause| cause.source());
@@ -88,6 +90,10 @@ pub fn report(program: &str, error: &(dyn std::error::Error + 'static)) -> ExitC
         return Exit::Ok.into();
     }
     let text = crate::error::describe(error);
+    if chain().any(|cause| cause.is::<BrokerUrlError>()) {
+        eprintln!("{program}: {text}");
+        return Exit::Usage.into();
+    }
     match chain().find_map(|cause| cause.downcast_ref::<AddressError>()) {
         Some(address_error) => {
             eprintln!("{program}: {text}{}", accepted_forms_hint(address_error));
@@ -236,6 +242,43 @@ fn roff_escape(text: &str) -> String {
     match escaped.chars().next() {
         Some('.' | '\'') => format!("\\&{escaped}"),
         _ => escaped,
+    }
+}
+
+/// The flags both programs have to name the help desk's brokers (with
+/// `--desk`).
+#[derive(clap::Args, Debug)]
+pub struct BrokerFlags {
+    /// With --desk: the RabbitMQ broker, amqp://USER@HOST:PORT/VHOST; give
+    /// several (the nodes of a cluster) to have them tried in turn. Never
+    /// a password here, where ps shows it: put the URLs in $ZMQ_CHAT_BROKER
+    /// or a --broker-file [default: $ZMQ_CHAT_BROKER, else amqp://localhost]
+    #[arg(long, value_name = "URL", requires = "desk")]
+    pub broker: Vec<String>,
+
+    /// With --desk: a file of broker URLs, one a line, passwords allowed
+    /// (readable by you only: chmod 600)
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "desk",
+        conflicts_with = "broker"
+    )]
+    pub broker_file: Option<PathBuf>,
+}
+
+impl BrokerFlags {
+    /// The desk `name` on the brokers these flags name (or the environment,
+    /// or the default).
+    ///
+    /// # Errors
+    /// A password on the command line, a broker file others may read, a
+    /// URL that does not parse.
+    pub fn desk(&self, name: &str) -> Result<Desk, BrokerUrlError> {
+        Ok(Desk {
+            name: name.to_string(),
+            brokers: broker_urls(&self.broker, self.broker_file.as_deref())?,
+        })
     }
 }
 

@@ -71,9 +71,9 @@ impl Exit {
             (Exit::Failure, Program::Server) => Some(
                 "a runtime error: address in use, permission denied, a bad key file or allow list, a broker gone for good",
             ),
-            (Exit::Usage, _) => {
-                Some("a usage error: unknown flag, malformed address, unknown host")
-            }
+            (Exit::Usage, _) => Some(
+                "a usage error: unknown flag, malformed address, unknown host, a broker URL with a password on the command line",
+            ),
             (Exit::GaveUp, Program::Client) => Some(
                 "script mode: no server came back within --give-up (the unanswered message is printed on stderr)",
             ),
@@ -150,7 +150,8 @@ mod tests {
        prompt
   1    a runtime error: address in use, permission denied, a bad key file or
        allow list, a broker gone for good
-  2    a usage error: unknown flag, malformed address, unknown host
+  2    a usage error: unknown flag, malformed address, unknown host, a broker
+       URL with a password on the command line
   130  script mode: interrupted by a signal (Ctrl-C, SIGTERM)"
         );
         for line in Exit::help_table(Program::Client).lines() {

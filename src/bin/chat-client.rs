@@ -15,7 +15,6 @@ use zmq_chat::cli;
 use zmq_chat::client::{ChatClient, ClientEnd, Liveness};
 use zmq_chat::clock::SystemClock;
 use zmq_chat::desk::client::DeskClient;
-use zmq_chat::desk::{DEFAULT_BROKER, Desk};
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::exit::{Exit, Program};
 use zmq_chat::folders;
@@ -111,9 +110,8 @@ struct Args {
     )]
     desk: Option<String>,
 
-    /// With --desk: the RabbitMQ broker, amqp://USER:PASSWORD@HOST:PORT/VHOST
-    #[arg(long, value_name = "URL", default_value = DEFAULT_BROKER)]
-    broker: String,
+    #[command(flatten)]
+    brokers: cli::BrokerFlags,
 
     /// With --desk: ask every question in the urgent lane, which operators
     /// serve first (at the prompt, /urgent TEXT asks one so)
@@ -183,10 +181,7 @@ fn liveness(args: &Args) -> Liveness {
 /// The client of the help desk `name` (--desk): its questions wait in the
 /// broker for an operator, so no server is ever given up on.
 fn ask_desk(args: &Args, name: &str) -> anyhow::Result<ChatClient> {
-    let desk = Desk {
-        name: name.to_string(),
-        broker: args.broker.clone(),
-    };
+    let desk = args.brokers.desk(name)?;
     let mut client = ChatClient::new(
         Box::new(DeskClient::open(
             &desk,

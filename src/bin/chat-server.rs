@@ -11,7 +11,6 @@ use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli;
 use zmq_chat::clock::SystemClock;
 use zmq_chat::desk::server::DeskOperator;
-use zmq_chat::desk::{DEFAULT_BROKER, Desk};
 use zmq_chat::exit::{Exit, Program};
 use zmq_chat::folders;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
@@ -83,9 +82,8 @@ struct Args {
     #[arg(long, value_name = "NAME", conflicts_with_all = ["address", "bind", "key"])]
     desk: Option<String>,
 
-    /// With --desk: the RabbitMQ broker, amqp://USER:PASSWORD@HOST:PORT/VHOST
-    #[arg(long, value_name = "URL", default_value = DEFAULT_BROKER)]
-    broker: String,
+    #[command(flatten)]
+    brokers: cli::BrokerFlags,
 
     #[command(flatten)]
     tasks: cli::Tasks,
@@ -154,10 +152,7 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
 /// socket bound where the flags say.
 fn clients(args: &Args) -> anyhow::Result<Box<dyn ToClients>> {
     if let Some(name) = &args.desk {
-        let desk = Desk {
-            name: name.clone(),
-            broker: args.broker.clone(),
-        };
+        let desk = args.brokers.desk(name)?;
         return Ok(Box::new(DeskOperator::open(&desk)?));
     }
     let address = args.address.as_ref().unwrap_or(&args.bind);

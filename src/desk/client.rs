@@ -38,9 +38,11 @@ pub struct DeskClient {
     broker: Broker,
     /// The desk's queue, where questions go.
     desk: String,
-    /// The client's own queue, where answers come.
+    /// The client's own queue, where answers come, and its kind.
     answers: String,
-    identity: Identity,
+    kind: Answers,
+    /// Held for the run: its lock keeps the identity this run's alone.
+    _identity: Identity,
     consumer: Consumer,
     shown: String,
     /// How long a question waits for an operator before it expires.
@@ -80,16 +82,18 @@ impl DeskClient {
     /// # Errors
     /// When the broker cannot be reached or refuses.
     pub fn open(desk: &Desk, expiry: Duration) -> Result<DeskClient, TransportError> {
-        let mut broker = Broker::connect(&desk.broker, "chat-client")?;
+        let mut broker = Broker::connect(&desk.brokers, "chat-client")?;
         let identity = record::identity(&desk.name);
         let answers = format!("{}.answers.{}", desk.name, identity.id);
-        let (consumer, waiting) = subscribe(&mut broker, &desk.name, &answers, identity.kept)?;
+        let kind = Answers::of(identity.kept, desk.clustered());
+        let (consumer, waiting) = subscribe(&mut broker, &desk.name, &answers, kind)?;
         let questions = Questions::load(&desk.name, &identity);
         let mut client = DeskClient {
             broker,
             desk: desk.name.clone(),
             answers,
-            identity,
+            kind,
+            _identity: identity,
             consumer,
             shown: desk.shown(),
             expiry,
@@ -165,20 +169,17 @@ impl DeskClient {
             return Ok(false);
         }
         // What waits in the client's queue comes through the loop's reads.
-        match subscribe(
-            &mut self.broker,
-            &self.desk,
-            &self.answers,
-            self.identity.kept,
-        ) {
+        match subscribe(&mut self.broker, &self.desk, &self.answers, self.kind) {
             Ok((consumer, _)) => self.consumer = consumer,
             Err(error) => {
                 self.lose(error.to_string());
                 return Ok(false);
             }
         }
-        self.news
-            .push_back("connected to the broker again".to_string());
+        self.news.push_back(format!(
+            "connected to the broker again, at {}",
+            self.broker.shown()
+        ));
         if let Some(question) = self.unasked.take() {
             self.ask(question)?;
         }
@@ -365,45 +366,45 @@ fn quoted(text: &str) -> String {
     format!("\u{201c}{}{more}\u{201d}", escape_for_terminal(&cut))
 }
 
+/// The kind of a client's queue of answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answers {
+    /// A run's own identity (another run holds the kept one): a queue of
+    /// the run's own, gone with it.
+    RunsOwn,
+    /// A kept identity: durable, removed by the broker after a week unused.
+    Kept,
+    /// A kept identity at a desk on a cluster: as [`Answers::Kept`], and a
+    /// quorum queue, replicated over the nodes so that no answer is lost
+    /// with one.
+    Replicated,
+}
+
+impl Answers {
+    /// The kind for a client whose identity is `kept` or not, at a desk on
+    /// a cluster or not.
+    fn of(kept: bool, clustered: bool) -> Answers {
+        match (kept, clustered) {
+            (false, _) => Answers::RunsOwn,
+            (true, false) => Answers::Kept,
+            (true, true) => Answers::Replicated,
+        }
+    }
+}
+
 /// Declares the desk's queue (if no one did yet) and the client's queue
-/// for answers (kept, when the identity is, for a week unused), and
-/// listens there; with how many answers waited in it before.
+/// for answers, and listens there; with how many answers waited in it
+/// before.
 fn subscribe(
     broker: &mut Broker,
     desk: &str,
     answers: &str,
-    kept: bool,
+    kind: Answers,
 ) -> Result<(Consumer, u32), TransportError> {
     broker.declare_desk_queue(desk)?;
     broker.declare_desk_queue(&urgent_lane(desk))?;
-    let mut arguments = FieldTable::default();
-    let options = if kept {
-        arguments.insert(
-            "x-expires".into(),
-            AMQPValue::LongLongInt(ANSWERS_KEPT.as_millis() as i64),
-        );
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        }
-    } else {
-        QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..QueueDeclareOptions::default()
-        }
-    };
     // Counted before consuming: the broker hands over what waits at once.
-    let waiting = broker
-        .block_on(
-            broker
-                .channel
-                .queue_declare(answers.into(), options, arguments),
-        )
-        .map_err(broker_failed(
-            "cannot declare the client's queue for answers",
-        ))?
-        .message_count();
+    let waiting = declare_answers(broker, answers, kind)?;
     // Whoever may publish on the broker can fill the client's queue: it is
     // handed over a few at a time, each acknowledged before more come.
     broker
@@ -422,6 +423,48 @@ fn subscribe(
         ))
         .map_err(broker_failed("cannot listen for answers"))?;
     Ok((consumer, waiting))
+}
+
+/// Declares the client's queue of answers of `kind`; with how many
+/// messages it holds.
+fn declare_answers(
+    broker: &mut Broker,
+    answers: &str,
+    kind: Answers,
+) -> Result<u32, TransportError> {
+    let mut kept_a_week = FieldTable::default();
+    kept_a_week.insert(
+        "x-expires".into(),
+        AMQPValue::LongLongInt(ANSWERS_KEPT.as_millis() as i64),
+    );
+    let (options, arguments) = match kind {
+        Answers::Replicated => return broker.declare_quorum_queue(answers, kept_a_week),
+        Answers::Kept => (
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            kept_a_week,
+        ),
+        Answers::RunsOwn => (
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        ),
+    };
+    broker
+        .block_on(
+            broker
+                .channel
+                .queue_declare(answers.into(), options, arguments),
+        )
+        .map(|queue| queue.message_count())
+        .map_err(broker_failed(
+            "cannot declare the client's queue for answers",
+        ))
 }
 
 impl ToServer for DeskClient {

@@ -23,6 +23,7 @@
 //! [`client::DeskClient`] and [`server::DeskOperator`] are the two ends of
 //! the transport seam ([`crate::transport`]) over the broker.
 
+pub mod brokers;
 pub mod client;
 mod record;
 pub mod server;
@@ -46,20 +47,35 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// without closing the connection is noticed in 10 s, not two minutes.
 const HEARTBEAT_SECONDS: u16 = 5;
 
-/// Which desk, on which broker.
+/// Which desk, on which brokers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desk {
     /// The desk's name: its queue's.
     pub name: String,
-    /// The broker's URL (`amqp://USER:PASSWORD@HOST:PORT/VHOST`).
-    pub broker: String,
+    /// The brokers' URLs (`amqp://USER:PASSWORD@HOST:PORT/VHOST`): one, or
+    /// the nodes of a cluster, tried in turn (see [`brokers::broker_urls`]).
+    pub brokers: Vec<String>,
 }
 
 impl Desk {
-    /// How the desk is named to the user: its name and broker, the
+    /// How the desk is named to the user: its name and first broker, the
     /// password hidden.
     pub fn shown(&self) -> String {
-        format!("desk {} at {}", self.name, redacted(&self.broker))
+        let first = self
+            .brokers
+            .first()
+            .map_or_else(String::new, |url| redacted(url));
+        match self.brokers.len() {
+            0 | 1 => format!("desk {} at {first}", self.name),
+            more => format!("desk {} at {first} (and {} more)", self.name, more - 1),
+        }
+    }
+
+    /// Whether its brokers are the nodes of a cluster: then the client's
+    /// queue of answers is replicated too (a quorum queue), so that no
+    /// answer is lost with a node.
+    fn clustered(&self) -> bool {
+        self.brokers.len() > 1
     }
 }
 
@@ -77,12 +93,14 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
-/// A connection to the broker with its one channel (publisher confirms
+/// A connection to a broker with its one channel (publisher confirms
 /// on), and the runtime its I/O runs on: one thread of its own, so that
 /// heartbeats are answered while the loop waits on the keyboard.
 struct Broker {
     runtime: tokio::runtime::Runtime,
-    url: String,
+    /// The brokers that may be connected to, and which one is.
+    urls: Vec<String>,
+    current: usize,
     /// Who connects (shown in the broker's list of connections).
     who: &'static str,
     connection: Connection,
@@ -97,8 +115,11 @@ struct Broker {
 pub const RECONNECT_WAIT: Duration = Duration::from_secs(120);
 
 impl Broker {
-    /// Connects to `url` as `who`.
-    fn connect(url: &str, who: &'static str) -> Result<Broker, TransportError> {
+    /// Connects to the first of `urls` that answers, as `who`.
+    ///
+    /// # Errors
+    /// The last broker's error, when none answers.
+    fn connect(urls: &[String], who: &'static str) -> Result<Broker, TransportError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("desk")
@@ -108,10 +129,22 @@ impl Broker {
                 doing: "cannot start the desk's I/O thread".into(),
                 cause: Box::new(cause),
             })?;
-        let (connection, channel) = runtime.block_on(open(url, who))?;
+        let mut opened = Err(TransportError::Refused {
+            what: "no broker named".into(),
+        });
+        let mut current = 0;
+        for (index, url) in urls.iter().enumerate() {
+            opened = runtime.block_on(open(url, who));
+            if opened.is_ok() {
+                current = index;
+                break;
+            }
+        }
+        let (connection, channel) = opened?;
         Ok(Broker {
             runtime,
-            url: url.to_string(),
+            urls: urls.to_vec(),
+            current,
             who,
             connection,
             channel,
@@ -156,9 +189,10 @@ impl Broker {
         self.lost.is_some()
     }
 
-    /// While the broker is lost, one try to connect again: whether it is
-    /// back (the caller declares and subscribes again). The loop goes on
-    /// between tries, so that Ctrl-C and the screen are served.
+    /// While the broker is lost, one try to connect again, to the next
+    /// broker named (the one lost last): whether one is back (the caller
+    /// declares and subscribes again). The loop goes on between tries, so
+    /// that Ctrl-C and the screen are served.
     ///
     /// # Errors
     /// Once it has been lost for [`RECONNECT_WAIT`].
@@ -166,7 +200,8 @@ impl Broker {
         let Some(since) = self.lost else {
             return Ok(true);
         };
-        match self.block_on(open(&self.url, self.who)) {
+        self.current = (self.current + 1) % self.urls.len();
+        match self.block_on(open(&self.urls[self.current], self.who)) {
             Ok((connection, channel)) => {
                 self.connection = connection;
                 self.channel = channel;
@@ -174,15 +209,26 @@ impl Broker {
                 Ok(true)
             }
             Err(error) if since.elapsed() >= RECONNECT_WAIT => Err(TransportError::Broker {
-                doing: format!(
-                    "lost the broker at {}, and it did not come back within {} s",
-                    redacted(&self.url),
-                    RECONNECT_WAIT.as_secs()
-                ),
+                doing: match self.urls.len() {
+                    1 => format!(
+                        "lost the broker at {}, and it did not come back within {} s",
+                        self.shown(),
+                        RECONNECT_WAIT.as_secs()
+                    ),
+                    brokers => format!(
+                        "lost the broker, and none of the {brokers} named came back within {} s",
+                        RECONNECT_WAIT.as_secs()
+                    ),
+                },
                 cause: Box::new(error),
             }),
             Err(_) => Ok(false),
         }
+    }
+
+    /// The broker connected to (or last tried), its password hidden.
+    fn shown(&self) -> String {
+        redacted(&self.urls[self.current])
     }
 
     /// What the broker says of queue `name` now, by a passive
@@ -209,7 +255,18 @@ impl Broker {
     /// exists already as another kind (a pika program declared it first)
     /// is used as it is.
     fn declare_desk_queue(&mut self, name: &str) -> Result<(), TransportError> {
-        let mut arguments = FieldTable::default();
+        self.declare_quorum_queue(name, FieldTable::default())
+            .map(|_| ())
+    }
+
+    /// Declares the durable quorum queue `name` with `arguments` besides
+    /// its type; one that exists already as another kind, or with other
+    /// arguments, is used as it is. With how many messages it holds.
+    fn declare_quorum_queue(
+        &mut self,
+        name: &str,
+        mut arguments: FieldTable,
+    ) -> Result<u32, TransportError> {
         arguments.insert(
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
@@ -219,8 +276,8 @@ impl Broker {
             ..QueueDeclareOptions::default()
         };
         let declared = self.block_on(self.channel.queue_declare(name.into(), durable, arguments));
-        if declared.is_ok() {
-            return Ok(());
+        if let Ok(queue) = declared {
+            return Ok(queue.message_count());
         }
         // A refused declaration closes the channel: a new one looks.
         let channel = self
@@ -232,12 +289,11 @@ impl Broker {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        self.block_on(channel.queue_declare(name.into(), passive, FieldTable::default()))
-            .map_err(broker_failed(&format!(
-                "cannot use the desk's queue {name}"
-            )))?;
+        let queue = self
+            .block_on(channel.queue_declare(name.into(), passive, FieldTable::default()))
+            .map_err(broker_failed(&format!("cannot use the queue {name}")))?;
         self.channel = channel;
-        Ok(())
+        Ok(queue.message_count())
     }
 }
 

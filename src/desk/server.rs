@@ -83,7 +83,7 @@ impl DeskOperator {
     /// # Errors
     /// When the broker cannot be reached or refuses.
     pub fn open(desk: &Desk) -> Result<DeskOperator, TransportError> {
-        let mut broker = Broker::connect(&desk.broker, "chat-server")?;
+        let mut broker = Broker::connect(&desk.brokers, "chat-server")?;
         let (normal, urgent) = subscribe(&mut broker, &desk.name)?;
         Ok(DeskOperator {
             broker,
@@ -139,8 +139,10 @@ impl DeskOperator {
                 return Ok(false);
             }
         }
-        self.news
-            .push_back("connected to the broker again".to_string());
+        self.news.push_back(format!(
+            "connected to the broker again, at {}",
+            self.broker.shown()
+        ));
         Ok(true)
     }
 

@@ -34,13 +34,16 @@ pub enum KeyError {
         .0.display()
     )]
     AlreadyExists(PathBuf),
-    /// A private key file that others may read is not trusted.
+    /// A file holding a secret (a private key, a broker's password) that
+    /// others may read is not trusted.
     #[error(
-        "private key file {} can be read by others (mode {mode:03o}); run: chmod 600 {}",
+        "{what} {} can be read by others (mode {mode:03o}); run: chmod 600 {}",
         path.display(),
         path.display()
     )]
     LoosePermissions {
+        /// What the file is, for the user ("private key file").
+        what: &'static str,
         /// The file.
         path: PathBuf,
         /// Its permission bits.
@@ -341,6 +344,8 @@ impl Identity {
 pub(crate) enum Trusted {
     /// A private key: any access (mode bits 077).
     PrivateKey,
+    /// A file of broker URLs, which may hold passwords: as a private key.
+    Credentials,
     /// An allow list: writing (mode bits 022), or they could let themselves in.
     AllowList,
     /// The known servers file: as an allow list, and never through a
@@ -386,8 +391,12 @@ pub(crate) fn read_trusted(path: &Path, trusted: Trusted) -> Result<String, KeyE
     }
     let (path, mode) = (path.to_path_buf(), metadata.mode() & 0o777);
     match trusted {
-        Trusted::PrivateKey if mode & 0o077 != 0 => {
-            return Err(KeyError::LoosePermissions { path, mode });
+        Trusted::PrivateKey | Trusted::Credentials if mode & 0o077 != 0 => {
+            let what = match trusted {
+                Trusted::PrivateKey => "private key file",
+                _ => "broker file",
+            };
+            return Err(KeyError::LoosePermissions { what, path, mode });
         }
         Trusted::AllowList | Trusted::KnownServers if mode & 0o022 != 0 => {
             return Err(KeyError::WritableByOthers { path, mode });
