@@ -10,11 +10,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::broker::{Broker, OwnBroker, free_port, free_ports, shared_broker, unique, watch_node};
+use common::broker::{Broker, Cluster, OwnBroker, free_port, shared_broker, unique};
 use common::{Proc, run_to_end};
 
 /// The example's path, or `None` (and why) when the tests cannot run here.
@@ -430,122 +429,6 @@ connection.close()
     let (status, stdout, stderr) = run_to_end("python3", &["-c", &consumer], "");
     assert!(status.success(), "{stderr}");
     assert_eq!(stdout.trim(), "application/json 2 {'from': 'rust'}");
-}
-
-/// A three-node RabbitMQ cluster of this test's own (scripts/rabbitmq
-/// cluster start), stopped and removed on drop.
-struct Cluster {
-    prefix: String,
-    port: u16,
-    dist_port: u16,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let cluster = Cluster {
-            prefix: format!("zmqchat-failover-{}-", std::process::id()),
-            port: free_ports(3),
-            dist_port: free_ports(3),
-        };
-        for n in 1..=3 {
-            let [name, port, dist] = cluster.node(n);
-            watch_node(&name, &port, &dist);
-        }
-        cluster.script(&["cluster", "start"]);
-        cluster
-    }
-
-    fn script(&self, args: &[&str]) -> String {
-        let (port, dist) = (self.port.to_string(), self.dist_port.to_string());
-        let mut all = args.to_vec();
-        if args[0] == "cluster" {
-            all.extend([self.prefix.as_str(), &port, &dist]);
-        }
-        let output = Command::new("bash")
-            .arg(OwnBroker::script())
-            .args(&all)
-            .output()
-            .expect("run scripts/rabbitmq");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "scripts/rabbitmq {args:?}: {stderr}"
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Node `n` (1 to 3): its name and ports, as scripts/rabbitmq takes them.
-    fn node(&self, n: u16) -> [String; 3] {
-        [
-            format!("{}{n}", self.prefix),
-            (self.port + n - 1).to_string(),
-            (self.dist_port + n - 1).to_string(),
-        ]
-    }
-
-    /// `--url` for each node, node `first` first, then the next ones.
-    fn url_args(&self, first: u16) -> Vec<String> {
-        (0..3)
-            .flat_map(|step| {
-                let offset = (first - 1 + step) % 3;
-                let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port + offset);
-                ["--url".to_string(), url]
-            })
-            .collect()
-    }
-
-    /// Stops node `n` at once, as a crash would.
-    fn kill(&self, n: u16) {
-        let [name, port, dist] = self.node(n);
-        let said = self.script(&["kill", &name, &port, &dist]);
-        eprintln!("{}", said.trim());
-    }
-
-    /// Starts node `n` again (it is still a member of the cluster).
-    fn restart(&self, n: u16) {
-        let [name, port, dist] = self.node(n);
-        self.script(&["start", &name, &port, &dist]);
-    }
-
-    /// The node (1 to 3) that leads quorum queue `queue`.
-    fn leader(&self, queue: &str) -> u16 {
-        let output = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
-            .args(["-n", &format!("{}2@localhost", self.prefix)])
-            .args([
-                "list_queues",
-                "name",
-                "leader",
-                "--quiet",
-                "--no-table-headers",
-            ])
-            .output()
-            .expect("run rabbitmqctl");
-        let listing = String::from_utf8_lossy(&output.stdout);
-        let leader = listing
-            .lines()
-            .find_map(|line| line.strip_prefix(queue)?.trim().strip_suffix("@localhost"))
-            .unwrap_or_else(|| panic!("no leader for {queue} in {listing:?}"));
-        leader
-            .strip_prefix(&self.prefix)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("leader {leader} is not a node of this cluster"))
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(OwnBroker::script())
-            .args(["cluster", "stop", &self.prefix])
-            .args([self.port.to_string(), self.dist_port.to_string()])
-            .output();
-        for n in 1..=3 {
-            let data = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("target/rabbitmq")
-                .join(format!("{}{n}", self.prefix));
-            let _ = std::fs::remove_dir_all(data);
-        }
-    }
 }
 
 /// How long a publisher may go without a word while a quorum queue elects

@@ -8,8 +8,9 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use common::broker::{Broker, OwnBroker, shared_broker, unique};
+use common::broker::{Broker, Cluster, OwnBroker, shared_broker, unique};
 use common::{CLIENT, Proc, SERVER, Scratch, run_to_end};
 
 /// The shared broker's URL, or `None` (and why) when the tests cannot run.
@@ -33,11 +34,16 @@ fn pika() -> bool {
     found
 }
 
-/// An operator of `desk` answering with `args` (`--echo`, say), ready.
-fn operator(url: &str, desk: &str, args: &[&str]) -> Proc {
-    let mut all = vec!["--desk", desk, "--broker", url];
+/// The environment variable that names the brokers (it may hold a
+/// password, which `--broker` may not).
+const BROKER_VARIABLE: &str = "ZMQ_CHAT_BROKER";
+
+/// An operator of `desk` answering with `args` (`--echo`, say), ready;
+/// `urls` names the brokers (one, or several separated by spaces).
+fn operator(urls: &str, desk: &str, args: &[&str]) -> Proc {
+    let mut all = vec!["--desk", desk];
     all.extend(args);
-    let mut operator = Proc::spawn(SERVER, &all);
+    let mut operator = Proc::spawn_with_env(SERVER, &all, &[(BROKER_VARIABLE, urls)]);
     operator.stderr_line_containing("an operator of the desk");
     operator
 }
@@ -52,11 +58,12 @@ fn client(url: &str, desk: &str, input: &str) -> (Proc, Scratch) {
 
 /// A client of `desk` with `args`, its state in `state`, asking the lines
 /// of `input` (then its stdin is closed, as a script's).
-fn client_in(state: &Path, url: &str, desk: &str, args: &[&str], input: &str) -> Proc {
-    let mut all = vec!["--desk", desk, "--broker", url];
+fn client_in(state: &Path, urls: &str, desk: &str, args: &[&str], input: &str) -> Proc {
+    let mut all = vec!["--desk", desk];
     all.extend(args);
     let state = state.to_string_lossy();
-    let mut client = Proc::spawn_with_env(CLIENT, &all, &[("XDG_STATE_HOME", &state)]);
+    let env = [("XDG_STATE_HOME", state.as_ref()), (BROKER_VARIABLE, urls)];
+    let mut client = Proc::spawn_with_env(CLIENT, &all, &env);
     for line in input.lines() {
         client.send_line(line);
     }
@@ -427,7 +434,8 @@ fn a_flood_of_forged_answers_is_dropped_within_the_clients_bound() {
     let desk = unique("desk-flood");
     let state = Scratch::new("desk-flood");
     let env = [("XDG_STATE_HOME", state.to_str().expect("a UTF-8 path"))];
-    let mut asking = Proc::spawn_with_env(CLIENT, &["--desk", &desk, "--broker", url], &env);
+    let env = [env[0], (BROKER_VARIABLE, url)];
+    let mut asking = Proc::spawn_with_env(CLIENT, &["--desk", &desk], &env);
     asking.send_line("is the flood over?");
     asking.stderr_line_containing("your question waits");
     let before = asking.rss_kib();
@@ -468,5 +476,107 @@ connection.close()
     assert!(
         grown < 16 * 1024,
         "the client grew by {grown} KiB with the flood"
+    );
+}
+
+/// A broker's password is never taken from the command line, where `ps`
+/// shows it to every user: the programs say where to put it instead, and
+/// never repeat it.
+#[test]
+fn a_broker_password_on_the_command_line_is_refused() {
+    for program in [CLIENT, SERVER] {
+        let args = [
+            "--desk",
+            "any",
+            "--broker",
+            "amqp://ann:s3cret@127.0.0.1:1/%2f",
+        ];
+        let (status, _, stderr) = run_to_end(program, &args, "");
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("which ps shows") && stderr.contains("ZMQ_CHAT_BROKER"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+    }
+}
+
+/// A desk on a three-node cluster (a client and two echoing operators,
+/// each given every node's URL, each first on a node of its own) under a
+/// steady load: the client's node is killed and restarted, then the node
+/// that leads the desk's queue. Both programs connect again by themselves
+/// and say so; every question is answered, to the client once and in
+/// order; what the operators were shown twice (a question taken back from
+/// a lost connection) is counted.
+#[test]
+fn a_desk_on_a_cluster_loses_nothing_when_its_nodes_die() {
+    if broker().is_none() {
+        return;
+    }
+    if !OwnBroker::installed() {
+        common::skip("RabbitMQ is not installed to start a cluster of this test's own");
+        return;
+    }
+    const QUESTIONS: usize = 300;
+    let cluster = Cluster::start();
+    let on = |first: u16| cluster.urls(first).join(" ");
+    let desk = unique("desk-cluster");
+    let mut operators = [
+        operator(&on(2), &desk, &["--echo"]),
+        operator(&on(3), &desk, &["--echo"]),
+    ];
+    let state = Scratch::new("desk-cluster");
+    let urls = on(1);
+    let env = [
+        ("XDG_STATE_HOME", state.to_str().expect("a UTF-8 path")),
+        (BROKER_VARIABLE, urls.as_str()),
+    ];
+    let mut asking = Proc::spawn_with_env(CLIENT, &["--desk", &desk], &env);
+    let mut leader = 0;
+    for n in 0..QUESTIONS {
+        asking.send_line(&format!("question {n}"));
+        // Each while a question is on its way.
+        match n {
+            50 => cluster.kill(1),
+            100 => cluster.restart(1),
+            150 => {
+                leader = cluster.leader(&desk);
+                cluster.kill(leader);
+            }
+            200 => cluster.restart(leader),
+            _ => {}
+        }
+        // A failover may take longer than a deadline: the queue elects a
+        // leader before confirming again (see tests/amqp.rs).
+        let answer = asking.stdout_line_within(Duration::from_secs(60));
+        assert_eq!(answer, format!("question {n}"));
+    }
+    asking.close_stdin();
+    // The operator first on the leader's node (2 or 3) lost it too.
+    if leader > 1 {
+        let operator = &mut operators[usize::from(leader) - 2];
+        operator.stderr_line_containing("connected to the broker again");
+    }
+    asking.stderr_line_containing("lost the broker");
+    asking.stderr_line_containing("connected to the broker again");
+    assert!(asking.wait().success(), "the client ends as a script does");
+    assert_eq!(
+        asking.remaining_stdout(),
+        Vec::<String>::new(),
+        "no answer twice"
+    );
+    let mut shown = Vec::new();
+    for operator in &mut operators {
+        operator.signal("INT");
+        operator.wait();
+        shown.extend(operator.remaining_stdout());
+    }
+    let total = shown.len();
+    shown.sort();
+    shown.dedup();
+    assert_eq!(shown.len(), QUESTIONS, "every question reached an operator");
+    eprintln!(
+        "cluster: {QUESTIONS} questions asked and answered once each to the client; operators shown {total} ({} twice, taken back from a lost connection); leader was node {leader}",
+        total - QUESTIONS
     );
 }

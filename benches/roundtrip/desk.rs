@@ -21,6 +21,8 @@ use super::{CLIENT, SERVER, Table, Target, run_with_input};
 
 /// The broker the rows use.
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Where the desk's programs take a broker URL with a password from.
+const BROKER_VARIABLE: &str = "ZMQ_CHAT_BROKER";
 /// Questions per round-trip run.
 const QUESTIONS: usize = 2_000;
 /// Clients and questions each for the throughput rows.
@@ -167,7 +169,8 @@ pub fn desk_rows(table: &mut Table, runs: usize) {
 /// An echoing operator of `desk`, once it is ready.
 fn operator(desk: &str) -> Child {
     let mut operator = Command::new(SERVER)
-        .args(["--desk", desk, "--broker", URL, "--echo"])
+        .args(["--desk", desk, "--echo"])
+        .env(BROKER_VARIABLE, URL)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -193,7 +196,7 @@ fn desk_round_trips(desk: &str, questions: &str) -> f64 {
     let operator = operator(desk);
     let started = Instant::now();
     let mut client = Command::new(CLIENT);
-    client.args(["--desk", desk, "--broker", URL]);
+    client.args(["--desk", desk]).env(BROKER_VARIABLE, URL);
     assert!(
         run_with_input(&mut client, questions),
         "chat-client --desk failed"
@@ -256,7 +259,7 @@ fn desk_throughput(desk: &str, operators: usize) -> f64 {
             let (desk, questions) = (desk.to_string(), questions.clone());
             std::thread::spawn(move || {
                 let mut client = Command::new(CLIENT);
-                client.args(["--desk", &desk, "--broker", URL]);
+                client.args(["--desk", &desk]).env(BROKER_VARIABLE, URL);
                 run_with_input(&mut client, &questions)
             })
         })

@@ -188,3 +188,129 @@ pub fn free_ports(count: u16) -> u16 {
 pub fn free_port() -> u16 {
     free_ports(1)
 }
+
+/// A three-node RabbitMQ cluster of this test's own (scripts/rabbitmq
+/// cluster start), stopped and removed on drop.
+pub struct Cluster {
+    prefix: String,
+    port: u16,
+    dist_port: u16,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let cluster = Cluster {
+            prefix: format!("zmqchat-failover-{}-", std::process::id()),
+            port: free_ports(3),
+            dist_port: free_ports(3),
+        };
+        for n in 1..=3 {
+            let [name, port, dist] = cluster.node(n);
+            watch_node(&name, &port, &dist);
+        }
+        cluster.script(&["cluster", "start"]);
+        cluster
+    }
+
+    fn script(&self, args: &[&str]) -> String {
+        let (port, dist) = (self.port.to_string(), self.dist_port.to_string());
+        let mut all = args.to_vec();
+        if args[0] == "cluster" {
+            all.extend([self.prefix.as_str(), &port, &dist]);
+        }
+        let output = Command::new("bash")
+            .arg(OwnBroker::script())
+            .args(&all)
+            .output()
+            .expect("run scripts/rabbitmq");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "scripts/rabbitmq {args:?}: {stderr}"
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Node `n` (1 to 3): its name and ports, as scripts/rabbitmq takes them.
+    fn node(&self, n: u16) -> [String; 3] {
+        [
+            format!("{}{n}", self.prefix),
+            (self.port + n - 1).to_string(),
+            (self.dist_port + n - 1).to_string(),
+        ]
+    }
+
+    /// The URL of each node, node `first` first, then the next ones.
+    pub fn urls(&self, first: u16) -> Vec<String> {
+        (0..3)
+            .map(|step| {
+                let offset = (first - 1 + step) % 3;
+                format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port + offset)
+            })
+            .collect()
+    }
+
+    /// `--url` for each node, node `first` first, then the next ones.
+    pub fn url_args(&self, first: u16) -> Vec<String> {
+        self.urls(first)
+            .into_iter()
+            .flat_map(|url| ["--url".to_string(), url])
+            .collect()
+    }
+
+    /// Stops node `n` at once, as a crash would.
+    pub fn kill(&self, n: u16) {
+        let [name, port, dist] = self.node(n);
+        let said = self.script(&["kill", &name, &port, &dist]);
+        eprintln!("{}", said.trim());
+    }
+
+    /// Starts node `n` again (it is still a member of the cluster).
+    pub fn restart(&self, n: u16) {
+        let [name, port, dist] = self.node(n);
+        self.script(&["start", &name, &port, &dist]);
+    }
+
+    /// The node (1 to 3) that leads quorum queue `queue`.
+    pub fn leader(&self, queue: &str) -> u16 {
+        let output = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
+            .args(["-n", &format!("{}2@localhost", self.prefix)])
+            .args([
+                "list_queues",
+                "name",
+                "leader",
+                "--quiet",
+                "--no-table-headers",
+            ])
+            .output()
+            .expect("run rabbitmqctl");
+        let listing = String::from_utf8_lossy(&output.stdout);
+        let leader = listing
+            .lines()
+            .find_map(|line| {
+                let (name, leader) = line.split_once('\t')?;
+                (name == queue).then_some(leader.trim().strip_suffix("@localhost")?)
+            })
+            .unwrap_or_else(|| panic!("no leader for {queue} in {listing:?}"));
+        leader
+            .strip_prefix(&self.prefix)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("leader {leader} is not a node of this cluster"))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(OwnBroker::script())
+            .args(["cluster", "stop", &self.prefix])
+            .args([self.port.to_string(), self.dist_port.to_string()])
+            .output();
+        for n in 1..=3 {
+            let data = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/rabbitmq")
+                .join(format!("{}{n}", self.prefix));
+            let _ = std::fs::remove_dir_all(data);
+        }
+    }
+}

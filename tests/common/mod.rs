@@ -110,12 +110,18 @@ impl Proc {
 
     /// The next stdout line, or a panic naming what was expected.
     pub fn stdout_line(&mut self) -> String {
-        match self.stdout.recv_timeout(DEADLINE) {
+        self.stdout_line_within(DEADLINE)
+    }
+
+    /// The next stdout line, waited for up to `limit` (for what takes
+    /// longer than a deadline, as a broker's failover).
+    pub fn stdout_line_within(&mut self, limit: Duration) -> String {
+        match self.stdout.recv_timeout(limit) {
             Ok(line) => line,
             Err(_) => {
                 let stderr = self.drain_stderr();
                 panic!(
-                    "{}: no stdout line within {DEADLINE:?}; stderr so far: {stderr:?}",
+                    "{}: no stdout line within {limit:?}; stderr so far: {stderr:?}",
                     self.name
                 )
             }
