@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use crate::address::{ACCEPTED_FORMS, Address, AddressError, Endpoint, Role};
 use crate::desk::Desk;
-use crate::desk::brokers::{BrokerUrlError, broker_urls};
+use crate::desk::brokers::{BrokerUrlError, broker_urls, certificate_authorities};
 use crate::error::ChatError;
 use crate::exit::Exit;
 use crate::secure::keys::{Identity, KeyError, PublicKey};
@@ -265,6 +265,11 @@ pub struct BrokerFlags {
         conflicts_with = "broker"
     )]
     pub broker_file: Option<PathBuf>,
+
+    /// With --desk and amqps:// brokers: also trust the certificate
+    /// authorities in FILE (PEM), besides the system's
+    #[arg(long, value_name = "FILE", requires = "desk")]
+    pub ca: Option<PathBuf>,
 }
 
 impl BrokerFlags {
@@ -273,11 +278,16 @@ impl BrokerFlags {
     ///
     /// # Errors
     /// A password on the command line, a broker file others may read, a
-    /// URL that does not parse.
+    /// URL that does not parse, a `--ca` file without a certificate.
     pub fn desk(&self, name: &str) -> Result<Desk, BrokerUrlError> {
         Ok(Desk {
             name: name.to_string(),
             brokers: broker_urls(&self.broker, self.broker_file.as_deref())?,
+            ca: self
+                .ca
+                .as_deref()
+                .map(certificate_authorities)
+                .transpose()?,
         })
     }
 }

@@ -580,3 +580,97 @@ fn a_desk_on_a_cluster_loses_nothing_when_its_nodes_die() {
         total - QUESTIONS
     );
 }
+
+/// A certificate authority, and a broker certificate it signed for
+/// 127.0.0.1 (and no host name), made in `folder` with openssl:
+/// `ca.pem`, `broker.pem`, `broker.key`. `false` (and why) without openssl.
+fn make_certificates(folder: &Path) -> bool {
+    let openssl = |args: &str| {
+        let output = Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(folder)
+            .output();
+        if let Ok(output) = &output {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "openssl {args}: {stderr}");
+        }
+        output.is_ok()
+    };
+    let extensions =
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n";
+    std::fs::write(folder.join("broker.ext"), extensions).expect("write broker.ext");
+    let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    if !openssl(&format!(
+        "req -x509 {key} -keyout ca.key -out ca.pem -days 2 -subj /CN=zmq-chat-test-CA"
+    )) {
+        common::skip(
+            "openssl is not installed to make the test's certificates (apt-get install openssl)",
+        );
+        return false;
+    }
+    openssl(&format!(
+        "req {key} -keyout broker.key -out broker.csr -subj /CN=127.0.0.1"
+    ));
+    openssl(
+        "x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out broker.pem -days 2 -extfile broker.ext",
+    );
+    true
+}
+
+/// The desk over TLS (`amqps://`) to a node of the test's own, whose
+/// certificate an authority of the test's own signed for 127.0.0.1: with
+/// `--ca` naming that authority a question is asked and answered; without
+/// it, or with a host name the certificate is not for, the program
+/// refuses the broker and says why.
+#[test]
+fn the_desk_talks_to_its_broker_over_tls_and_checks_its_certificate() {
+    if broker().is_none() {
+        return;
+    }
+    if !OwnBroker::installed() {
+        common::skip("RabbitMQ is not installed to start a node of this test's own");
+        return;
+    }
+    let certificates = Scratch::new("desk-tls");
+    if !make_certificates(&certificates) {
+        return;
+    }
+    let file = |name: &str| certificates.join(name).to_string_lossy().into_owned();
+    let tls_port = common::broker::free_port();
+    let config = format!(
+        "listeners.ssl.default = 127.0.0.1:{tls_port}\n\
+         ssl_options.cacertfile = {}\n\
+         ssl_options.certfile = {}\n\
+         ssl_options.keyfile = {}\n\
+         ssl_options.verify = verify_none\n\
+         ssl_options.fail_if_no_peer_cert = false\n",
+        file("ca.pem"),
+        file("broker.pem"),
+        file("broker.key")
+    );
+    let _node = OwnBroker::start_configured("desk-tls", &config, "");
+    let url = format!("amqps://guest:guest@127.0.0.1:{tls_port}/%2f");
+    let ca = file("ca.pem");
+    let desk = unique("desk-tls");
+    let mut operator = operator(&url, &desk, &["--ca", &ca]);
+    let (mut asking, _state) = {
+        let state = Scratch::new("desk-state");
+        let client = client_in(&state, &url, &desk, &["--ca", &ca], "over tls?\n");
+        (client, state)
+    };
+    assert_eq!(operator.stdout_line(), "over tls?");
+    operator.send_line("sealed by TLS");
+    assert_eq!(asking.stdout_line(), "sealed by TLS");
+    assert!(asking.wait().success());
+
+    let refused = |urls: &str, args: &[&str], why: &str| {
+        let state = Scratch::new("desk-state");
+        let mut client = client_in(&state, urls, &desk, args, "");
+        let said = client.stderr_line_containing("cannot connect to the broker");
+        assert!(said.contains(why), "{said}");
+        assert_eq!(client.wait().code(), Some(1), "{said}");
+    };
+    refused(&url, &[], "signed by an authority you do not trust");
+    let by_name = format!("amqps://guest:guest@localhost:{tls_port}/%2f");
+    refused(&by_name, &["--ca", &ca], "not for that host name");
+}

@@ -31,6 +31,14 @@ pub enum BrokerUrlError {
         /// The file.
         path: PathBuf,
     },
+    /// A `--ca` file that cannot be used.
+    #[error("cannot use the certificate authorities of {}: {problem}", path.display())]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A URL that does not parse.
     #[error("'{url}' is not an AMQP URL (expected amqp://USER:PASSWORD@HOST:PORT/VHOST)")]
     NotAUrl {
@@ -84,6 +92,24 @@ pub fn broker_urls(flags: &[String], file: Option<&Path>) -> Result<Vec<String>,
             .map_err(|_| BrokerUrlError::NotAUrl { url: redacted(url) })?;
     }
     Ok(urls)
+}
+
+/// The certificate authorities of the PEM file `path` (`--ca`), as text.
+///
+/// # Errors
+/// A file that cannot be read, or holds no certificate.
+pub fn certificate_authorities(path: &Path) -> Result<String, BrokerUrlError> {
+    let text = std::fs::read_to_string(path).map_err(|error| BrokerUrlError::Ca {
+        path: path.to_path_buf(),
+        problem: error.to_string(),
+    })?;
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(BrokerUrlError::Ca {
+            path: path.to_path_buf(),
+            problem: "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+        });
+    }
+    Ok(text)
 }
 
 /// Whether `url` carries a password (`amqp://USER:PASSWORD@HOST`).

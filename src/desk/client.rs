@@ -82,7 +82,7 @@ impl DeskClient {
     /// # Errors
     /// When the broker cannot be reached or refuses.
     pub fn open(desk: &Desk, expiry: Duration) -> Result<DeskClient, TransportError> {
-        let mut broker = Broker::connect(&desk.brokers, "chat-client")?;
+        let mut broker = Broker::connect(desk, "chat-client")?;
         let identity = record::identity(&desk.name);
         let answers = format!("{}.answers.{}", desk.name, identity.id);
         let kind = Answers::of(identity.kept, desk.clustered());

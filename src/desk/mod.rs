@@ -32,6 +32,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use lapin::options::QueueDeclareOptions;
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties};
 
@@ -52,9 +53,13 @@ const HEARTBEAT_SECONDS: u16 = 5;
 pub struct Desk {
     /// The desk's name: its queue's.
     pub name: String,
-    /// The brokers' URLs (`amqp://USER:PASSWORD@HOST:PORT/VHOST`): one, or
-    /// the nodes of a cluster, tried in turn (see [`brokers::broker_urls`]).
+    /// The brokers' URLs (`amqp://USER:PASSWORD@HOST:PORT/VHOST`, or
+    /// `amqps://` for TLS): one, or the nodes of a cluster, tried in turn
+    /// (see [`brokers::broker_urls`]).
     pub brokers: Vec<String>,
+    /// Certificate authorities (PEM) that `amqps://` brokers' certificates
+    /// may be signed by, besides the system's (`--ca`).
+    pub ca: Option<String>,
 }
 
 impl Desk {
@@ -101,6 +106,8 @@ struct Broker {
     /// The brokers that may be connected to, and which one is.
     urls: Vec<String>,
     current: usize,
+    /// Certificate authorities trusted besides the system's, for TLS.
+    ca: Option<String>,
     /// Who connects (shown in the broker's list of connections).
     who: &'static str,
     connection: Connection,
@@ -115,11 +122,11 @@ struct Broker {
 pub const RECONNECT_WAIT: Duration = Duration::from_secs(120);
 
 impl Broker {
-    /// Connects to the first of `urls` that answers, as `who`.
+    /// Connects to the first of `desk`'s brokers that answers, as `who`.
     ///
     /// # Errors
     /// The last broker's error, when none answers.
-    fn connect(urls: &[String], who: &'static str) -> Result<Broker, TransportError> {
+    fn connect(desk: &Desk, who: &'static str) -> Result<Broker, TransportError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("desk")
@@ -133,8 +140,8 @@ impl Broker {
             what: "no broker named".into(),
         });
         let mut current = 0;
-        for (index, url) in urls.iter().enumerate() {
-            opened = runtime.block_on(open(url, who));
+        for (index, url) in desk.brokers.iter().enumerate() {
+            opened = runtime.block_on(open(url, desk.ca.as_deref(), who));
             if opened.is_ok() {
                 current = index;
                 break;
@@ -143,8 +150,9 @@ impl Broker {
         let (connection, channel) = opened?;
         Ok(Broker {
             runtime,
-            urls: urls.to_vec(),
+            urls: desk.brokers.clone(),
             current,
+            ca: desk.ca.clone(),
             who,
             connection,
             channel,
@@ -201,7 +209,8 @@ impl Broker {
             return Ok(true);
         };
         self.current = (self.current + 1) % self.urls.len();
-        match self.block_on(open(&self.urls[self.current], self.who)) {
+        let url = &self.urls[self.current];
+        match self.block_on(open(url, self.ca.as_deref(), self.who)) {
             Ok((connection, channel)) => {
                 self.connection = connection;
                 self.channel = channel;
@@ -307,25 +316,39 @@ struct Peeked {
 }
 
 /// Connects to `url` as `who` and opens the one channel, with publisher
-/// confirms.
-async fn open(url: &str, who: &str) -> Result<(Connection, Channel), TransportError> {
+/// confirms. An `amqps://` broker's certificate must be signed by the
+/// system's authorities or those of `ca` (PEM), for the URL's host.
+async fn open(
+    url: &str,
+    ca: Option<&str>,
+    who: &str,
+) -> Result<(Connection, Channel), TransportError> {
     let shown = redacted(url);
     let mut uri = url
         .parse::<lapin::uri::AMQPUri>()
         .map_err(|_| TransportError::BrokerUrl { url: shown.clone() })?;
     uri.query.heartbeat.get_or_insert(HEARTBEAT_SECONDS);
     let properties = ConnectionProperties::default().with_connection_name(who.into());
-    let connection =
-        tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties))
-            .await
-            .map_err(|_| TransportError::BrokerSilent {
-                broker: shown.clone(),
-                seconds: CONNECT_TIMEOUT.as_secs(),
-            })?
-            .map_err(|cause| TransportError::Broker {
-                doing: format!("cannot connect to the broker at {shown}"),
-                cause: Box::new(cause),
-            })?;
+    let tls = OwnedTLSConfig {
+        identity: None,
+        cert_chain: ca.map(str::to_string),
+    };
+    let runtime =
+        lapin::runtime::default_runtime().map_err(broker_failed("cannot start the desk's I/O"))?;
+    let connecting = Connection::connect_uri_with_config(uri, properties, tls, runtime);
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| TransportError::BrokerSilent {
+            broker: shown.clone(),
+            seconds: CONNECT_TIMEOUT.as_secs(),
+        })?
+        .map_err(|cause| TransportError::Broker {
+            doing: format!(
+                "cannot connect to the broker at {shown}{}",
+                certificate_hint(&cause)
+            ),
+            cause: Box::new(cause),
+        })?;
     let channel = connection
         .create_channel()
         .await
@@ -344,6 +367,19 @@ impl Drop for Broker {
         let _ = self
             .runtime
             .block_on(async { tokio::time::timeout(Duration::from_secs(1), closing).await });
+    }
+}
+
+/// What to do about a certificate the connection refused: the hint that
+/// `--ca` names the authority that signed it, or the URL its name.
+fn certificate_hint(error: &lapin::Error) -> &'static str {
+    let text = error.to_string();
+    if text.contains("UnknownIssuer") || text.contains("unknown issuer") {
+        " (its TLS certificate is signed by an authority you do not trust: --ca FILE names one)"
+    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
+        " (its TLS certificate is not for that host name: use the name the certificate is for)"
+    } else {
+        ""
     }
 }
 

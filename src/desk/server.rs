@@ -83,7 +83,7 @@ impl DeskOperator {
     /// # Errors
     /// When the broker cannot be reached or refuses.
     pub fn open(desk: &Desk) -> Result<DeskOperator, TransportError> {
-        let mut broker = Broker::connect(&desk.brokers, "chat-server")?;
+        let mut broker = Broker::connect(desk, "chat-server")?;
         let (normal, urgent) = subscribe(&mut broker, &desk.name)?;
         Ok(DeskOperator {
             broker,
