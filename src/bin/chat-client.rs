@@ -14,15 +14,16 @@ use zmq_chat::address::{DEFAULT_ADDRESS, Role};
 use zmq_chat::cli;
 use zmq_chat::client::{ChatClient, ClientEnd, Liveness};
 use zmq_chat::clock::SystemClock;
-use zmq_chat::desk::client::DeskClient;
+use zmq_chat::desk::Desk;
+use zmq_chat::desk::client::{DeskClient, Sealing};
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::exit::{Exit, Program};
 use zmq_chat::folders;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
 use zmq_chat::prompt::Prompt;
 use zmq_chat::secure::client::ClientSecurity;
-use zmq_chat::secure::keys::{Identity, PublicKey, default_client_key_path};
-use zmq_chat::secure::trust::{FirstUse, Trust, ask_at_terminal, known_server_key};
+use zmq_chat::secure::keys::{Identity, PublicKey, default_client_key_path, is_low_order};
+use zmq_chat::secure::trust::{FirstUse, Trust, ask_at_terminal, known_desk_key, known_server_key};
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::{self, End, LineSource, Screen, ScriptLines};
 use zmq_chat::transport::Dealer;
@@ -106,7 +107,7 @@ struct Args {
     #[arg(
         long,
         value_name = "NAME",
-        conflicts_with_all = ["address", "connect", "server_key", "secure", "key"]
+        conflicts_with_all = ["address", "connect"]
     )]
     desk: Option<String>,
 
@@ -182,10 +183,12 @@ fn liveness(args: &Args) -> Liveness {
 /// broker for an operator, so no server is ever given up on.
 fn ask_desk(args: &Args, name: &str) -> anyhow::Result<ChatClient> {
     let desk = args.brokers.desk(name)?;
+    let sealing = desk_sealing(args, &desk)?;
     let mut client = ChatClient::new(
         Box::new(DeskClient::open(
             &desk,
             Duration::from_secs_f64(args.expire),
+            sealing,
         )?),
         liveness(args),
         &SystemClock,
@@ -209,23 +212,15 @@ fn connect(
     let liveness = liveness(args);
     let trust = match args.server_key {
         Some(key) => Some(Trust::Pinned(key)),
-        None => {
-            let first_use = FirstUse {
-                learn: args.secure,
-                accept_without_asking: args.accept_new_key,
-                can_ask: terminal::stdin_is_interactive(),
-                wait: Duration::from_secs_f64(args.give_up),
-            };
-            known_server_key(
-                PROGRAM,
-                first_use,
-                context,
-                endpoint,
-                shutdown,
-                &mut std::io::stderr(),
-                &mut ask_at_terminal,
-            )?
-        }
+        None => known_server_key(
+            PROGRAM,
+            first_use(args),
+            context,
+            endpoint,
+            shutdown,
+            &mut std::io::stderr(),
+            &mut ask_at_terminal,
+        )?,
     };
     if trust.is_none() && args.key.is_some() {
         anyhow::bail!(
@@ -372,6 +367,58 @@ fn name_incomplete_lines(client: &ChatClient, screen: &Screen) {
 /// Loads (or on first use creates) the client's key for secure mode; the
 /// server's key is pinned as `trust` says.
 fn secure_mode(args: &Args, trust: Trust) -> anyhow::Result<ClientSecurity> {
+    Ok(trust.into_security(client_identity(args)?))
+}
+
+/// End-to-end sealing at a desk, with the desk's key pinned
+/// (`--server-key`), remembered, or learned (`--secure`); `None`: the desk
+/// in clear.
+fn desk_sealing(args: &Args, desk: &Desk) -> anyhow::Result<Option<Sealing>> {
+    let trust = match args.server_key {
+        Some(key) => Some(Trust::Pinned(key)),
+        None => known_desk_key(
+            PROGRAM,
+            first_use(args),
+            desk,
+            &mut std::io::stderr(),
+            &mut ask_at_terminal,
+        )?,
+    };
+    let Some(trust) = trust else {
+        if args.key.is_some() {
+            anyhow::bail!(
+                "--key at a desk seals the chat: add --server-key KEY (the desk's), or --secure to learn it"
+            );
+        }
+        return Ok(None);
+    };
+    if is_low_order(&trust.key().0) {
+        anyhow::bail!("the desk's key is of small order, which proves nothing: it cannot be used");
+    }
+    let desk_key = trust.key();
+    let remember = match trust {
+        Trust::Learned(_, known, entry) => Some((known, entry)),
+        _ => None,
+    };
+    Ok(Some(Sealing {
+        identity: client_identity(args)?,
+        desk: desk_key,
+        remember,
+    }))
+}
+
+/// What trust on first use may do, from the flags.
+fn first_use(args: &Args) -> FirstUse {
+    FirstUse {
+        learn: args.secure,
+        accept_without_asking: args.accept_new_key,
+        can_ask: terminal::stdin_is_interactive(),
+        wait: Duration::from_secs_f64(args.give_up),
+    }
+}
+
+/// This client's key in secure mode or at a sealed desk.
+fn client_identity(args: &Args) -> anyhow::Result<Identity> {
     // A key named on the command line must exist (a typo must not quietly
     // become a new identity); the default one is made on first use.
     let (identity, created, path) = match &args.key {
@@ -397,7 +444,7 @@ fn secure_mode(args: &Args, trust: Trust) -> anyhow::Result<ClientSecurity> {
         identity.public_key(),
         identity.public_key().fingerprint()
     );
-    Ok(trust.into_security(identity))
+    Ok(identity)
 }
 
 /// Checks a `--name`: 1 to 32 bytes, no control characters.

@@ -62,7 +62,9 @@ struct Args {
     max_size: usize,
 
     /// Secure mode: only encrypted chats (Noise IK), with this private key
-    /// (make one with --keygen); clients need its public key, printed at start
+    /// (make one with --keygen); clients need its public key, printed at
+    /// start. With --desk: the desk's key, shared by its operators, which
+    /// seals the desk end to end (the broker reads nothing)
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
 
@@ -79,7 +81,7 @@ struct Args {
     /// Be an operator of the help desk NAME instead of listening: questions
     /// come through the broker (--broker) from any number of clients, each
     /// to one operator of any number, and wait there while none is online
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["address", "bind", "key"])]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["address", "bind", "allow"])]
     desk: Option<String>,
 
     #[command(flatten)]
@@ -108,6 +110,7 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
     let security = args
         .key
         .as_deref()
+        .filter(|_| args.desk.is_none())
         .map(|key| secure_mode(key, args.allow.as_deref()))
         .transpose()?;
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
@@ -153,7 +156,21 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
 fn clients(args: &Args) -> anyhow::Result<Box<dyn ToClients>> {
     if let Some(name) = &args.desk {
         let desk = args.brokers.desk(name)?;
-        return Ok(Box::new(DeskOperator::open(&desk)?));
+        // With --key, the desk is sealed: the key is the desk's, shared by
+        // its operators.
+        let key = args
+            .key
+            .as_deref()
+            .map(|path| Identity::load(path).context("cannot use the --key file"))
+            .transpose()?;
+        if let Some(key) = &key {
+            eprintln!(
+                "{PROGRAM}: the desk is sealed end to end; its key is {} (fingerprint {}): clients pass it as --server-key, or learn it with --secure",
+                key.public_key(),
+                key.public_key().fingerprint()
+            );
+        }
+        return Ok(Box::new(DeskOperator::open(&desk, key)?));
     }
     let address = args.address.as_ref().unwrap_or(&args.bind);
     let endpoint = cli::endpoint_from_flag(address, Role::Bind)

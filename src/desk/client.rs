@@ -14,11 +14,15 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, Consumer};
 
 use super::record::{self, Asked, Identity, Questions};
+use super::seal::{self, SEALED_CONTENT_TYPE, SealError};
 use super::{Broker, Desk, NAME_HEADER, broker_failed, urgent_lane};
 use crate::clock::TICK;
 use crate::display::escape_for_terminal;
 use crate::envelope::{Mark, MessageId};
 use crate::message::WIRE_LIMIT_BYTES;
+use crate::secure::keys::{self as keys, PublicKey};
+use crate::secure::known::KnownServers;
+use crate::throttle::Throttle;
 use crate::transport::{Bounded, ConnectionEvent, Oversized, Request, ToServer, TransportError};
 
 /// AMQP's delivery mode for a message written to disk.
@@ -57,6 +61,10 @@ pub struct DeskClient {
     news: VecDeque<String>,
     /// A question asked while the broker was away, asked once it is back.
     unasked: Option<Question>,
+    /// End-to-end sealing, with `--key`.
+    sealing: Option<Sealing>,
+    /// How often the user is told of answers dropped unopened.
+    throttle: Throttle,
     /// A question was asked and its answer did not come yet: whether it
     /// was urgent. If a tick's wait brings no answer, the desk is looked
     /// at to tell the user whether an operator is online (a passive
@@ -67,10 +75,26 @@ pub struct DeskClient {
 
 /// A question, as the transport keeps it until the broker has it.
 struct Question {
+    /// The name the client gave itself, in clear (none when sealed: the
+    /// sealed header has it).
     name: Option<Vec<u8>>,
     id: MessageId,
     body: Vec<u8>,
     urgent: bool,
+    sealed: bool,
+}
+
+/// End-to-end sealing of a client's questions (`--key` with `--desk`):
+/// each sealed to the desk's key, its answer opened with the key the
+/// question carried (see [`seal`]).
+pub struct Sealing {
+    /// The client's own key.
+    pub identity: keys::Identity,
+    /// The desk's key: pinned, remembered, or learned now.
+    pub desk: PublicKey,
+    /// For a key learned now: the known servers file and the desk's entry
+    /// in it, where the key is written once an answer opens with it.
+    pub remember: Option<(KnownServers, String)>,
 }
 
 impl DeskClient {
@@ -81,7 +105,11 @@ impl DeskClient {
     ///
     /// # Errors
     /// When the broker cannot be reached or refuses.
-    pub fn open(desk: &Desk, expiry: Duration) -> Result<DeskClient, TransportError> {
+    pub fn open(
+        desk: &Desk,
+        expiry: Duration,
+        sealing: Option<Sealing>,
+    ) -> Result<DeskClient, TransportError> {
         let mut broker = Broker::connect(desk, "chat-client")?;
         let identity = record::identity(&desk.name);
         let answers = format!("{}.answers.{}", desk.name, identity.id);
@@ -102,6 +130,8 @@ impl DeskClient {
             told: false,
             news: VecDeque::new(),
             unasked: None,
+            sealing,
+            throttle: Throttle::new(Duration::from_secs(10)),
             to_look: None,
         };
         client.tell_expired();
@@ -186,6 +216,35 @@ impl DeskClient {
         Ok(true)
     }
 
+    /// With sealing, seals `question` (its text and name) to the desk's
+    /// key, expiring at `expires`: with the key its answer will open with.
+    ///
+    /// # Errors
+    /// When it cannot be sealed.
+    fn seal(
+        &self,
+        question: &mut Question,
+        expires: u64,
+    ) -> Result<Option<seal::ReplyKey>, TransportError> {
+        let Some(sealing) = &self.sealing else {
+            return Ok(None);
+        };
+        let header = seal::Header {
+            id: question.id.to_string(),
+            reply_to: self.answers.clone(),
+            expires,
+            name: question.name.take(),
+        };
+        let (sealed, reply) =
+            seal::seal_question(&sealing.identity, &sealing.desk, &header, &question.body)
+                .map_err(|error| TransportError::Refused {
+                    what: format!("cannot seal the question: {error}"),
+                })?;
+        question.body = sealed;
+        question.sealed = true;
+        Ok(Some(reply))
+    }
+
     /// Publishes `question`; kept to be published once the broker is back
     /// if it is lost meanwhile.
     ///
@@ -208,9 +267,19 @@ impl DeskClient {
             Confirmation::Ack(Some(_)) => Err(TransportError::Refused {
                 what: format!("the desk's queue {} is gone", self.desk),
             }),
-            Confirmation::Nack(_) => Err(TransportError::Refused {
-                what: "the broker refused the question".into(),
-            }),
+            // A queue without a leader (a cluster in the middle of a
+            // failover) refuses for a while: asked again each tick.
+            Confirmation::Nack(_) => {
+                let now = std::time::Instant::now();
+                if let Some(held) = self.throttle.admit("not taken", now) {
+                    self.news.push_back(Throttle::with_count(
+                        "the broker did not take the question (its queue may be electing a leader): asking again each tick",
+                        held,
+                    ));
+                }
+                self.unasked = Some(question);
+                Ok(())
+            }
         }
     }
 
@@ -220,7 +289,10 @@ impl DeskClient {
         let mut properties = BasicProperties::default()
             .with_reply_to(self.answers.as_str().into())
             .with_correlation_id(request.id.to_string().into())
-            .with_content_type("text/plain".into())
+            .with_content_type(match request.sealed {
+                true => SEALED_CONTENT_TYPE.into(),
+                false => "text/plain".into(),
+            })
             .with_delivery_mode(PERSISTENT)
             .with_timestamp(record::now())
             .with_expiration(self.expiry.as_millis().to_string().into());
@@ -299,24 +371,66 @@ impl DeskClient {
         // The question's id, without the mark an answer may carry.
         let question = MessageId::parse(id.as_bytes())
             .map_or_else(|| id.clone(), |(question, _)| question.to_string());
+        let bytes = delivery.data.len();
+        let text = self.opened(&id, &question, &delivery)?;
         let asked = self.questions.take(&question);
         if !self.asked_now.contains(&question) {
             if let Some(asked) = asked {
-                self.tell_waited(&asked, &delivery);
+                self.tell_waited(&asked, &delivery, &text);
             }
             return None;
         }
         // Answered: no need to look whether an operator is online.
         self.to_look = None;
-        let bytes = delivery.data.len();
         if bytes > WIRE_LIMIT_BYTES {
             return Some(Err(Oversized { frames: 1, bytes }));
         }
-        Some(Ok(vec![id.into_bytes(), Vec::new(), delivery.data]))
+        Some(Ok(vec![id.into_bytes(), Vec::new(), text]))
     }
 
-    /// Tells an answer that waited for the client while it was away.
-    fn tell_waited(&mut self, asked: &Asked, delivery: &Delivery) {
+    /// The text of an answer with correlation id `id` to `question`: as it
+    /// came, or, when the desk is sealed, opened with the key its question
+    /// carried. `None` for one that does not open (the user is told, at
+    /// most once in 10 s), and, silently, for a sealed desk's answer to a
+    /// question answered already (a copy).
+    fn opened(&mut self, id: &str, question: &str, delivery: &Delivery) -> Option<Vec<u8>> {
+        let Some(sealing) = &mut self.sealing else {
+            return Some(delivery.data.clone());
+        };
+        let reply = self.questions.get(question)?.reply?;
+        let error = match seal::open_answer(&reply, id, &delivery.data) {
+            Ok(text) => {
+                if let Some((mut known, entry)) = sealing.remember.take() {
+                    self.news
+                        .push_back(match known.remember(&entry, sealing.desk) {
+                            Ok(place) => format!(
+                                "an answer opened with the desk's key: it is remembered ({place})"
+                            ),
+                            Err(error) => format!("cannot remember the desk's key: {error}"),
+                        });
+                }
+                return Some(text);
+            }
+            Err(error) => error,
+        };
+        let (kind, what) = match error {
+            SealError::NotSealed => (
+                "answer in clear",
+                format!(
+                    "an answer in clear was dropped: the desk is sealed, so its operator holds no key or the answer is forged (it said {})",
+                    quoted(&String::from_utf8_lossy(&delivery.data))
+                ),
+            ),
+            error => ("unopened answer", format!("an answer was dropped: {error}")),
+        };
+        if let Some(held) = self.throttle.admit(kind, std::time::Instant::now()) {
+            self.news.push_back(Throttle::with_count(&what, held));
+        }
+        None
+    }
+
+    /// Tells an answer (`text`) that waited for the client while it was away.
+    fn tell_waited(&mut self, asked: &Asked, delivery: &Delivery, text: &[u8]) {
         let now = record::now();
         let written = delivery
             .properties
@@ -324,7 +438,7 @@ impl DeskClient {
             .map_or_else(String::new, |at| {
                 format!(", written {}", record::ago(at, now))
             });
-        let text = String::from_utf8_lossy(&delivery.data);
+        let text = String::from_utf8_lossy(text);
         self.news.push_back(format!(
             "an answer came while you were away{written}, to your question {} (asked {}): {}",
             quoted(&asked.text),
@@ -479,20 +593,24 @@ impl ToServer for DeskClient {
     fn send(&mut self, request: &Request<'_>) -> Result<(), TransportError> {
         let id = request.id.to_string();
         let now = record::now();
-        self.asked_now.insert(id.clone());
-        self.questions.add(Asked {
-            id,
-            asked: now,
-            // Not before the broker drops it (whole seconds, rounded up).
-            expires: now + self.expiry.as_secs_f64().ceil() as u64 + 1,
-            text: String::from_utf8_lossy(request.body).into_owned(),
-        });
-        let question = Question {
+        // Not before the broker drops it (whole seconds, rounded up).
+        let expires = now + self.expiry.as_secs_f64().ceil() as u64 + 1;
+        let mut question = Question {
             name: request.name.map(<[u8]>::to_vec),
             id: request.id,
             body: request.body.to_vec(),
             urgent: request.urgent,
+            sealed: false,
         };
+        let reply = self.seal(&mut question, expires)?;
+        self.asked_now.insert(id.clone());
+        self.questions.add(Asked {
+            id,
+            asked: now,
+            expires,
+            text: String::from_utf8_lossy(request.body).into_owned(),
+            reply,
+        });
         if !self.back()? {
             self.unasked = Some(question);
             return Ok(());
@@ -516,6 +634,9 @@ impl ToServer for DeskClient {
                 std::thread::sleep(TICK);
             }
             return Ok(None);
+        }
+        if let Some(question) = self.unasked.take() {
+            self.ask(question)?;
         }
         let wait = if wait { TICK } else { Duration::ZERO };
         let consumer = &mut self.consumer;

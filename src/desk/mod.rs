@@ -25,7 +25,9 @@
 
 pub mod brokers;
 pub mod client;
+mod incoming;
 mod record;
+pub mod seal;
 pub mod server;
 
 use std::future::Future;
@@ -34,8 +36,9 @@ use std::time::{Duration, Instant};
 use lapin::options::QueueDeclareOptions;
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
+use crate::secure::keys::PublicKey;
 use crate::transport::TransportError;
 
 /// The broker asked for when none is named: RabbitMQ on this machine.
@@ -389,6 +392,79 @@ fn broker_failed(doing: &str) -> impl Fn(lapin::Error) -> TransportError + '_ {
         doing: doing.to_string(),
         cause: Box::new(cause),
     }
+}
+
+/// The queue where the operators of a sealed desk `name` leave the desk's
+/// public key, for clients to learn on first use (as a server tells its key
+/// in secure mode): one message, put back after each look.
+pub fn key_queue(name: &str) -> String {
+    format!("{name}.key")
+}
+
+impl Broker {
+    /// Leaves the desk's public `key` in its key queue, alone (operators
+    /// of one desk share its key).
+    fn publish_desk_key(&mut self, name: &str, key: &PublicKey) -> Result<(), TransportError> {
+        let queue = key_queue(name);
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        self.block_on(self.channel.queue_declare(
+            queue.as_str().into(),
+            durable,
+            FieldTable::default(),
+        ))
+        .map_err(broker_failed("cannot declare the desk's key queue"))?;
+        self.block_on(
+            self.channel
+                .queue_purge(queue.as_str().into(), Default::default()),
+        )
+        .map_err(broker_failed("cannot empty the desk's key queue"))?;
+        let properties = BasicProperties::default()
+            .with_content_type("text/plain".into())
+            .with_delivery_mode(2);
+        let channel = &self.channel;
+        self.block_on(async {
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    Default::default(),
+                    key.to_string().as_bytes(),
+                    properties,
+                )
+                .await?
+                .await
+        })
+        .map_err(broker_failed("cannot leave the desk's key in its queue"))?;
+        Ok(())
+    }
+}
+
+/// The public key the operators of the sealed desk left in its key queue
+/// (see [`key_queue`]), or `None` if none did. Nothing proves it is the
+/// desk's: the person accepts it, and it is remembered once an answer
+/// opens with it.
+///
+/// # Errors
+/// When the broker cannot be reached.
+pub fn learn_desk_key(desk: &Desk) -> Result<Option<PublicKey>, TransportError> {
+    let broker = Broker::connect(desk, "chat-client")?;
+    let queue = key_queue(&desk.name);
+    let got = broker.block_on(
+        broker
+            .channel
+            .basic_get(queue.as_str().into(), Default::default()),
+    );
+    // No such queue (no sealed operator yet) closes the channel: no key.
+    let Ok(Some(message)) = got else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&message.delivery.data).into_owned();
+    let requeue = lapin::options::BasicRejectOptions { requeue: true };
+    let _ = broker.block_on(message.delivery.acker.reject(requeue));
+    Ok(PublicKey::parse(text.trim(), "the desk's key queue").ok())
 }
 
 /// The queue of the desk `name`'s urgent lane, which operators serve first

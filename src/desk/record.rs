@@ -10,6 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::seal::ReplyKey;
 use crate::envelope::random_id;
 
 /// Questions kept, at most: the oldest are forgotten beyond (each expires
@@ -38,6 +39,8 @@ pub struct Asked {
     pub expires: u64,
     /// Its text.
     pub text: String,
+    /// The key its answer is sealed under, when the desk is sealed.
+    pub reply: Option<ReplyKey>,
 }
 
 /// The questions of one desk not answered yet, kept in a journal file:
@@ -147,6 +150,11 @@ impl Questions {
         }
     }
 
+    /// The question with `id`.
+    pub fn get(&self, id: &str) -> Option<&Asked> {
+        self.asked.iter().find(|asked| asked.id == id)
+    }
+
     /// The question with `id`, no longer kept.
     pub fn take(&mut self, id: &str) -> Option<Asked> {
         let index = self.asked.iter().position(|asked| asked.id == id)?;
@@ -240,16 +248,28 @@ fn compacted(path: PathBuf, asked: &[Asked]) -> io::Result<Journal> {
 /// A question's line in the journal, its text kept on one line.
 fn line(asked: &Asked) -> String {
     let text = asked.text.replace(['\n', '\r'], " ");
-    format!("{}\t{}\t{}\t{text}\n", asked.id, asked.asked, asked.expires)
+    let reply = asked
+        .reply
+        .map_or_else(|| "-".to_string(), |key| key.to_hex());
+    format!(
+        "{}\t{}\t{}\t{reply}\t{text}\n",
+        asked.id, asked.asked, asked.expires
+    )
 }
 
-/// A question's line of the journal: `ID TAB ASKED TAB EXPIRES TAB TEXT`.
+/// A question's line of the journal:
+/// `ID TAB ASKED TAB EXPIRES TAB REPLY-KEY TAB TEXT` (the key `-` when the
+/// desk is not sealed).
 fn parse(line: &str) -> Option<Asked> {
-    let mut fields = line.splitn(4, '\t');
+    let mut fields = line.splitn(5, '\t');
     Some(Asked {
         id: fields.next()?.to_string(),
         asked: fields.next()?.parse().ok()?,
         expires: fields.next()?.parse().ok()?,
+        reply: match fields.next()? {
+            "-" => None,
+            key => Some(ReplyKey::from_hex(key)?),
+        },
         text: fields.next()?.to_string(),
     })
 }
@@ -272,11 +292,15 @@ mod tests {
 
     #[test]
     fn a_question_line_keeps_tabs_in_its_text_and_bad_lines_are_skipped() {
-        let asked = parse("zc:01:2\t10\t20\ta\ttabbed text").unwrap();
+        let asked = parse("zc:01:2\t10\t20\t-\ta\ttabbed text").unwrap();
         assert_eq!(asked.text, "a\ttabbed text");
         assert_eq!((asked.asked, asked.expires), (10, 20));
         assert_eq!(parse("no tabs"), None);
-        assert_eq!(parse("id\tnot a number\t1\ttext"), None);
+        assert_eq!(parse("id\tnot a number\t1\t-\ttext"), None);
+        assert_eq!(parse("id\t1\t1\tnot a key\ttext"), None);
+        let key = ReplyKey([7; 32]);
+        let sealed = parse(&format!("id\t1\t2\t{}\ttext", key.to_hex())).unwrap();
+        assert_eq!(sealed.reply, Some(key));
     }
 
     #[test]
@@ -288,6 +312,7 @@ mod tests {
             asked: n,
             expires: n + 10,
             text: format!("question {n}\nsecond line"),
+            reply: None,
         };
         let mut questions = Questions {
             journal: compacted(path.clone(), &[]).ok(),

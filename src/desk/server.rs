@@ -10,13 +10,17 @@ use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Confirmation, Consumer};
 
-use super::{Broker, Desk, NAME_HEADER, broker_failed, urgent_lane};
+use super::incoming::{Incoming, Question, Unsealer};
+use super::seal::{self, SEALED_CONTENT_TYPE};
+use super::{Broker, Desk, broker_failed, urgent_lane};
 use crate::clock::TICK;
 use crate::envelope::{Enveloped, Mark, MessageId};
 use crate::message::WIRE_LIMIT_BYTES;
+use crate::secure::keys::Identity;
+use crate::throttle::Throttle;
 use crate::transport::{
     Bounded, ConnectionId, Oversized, PeerEvent, ToClients, TransportError, Undelivered,
 };
@@ -59,17 +63,20 @@ pub struct DeskOperator {
     /// the broker: this look and the client's, made for each question,
     /// cost the benchmark's desk round trip about a tenth).
     urgent_may_wait: bool,
+    /// Opens what comes, with the desk's key when the desk is sealed.
+    unsealer: Unsealer,
+    /// How often the operator is told of questions dropped or refused.
+    throttle: Throttle,
 }
 
 /// How often an operator looks at how many questions wait and how many
 /// operators are online; it is told only what changed.
 const PRESENCE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// A question taken from the queue: where its answer goes, and how the
-/// broker is told it is done with.
+/// A question taken from the queue: where its answer goes (its text
+/// taken out), and how the broker is told it is done with.
 struct Taken {
-    reply_to: Option<ShortString>,
-    correlation_id: Option<ShortString>,
+    question: Question,
     acker: Acker,
     /// Taken on a connection lost since: the broker gave it back to the
     /// queue, and it can no longer be acknowledged.
@@ -78,12 +85,16 @@ struct Taken {
 
 impl DeskOperator {
     /// Connects to `desk`'s broker, declares the desk's queue (if no one
-    /// did yet) and takes its questions one at a time.
+    /// did yet) and takes its questions one at a time; sealed to `key`
+    /// (the desk's, shared by its operators) when given.
     ///
     /// # Errors
     /// When the broker cannot be reached or refuses.
-    pub fn open(desk: &Desk) -> Result<DeskOperator, TransportError> {
+    pub fn open(desk: &Desk, key: Option<Identity>) -> Result<DeskOperator, TransportError> {
         let mut broker = Broker::connect(desk, "chat-server")?;
+        if let Some(key) = key.as_ref().map(Identity::public_key) {
+            broker.publish_desk_key(&desk.name, &key)?;
+        }
         let (normal, urgent) = subscribe(&mut broker, &desk.name)?;
         Ok(DeskOperator {
             broker,
@@ -97,6 +108,8 @@ impl DeskOperator {
             news: VecDeque::new(),
             looked: None,
             urgent_may_wait: true,
+            unsealer: Unsealer::new(key),
+            throttle: Throttle::new(Duration::from_secs(10)),
         })
     }
 
@@ -148,12 +161,31 @@ impl DeskOperator {
 
     /// A question as the server loop reads a request: a routing id of its
     /// own, the name and chat id if a chat-client asked, a delimiter, the
-    /// text.
-    fn request(&mut self, delivery: Delivery) -> Bounded {
+    /// text. `None` for one refused or dropped (see [`Unsealer::take`]),
+    /// which is let go.
+    fn request(&mut self, delivery: Delivery) -> Option<Bounded> {
+        let bytes = delivery.data.len();
+        let mut question = match self.unsealer.take(&delivery, super::record::now()) {
+            Incoming::Question(question) => question,
+            Incoming::Refuse {
+                reply_to,
+                correlation_id,
+                why,
+            } => {
+                self.refuse(&reply_to, correlation_id, why);
+                self.tell("refused", format!("a question was refused: {why}"));
+                self.let_go_now(&delivery.acker);
+                return None;
+            }
+            Incoming::Drop { kind, notice } => {
+                self.tell(kind, notice);
+                self.let_go_now(&delivery.acker);
+                return None;
+            }
+        };
         self.next += 1;
         let routing_id = format!("question {}", self.next).into_bytes();
-        let correlation_id = delivery.properties.correlation_id().clone();
-        if self.took_back(correlation_id.as_ref()) {
+        if self.took_back(question.correlation_id.as_ref()) {
             self.news.push_back(
                 "the broker took back the question you are answering (held longer than its consumer_timeout allows, or its connection was lost) and gave it to you again: your answer goes to its client as before".into(),
             );
@@ -162,43 +194,61 @@ impl DeskOperator {
                 "the next question was with another operator before (who quit or died, or whose connection was lost): it may have been answered already".into(),
             );
         }
-        let properties = &delivery.properties;
         let mut frames = vec![routing_id.clone()];
-        if let Some(AMQPValue::LongString(name)) = properties
-            .headers()
-            .as_ref()
-            .and_then(|headers| headers.inner().get(NAME_HEADER))
-        {
+        if let Some(name) = question.name.take() {
             // The client sends its name as the envelope frame that carries it.
-            frames.push(name.as_bytes().to_vec());
+            frames.push(name);
         }
-        if let Some(id) = correlation_id
+        if let Some(id) = question
+            .correlation_id
             .as_ref()
             .filter(|id| MessageId::parse(id.as_str().as_bytes()).is_some())
         {
             frames.push(id.as_str().as_bytes().to_vec());
         }
         frames.push(Vec::new());
-        let bytes = delivery.data.len();
-        frames.push(delivery.data);
+        frames.push(std::mem::take(&mut question.text));
         self.taken.insert(
             routing_id,
             Taken {
-                reply_to: properties.reply_to().clone(),
-                correlation_id,
+                question,
                 acker: delivery.acker,
                 given_back: false,
             },
         );
         if bytes > WIRE_LIMIT_BYTES {
-            return Err(Oversized { frames: 1, bytes });
+            return Some(Err(Oversized { frames: 1, bytes }));
         }
-        Ok(frames)
+        Some(Ok(frames))
+    }
+
+    /// Tells the operator `notice`, at most once in 10 s for its `kind`.
+    fn tell(&mut self, kind: &'static str, notice: String) {
+        if let Some(held) = self.throttle.admit(kind, Instant::now()) {
+            self.news.push_back(Throttle::with_count(&notice, held));
+        }
+    }
+
+    /// Acknowledges a question not shown (refused or dropped): a broker
+    /// lost meanwhile gives it again, to be refused or dropped again.
+    fn let_go_now(&self, acker: &Acker) {
+        let _ = self.broker.block_on(acker.ack(BasicAckOptions::default()));
+    }
+
+    /// Answers a question at once with a refusal, in clear: `why`.
+    fn refuse(&self, reply_to: &ShortString, correlation_id: Option<ShortString>, why: &str) {
+        let marked = correlation_id.map(|id| match MessageId::parse(id.as_str().as_bytes()) {
+            Some((question, _)) => String::from_utf8_lossy(&question.marked_frame(Mark::Refused))
+                .into_owned()
+                .into(),
+            None => id,
+        });
+        let _ = self.publish(reply_to, marked, why.as_bytes(), false);
     }
 
     /// A question of the urgent lane, as [`DeskOperator::request`]; more
     /// may follow it once it is acknowledged.
-    fn urgent_request(&mut self, delivery: Delivery) -> Bounded {
+    fn urgent_request(&mut self, delivery: Delivery) -> Option<Bounded> {
         self.urgent_may_wait = true;
         self.request(delivery)
     }
@@ -215,20 +265,25 @@ impl DeskOperator {
         };
         let before = self.taken.len();
         self.taken
-            .retain(|_, taken| taken.correlation_id.as_ref() != Some(id));
+            .retain(|_, taken| taken.question.correlation_id.as_ref() != Some(id));
         self.taken.len() < before
     }
 
-    /// Publishes `text` to `reply_to` with `correlation_id`, persistent,
-    /// and waits for the broker's confirm.
+    /// Publishes `text` (`sealed` or not) to `reply_to` with
+    /// `correlation_id`, persistent, and waits for the broker's confirm.
     fn publish(
         &self,
         reply_to: &ShortString,
         correlation_id: Option<ShortString>,
         text: &[u8],
+        sealed: bool,
     ) -> Result<Confirmation, lapin::Error> {
+        let content_type = match sealed {
+            true => SEALED_CONTENT_TYPE,
+            false => "text/plain",
+        };
         let mut properties = BasicProperties::default()
-            .with_content_type("text/plain".into())
+            .with_content_type(content_type.into())
             .with_delivery_mode(PERSISTENT)
             .with_timestamp(super::record::now());
         if let Some(id) = correlation_id {
@@ -420,7 +475,7 @@ impl ToClients for DeskOperator {
             return Ok(None);
         }
         if let Some(urgent) = self.next(Lane::Urgent, Duration::ZERO)? {
-            return Ok(Some((self.urgent_request(urgent), None)));
+            return Ok(self.urgent_request(urgent).map(|urgent| (urgent, None)));
         }
         let normal = match self.held.take() {
             Some(normal) => Some(normal),
@@ -432,7 +487,7 @@ impl ToClients for DeskOperator {
             None => match self.next_of_either()? {
                 None => return Ok(None),
                 Some((Lane::Urgent, urgent)) => {
-                    return Ok(Some((self.urgent_request(urgent), None)));
+                    return Ok(self.urgent_request(urgent).map(|urgent| (urgent, None)));
                 }
                 Some((Lane::Normal, normal)) => normal,
             },
@@ -443,11 +498,12 @@ impl ToClients for DeskOperator {
             if self.urgent_waiting() {
                 self.held = Some(normal);
                 let urgent = self.next(Lane::Urgent, TICK)?;
-                return Ok(urgent.map(|urgent| (self.urgent_request(urgent), None)));
+                let urgent = urgent.and_then(|urgent| self.urgent_request(urgent));
+                return Ok(urgent.map(|urgent| (urgent, None)));
             }
             self.urgent_may_wait = false;
         }
-        Ok(Some((self.request(normal), None)))
+        Ok(self.request(normal).map(|normal| (normal, None)))
     }
 
     /// Sends the answer to the queue its question named, then lets the
@@ -472,7 +528,7 @@ impl ToClients for DeskOperator {
         if answer.mark == Mark::Ended {
             return self.done_with(&mut taken, false);
         }
-        let Some(reply_to) = taken.reply_to.clone() else {
+        let Some(reply_to) = taken.question.reply_to.clone() else {
             // Nowhere to answer: a message, not a question.
             self.done_with(&mut taken, true)?;
             return Err(Undelivered::Gone);
@@ -485,10 +541,17 @@ impl ToClients for DeskOperator {
                     .into_owned()
                     .into(),
             ),
-            None => taken.correlation_id.clone(),
+            None => taken.question.correlation_id.clone(),
         };
-        let text = answer.body.concat();
-        let published = self.publish(&reply_to, correlation_id, &text);
+        let mut text = answer.body.concat();
+        // At a sealed desk, under the key its question carried, bound to
+        // the correlation id it goes with (its mark included).
+        if let Some(reply) = &taken.question.reply {
+            let id = correlation_id.as_ref().map_or("", |id| id.as_str());
+            text = seal::seal_answer(reply, id, &text);
+        }
+        let sealed = taken.question.reply.is_some();
+        let published = self.publish(&reply_to, correlation_id, &text, sealed);
         let delivered = match published {
             Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Ok(()),
             // No such queue: the client is gone (for good: its queue with it).
@@ -504,6 +567,7 @@ impl ToClients for DeskOperator {
                 return Err(Undelivered::NotTaken(AWAY.into()));
             }
         };
+        self.unsealer.answered(&taken.question);
         self.done_with(&mut taken, true)?;
         delivered
     }
