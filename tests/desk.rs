@@ -538,7 +538,10 @@ fn a_desk_on_a_cluster_loses_nothing_when_its_nodes_die() {
         // Each while a question is on its way.
         match n {
             50 => cluster.kill(1),
-            100 => cluster.restart(1),
+            100 => {
+                cluster.restart(1);
+                cluster.wait_all_online(&desk);
+            }
             150 => {
                 leader = cluster.leader(&desk);
                 cluster.kill(leader);
@@ -673,4 +676,149 @@ fn the_desk_talks_to_its_broker_over_tls_and_checks_its_certificate() {
     refused(&url, &[], "signed by an authority you do not trust");
     let by_name = format!("amqps://guest:guest@localhost:{tls_port}/%2f");
     refused(&by_name, &["--ca", &ca], "not for that host name");
+}
+
+/// What a pika program sees of the next message of a queue, without
+/// consuming it (it goes back): whether a text is in its bytes, its first
+/// four bytes, its correlation id and reply queue, and its body in hex.
+#[derive(Debug)]
+struct Peeked {
+    holds_text: bool,
+    magic: String,
+    correlation_id: String,
+    reply_to: String,
+    body_hex: String,
+}
+
+/// Peeks at the next message of `queue` (waiting for one for a deadline),
+/// looking for `text` in its bytes.
+fn peek(url: &str, queue: &str, text: &str) -> Peeked {
+    let program = format!(
+        r#"
+import pika, time
+connection = pika.BlockingConnection(pika.URLParameters("{url}"))
+channel = connection.channel()
+for _ in range(100):
+    method, properties, body = channel.basic_get(queue="{queue}", auto_ack=False)
+    if method is not None:
+        break
+    time.sleep(0.1)
+print({text:?}.encode() in body, body[:4].decode(), properties.correlation_id, properties.reply_to, body.hex())
+channel.basic_nack(delivery_tag=method.delivery_tag, requeue=True)
+connection.close()
+"#
+    );
+    let (status, stdout, stderr) = run_to_end("python3", &["-c", &program], "");
+    assert!(status.success(), "{stderr}");
+    let fields: Vec<&str> = stdout.split_whitespace().collect();
+    let [holds, magic, correlation_id, reply_to, body_hex] = fields[..] else {
+        panic!("peek printed {stdout:?}");
+    };
+    Peeked {
+        holds_text: holds == "True",
+        magic: magic.into(),
+        correlation_id: correlation_id.into(),
+        reply_to: reply_to.into(),
+        body_hex: body_hex.into(),
+    }
+}
+
+/// Publishes `body_hex` (hex) to `queue` with `correlation_id` and
+/// `reply_to`, as anyone with rights on the broker could.
+fn publish(url: &str, queue: &str, correlation_id: &str, reply_to: &str, body_hex: &str) {
+    let program = format!(
+        r#"
+import pika
+connection = pika.BlockingConnection(pika.URLParameters("{url}"))
+channel = connection.channel()
+channel.basic_publish(exchange="", routing_key="{queue}", body=bytes.fromhex("{body_hex}"),
+    properties=pika.BasicProperties(correlation_id="{correlation_id}", reply_to="{reply_to}"))
+connection.close()
+"#
+    );
+    let (status, _, stderr) = run_to_end("python3", &["-c", &program], "");
+    assert!(status.success(), "{stderr}");
+}
+
+/// A sealed desk (`chat-server --desk --key`, `chat-client --desk --key
+/// --server-key`): the question waiting in the broker and the answer
+/// waiting for its client hold no plaintext, nor the client's name (a
+/// pika program looks at the bytes); forged answers (in clear, or sealed
+/// with another key) are dropped and the real one shown; the sealed
+/// question published again (a replay) is dropped; a question in clear is
+/// refused, saying what to do.
+#[test]
+fn a_sealed_desk_keeps_the_chat_from_the_broker() {
+    let Some(url) = broker() else {
+        return;
+    };
+    if !pika() {
+        return;
+    }
+    let keys = Scratch::new("desk-sealed");
+    let key = |name: &str| {
+        let path = keys.join(name);
+        let (_, public) = common::keygen(&path);
+        (path.to_string_lossy().into_owned(), public)
+    };
+    let ((desk_key, desk_public), (client_key, _)) = (key("desk.key"), key("client.key"));
+    let desk = unique("desk-sealed");
+    let state = Scratch::new("desk-sealed-state");
+    let env = [
+        ("XDG_STATE_HOME", state.to_str().expect("a UTF-8 path")),
+        (BROKER_VARIABLE, url),
+    ];
+    let mut args = vec!["--desk", &desk, "--name", "ann-the-asker"];
+    args.extend(["--key", &client_key, "--server-key", &desk_public]);
+    let mut asking = Proc::spawn_with_env(CLIENT, &args, &env);
+    asking.send_line("the secret plan");
+    asking.stderr_line_containing("your question waits");
+    let question = peek(url, &desk, "secret plan");
+    assert!(!question.holds_text, "{question:?}");
+    assert_eq!(question.magic, "zcq1");
+    assert!(!peek(url, &desk, "ann-the-asker").holds_text);
+
+    // Forged answers to it, before any operator: dropped, and said so.
+    let answers = question.reply_to.clone();
+    let id = question.correlation_id.clone();
+    publish(url, &answers, &id, "", &hex(b"a forged answer"));
+    asking.stderr_line_containing("an answer in clear was dropped");
+    publish(
+        url,
+        &answers,
+        &id,
+        "",
+        &hex(b"zca1 sealed with no key at all"),
+    );
+    asking.stderr_line_containing("an answer was dropped: it does not open");
+
+    let mut operator = operator(url, &desk, &["--key", &desk_key]);
+    let shown = operator.stdout_line();
+    assert!(shown.ends_with("the secret plan"), "{shown}");
+    // The client goes away: the answer waits in its queue, to be looked at.
+    asking.signal("KILL");
+    asking.wait();
+    operator.send_line("the hidden answer");
+    let answer = peek(url, &answers, "hidden answer");
+    assert!(!answer.holds_text, "{answer:?}");
+    assert_eq!(answer.magic, "zca1");
+    let mut back = Proc::spawn_with_env(CLIENT, &args, &env);
+    let told = back.stderr_line_containing("an answer came while you were away");
+    assert!(told.ends_with("the hidden answer"), "{told}");
+    back.close_stdin();
+    assert!(back.wait().success());
+
+    // The sealed question again, as a replay: dropped by the operator.
+    publish(url, &desk, &id, &answers, &question.body_hex);
+    operator.stderr_line_containing("came again");
+
+    // A question in clear is refused, with what to do.
+    let (mut plain, _plain_state) = client(url, &desk, "in clear?\n");
+    plain.stderr_line_containing("this desk takes sealed questions only");
+    assert_eq!(plain.wait().code(), Some(1));
+}
+
+/// `bytes` in hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -271,6 +271,37 @@ impl Cluster {
         self.script(&["start", &name, &port, &dist]);
     }
 
+    /// Waits until every node is a member of quorum queue `queue` online
+    /// again (after a restart, a node catches up on the queue's log before
+    /// it counts toward a majority): a quorum queue survives one node lost
+    /// at a time.
+    pub fn wait_all_online(&self, queue: &str) {
+        super::wait_until_within(Duration::from_secs(120), "every node online", || {
+            let listing = self.rabbitmqctl(&["list_queues", "name", "online"]);
+            listing.lines().any(|line| {
+                line.split_once('\t')
+                    .is_some_and(|(name, online)| name == queue && online.matches('@').count() == 3)
+            })
+        });
+    }
+
+    /// What `rabbitmqctl ARGS --quiet --no-table-headers` prints, asked of
+    /// the first node that answers.
+    fn rabbitmqctl(&self, args: &[&str]) -> String {
+        for n in 1..=3 {
+            let output = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
+                .args(["-n", &format!("{}{n}@localhost", self.prefix)])
+                .args(args)
+                .args(["--quiet", "--no-table-headers"])
+                .output()
+                .expect("run rabbitmqctl");
+            if output.status.success() {
+                return String::from_utf8_lossy(&output.stdout).into_owned();
+            }
+        }
+        String::new()
+    }
+
     /// The node (1 to 3) that leads quorum queue `queue`.
     pub fn leader(&self, queue: &str) -> u16 {
         let output = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
