@@ -1,6 +1,8 @@
 //! The help desk's rows (`-- --desk`, a broker on 127.0.0.1:5672): the
-//! desk's round trip against a pika RPC pair and a bare lapin RPC echo,
-//! and its throughput with 1, 4 and 16 operators and 50 clients.
+//! desk's round trip against pika and bare lapin RPC pairs (as RabbitMQ's
+//! tutorial has them, and with the desk's guarantees), sealed end to end
+//! against in clear, and its throughput with 1, 4 and 16 operators and 50
+//! clients.
 //!
 //! Each round trip row runs QUESTIONS questions one after the other and is
 //! timed from its client's start to its exit (connection set-up included,
@@ -98,17 +100,19 @@ pub fn desk_rows(table: &mut Table, runs: usize) {
         return;
     }
     let questions: String = (0..QUESTIONS).map(|n| format!("question {n}\n")).collect();
-    let mut rates: [Vec<f64>; 5] = Default::default();
+    let keys = Keys::new();
+    let mut rates: [Vec<f64>; 6] = Default::default();
     for run in 0..runs {
-        for turn in 0..5 {
-            let which = (run + turn) % 5;
+        for turn in 0..6 {
+            let which = (run + turn) % 6;
             let desk = format!("zmq-chat-bench.desk.{}.{run}.{which}", std::process::id());
             rates[which].push(match which {
-                0 => desk_round_trips(&desk, &questions),
+                0 => desk_round_trips(&desk, &questions, None),
                 1 => pika_round_trips(&desk, "plain"),
                 2 => lapin_round_trips(&desk, ""),
                 3 => pika_round_trips(&desk, "durable"),
-                _ => lapin_round_trips(&desk, "-durable"),
+                4 => lapin_round_trips(&desk, "-durable"),
+                _ => desk_round_trips(&desk, &questions, Some(&keys)),
             });
         }
     }
@@ -118,6 +122,7 @@ pub fn desk_rows(table: &mut Table, runs: usize) {
         "bare lapin RPC client and echo",
         "pika RPC pair with the desk's guarantees (quorum queue, persistent, confirms)",
         "bare lapin RPC pair with the desk's guarantees",
+        "desk round trip sealed end to end (--key, --server-key)",
     ];
     for (name, rates) in names.iter().zip(&rates) {
         table.rate_row(
@@ -148,6 +153,12 @@ pub fn desk_rows(table: &mut Table, runs: usize) {
         &paired(&rates[0], &rates[4]),
         None,
     );
+    // Sealing may cost a tenth of the round trip at most.
+    table.ratio_row(
+        "desk sealed / desk in clear, run by run",
+        &paired(&rates[5], &rates[0]),
+        Some(Target::AtLeast(0.9)),
+    );
     for operators in [1, 4, 16] {
         let rates: Vec<f64> = (0..runs)
             .map(|run| {
@@ -166,10 +177,52 @@ pub fn desk_rows(table: &mut Table, runs: usize) {
     }
 }
 
+/// The keys of a sealed desk's round trips: the desk's and a client's
+/// files, and the desk's public key; kept in a folder of their own.
+struct Keys {
+    _folder: tempfile::TempDir,
+    desk: String,
+    client: String,
+    desk_public: String,
+}
+
+impl Keys {
+    /// New keys, made by `chat-server --keygen`.
+    fn new() -> Keys {
+        let folder = tempfile::tempdir().expect("a folder for the keys");
+        let make = |name: &str| {
+            let path = folder.path().join(name).to_string_lossy().into_owned();
+            let output = Command::new(SERVER)
+                .args(["--keygen", &path])
+                .output()
+                .expect("chat-server --keygen");
+            assert!(output.status.success(), "chat-server --keygen failed");
+            let public = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            (path, public)
+        };
+        let ((desk, desk_public), (client, _)) = (make("desk.key"), make("client.key"));
+        Keys {
+            _folder: folder,
+            desk,
+            client,
+            desk_public,
+        }
+    }
+}
+
 /// An echoing operator of `desk`, once it is ready.
 fn operator(desk: &str) -> Child {
+    sealed_operator(desk, None)
+}
+
+/// An echoing operator of `desk`, sealed with `keys` if given.
+fn sealed_operator(desk: &str, keys: Option<&Keys>) -> Child {
+    let mut args = vec!["--desk", desk, "--echo"];
+    if let Some(keys) = keys {
+        args.extend(["--key", keys.desk.as_str()]);
+    }
     let mut operator = Command::new(SERVER)
-        .args(["--desk", desk, "--echo"])
+        .args(args)
         .env(BROKER_VARIABLE, URL)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -191,12 +244,16 @@ fn stop(children: Vec<Child>) {
     }
 }
 
-/// The desk's round trips a second: one client asking `questions` in turn.
-fn desk_round_trips(desk: &str, questions: &str) -> f64 {
-    let operator = operator(desk);
+/// The desk's round trips a second: one client asking `questions` in turn;
+/// sealed end to end with `keys` if given.
+fn desk_round_trips(desk: &str, questions: &str, keys: Option<&Keys>) -> f64 {
+    let operator = sealed_operator(desk, keys);
     let started = Instant::now();
     let mut client = Command::new(CLIENT);
     client.args(["--desk", desk]).env(BROKER_VARIABLE, URL);
+    if let Some(keys) = keys {
+        client.args(["--key", &keys.client, "--server-key", &keys.desk_public]);
+    }
     assert!(
         run_with_input(&mut client, questions),
         "chat-client --desk failed"
