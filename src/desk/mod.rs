@@ -29,6 +29,7 @@ mod incoming;
 mod record;
 pub mod seal;
 pub mod server;
+pub mod trust;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

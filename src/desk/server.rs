@@ -337,6 +337,46 @@ impl DeskOperator {
     }
 }
 
+impl DeskOperator {
+    /// Publishes the answer `text` to `reply_to` with `correlation_id`
+    /// (sealed under the key its question carried, at a sealed desk), and
+    /// lets its question go once the broker has it; gives it back if the
+    /// broker refuses the answer.
+    fn deliver(
+        &mut self,
+        taken: &mut Taken,
+        reply_to: &ShortString,
+        correlation_id: Option<ShortString>,
+        mut text: Vec<u8>,
+    ) -> Result<(), Undelivered> {
+        // At a sealed desk, bound to the correlation id it goes with (its
+        // mark included).
+        if let Some(reply) = &taken.question.reply {
+            let id = correlation_id.as_ref().map_or("", |id| id.as_str());
+            text = seal::seal_answer(reply, id, &text);
+        }
+        let sealed = taken.question.reply.is_some();
+        let delivered = match self.publish(reply_to, correlation_id, &text, sealed) {
+            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Ok(()),
+            // No such queue: the client is gone (for good: its queue with it).
+            Ok(Confirmation::Ack(Some(_))) => Err(Undelivered::Gone),
+            Ok(Confirmation::Nack(_)) => {
+                self.done_with(taken, false)?;
+                return Err(Undelivered::NotTaken(
+                    "the broker refused the answer; the question went back to the queue".into(),
+                ));
+            }
+            Err(error) => {
+                self.lose(&format!("lost the broker ({error})"), true);
+                return Err(Undelivered::NotTaken(AWAY.into()));
+            }
+        };
+        self.unsealer.answered(&taken.question);
+        self.done_with(taken, true)?;
+        delivered
+    }
+}
+
 /// The lanes of a desk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lane {
@@ -543,33 +583,7 @@ impl ToClients for DeskOperator {
             ),
             None => taken.question.correlation_id.clone(),
         };
-        let mut text = answer.body.concat();
-        // At a sealed desk, under the key its question carried, bound to
-        // the correlation id it goes with (its mark included).
-        if let Some(reply) = &taken.question.reply {
-            let id = correlation_id.as_ref().map_or("", |id| id.as_str());
-            text = seal::seal_answer(reply, id, &text);
-        }
-        let sealed = taken.question.reply.is_some();
-        let published = self.publish(&reply_to, correlation_id, &text, sealed);
-        let delivered = match published {
-            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Ok(()),
-            // No such queue: the client is gone (for good: its queue with it).
-            Ok(Confirmation::Ack(Some(_))) => Err(Undelivered::Gone),
-            Ok(Confirmation::Nack(_)) => {
-                self.done_with(&mut taken, false)?;
-                return Err(Undelivered::NotTaken(
-                    "the broker refused the answer; the question went back to the queue".into(),
-                ));
-            }
-            Err(error) => {
-                self.lose(&format!("lost the broker ({error})"), true);
-                return Err(Undelivered::NotTaken(AWAY.into()));
-            }
-        };
-        self.unsealer.answered(&taken.question);
-        self.done_with(&mut taken, true)?;
-        delivered
+        self.deliver(&mut taken, &reply_to, correlation_id, answer.body.concat())
     }
 
     fn news(&mut self) -> Option<String> {

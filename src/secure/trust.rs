@@ -8,7 +8,6 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use crate::address::Endpoint;
-use crate::desk::Desk;
 use crate::secure::client::ClientSecurity;
 use crate::secure::keys::{Identity, KeyError, PublicKey};
 use crate::secure::known::{KeyQueryError, KnownServers, ask_server_key};
@@ -76,23 +75,6 @@ pub enum TrustError {
         /// Why.
         #[source]
         cause: KeyQueryError,
-    },
-    /// The desk's key could not be learned from its broker.
-    #[error("cannot learn the key of the {desk}")]
-    DeskQuery {
-        /// The desk, as shown.
-        desk: String,
-        /// Why.
-        #[source]
-        cause: crate::transport::TransportError,
-    },
-    /// No operator of the desk left its key: the desk is not sealed (yet).
-    #[error(
-        "no operator of the {desk} has left a key: the desk is not sealed (its operators run chat-server --desk NAME --key FILE), or none has started yet"
-    )]
-    NoDeskKey {
-        /// The desk, as shown.
-        desk: String,
     },
     /// The person did not accept the key.
     #[error("key not accepted; nothing was sent")]
@@ -168,75 +150,13 @@ pub fn known_server_key(
     Ok(Some(Trust::Learned(key, known, endpoint_text)))
 }
 
-/// The desk's key from the known servers file, for `desk` (as
-/// [`desk_entry`] names it): the one remembered, or, as `first_use`
-/// allows, the one its operators left in its key queue, accepted by the
-/// person (`ask`). `None`: the desk in clear. What it does is said on
-/// `tell`, each line prefixed with `program`.
-///
-/// # Errors
-/// See [`TrustError`].
-pub fn known_desk_key(
-    program: &str,
-    first_use: FirstUse,
-    desk: &Desk,
-    tell: &mut dyn Write,
-    ask: &mut dyn FnMut() -> io::Result<bool>,
-) -> Result<Option<Trust>, TrustError> {
-    let Some(path) = KnownServers::default_path() else {
-        if first_use.learn {
-            return Err(TrustError::NoKnownServersFile);
-        }
-        return Ok(None);
-    };
-    let known = KnownServers::load(&path).map_err(TrustError::KnownServers)?;
-    let entry = desk_entry(desk);
-    if let Some((key, place)) = known.lookup(&entry) {
-        let _ = writeln!(
-            tell,
-            "{program}: sealed with the key remembered for {entry} ({place})"
-        );
-        return Ok(Some(Trust::Remembered(key, place)));
-    }
-    if !first_use.learn {
-        return Ok(None);
-    }
-    let shown = desk.shown();
-    let key = crate::desk::learn_desk_key(desk)
-        .map_err(|cause| TrustError::DeskQuery {
-            desk: shown.clone(),
-            cause,
-        })?
-        .ok_or(TrustError::NoDeskKey { desk: shown })?;
-    let _ = writeln!(
-        tell,
-        "{program}: the {} leaves the key {key} (fingerprint {}). Nothing proves it yet: compare the fingerprint with the one its operators see (chat-server prints it at start).",
-        desk.shown(),
-        key.fingerprint()
-    );
-    accept(first_use, key, ask)?;
-    let _ = writeln!(
-        tell,
-        "{program}: the key is remembered for {entry} once an answer opens with it"
-    );
-    Ok(Some(Trust::Learned(key, known, entry)))
-}
-
-/// How a desk is named in the known servers file: `desk:NAME@HOST`, the
-/// host of its first broker.
-pub fn desk_entry(desk: &Desk) -> String {
-    let host = desk
-        .brokers
-        .first()
-        .and_then(|url| url.parse::<lapin::uri::AMQPUri>().ok())
-        .map(|uri| uri.authority.host)
-        .unwrap_or_default();
-    format!("desk:{}@{host}", desk.name)
-}
-
 /// Whether a learned `key` is accepted: without asking if the user said
 /// so, else by the person, if there is one to ask.
-fn accept(
+///
+/// # Errors
+/// [`TrustError::NotAsked`] with nobody to ask, [`TrustError::NotAccepted`]
+/// when the person says no.
+pub fn accept(
     first_use: FirstUse,
     key: PublicKey,
     ask: &mut dyn FnMut() -> io::Result<bool>,
