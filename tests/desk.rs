@@ -24,6 +24,19 @@ fn broker() -> Option<&'static str> {
     }
 }
 
+/// Whether a test may start RabbitMQ nodes of its own (and the shared
+/// broker is there), saying why not.
+fn own_nodes() -> bool {
+    if broker().is_none() {
+        return false;
+    }
+    if !OwnBroker::installed() {
+        common::skip("RabbitMQ is not installed to start nodes of this test's own");
+        return false;
+    }
+    true
+}
+
 /// Whether pika is there for the Python programs, saying why not.
 fn pika() -> bool {
     let probe = Command::new("python3").args(["-c", "import pika"]).output();
@@ -312,11 +325,7 @@ fn a_question_past_its_expiry_is_reported_and_gone() {
 /// broker again by themselves, the client saying so once.
 #[test]
 fn a_broker_restart_loses_no_question_and_no_answer() {
-    if broker().is_none() {
-        return;
-    }
-    if !OwnBroker::installed() {
-        common::skip("RabbitMQ is not installed to start a node of this test's own");
+    if !own_nodes() {
         return;
     }
     let node = OwnBroker::start("desk-restart");
@@ -370,11 +379,7 @@ fn the_urgent_lane_is_served_first() {
 /// again without showing it twice, and the client gets one answer.
 #[test]
 fn a_question_held_past_the_consumer_timeout_is_neither_lost_nor_doubled() {
-    if broker().is_none() {
-        return;
-    }
-    if !OwnBroker::installed() {
-        common::skip("RabbitMQ is not installed to start a node of this test's own");
+    if !own_nodes() {
         return;
     }
     // RabbitMQ checks the timeout on its channels' tick, once a minute
@@ -510,11 +515,7 @@ fn a_broker_password_on_the_command_line_is_refused() {
 /// a lost connection) is counted.
 #[test]
 fn a_desk_on_a_cluster_loses_nothing_when_its_nodes_die() {
-    if broker().is_none() {
-        return;
-    }
-    if !OwnBroker::installed() {
-        common::skip("RabbitMQ is not installed to start a cluster of this test's own");
+    if !own_nodes() {
         return;
     }
     const QUESTIONS: usize = 300;
@@ -627,11 +628,7 @@ fn make_certificates(folder: &Path) -> bool {
 /// refuses the broker and says why.
 #[test]
 fn the_desk_talks_to_its_broker_over_tls_and_checks_its_certificate() {
-    if broker().is_none() {
-        return;
-    }
-    if !OwnBroker::installed() {
-        common::skip("RabbitMQ is not installed to start a node of this test's own");
+    if !own_nodes() {
         return;
     }
     let certificates = Scratch::new("desk-tls");
