@@ -563,6 +563,11 @@ fn a_desk_on_a_cluster_loses_nothing_when_its_nodes_die() {
     }
     asking.stderr_line_containing("lost the broker");
     asking.stderr_line_containing("connected to the broker again");
+    let reconnections = asking
+        .drain_stderr()
+        .iter()
+        .filter(|line| line.contains("connected to the broker again"))
+        .count();
     assert!(asking.wait().success(), "the client ends as a script does");
     assert_eq!(
         asking.remaining_stdout(),
@@ -580,7 +585,7 @@ fn a_desk_on_a_cluster_loses_nothing_when_its_nodes_die() {
     shown.dedup();
     assert_eq!(shown.len(), QUESTIONS, "every question reached an operator");
     eprintln!(
-        "cluster: {QUESTIONS} questions asked and answered once each to the client; operators shown {total} ({} twice, taken back from a lost connection); leader was node {leader}",
+        "cluster: {QUESTIONS} questions asked and answered once each to the client, which connected again {reconnections} time(s); operators shown {total} ({} twice, taken back from a lost connection); leader was node {leader}",
         total - QUESTIONS
     );
 }

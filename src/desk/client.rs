@@ -267,16 +267,15 @@ impl DeskClient {
             Confirmation::Ack(Some(_)) => Err(TransportError::Refused {
                 what: format!("the desk's queue {} is gone", self.desk),
             }),
-            // A queue without a leader (a cluster in the middle of a
-            // failover) refuses for a while: asked again each tick.
+            // A quorum queue without a leader (a cluster in the middle of a
+            // failover) refuses; the channel that saw it went on refusing
+            // after a leader was elected (RabbitMQ 3.10): connect again,
+            // and ask once back.
             Confirmation::Nack(_) => {
-                let now = std::time::Instant::now();
-                if let Some(held) = self.throttle.admit("not taken", now) {
-                    self.news.push_back(Throttle::with_count(
-                        "the broker did not take the question (its queue may be electing a leader): asking again each tick",
-                        held,
-                    ));
-                }
+                self.lose(
+                    "the broker did not take the question (its queue may be electing a leader)"
+                        .into(),
+                );
                 self.unasked = Some(question);
                 Ok(())
             }
@@ -634,9 +633,6 @@ impl ToServer for DeskClient {
                 std::thread::sleep(TICK);
             }
             return Ok(None);
-        }
-        if let Some(question) = self.unasked.take() {
-            self.ask(question)?;
         }
         let wait = if wait { TICK } else { Duration::ZERO };
         let consumer = &mut self.consumer;
