@@ -29,7 +29,8 @@
 //!   `ToClients`); [`transport::zeromq`], its ZeroMQ side: sockets with the
 //!   chat's options, bind errors, the connection monitor.
 //! - [`desk`]: the help desk: the same transport seam over a RabbitMQ
-//!   broker (`--desk`), questions in a queue that any operator answers.
+//!   broker (`--desk`), questions in a queue that any operator answers;
+//!   on a cluster, over TLS, and sealed end to end.
 //! - `presence`: who is connected to the server, from the transport's
 //!   connection events.
 //! - [`server`] / [`client`]: the two loops, each one wait returning an

@@ -76,14 +76,16 @@ struct Args {
     max_size: usize,
 
     /// Secure mode: the server's public key (base64, as chat-server prints
-    /// it); the chat is encrypted and nothing is sent to a server without it
+    /// it); the chat is encrypted and nothing is sent to a server without it.
+    /// With --desk: the desk's key, which seals the chat end to end
     #[arg(long, value_name = "BASE64", value_parser = cli::parse_public_key)]
     server_key: Option<PublicKey>,
 
     /// Secure mode without --server-key (trust on first use, as ssh): use
     /// the key remembered for this address in
     /// ~/.config/zmq-chat/known_servers, or learn it now after you confirm
-    /// its fingerprint. An address listed there is always secure
+    /// its fingerprint. An address listed there is always secure. With
+    /// --desk: the desk's key, learned from its operators
     #[arg(long, conflicts_with = "server_key")]
     secure: bool,
 
@@ -92,7 +94,7 @@ struct Args {
     #[arg(long, requires = "secure")]
     accept_new_key: bool,
 
-    /// In secure mode: this client's private key [default:
+    /// In secure mode or at a sealed desk: this client's private key [default:
     /// ~/.config/zmq-chat/client.key, created on first use]
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
