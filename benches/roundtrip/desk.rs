@@ -248,18 +248,22 @@ fn stop(children: Vec<Child>) {
 /// sealed end to end with `keys` if given.
 fn desk_round_trips(desk: &str, questions: &str, keys: Option<&Keys>) -> f64 {
     let operator = sealed_operator(desk, keys);
-    let started = Instant::now();
     let mut client = Command::new(CLIENT);
     client.args(["--desk", desk]).env(BROKER_VARIABLE, URL);
     if let Some(keys) = keys {
         client.args(["--key", &keys.client, "--server-key", &keys.desk_public]);
     }
-    assert!(
-        run_with_input(&mut client, questions),
-        "chat-client --desk failed"
-    );
+    timed(&mut client, questions, vec![operator])
+}
+
+/// Round trips a second of `client` asking [`QUESTIONS`] in turn (the
+/// lines of `input`, if it reads them), timed from its start to its exit;
+/// then `servers` are stopped.
+fn timed(client: &mut Command, input: &str, servers: Vec<Child>) -> f64 {
+    let started = Instant::now();
+    assert!(run_with_input(client, input), "{client:?} failed");
     let rate = QUESTIONS as f64 / started.elapsed().as_secs_f64();
-    stop(vec![operator]);
+    stop(servers);
     rate
 }
 
@@ -272,16 +276,9 @@ fn pika_round_trips(queue: &str, kind: &str) -> f64 {
         .spawn()
         .expect("start the pika RPC server");
     super::wait_for_line(server.stdout.take().expect("stdout"), "ready");
-    let started = Instant::now();
     let mut client = Command::new("python3");
     client.args(["-c", PIKA_CLIENT, queue, &QUESTIONS.to_string(), kind]);
-    assert!(
-        run_with_input(&mut client, ""),
-        "the pika RPC client failed"
-    );
-    let rate = QUESTIONS as f64 / started.elapsed().as_secs_f64();
-    stop(vec![server]);
-    rate
+    timed(&mut client, "", vec![server])
 }
 
 /// The bare lapin RPC pair's round trips a second (this executable's
@@ -289,20 +286,13 @@ fn pika_round_trips(queue: &str, kind: &str) -> f64 {
 /// or "" at their end).
 fn lapin_round_trips(queue: &str, kind: &str) -> f64 {
     let (echo, _) = super::spawn_role(&format!("--role-lapin-echo{kind}"), &[queue]);
-    let started = Instant::now();
     let mut client = Command::new(std::env::current_exe().expect("the bench"));
     client.args([
         &format!("--role-lapin-client{kind}"),
         queue,
         &QUESTIONS.to_string(),
     ]);
-    assert!(
-        run_with_input(&mut client, ""),
-        "the lapin RPC client failed"
-    );
-    let rate = QUESTIONS as f64 / started.elapsed().as_secs_f64();
-    stop(vec![echo]);
-    rate
+    timed(&mut client, "", vec![echo])
 }
 
 /// Questions a second through `operators` echoing operators, with
