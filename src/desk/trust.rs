@@ -7,8 +7,7 @@
 use std::io::{self, Write};
 
 use super::{Desk, learn_desk_key};
-use crate::secure::known::KnownServers;
-use crate::secure::trust::{FirstUse, Trust, TrustError, accept};
+use crate::secure::trust::{FirstUse, Remembered, Trust, TrustError, accept, remembered};
 use crate::transport::TransportError;
 
 /// Why no key of a desk could be trusted.
@@ -51,24 +50,18 @@ pub fn known_desk_key(
     tell: &mut dyn Write,
     ask: &mut dyn FnMut() -> io::Result<bool>,
 ) -> Result<Option<Trust>, DeskKeyError> {
-    let Some(path) = KnownServers::default_path() else {
-        if first_use.learn {
-            return Err(TrustError::NoKnownServersFile.into());
-        }
-        return Ok(None);
-    };
-    let known = KnownServers::load(&path).map_err(TrustError::KnownServers)?;
     let entry = desk_entry(desk);
-    if let Some((key, place)) = known.lookup(&entry) {
-        let _ = writeln!(
-            tell,
-            "{program}: sealed with the key remembered for {entry} ({place})"
-        );
-        return Ok(Some(Trust::Remembered(key, place)));
-    }
-    if !first_use.learn {
-        return Ok(None);
-    }
+    let known = match remembered(first_use, &entry)? {
+        Remembered::Key(key, place) => {
+            let _ = writeln!(
+                tell,
+                "{program}: sealed with the key remembered for {entry} ({place})"
+            );
+            return Ok(Some(Trust::Remembered(key, place)));
+        }
+        Remembered::Learn(known) => known,
+        Remembered::Nothing => return Ok(None),
+    };
     let shown = desk.shown();
     let key = learn_desk_key(desk)
         .map_err(|cause| DeskKeyError::Query {

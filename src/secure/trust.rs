@@ -108,28 +108,22 @@ pub fn known_server_key(
     tell: &mut dyn Write,
     ask: &mut dyn FnMut() -> io::Result<bool>,
 ) -> Result<Option<Trust>, TrustError> {
-    let Some(path) = KnownServers::default_path() else {
-        if first_use.learn {
-            return Err(TrustError::NoKnownServersFile);
-        }
-        return Ok(None);
-    };
-    let known = KnownServers::load(&path).map_err(TrustError::KnownServers)?;
     let endpoint_text = endpoint.to_string();
-    if let Some((key, place)) = known.lookup(&endpoint_text) {
-        let _ = writeln!(
-            tell,
-            "{program}: secure mode with the key remembered for {endpoint_text} ({place})"
-        );
-        return Ok(Some(Trust::Remembered(key, place)));
-    }
-    if !first_use.learn {
-        return Ok(None);
-    }
+    let known = match remembered(first_use, &endpoint_text)? {
+        Remembered::Key(key, place) => {
+            let _ = writeln!(
+                tell,
+                "{program}: secure mode with the key remembered for {endpoint_text} ({place})"
+            );
+            return Ok(Some(Trust::Remembered(key, place)));
+        }
+        Remembered::Learn(known) => known,
+        Remembered::Nothing => return Ok(None),
+    };
     let _ = writeln!(
         tell,
         "{program}: {endpoint_text} is not in {}: asking the server for its key…",
-        path.display()
+        known.path().display()
     );
     let key = ask_server_key(context, endpoint, first_use.wait, shutdown).map_err(|cause| {
         TrustError::Query {
@@ -148,6 +142,38 @@ pub fn known_server_key(
         "{program}: the key is remembered for {endpoint_text} once the server proves it holds it"
     );
     Ok(Some(Trust::Learned(key, known, endpoint_text)))
+}
+
+/// What the known servers file says of `entry` (a server's endpoint, a
+/// desk's name), for trust on first use.
+pub enum Remembered {
+    /// The key remembered for it, and where ("line 3 of FILE").
+    Key(PublicKey, String),
+    /// Nothing, and `first_use` allows learning one now: the file, to
+    /// write it to once proven.
+    Learn(KnownServers),
+    /// Nothing, and no learning: in clear.
+    Nothing,
+}
+
+/// Looks `entry` up in the known servers file.
+///
+/// # Errors
+/// No home folder for the file while `first_use` would learn, or a file
+/// that cannot be read or trusted.
+pub fn remembered(first_use: FirstUse, entry: &str) -> Result<Remembered, TrustError> {
+    let Some(path) = KnownServers::default_path() else {
+        if first_use.learn {
+            return Err(TrustError::NoKnownServersFile);
+        }
+        return Ok(Remembered::Nothing);
+    };
+    let known = KnownServers::load(&path).map_err(TrustError::KnownServers)?;
+    Ok(match known.lookup(entry) {
+        Some((key, place)) => Remembered::Key(key, place),
+        None if first_use.learn => Remembered::Learn(known),
+        None => Remembered::Nothing,
+    })
 }
 
 /// Whether a learned `key` is accepted: without asking if the user said
