@@ -11,7 +11,7 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Confirmation, Consumer};
+use lapin::{BasicProperties, Confirmation, Consumer, PublisherConfirm};
 
 use super::record::{self, Asked, Identity, Questions};
 use super::seal::{self, SEALED_CONTENT_TYPE, SealError};
@@ -63,6 +63,8 @@ pub struct DeskClient {
     unasked: Option<Question>,
     /// End-to-end sealing, with `--key`.
     sealing: Option<Sealing>,
+    /// With sealing, what seals the questions.
+    sealer: Option<seal::Sealer>,
     /// How often the user is told of answers dropped unopened.
     throttle: Throttle,
     /// A question was asked and its answer did not come yet: whether it
@@ -130,12 +132,16 @@ impl DeskClient {
             told: false,
             news: VecDeque::new(),
             unasked: None,
+            sealer: sealing
+                .as_ref()
+                .map(|sealing| seal::Sealer::new(&sealing.identity, sealing.desk)),
             sealing,
             throttle: Throttle::new(Duration::from_secs(10)),
             to_look: None,
         };
         client.tell_expired();
         client.take_waiting_answers(waiting)?;
+        client.prepare();
         if !client.questions.is_empty() {
             client.news.push_back(format!(
                 "{} question(s) you asked before still wait for an operator; their answers are shown when they come",
@@ -222,11 +228,11 @@ impl DeskClient {
     /// # Errors
     /// When it cannot be sealed.
     fn seal(
-        &self,
+        &mut self,
         question: &mut Question,
         expires: u64,
     ) -> Result<Option<seal::ReplyKey>, TransportError> {
-        let Some(sealing) = &self.sealing else {
+        let Some(sealer) = &mut self.sealer else {
             return Ok(None);
         };
         let header = seal::Header {
@@ -236,7 +242,8 @@ impl DeskClient {
             name: question.name.take(),
         };
         let (sealed, reply) =
-            seal::seal_question(&sealing.identity, &sealing.desk, &header, &question.body)
+            sealer
+                .seal(&header, &question.body)
                 .map_err(|error| TransportError::Refused {
                     what: format!("cannot seal the question: {error}"),
                 })?;
@@ -245,13 +252,26 @@ impl DeskClient {
         Ok(Some(reply))
     }
 
+    /// With sealing, makes the next question's handshake now, off the
+    /// round trip.
+    fn prepare(&mut self) {
+        if let Some(sealer) = &mut self.sealer {
+            sealer.prepare();
+        }
+    }
+
     /// Publishes `question`; kept to be published once the broker is back
     /// if it is lost meanwhile.
     ///
     /// # Errors
     /// When the broker refuses it.
     fn ask(&mut self, question: Question) -> Result<(), TransportError> {
-        let confirmation = match self.publish(&question) {
+        let confirmation = self.publish(&question).and_then(|confirm| {
+            // While the broker takes the question: off the round trip.
+            self.prepare();
+            self.broker.block_on(confirm)
+        });
+        let confirmation = match confirmation {
             Ok(confirmation) => confirmation,
             Err(error) => {
                 self.lose(format!("lost the broker ({error})"));
@@ -283,8 +303,8 @@ impl DeskClient {
     }
 
     /// Publishes a question, persistent, expiring after the client's
-    /// expiry, and waits for the broker's confirm.
-    fn publish(&self, request: &Question) -> Result<Confirmation, lapin::Error> {
+    /// expiry: the broker's confirm is to be awaited.
+    fn publish(&self, request: &Question) -> Result<PublisherConfirm, lapin::Error> {
         let mut properties = BasicProperties::default()
             .with_reply_to(self.answers.as_str().into())
             .with_correlation_id(request.id.to_string().into())
@@ -312,18 +332,13 @@ impl DeskClient {
             false => self.desk.clone(),
         };
         let channel = &self.broker.channel;
-        self.broker.block_on(async {
-            channel
-                .basic_publish(
-                    "".into(),
-                    lane.as_str().into(),
-                    mandatory,
-                    &request.body,
-                    properties,
-                )
-                .await?
-                .await
-        })
+        self.broker.block_on(channel.basic_publish(
+            "".into(),
+            lane.as_str().into(),
+            mandatory,
+            &request.body,
+            properties,
+        ))
     }
 
     /// Once a question waited a tick unanswered: the user is told if no

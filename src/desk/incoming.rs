@@ -4,13 +4,12 @@
 //! or to drop (one that does not open, has expired, or was answered here
 //! already).
 
-use std::collections::{HashSet, VecDeque};
-
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, ShortString};
 
 use super::NAME_HEADER;
-use super::seal::{self, ReplyKey, SealError};
+use super::bounded::Bounded;
+use super::seal::{self, Opener, ReplyKey, SealError};
 use crate::envelope::MessageId;
 use crate::secure::keys::{Identity, is_low_order};
 
@@ -64,7 +63,7 @@ const REMEMBERED: usize = 4096;
 /// Opens what comes from the desk's queue: with the desk's key when the
 /// desk is sealed.
 pub struct Unsealer {
-    desk: Option<Identity>,
+    desk: Option<Opener>,
     /// Client keys found not to be of small order.
     checked: Bounded<[u8; 32]>,
     /// The questions answered here (by the asking key, if sealed, and the
@@ -76,11 +75,13 @@ pub struct Unsealer {
 impl Unsealer {
     /// An unsealer for a desk whose key is `desk` (`None`: in clear).
     pub fn new(desk: Option<Identity>) -> Unsealer {
-        Unsealer {
-            desk,
-            checked: Bounded::default(),
-            answered: Bounded::default(),
-        }
+        let mut unsealer = Unsealer {
+            desk: desk.as_ref().map(Opener::new),
+            checked: Bounded::new(REMEMBERED),
+            answered: Bounded::new(REMEMBERED),
+        };
+        unsealer.prepare();
+        unsealer
     }
 
     /// What to do with `delivery`, at `now` (seconds since the epoch).
@@ -89,7 +90,7 @@ impl Unsealer {
         let reply_to = properties.reply_to().clone();
         let correlation_id = properties.correlation_id().clone();
         let sealed = seal::is_sealed_question(&delivery.data);
-        let incoming = match (&self.desk, sealed, reply_to) {
+        let incoming = match (&mut self.desk, sealed, reply_to) {
             (None, false, reply_to) => Incoming::Question(Question {
                 reply_to,
                 correlation_id,
@@ -98,7 +99,7 @@ impl Unsealer {
                 reply: None,
             }),
             (Some(desk), true, _) => {
-                let opened = seal::open_question(desk, &delivery.data);
+                let opened = desk.open(&delivery.data);
                 self.opened(opened, now)
             }
             (_, _, None) => Incoming::Drop {
@@ -114,13 +115,19 @@ impl Unsealer {
                 },
             },
         };
-        match incoming {
+        let incoming = match incoming {
             Incoming::Question(question) if self.was_answered(&question) => Incoming::Drop {
                 kind: "answered",
                 notice: "a question answered here already came again (a client asking again after losing its broker, or a replay): dropped".into(),
             },
             incoming => incoming,
+        };
+        // A question is prepared for once answered; the next one now, as
+        // this one is let go at once.
+        if !matches!(incoming, Incoming::Question(_)) {
+            self.prepare();
         }
+        incoming
     }
 
     /// What to do with a sealed question, opened or not.
@@ -141,7 +148,7 @@ impl Unsealer {
                     notice: "a sealed question from a key of small order (which proves nothing) was dropped".into(),
                 };
             }
-            self.checked.insert(opened.client.0);
+            self.checked.insert(opened.client.0, ());
         }
         if opened.header.expires < now {
             return Incoming::Drop {
@@ -158,10 +165,19 @@ impl Unsealer {
         })
     }
 
+    /// Makes what opens the next sealed question now, while none is being
+    /// opened (see [`Opener::prepare`]): the server does so once it has
+    /// answered.
+    pub fn prepare(&mut self) {
+        if let Some(desk) = &mut self.desk {
+            desk.prepare();
+        }
+    }
+
     /// Remembers that `question` was answered here.
     pub fn answered(&mut self, question: &Question) {
         if let Some(key) = answered_key(question) {
-            self.answered.insert(key);
+            self.answered.insert(key, ());
         }
     }
 
@@ -194,37 +210,5 @@ fn name_header(delivery: &Delivery) -> Option<Vec<u8>> {
     {
         Some(AMQPValue::LongString(name)) => Some(name.as_bytes().to_vec()),
         _ => None,
-    }
-}
-
-/// A set that forgets its oldest entries beyond [`REMEMBERED`].
-struct Bounded<T> {
-    order: VecDeque<T>,
-    set: HashSet<T>,
-}
-
-impl<T> Default for Bounded<T> {
-    fn default() -> Self {
-        Bounded {
-            order: VecDeque::new(),
-            set: HashSet::new(),
-        }
-    }
-}
-
-impl<T: std::hash::Hash + Eq + Clone> Bounded<T> {
-    fn contains(&self, item: &T) -> bool {
-        self.set.contains(item)
-    }
-
-    fn insert(&mut self, item: T) {
-        if self.set.insert(item.clone()) {
-            self.order.push_back(item);
-        }
-        if self.order.len() > REMEMBERED
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.set.remove(&oldest);
-        }
     }
 }

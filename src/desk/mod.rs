@@ -23,9 +23,11 @@
 //! [`client::DeskClient`] and [`server::DeskOperator`] are the two ends of
 //! the transport seam ([`crate::transport`]) over the broker.
 
+mod bounded;
 pub mod brokers;
 pub mod client;
 mod incoming;
+mod precomputed;
 mod record;
 pub mod seal;
 pub mod server;

@@ -373,6 +373,8 @@ impl DeskOperator {
         };
         self.unsealer.answered(&taken.question);
         self.done_with(taken, true)?;
+        // Off the round trip: the next question is not there yet.
+        self.unsealer.prepare();
         delivered
     }
 }
