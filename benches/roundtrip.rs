@@ -4,7 +4,8 @@
 //! the round-trip rows alone, `-- --pipeline` for the
 //! push/pull rows alone, `-- --concurrency` for
 //! the concurrency rows alone, as when comparing two builds of the server
-//! under load). Every measurement runs
+//! under load; `-- --desk` for the help desk's rows, `-- --desk-sealing`
+//! for the desk sealed and in clear alone). Every measurement runs
 //! as real processes on 127.0.0.1:
 //!
 //! 1. chat round trip: `chat-client` in script mode against `chat-server --echo`,
@@ -101,6 +102,11 @@ fn main() {
         }
     };
     let mut table = Table::default();
+    if args.iter().any(|arg| arg == "--desk-sealing") {
+        desk::sealing_rows(&mut table, settings.amqp_runs);
+        table.print(&settings);
+        return;
+    }
     if args.iter().any(|arg| arg == "--desk") {
         desk::desk_rows(&mut table, settings.amqp_runs);
         table.print(&settings);

@@ -177,6 +177,41 @@ pub fn desk_rows(table: &mut Table, runs: usize) {
     }
 }
 
+/// The desk's round trips sealed and in clear only, taking turns: what
+/// sealing costs, measured with less noise than among the other rows.
+pub fn sealing_rows(table: &mut Table, runs: usize) {
+    let questions: String = (0..QUESTIONS).map(|n| format!("question {n}\n")).collect();
+    let keys = Keys::new();
+    let (mut clear, mut sealed) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let desk =
+            |which: &str| format!("zmq-chat-bench.seal.{}.{run}.{which}", std::process::id());
+        if run % 2 == 0 {
+            clear.push(desk_round_trips(&desk("clear"), &questions, None));
+        }
+        sealed.push(desk_round_trips(&desk("sealed"), &questions, Some(&keys)));
+        if run % 2 == 1 {
+            clear.push(desk_round_trips(&desk("clear"), &questions, None));
+        }
+    }
+    table.rate_row(
+        &format!("desk in clear, {QUESTIONS} in turn (round trips/s)"),
+        &clear,
+        None,
+    );
+    table.rate_row(
+        &format!("desk sealed end to end, {QUESTIONS} in turn (round trips/s)"),
+        &sealed,
+        None,
+    );
+    let ratios: Vec<f64> = sealed.iter().zip(&clear).map(|(s, c)| s / c).collect();
+    table.ratio_row(
+        "desk sealed / desk in clear, run by run",
+        &ratios,
+        Some(Target::AtLeast(0.9)),
+    );
+}
+
 /// The keys of a sealed desk's round trips: the desk's and a client's
 /// files, and the desk's public key; kept in a folder of their own.
 struct Keys {
