@@ -824,3 +824,57 @@ fn a_sealed_desk_keeps_the_chat_from_the_broker() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
+
+/// Trust on first use of a sealed desk's key: a script must say it accepts
+/// the key the desk's operators left; once an answer opens with it, it is
+/// remembered as `desk:NAME@HOST` and used from then on without asking.
+#[test]
+fn a_desk_key_is_learned_on_first_use_and_remembered() {
+    let Some(url) = broker() else {
+        return;
+    };
+    let keys = Scratch::new("desk-tofu");
+    let desk_key = keys.join("desk.key");
+    let (_, desk_public) = common::keygen(&desk_key);
+    let client_key = keys.join("client.key");
+    common::keygen(&client_key);
+    let (config, state) = (keys.join("config"), keys.join("state"));
+    let known = config.join("zmq-chat").join("known_servers");
+    let desk = unique("desk-tofu");
+    let mut operator = operator(url, &desk, &["--key", desk_key.to_str().unwrap(), "--echo"]);
+    let env = [
+        ("XDG_CONFIG_HOME", config.to_str().unwrap()),
+        ("XDG_STATE_HOME", state.to_str().unwrap()),
+        (BROKER_VARIABLE, url),
+    ];
+    let ask = |first_use: &[&str], question: &str| {
+        let mut args = vec!["--desk", &desk, "--key", client_key.to_str().unwrap()];
+        args.extend(first_use);
+        let mut asking = Proc::spawn_with_env(CLIENT, &args, &env);
+        asking.send_line(question);
+        asking.close_stdin();
+        asking
+    };
+
+    let mut unasked = ask(&["--secure"], "not yet");
+    unasked.stderr_line_containing(&format!("leaves the key {desk_public}"));
+    unasked.stderr_line_containing("pass --accept-new-key");
+    assert_eq!(unasked.wait().code(), Some(1));
+    assert!(!known.exists(), "nothing remembered without consent");
+
+    let mut first = ask(&["--secure", "--accept-new-key"], "first use");
+    first.stderr_line_containing(&format!("leaves the key {desk_public}"));
+    assert_eq!(first.stdout_line(), "first use");
+    assert_eq!(first.wait().code(), Some(0));
+    let entry = format!("desk:{desk}@127.0.0.1 {desk_public}");
+    let written = std::fs::read_to_string(&known).unwrap();
+    assert!(written.starts_with(&entry), "{written}");
+
+    let mut again = ask(&[], "remembered");
+    let said = again.stderr_line_containing("sealed with the key remembered for");
+    assert!(said.contains(&format!("desk:{desk}@127.0.0.1")), "{said}");
+    assert_eq!(again.stdout_line(), "remembered");
+    assert_eq!(again.wait().code(), Some(0));
+    assert_eq!(operator.stdout_line(), "first use");
+    assert_eq!(operator.stdout_line(), "remembered");
+}
