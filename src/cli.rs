@@ -8,8 +8,11 @@ use crate::address::{ACCEPTED_FORMS, Address, AddressError, Endpoint, Role};
 use crate::desk::Desk;
 use crate::desk::brokers::{BrokerUrlError, broker_urls, certificate_authorities};
 use crate::error::ChatError;
+use crate::event::LocalTime;
 use crate::exit::Exit;
 use crate::secure::keys::{Identity, KeyError, PublicKey};
+use crate::terminal::{Screen, Style};
+use crate::transcript::{Transcript, TranscriptError};
 
 /// Parses and resolves an address flag.
 pub fn endpoint_from_flag(text: &str, role: Role) -> Result<Endpoint, AddressError> {
@@ -289,6 +292,61 @@ impl BrokerFlags {
                 .map(certificate_authorities)
                 .transpose()?,
         })
+    }
+}
+
+/// The flags both programs have for how they write what happens: for
+/// scripts (`--json`, `-0`) and for the record (`--timestamps`, `--log`).
+#[derive(clap::Args, Debug)]
+pub struct OutputFlags {
+    /// Write every event as one JSON object a line on stdout: each message
+    /// with its id, sender and time; connects and leaves; refusals;
+    /// give-ups; notices (the fields: docs/GUIDE.md)
+    #[arg(long)]
+    pub json: bool,
+
+    /// In script mode, end each message with a NUL byte instead of a
+    /// newline, read and written (JSON lines still end with a newline), so
+    /// that a message may hold newlines
+    #[arg(short = '0', long)]
+    pub null: bool,
+
+    /// Show each message after the local time it arrived (HH:MM:SS)
+    #[arg(long)]
+    pub timestamps: bool,
+
+    /// Append a transcript of the chat to FILE, as JSON lines (the file
+    /// readable by you only; no key is ever written)
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+}
+
+impl OutputFlags {
+    /// The screen's style. Call it before any thread starts: with
+    /// `--timestamps` it reads the local time zone (see [`LocalTime::detect`]).
+    pub fn style(&self) -> Style {
+        Style {
+            json: self.json,
+            nul: self.null,
+            timestamps: self.timestamps.then(LocalTime::detect),
+        }
+    }
+
+    /// Sets `screen` up as these flags say: its style, its transcript.
+    ///
+    /// # Errors
+    /// When the transcript cannot be opened or others may read it.
+    pub fn apply(&self, style: Style, screen: &mut Screen) -> Result<(), TranscriptError> {
+        screen.set_style(style);
+        if let Some(path) = &self.log {
+            screen.keep_transcript(Transcript::open(path)?);
+        }
+        Ok(())
+    }
+
+    /// The separator of script input: NUL with `-0`, else a newline.
+    pub fn separator(&self) -> u8 {
+        if self.null { b'\0' } else { b'\n' }
     }
 }
 

@@ -33,6 +33,7 @@ use crate::channel::{ClientChannel, Plain, Step};
 use crate::clock::{Clock, TICK};
 use crate::envelope::{self, Enveloped, MessageId};
 use crate::error::ChatError;
+use crate::event;
 use crate::message::{Anomaly, DEFAULT_MAX_MESSAGE_BYTES, Incoming, MAX_TEXT_BYTES};
 use crate::secure::client::ClientSecurity;
 use crate::shutdown::Shutdown;
@@ -544,6 +545,7 @@ impl ChatClient {
         self.deferred = None;
         let body = self.channel.outgoing(id, &text)?;
         self.send(id, &body)?;
+        screen.sent(text.as_bytes(), Some(id));
         self.link = self.link.sent(now);
         // Keys are taken (unechoed, see LineSource::while_waiting) from now
         // on, before the status says the client waits: nothing typed after
@@ -656,7 +658,7 @@ impl ChatClient {
         let end = match waited {
             Waited::Ready => return Ok(ControlFlow::Continue(Phase::Typing)),
             Waited::Reply(body) => {
-                self.show_reply(&body, screen)?;
+                self.show_reply(&body, id, screen)?;
                 return Ok(ControlFlow::Continue(Phase::Typing));
             }
             Waited::Ended => ClientEnd::ServerEnded { unanswered: text },
@@ -686,9 +688,14 @@ impl ChatClient {
 
     /// Shows a reply, and counts its line as not delivered whole if the
     /// reply was cut to `--max-size`.
-    fn show_reply(&mut self, body: &[Vec<u8>], screen: &Screen) -> Result<(), ChatError> {
+    fn show_reply(
+        &mut self,
+        body: &[Vec<u8>],
+        id: MessageId,
+        screen: &Screen,
+    ) -> Result<(), ChatError> {
         let incoming = Incoming::decode(body, self.max_message_bytes);
-        screen.show(&incoming, self.channel.peer_label().as_deref())?;
+        screen.show(&incoming, self.channel.peer_label().as_deref(), Some(id))?;
         if incoming
             .anomalies
             .iter()
@@ -853,7 +860,11 @@ impl ChatClient {
     /// the screen).
     fn link_status(&mut self, kind: &'static str, text: &str, now: Instant, screen: &Screen) {
         if let Some(held) = self.throttle.admit(kind, now) {
-            screen.status(&Throttle::with_count(text, held));
+            let event = match kind {
+                "lost" => event::Kind::Leave,
+                _ => event::Kind::Connect,
+            };
+            screen.status_event(event, &Throttle::with_count(text, held));
         }
     }
 

@@ -122,6 +122,8 @@ pub struct ScriptLines<R = io::Stdin> {
     ended: bool,
     /// The number of the last line returned, for warnings.
     number: u64,
+    /// What ends a line: a newline, or NUL with `-0`.
+    separator: u8,
 }
 
 /// How much one read asks for.
@@ -146,13 +148,30 @@ impl<R: Read + AsFd> ScriptLines<R> {
             scanned: 0,
             ended: false,
             number: 0,
+            separator: b'\n',
+        }
+    }
+
+    /// Lines end with `separator` instead (NUL, with `-0`): then a line
+    /// may hold newlines, and keeps a carriage return at its end.
+    pub fn separated_by(mut self, separator: u8) -> Self {
+        self.separator = separator;
+        self
+    }
+
+    /// A line's text without its separator (and, with newlines, a
+    /// carriage return before it).
+    fn strip<'a>(&self, line: &'a str) -> &'a str {
+        match self.separator {
+            b'\n' => strip_line_ending(line),
+            separator => line.strip_suffix(char::from(separator)).unwrap_or(line),
         }
     }
 
     /// A complete line from what was read, if there is one; at end of input,
     /// the unterminated rest counts as a last line.
     fn take_line(&mut self) -> Option<String> {
-        let end = match memchr::memchr(b'\n', &self.buffer[self.scanned..]) {
+        let end = match memchr::memchr(self.separator, &self.buffer[self.scanned..]) {
             Some(offset) => self.scanned + offset + 1,
             None if self.ended && self.start < self.buffer.len() => self.buffer.len(),
             None => {
@@ -165,14 +184,14 @@ impl<R: Read + AsFd> ScriptLines<R> {
         self.scanned = end;
         self.number += 1;
         let line = match std::str::from_utf8(bytes) {
-            Ok(line) => strip_line_ending(line).to_string(),
+            Ok(line) => self.strip(line).to_string(),
             Err(_) => {
                 let _ = writeln!(
                     self.warnings,
                     "{}: input line {} is not valid UTF-8; bad bytes sent as \u{FFFD}",
                     self.program, self.number
                 );
-                strip_line_ending(&String::from_utf8_lossy(bytes)).to_string()
+                self.strip(&String::from_utf8_lossy(bytes)).to_string()
             }
         };
         Some(line)
@@ -214,7 +233,7 @@ impl<R: Read + AsFd> ScriptLines<R> {
 
     /// Whether a whole line (or, at the end, a last partial one) is buffered.
     fn has_buffered_line(&self) -> bool {
-        memchr::memchr(b'\n', &self.buffer[self.scanned..]).is_some()
+        memchr::memchr(self.separator, &self.buffer[self.scanned..]).is_some()
             || (self.ended && self.start < self.buffer.len())
     }
 }
@@ -291,6 +310,13 @@ mod tests {
         let (mut lines, warnings) = script(b"one\r\ntwo\n\nlast".to_vec(), 3);
         assert_eq!(all_lines(&mut lines), ["one", "two", "", "last"]);
         assert_eq!(warnings.text(), "");
+    }
+
+    #[test]
+    fn with_nul_separators_a_line_keeps_its_newlines_and_carriage_returns() {
+        let (lines, _) = script(b"one\ntwo\r\n\0three\r\0last\n".to_vec(), 3);
+        let mut lines = lines.separated_by(b'\0');
+        assert_eq!(all_lines(&mut lines), ["one\ntwo\r\n", "three\r", "last\n"]);
     }
 
     #[test]

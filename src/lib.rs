@@ -40,6 +40,8 @@
 //!   (and `Person`, what only a person at a prompt does), and script input
 //!   from stdin.
 //! - [`terminal`]: the screen (what each mode shows).
+//! - [`event`]: the chat's events as JSON lines (`--json`), and the times
+//!   `--timestamps` shows; [`transcript`]: `--log FILE`.
 //! - [`prompt`]: the interactive prompt: rustyline on its own thread, with
 //!   history, printing incoming lines above the line being edited.
 //! - `tty`: type-ahead and restoring the terminal, which rustyline lacks.
@@ -66,6 +68,7 @@ pub mod desk;
 pub mod display;
 mod envelope;
 pub mod error;
+pub mod event;
 pub mod exit;
 pub mod folders;
 pub mod input;
@@ -77,6 +80,7 @@ pub mod server;
 pub mod shutdown;
 pub mod terminal;
 mod throttle;
+pub mod transcript;
 pub mod transport;
 mod tty;
 

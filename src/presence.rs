@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::event::Kind;
 use crate::terminal::Screen;
 use crate::throttle::Throttle;
 use crate::transport::{ConnectionEvent, ConnectionId, PeerEvent};
@@ -137,11 +138,12 @@ impl Presence {
             .address
             .map_or(String::new(), |address| format!(" at {address}"));
         if answering == Some(descriptor) {
-            screen.notice(&format!(
+            screen.tell(Kind::Leave, &format!(
                 "the client you are answering{at} has left: your reply reaches it only if it comes back and sends its message again"
             ));
         } else {
-            self.tell(screen, "left", &format!("the client{at} left"), now);
+            let text = format!("the client{at} left");
+            self.tell(screen, "left", Kind::Leave, &text, now);
         }
     }
 
@@ -158,12 +160,12 @@ impl Presence {
             Some(address) => format!("a client connected from {address}"),
             None => "a client connected".to_string(),
         };
-        self.tell(screen, "connected", &text, now);
+        self.tell(screen, "connected", Kind::Connect, &text, now);
     }
 
-    fn tell(&mut self, screen: &Screen, kind: &'static str, text: &str, now: Instant) {
+    fn tell(&mut self, screen: &Screen, kind: &'static str, event: Kind, text: &str, now: Instant) {
         if let Some(held) = self.throttle.admit(kind, now) {
-            screen.notice(&Throttle::with_count(text, held));
+            screen.tell(event, &Throttle::with_count(text, held));
         }
     }
 

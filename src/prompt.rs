@@ -16,7 +16,7 @@ use std::time::Duration;
 use rustyline::error::ReadlineError;
 use rustyline::{
     Cmd, ConditionalEventHandler, DefaultEditor, Event, EventContext, EventHandler,
-    ExternalPrinter, KeyEvent, RepeatCount,
+    ExternalPrinter, KeyCode, KeyEvent, Modifiers, RepeatCount,
 };
 
 use crate::command::{Command, HELP};
@@ -163,6 +163,12 @@ impl Prompt {
     pub fn new(prompt: &str, history: Option<PathBuf>) -> io::Result<Prompt> {
         let saved = tty::save();
         let mut editor = DefaultEditor::new().map_err(io::Error::other)?;
+        // Alt-Enter (Esc then Enter, as terminals send it) puts a newline
+        // in the message: one message of several lines.
+        editor.bind_sequence(
+            KeyEvent(KeyCode::Enter, Modifiers::ALT),
+            EventHandler::Simple(Cmd::Newline),
+        );
         if let Some(outside) = &saved {
             let suspend = SuspendKey {
                 outside: outside.clone(),

@@ -37,6 +37,7 @@ use crate::clock::{Clock, TICK};
 use crate::display::escape_for_terminal;
 use crate::envelope::{Enveloped, Mark, MessageId};
 use crate::error::ChatError;
+use crate::event::Kind;
 use crate::message::{
     DEFAULT_MAX_MESSAGE_BYTES, Incoming, MAX_FRAMES, MAX_TEXT_BYTES, WIRE_LIMIT_BYTES,
 };
@@ -436,9 +437,13 @@ impl ChatServer {
                     Some(address) => format!("{notice} (from {address})"),
                     None => notice,
                 };
+                let event = match mark {
+                    Mark::Refused => Kind::Refusal,
+                    _ => Kind::Notice,
+                };
                 match throttle {
-                    Some(kind) => self.warn(screen, kind, &notice, now),
-                    None => screen.notice(&notice),
+                    Some(kind) => self.warn_as(screen, kind, event, &notice, now),
+                    None => screen.tell(event, &notice),
                 }
                 self.send(marked(envelope, id, mark), vec![body], screen, now);
                 None
@@ -512,8 +517,9 @@ impl ChatServer {
         now: Instant,
     ) -> Result<(), ChatError> {
         let incoming = Incoming::decode(&pending.body, self.max_message_bytes);
-        // Labels are for a person: a script sees the text alone.
-        let label = screen.is_interactive().then(|| {
+        // Labels are for a person (and JSON, and the transcript): a
+        // script's plain lines are the text alone.
+        let label = screen.wants_labels().then(|| {
             label(
                 &pending.origin,
                 pending.name.as_deref(),
@@ -521,7 +527,7 @@ impl ChatServer {
             )
         });
         let ReplySource::Operator(lines) = replies else {
-            screen.show(&incoming, label.as_deref())?;
+            screen.show(&incoming, label.as_deref(), pending.id)?;
             self.echo(pending, screen, now);
             return Ok(());
         };
@@ -534,7 +540,7 @@ impl ChatServer {
                 "discarded {discarded} bytes typed before this message arrived: a reply is what you type after reading it"
             ));
         }
-        screen.show(&incoming, label.as_deref())?;
+        screen.show(&incoming, label.as_deref(), pending.id)?;
         if !self.presence.knows(pending.source) {
             screen.notice(
                 "the client who sent this has left already: your reply reaches it only if it comes back and sends its message again",
@@ -600,6 +606,9 @@ impl ChatServer {
         screen: &Screen,
         now: Instant,
     ) {
+        if screen.keeps_transcript() {
+            screen.sent(&reply.concat(), id);
+        }
         let body = self.channel.outgoing(origin, id, reply);
         self.send(envelope, body, screen, now);
     }
@@ -642,8 +651,20 @@ impl ChatServer {
     /// A notice a peer can trigger: at most one of each kind per
     /// [`NOTICE_INTERVAL`], with a count of those held back.
     fn warn(&mut self, screen: &Screen, kind: &'static str, text: &str, now: Instant) {
+        self.warn_as(screen, kind, Kind::Notice, text, now);
+    }
+
+    /// As [`ChatServer::warn`], for an event of `event`'s kind.
+    fn warn_as(
+        &mut self,
+        screen: &Screen,
+        kind: &'static str,
+        event: Kind,
+        text: &str,
+        now: Instant,
+    ) {
         if let Some(held) = self.throttle.admit(kind, now) {
-            screen.notice(&Throttle::with_count(text, held));
+            screen.tell(event, &Throttle::with_count(text, held));
         }
     }
 }

@@ -7,15 +7,20 @@
 //!   line is one message, each received message is exactly one stdout line,
 //!   and everything else goes to stderr.
 
-use std::cell::RefCell;
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::os::fd::AsFd;
+use std::time::SystemTime;
 
+use crate::MessageId;
 use crate::display::escape_for_terminal;
+use crate::event::{Event, Kind, LocalTime};
 pub use crate::input::{End, Line, LineSource, ScriptLines, is_interactive, stdin_is_interactive};
 use crate::message::Incoming;
 use crate::prompt::Printer;
+use crate::transcript::Transcript;
 
 /// Prints `line` on stdout, for the examples' simple output. A closed
 /// stdout (`… | head -1`) ends the program quietly with exit code 0, as
@@ -28,6 +33,21 @@ pub fn print_line(line: impl std::fmt::Display) {
     {
         std::process::exit(0);
     }
+}
+
+/// How a screen writes: the flags `--json`, `-0` and `--timestamps`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Style {
+    /// Every event as a line of JSON on stdout (see [`crate::event`]),
+    /// notices included.
+    pub json: bool,
+    /// Each message ends with a NUL byte, not a newline, so that a message
+    /// may hold newlines; its text is written as it came unless stdout is
+    /// a terminal. (A JSON event still ends with a newline: it holds no
+    /// raw one.)
+    pub nul: bool,
+    /// Each message shown after its local time of day.
+    pub timestamps: Option<LocalTime>,
 }
 
 /// What the user sees: received messages on one output (stdout), the rest
@@ -44,6 +64,16 @@ pub struct Screen {
     err: RefCell<Box<dyn Write>>,
     /// For a person at a prompt: everything goes above the line being edited.
     printer: Option<Printer>,
+    style: Style,
+    /// With `-0`: stdout is not a terminal, so a message's text goes out
+    /// as it came, control characters and all.
+    raw: bool,
+    /// Whether stdout is a terminal (a person reads it even in script mode).
+    out_is_terminal: bool,
+    /// `--log`: every event kept there too.
+    transcript: Option<RefCell<Transcript>>,
+    /// Whether the user was told the transcript cannot be written (once).
+    transcript_failed: Cell<bool>,
 }
 
 const BOLD_CYAN: &str = "\x1b[1;36m";
@@ -75,6 +105,7 @@ impl Screen {
             Box::new(io::stderr()),
         );
         screen.colour = colour;
+        screen.out_is_terminal = io::stdout().is_terminal();
         Ok(screen)
     }
 
@@ -95,7 +126,35 @@ impl Screen {
             out: RefCell::new(out),
             err: RefCell::new(err),
             printer: None,
+            style: Style::default(),
+            raw: false,
+            out_is_terminal: false,
+            transcript: None,
+            transcript_failed: Cell::new(false),
         }
+    }
+
+    /// Writes in `style` from now on.
+    pub fn set_style(&mut self, style: Style) {
+        self.style = style;
+        self.raw = style.nul && !self.interactive && !self.out_is_terminal;
+    }
+
+    /// Keeps every event in `transcript` as well (`--log`).
+    pub fn keep_transcript(&mut self, transcript: Transcript) {
+        self.transcript = Some(RefCell::new(transcript));
+    }
+
+    /// Whether a transcript is kept (`--log`).
+    pub fn keeps_transcript(&self) -> bool {
+        self.transcript.is_some()
+    }
+
+    /// Whether messages are to be shown with their sender's label: for a
+    /// person, in JSON and in a transcript (a script's plain lines are the
+    /// text alone).
+    pub fn wants_labels(&self) -> bool {
+        self.interactive || self.style.json || self.transcript.is_some()
     }
 
     /// Sends everything this screen shows through `printer`, so that it
@@ -109,19 +168,40 @@ impl Screen {
         self.interactive
     }
 
-    /// Shows a received message as one line, escaped, labelled `peer` in
-    /// interactive mode (the default label when `None`), and tells the user
-    /// on stderr about anything unusual in it.
-    pub fn show(&self, incoming: &Incoming, peer: Option<&str>) -> io::Result<()> {
-        self.show_line(&incoming.text, peer.unwrap_or(self.peer))?;
+    /// Shows a received message (with the chat-client's `id` for it, if
+    /// known): as one line, escaped, labelled `peer` in interactive mode
+    /// (the default label when `None`), telling the user on stderr about
+    /// anything unusual in it; or as one JSON event.
+    pub fn show(
+        &self,
+        incoming: &Incoming,
+        peer: Option<&str>,
+        id: Option<MessageId>,
+    ) -> io::Result<()> {
+        let at = SystemTime::now();
+        let peer = peer.unwrap_or(self.peer);
+        let event = Event {
+            from: Some(peer),
+            id,
+            notes: incoming.anomalies.iter().map(ToString::to_string).collect(),
+            ..Event::new(Kind::Message, &incoming.text)
+        };
+        self.keep(&event, at);
+        if self.style.json {
+            return self.write_json(&event, at);
+        }
+        self.show_line(&incoming.text, peer, at)?;
         for anomaly in &incoming.anomalies {
             self.notice(&format!("note: {anomaly}"));
         }
         Ok(())
     }
 
-    fn show_line(&self, text: &str, peer: &str) -> io::Result<()> {
-        let text = escape_for_terminal(text);
+    fn show_line(&self, text: &str, peer: &str, at: SystemTime) -> io::Result<()> {
+        let time = match self.style.timestamps {
+            Some(local) => format!("[{}] ", local.of_day(at)),
+            None => String::new(),
+        };
         let mut out = self.out.borrow_mut();
         if self.interactive {
             let (on, off) = if self.colour {
@@ -129,18 +209,75 @@ impl Screen {
             } else {
                 ("", "")
             };
+            // A message of several lines: each under the first, indented
+            // past the label.
+            let indent = format!("\n{}", " ".repeat(time.len() + peer.chars().count() + 2));
+            let text = escape_lines(text, &indent);
+            let line = format!("{time}{on}{peer}>{off} {text}");
             if let Some(printer) = &self.printer {
-                printer.print(&format!("{on}{peer}>{off} {text}"));
+                printer.print(&line);
                 return Ok(());
             }
-            writeln!(out, "{on}{peer}>{off} {text}")?;
-            out.flush()
-        } else {
-            // Not writeln!: the formatting machinery costs more than the
-            // copy itself, once per message of a script.
-            out.write_all(text.as_bytes())?;
-            out.write_all(b"\n")
+            writeln!(out, "{line}")?;
+            return out.flush();
         }
+        let text = match (self.raw, self.style.nul) {
+            (true, _) => Cow::Borrowed(text),
+            (false, true) => Cow::Owned(escape_lines(text, "\n")),
+            (false, false) => escape_for_terminal(text),
+        };
+        // Not writeln!: the formatting machinery costs more than the copy
+        // itself, once per message of a script.
+        out.write_all(time.as_bytes())?;
+        out.write_all(text.as_bytes())?;
+        out.write_all(&[self.separator()])
+    }
+
+    /// What ends a message.
+    fn separator(&self) -> u8 {
+        if self.style.nul { b'\0' } else { b'\n' }
+    }
+
+    fn write_json(&self, event: &Event<'_>, at: SystemTime) -> io::Result<()> {
+        let line = event.to_json(at);
+        if let Some(printer) = &self.printer {
+            printer.print(&line);
+            return Ok(());
+        }
+        // A newline even with -0: JSON holds none raw.
+        let mut out = self.out.borrow_mut();
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")
+    }
+
+    /// Keeps `event` in the transcript, if there is one; tells the user
+    /// once if it cannot be written.
+    fn keep(&self, event: &Event<'_>, at: SystemTime) {
+        let Some(transcript) = &self.transcript else {
+            return;
+        };
+        let mut transcript = transcript.borrow_mut();
+        if let Err(error) = transcript.write(event, at)
+            && !self.transcript_failed.replace(true)
+        {
+            let path = transcript.path().display().to_string();
+            drop(transcript);
+            self.notice(&format!("cannot write the transcript {path}: {error}"));
+        }
+    }
+
+    /// A message this program sent (with its chat-client `id`, if any),
+    /// for the transcript.
+    pub fn sent(&self, text: &[u8], id: Option<MessageId>) {
+        if !self.keeps_transcript() {
+            return;
+        }
+        let text = String::from_utf8_lossy(text);
+        let event = Event {
+            id,
+            ..Event::new(Kind::Sent, &text)
+        };
+        self.keep(&event, SystemTime::now());
     }
 
     /// Writes out buffered messages. Script-mode loops call it whenever they
@@ -165,9 +302,38 @@ impl Screen {
         }
     }
 
-    /// A line on stderr, prefixed by the program name, in every mode. A
-    /// stderr that cannot be written to is no reason to stop chatting.
+    /// A status line of a kind a script may act on (the server coming and
+    /// going): for a person as [`Screen::status`], an event with `--json`,
+    /// and kept in the transcript.
+    pub fn status_event(&self, kind: Kind, text: &str) {
+        let at = SystemTime::now();
+        let event = Event::new(kind, text);
+        self.keep(&event, at);
+        if self.style.json {
+            let _ = self.write_json(&event, at);
+        } else {
+            self.status(text);
+        }
+    }
+
+    /// A line on stderr, prefixed by the program name, in every mode (with
+    /// `--json`, an event on stdout). A stderr that cannot be written to is
+    /// no reason to stop chatting.
     pub fn notice(&self, text: &str) {
+        self.tell(Kind::Notice, text);
+    }
+
+    /// A notice of a kind a script may act on (a peer connecting or
+    /// leaving, a refusal, a give-up), kept in the transcript too.
+    pub fn tell(&self, kind: Kind, text: &str) {
+        let at = SystemTime::now();
+        if kind != Kind::Notice {
+            self.keep(&Event::new(kind, text), at);
+        }
+        if self.style.json {
+            let _ = self.write_json(&Event::new(kind, text), at);
+            return;
+        }
         match &self.printer {
             Some(printer) => printer.print(&format!("{}: {text}", self.program)),
             None => {
@@ -177,18 +343,33 @@ impl Screen {
     }
 }
 
+/// `text` escaped line by line, the lines joined by `separator`.
+fn escape_lines(text: &str, separator: &str) -> String {
+    let lines: Vec<Cow<'_, str>> = text.split('\n').map(escape_for_terminal).collect();
+    lines.join(separator)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixture::Output;
 
     #[test]
     fn the_screen_shows_one_escaped_line_per_message_and_labels_it_for_a_person() {
         let (screen, out, err) = crate::fixture::screen("chat-client", "server", true);
         screen
-            .show(&Incoming::decode(&[b"a\x1b]52;c;evil\x07 b"], 100), None)
+            .show(
+                &Incoming::decode(&[b"a\x1b]52;c;evil\x07 b"], 100),
+                None,
+                None,
+            )
             .unwrap();
         screen
-            .show(&Incoming::decode(&[b"x", b"y"], 100), Some("client ab"))
+            .show(
+                &Incoming::decode(&[b"x", b"y"], 100),
+                Some("client ab"),
+                None,
+            )
             .unwrap();
         assert_eq!(
             out.lines(),
@@ -198,5 +379,78 @@ mod tests {
             err.text()
                 .starts_with("chat-client: note: the message had 2 frames")
         );
+    }
+
+    fn styled(interactive: bool, style: Style) -> (Screen, Output, Output) {
+        let (mut screen, out, err) = crate::fixture::screen("chat-client", "server", interactive);
+        screen.set_style(style);
+        (screen, out, err)
+    }
+
+    #[test]
+    fn with_json_every_event_is_a_line_of_json_on_stdout() {
+        let json = Style {
+            json: true,
+            ..Style::default()
+        };
+        let (screen, out, err) = styled(false, json);
+        let id = MessageId {
+            session: 0xab,
+            sequence: 7,
+        };
+        screen
+            .show(
+                &Incoming::decode(&[&b"a\nb"[..], b"c"], 100),
+                None,
+                Some(id),
+            )
+            .unwrap();
+        screen.tell(Kind::GiveUp, "no server");
+        screen.flush().unwrap();
+        let lines = out.lines();
+        let events: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(events[0]["event"], "message");
+        assert_eq!(events[0]["text"], "a\nb \u{241E} c");
+        assert_eq!(events[0]["from"], "server");
+        assert_eq!(events[0]["id"], id.to_string());
+        assert!(events[0]["notes"][0].as_str().unwrap().contains("2 frames"));
+        assert_eq!(events[1]["event"], "give-up");
+        assert_eq!(err.text(), "", "nothing on stderr");
+    }
+
+    #[test]
+    fn with_nul_a_message_keeps_its_newlines_and_is_escaped_on_a_terminal_only() {
+        let nul = Style {
+            nul: true,
+            ..Style::default()
+        };
+        let text = &[&b"two\nlines \x1b[2J"[..]];
+        let (screen, out, _) = styled(false, nul);
+        screen
+            .show(&Incoming::decode(text, 100), None, None)
+            .unwrap();
+        screen.flush().unwrap();
+        assert_eq!(out.text(), "two\nlines \x1b[2J\0");
+
+        let (mut screen, out, _) = crate::fixture::screen("chat-client", "server", false);
+        screen.out_is_terminal = true;
+        screen.set_style(nul);
+        screen
+            .show(&Incoming::decode(text, 100), None, None)
+            .unwrap();
+        screen.flush().unwrap();
+        assert_eq!(out.text(), "two\nlines \\x1b[2J\0");
+    }
+
+    #[test]
+    fn a_message_of_several_lines_is_shown_under_its_label_for_a_person() {
+        let (screen, out, _) = styled(true, Style::default());
+        screen
+            .show(&Incoming::decode(&[b"one\ntwo"], 100), Some("ann"), None)
+            .unwrap();
+        assert_eq!(out.lines(), ["ann> one", "     two"]);
     }
 }

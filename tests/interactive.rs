@@ -731,3 +731,37 @@ fn typing_at_a_terminal_with_stdout_in_a_file_chats_as_a_script_does() {
     assert_eq!(exit_code(&client), Some(0));
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "written there\n");
 }
+
+/// A message of several lines typed with Alt-Enter goes as one message;
+/// with `--timestamps` each message is shown after its time, and one of
+/// several lines indented under its label.
+#[test]
+fn alt_enter_types_a_message_of_several_lines_and_timestamps_show_each_time() {
+    // The server's messages as JSON lines (one a line, whatever the
+    // text), its replies ended by NUL (so one may hold a newline).
+    let (mut server, endpoint) = Proc::json_server(&["--bind", "127.0.0.1:0", "-0"]);
+    let mut client = in_terminal(CLIENT, &["--timestamps", "--connect", &endpoint]);
+    client.exp_string("you> ").unwrap();
+    client.exp_string("connected to ").unwrap();
+    // Alt-Enter: Esc, then Enter, as a terminal sends it.
+    type_keys(&mut client, "first line\x1b\rsecond line");
+    client.send_line("").unwrap();
+    let message = loop {
+        let line = server.stdout_line();
+        if line.contains(r#""event":"message""#) {
+            break line;
+        }
+    };
+    assert!(
+        message.contains(r#""text":"first line\nsecond line""#),
+        "{message}"
+    );
+    server.send_raw(b"two\nlines\0");
+    // "[HH:MM:SS] server> ": the second line starts under the first.
+    client
+        .exp_regex(r"\[[0-2][0-9]:[0-5][0-9]:[0-6][0-9]\] server> two\r?\n {19}lines")
+        .unwrap();
+    client.send_line("/quit").unwrap();
+    client.exp_eof().unwrap();
+    assert_eq!(exit_code(&client), Some(0));
+}

@@ -200,3 +200,18 @@ fn the_readmes_exit_codes_are_the_programs_own() {
         .collect();
     assert_eq!(codes, Exit::ALL.map(Exit::code));
 }
+
+/// Issue 30: the flags for scripts and for the record are in each
+/// program's `--help` (and so, by the test above, in its man page and
+/// completions), `-0` as the short form of `--null`.
+#[test]
+fn the_flags_for_scripts_and_the_record_are_listed() {
+    for program in [SERVER, CLIENT] {
+        let listed = flags(program);
+        for flag in ["--json", "--null", "--timestamps", "--log"] {
+            assert!(listed.contains(&flag.to_string()), "{program}: {flag}");
+        }
+        let (_, help, _) = run_to_end(program, &["--help"], "");
+        assert!(help.contains("-0, --null"), "{help}");
+    }
+}

@@ -18,6 +18,7 @@ use zmq_chat::desk::Desk;
 use zmq_chat::desk::client::{DeskClient, Sealing};
 use zmq_chat::desk::trust::known_desk_key;
 use zmq_chat::display::escape_for_terminal;
+use zmq_chat::event::Kind;
 use zmq_chat::exit::{Exit, Program};
 use zmq_chat::folders;
 use zmq_chat::message::DEFAULT_MAX_MESSAGE_BYTES;
@@ -128,6 +129,9 @@ struct Args {
     expire: f64,
 
     #[command(flatten)]
+    output: cli::OutputFlags,
+
+    #[command(flatten)]
     tasks: cli::Tasks,
 }
 
@@ -147,6 +151,8 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
     {
         return Ok(exit);
     }
+    // Before any thread starts (the local time zone for --timestamps).
+    let style = args.output.style();
     let shutdown = Shutdown::install().context("cannot install the Ctrl-C handler")?;
     let mut client = match &args.desk {
         Some(name) => ask_desk(args, name)?,
@@ -159,6 +165,7 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
     };
     let interactive = terminal::is_interactive();
     let mut screen = Screen::new(PROGRAM, "server", interactive).context("cannot set up stdout")?;
+    args.output.apply(style, &mut screen)?;
     let mut lines = line_source(args, interactive, &mut screen)?;
     screen.status(&format!(
         "waiting for a server at {}; type a message (it waits for the server if need be), /help lists commands",
@@ -254,7 +261,8 @@ fn line_source(
     screen: &mut Screen,
 ) -> anyhow::Result<Box<dyn LineSource>> {
     if !interactive {
-        return Ok(Box::new(ScriptLines::from_stdin(PROGRAM)));
+        let lines = ScriptLines::from_stdin(PROGRAM).separated_by(args.output.separator());
+        return Ok(Box::new(lines));
     }
     let history = (!args.no_history)
         .then(|| folders::history(PROGRAM))
@@ -284,12 +292,15 @@ fn conclude(
         }
         ClientEnd::Finished(_) => Exit::Ok,
         ClientEnd::GaveUp { unanswered } => {
-            screen.notice(&format!(
-                "no server answered at {} within {} s; unanswered message: {}",
-                client.endpoint(),
-                args.give_up,
-                escape_for_terminal(&unanswered)
-            ));
+            screen.tell(
+                Kind::GiveUp,
+                &format!(
+                    "no server answered at {} within {} s; unanswered message: {}",
+                    client.endpoint(),
+                    args.give_up,
+                    escape_for_terminal(&unanswered)
+                ),
+            );
             if script {
                 return Some(Exit::GaveUp);
             }
@@ -304,10 +315,12 @@ fn conclude(
         }
         ClientEnd::ServerEnded { unanswered } => {
             let reason = "the server's operator ended the chat before replying; the chat has ended";
-            failed(reason, Some(&unanswered), screen)
+            failed(Kind::Leave, reason, Some(&unanswered), screen)
         }
-        ClientEnd::Refused { reason, unanswered } => failed(&reason, Some(&unanswered), screen),
-        ClientEnd::Failed { reason } => failed(&reason, None, screen),
+        ClientEnd::Refused { reason, unanswered } => {
+            failed(Kind::Refusal, &reason, Some(&unanswered), screen)
+        }
+        ClientEnd::Failed { reason } => failed(Kind::Notice, &reason, None, screen),
         ClientEnd::InterruptedWaiting { unanswered, unsent } => {
             ended_waiting("interrupted", &unanswered, &unsent, screen);
             // At a terminal Ctrl-C ends the chat as /quit does, waiting
@@ -328,9 +341,10 @@ fn conclude(
     })
 }
 
-/// Says why the chat failed, and the message left unanswered if any.
-fn failed(reason: &str, unanswered: Option<&str>, screen: &Screen) -> Exit {
-    screen.notice(reason);
+/// Says why the chat failed (an event of `kind`), and the message left
+/// unanswered if any.
+fn failed(kind: Kind, reason: &str, unanswered: Option<&str>, screen: &Screen) -> Exit {
+    screen.tell(kind, reason);
     if let Some(text) = unanswered {
         screen.notice(&format!(
             "unanswered message: {}",

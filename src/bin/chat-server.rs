@@ -88,6 +88,9 @@ struct Args {
     brokers: cli::BrokerFlags,
 
     #[command(flatten)]
+    output: cli::OutputFlags,
+
+    #[command(flatten)]
     tasks: cli::Tasks,
 }
 
@@ -107,6 +110,8 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
     {
         return Ok(exit);
     }
+    // Before any thread starts (the local time zone for --timestamps).
+    let style = args.output.style();
     let security = args
         .key
         .as_deref()
@@ -118,6 +123,7 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
     server.show_at_most(args.max_size);
     let interactive = !args.echo && terminal::is_interactive();
     let mut screen = Screen::new(PROGRAM, "client", interactive).context("cannot set up stdout")?;
+    args.output.apply(style, &mut screen)?;
     let mut prompt = if interactive {
         Some(prompt(args, &mut screen)?)
     } else {
@@ -141,7 +147,7 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
     } else if let Some(prompt) = &mut prompt {
         ReplySource::Operator(prompt)
     } else {
-        script = ScriptLines::from_stdin(PROGRAM);
+        script = ScriptLines::from_stdin(PROGRAM).separated_by(args.output.separator());
         ReplySource::Operator(&mut script)
     };
     let end = server.run(replies, &screen, &shutdown, &SystemClock)?;

@@ -95,10 +95,38 @@ impl Proc {
         (server, endpoint)
     }
 
+    /// Starts `chat-server --json` with `args` and waits for its ready
+    /// event (on stdout, as every event with `--json`); returns it with
+    /// the endpoint it reported.
+    pub fn json_server(args: &[&str]) -> (Proc, String) {
+        let mut all = vec!["--json"];
+        all.extend(args);
+        let mut server = Proc::spawn(SERVER, &all);
+        loop {
+            let line = server.stdout_line();
+            let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON event");
+            if let Some(endpoint) = event["text"]
+                .as_str()
+                .and_then(|text| text.strip_prefix("listening on "))
+            {
+                return (server, endpoint.to_string());
+            }
+        }
+    }
+
     /// Writes one line to the program's stdin.
     pub fn send_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin already closed");
         writeln!(stdin, "{line}")
+            .and_then(|_| stdin.flush())
+            .expect("write to stdin");
+    }
+
+    /// Writes `bytes` to the program's stdin as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        stdin
+            .write_all(bytes)
             .and_then(|_| stdin.flush())
             .expect("write to stdin");
     }
