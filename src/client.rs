@@ -753,7 +753,7 @@ impl ChatClient {
                         return Ok(Some(waited));
                     }
                 }
-                screen.notice(&format!(
+                screen.tell(event::Kind::Leave, &format!(
                     "lost the connection to the server at {}; waiting up to {} s for it to come back",
                     self.server.endpoint(),
                     self.liveness.give_up.as_secs_f32()
@@ -776,7 +776,10 @@ impl ChatClient {
                 self.channel.reset();
                 let body = self.channel.outgoing(waiting.id, &waiting.text)?;
                 self.send(waiting.id, &body)?;
-                screen.notice("connected to the server again; re-sent the unanswered message");
+                screen.tell(
+                    event::Kind::Connect,
+                    "connected to the server again; re-sent the unanswered message",
+                );
             }
         }
         Ok(None)

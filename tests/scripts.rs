@@ -117,3 +117,21 @@ fn a_transcript_others_may_read_is_refused() {
     );
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
 }
+
+/// With `--json`, a script hears of the server going and of the client
+/// giving up as events of their own kinds, and the exit code is as
+/// without it.
+#[test]
+fn json_events_say_when_the_server_goes_and_the_client_gives_up() {
+    let (mut server, endpoint) = Proc::server(&["--bind", "127.0.0.1:0"]);
+    let mut client = Proc::spawn(CLIENT, &["--json", "--give-up", "1", &endpoint]);
+    client.send_line("anyone?");
+    assert_eq!(server.stdout_line(), "anyone?");
+    server.signal("KILL");
+    server.wait();
+    let left = next_event(&mut client, "leave");
+    assert!(left["text"].as_str().unwrap().starts_with("lost the connection"), "{left}");
+    let gave_up = next_event(&mut client, "give-up");
+    assert!(gave_up["text"].as_str().unwrap().contains("anyone?"), "{gave_up}");
+    assert_eq!(client.wait().code(), Some(3));
+}
