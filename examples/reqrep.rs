@@ -1,8 +1,9 @@
 //! Request/reply: clients ask, one server answers each request in turn.
 //!
-//! REQ and REP enforce lock-step: a REQ socket must receive the reply before
+//! The server binds a REP socket; each client connects a REQ socket. REQ
+//! and REP enforce lock-step: a REQ socket must receive the reply before
 //! it may send again (a second send fails with EFSM, as the client shows),
-//! and REP routes each reply back to the client that asked, so one server
+//! and REP sends each reply back to the client that asked, so one server
 //! serves many clients without mixing them up.
 //!
 //! ```sh
@@ -12,16 +13,15 @@
 //! ```
 
 use std::process::ExitCode;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::Parser;
 use zmq_chat::address::Role;
 use zmq_chat::cli;
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::print_line;
-use zmq_chat::transport::{self, Received};
 
 const PROGRAM: &str = "reqrep";
 
@@ -35,13 +35,7 @@ Exit status:
 
 #[derive(Parser)]
 #[command(about = "REQ/REP: lock-step requests and replies", after_help = EXIT_CODES)]
-struct Args {
-    #[command(subcommand)]
-    role: ReqRepRole,
-}
-
-#[derive(Subcommand)]
-enum ReqRepRole {
+enum Args {
     /// Answer every request (port 0 picks a free port, reported on stderr)
     Server {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5570")]
@@ -68,80 +62,67 @@ enum ReqRepRole {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => cli::report(PROGRAM, error.as_ref()),
-    }
-}
-
-fn run(args: Args) -> anyhow::Result<()> {
-    let context = zmq::Context::new();
-    let shutdown = Shutdown::install()?;
-    match args.role {
-        ReqRepRole::Server { bind, work_ms } => {
-            let endpoint = cli::endpoint_from_flag(&bind, Role::Bind)?;
-            let (socket, bound) = transport::bind(&context, zmq::REP, &endpoint)?;
-            eprintln!("{PROGRAM}: server listening on {bound}");
-            serve(&socket, &shutdown, Duration::from_millis(work_ms))
-        }
-        ReqRepRole::Client {
+    let ran = match Args::parse() {
+        Args::Server { bind, work_ms } => server(&bind, Duration::from_millis(work_ms)),
+        Args::Client {
             connect,
             name,
             count,
             give_up,
-        } => {
-            let endpoint = cli::endpoint_from_flag(&connect, Role::Connect)?;
-            let socket = transport::connect(&context, zmq::REQ, &endpoint)?;
-            eprintln!(
-                "{PROGRAM}: client: asking the server at {endpoint} (up to {give_up} s for each reply)"
-            );
-            let give_up = Duration::from_secs(give_up);
-            match ask(&socket, &shutdown, &name, count, give_up)? {
-                Asked::All => Ok(()),
-                Asked::NoServer(number) => {
-                    eprintln!(
-                        "{PROGRAM}: no server answered request {number} within {} s; is one running at {endpoint}?",
-                        give_up.as_secs()
-                    );
-                    std::process::exit(3);
-                }
-            }
-        }
-    }
+        } => client(&connect, &name, count, Duration::from_secs(give_up)),
+    };
+    ran.unwrap_or_else(|error| cli::report(PROGRAM, error.as_ref()))
 }
 
-fn serve(socket: &zmq::Socket, shutdown: &Shutdown, work: Duration) -> anyhow::Result<()> {
+fn server(bind: &str, work: Duration) -> anyhow::Result<ExitCode> {
+    let endpoint = cli::endpoint_from_flag(bind, Role::Bind)?.to_string();
+    let shutdown = Shutdown::install()?;
+    let context = zmq::Context::new();
+    let socket = context.socket(zmq::REP)?;
+    // Wake up every 100 ms to notice Ctrl-C.
+    socket.set_rcvtimeo(100)?;
+    // A client sending more is disconnected, not buffered whole.
+    socket.set_maxmsgsize(64 * 1024)?;
+    socket
+        .bind(&endpoint)
+        .with_context(|| format!("cannot bind {endpoint}"))?;
+    // With port 0, the port the system chose.
+    let bound = socket.get_last_endpoint()?.unwrap_or(endpoint);
+    eprintln!("{PROGRAM}: server listening on {bound}");
+
     let mut served = 0u64;
-    loop {
-        let Received::Message(frames) = transport::receive(socket, shutdown, || true)? else {
-            return Ok(());
+    while !shutdown.requested() {
+        let request = match socket.recv_multipart(0) {
+            Ok(frames) => String::from_utf8_lossy(&frames.concat()).into_owned(),
+            Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => continue,
+            Err(error) => return Err(error.into()),
         };
         served += 1;
-        let request = String::from_utf8_lossy(&frames.concat()).into_owned();
         print_line(format_args!(
             "server: request #{served}: {}",
             escape_for_terminal(&request)
         ));
-        thread::sleep(work);
+        std::thread::sleep(work);
+        // REP sends the reply to the client whose request it received.
         socket.send(format!("reply #{served} to '{request}'").as_bytes(), 0)?;
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// How the client's requests went.
-enum Asked {
-    /// Every request got its reply.
-    All,
-    /// No reply to this request within the give-up time.
-    NoServer(u32),
-}
+fn client(connect: &str, name: &str, count: u32, give_up: Duration) -> anyhow::Result<ExitCode> {
+    let endpoint = cli::endpoint_from_flag(connect, Role::Connect)?.to_string();
+    let shutdown = Shutdown::install()?;
+    let context = zmq::Context::new();
+    let socket = context.socket(zmq::REQ)?;
+    socket.set_rcvtimeo(100)?;
+    // Unsent requests are dropped at exit, not waited for.
+    socket.set_linger(0)?;
+    socket.connect(&endpoint)?;
+    eprintln!(
+        "{PROGRAM}: client: asking the server at {endpoint} (up to {} s for each reply)",
+        give_up.as_secs()
+    );
 
-fn ask(
-    socket: &zmq::Socket,
-    shutdown: &Shutdown,
-    name: &str,
-    count: u32,
-    give_up: Duration,
-) -> anyhow::Result<Asked> {
     for number in 1..=count {
         socket.send(format!("{name} request {number}").as_bytes(), 0)?;
         if number == 1 {
@@ -154,15 +135,24 @@ fn ask(
             }
         }
         let deadline = Instant::now() + give_up;
-        let frames = match transport::receive(socket, shutdown, || Instant::now() < deadline)? {
-            Received::Message(frames) => frames,
-            Received::Abandoned => return Ok(Asked::NoServer(number)),
-            Received::Interrupted => {
-                anyhow::bail!("interrupted while waiting for the reply to request {number}")
+        let reply = loop {
+            match socket.recv_multipart(0) {
+                Ok(frames) => break String::from_utf8_lossy(&frames.concat()).into_owned(),
+                Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {}
+                Err(error) => return Err(error.into()),
+            }
+            if shutdown.requested() {
+                anyhow::bail!("interrupted while waiting for the reply to request {number}");
+            }
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "{PROGRAM}: no server answered request {number} within {} s; is one running at {endpoint}?",
+                    give_up.as_secs()
+                );
+                return Ok(ExitCode::from(3));
             }
         };
-        let reply = String::from_utf8_lossy(&frames.concat()).into_owned();
         print_line(format_args!("{name}: got {}", escape_for_terminal(&reply)));
     }
-    Ok(Asked::All)
+    Ok(ExitCode::SUCCESS)
 }
