@@ -130,8 +130,17 @@ fn json_events_say_when_the_server_goes_and_the_client_gives_up() {
     server.signal("KILL");
     server.wait();
     let left = next_event(&mut client, "leave");
-    assert!(left["text"].as_str().unwrap().starts_with("lost the connection"), "{left}");
+    assert!(
+        left["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("lost the connection"),
+        "{left}"
+    );
     let gave_up = next_event(&mut client, "give-up");
-    assert!(gave_up["text"].as_str().unwrap().contains("anyone?"), "{gave_up}");
+    assert!(
+        gave_up["text"].as_str().unwrap().contains("anyone?"),
+        "{gave_up}"
+    );
     assert_eq!(client.wait().code(), Some(3));
 }
