@@ -1,6 +1,5 @@
 //! The ventilator: waits for the workers and the sink, then sends one batch.
 
-use std::fmt::Write;
 use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -108,22 +107,13 @@ pub fn ventilate(
         batch.checksum()
     );
     sink.send(announcement.as_bytes(), 0)?;
-    // Each task is `KIND BATCH ID COST`: only the id changes from task to
-    // task, so only it is formatted each time.
-    let mut task = String::new();
+    // PUSH deals the tasks out round-robin to the workers connected.
     for (lane, kind, ids) in [
         (&normal, "normal", 1..=batch.normal),
         (&urgent, "urgent", batch.normal + 1..=batch.total()),
     ] {
-        let (prefix, suffix) = (
-            format!("{kind} {:04x} ", batch.id),
-            format!(" {}", batch.work_ms),
-        );
         for id in ids {
-            task.clear();
-            task.push_str(&prefix);
-            write!(task, "{id}")?;
-            task.push_str(&suffix);
+            let task = format!("{kind} {:04x} {id} {}", batch.id, batch.work_ms);
             lane.send(task.as_bytes(), 0)?;
         }
     }
