@@ -19,7 +19,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-use super::{CLIENT, SERVER, Table, Target, run_with_input};
+use crate::processes::{run_with_input, wait_for_line};
+use crate::roles::spawn_role;
+use crate::table::{Table, Target};
+use crate::{CLIENT, SERVER};
 
 /// The broker the rows use.
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -109,9 +112,9 @@ pub fn desk_rows(table: &mut Table, runs: usize) {
             rates[which].push(match which {
                 0 => desk_round_trips(&desk, &questions, None),
                 1 => pika_round_trips(&desk, "plain"),
-                2 => lapin_round_trips(&desk, ""),
+                2 => lapin_round_trips(&desk, false),
                 3 => pika_round_trips(&desk, "durable"),
-                4 => lapin_round_trips(&desk, "-durable"),
+                4 => lapin_round_trips(&desk, true),
                 _ => desk_round_trips(&desk, &questions, Some(&keys)),
             });
         }
@@ -264,7 +267,7 @@ fn sealed_operator(desk: &str, keys: Option<&Keys>) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start chat-server --desk");
-    super::wait_for_line(
+    wait_for_line(
         operator.stderr.take().expect("stderr"),
         "an operator of the desk",
     );
@@ -310,23 +313,22 @@ fn pika_round_trips(queue: &str, kind: &str) -> f64 {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the pika RPC server");
-    super::wait_for_line(server.stdout.take().expect("stdout"), "ready");
+    wait_for_line(server.stdout.take().expect("stdout"), "ready");
     let mut client = Command::new("python3");
     client.args(["-c", PIKA_CLIENT, queue, &QUESTIONS.to_string(), kind]);
     timed(&mut client, "", vec![server])
 }
 
 /// The bare lapin RPC pair's round trips a second (this executable's
-/// `--role-lapin-echo` and `--role-lapin-client`, with `kind` "-durable"
-/// or "" at their end).
-fn lapin_round_trips(queue: &str, kind: &str) -> f64 {
-    let (echo, _) = super::spawn_role(&format!("--role-lapin-echo{kind}"), &[queue]);
+/// roles `lapin-echo` and `lapin-client`; with the desk's guarantees if
+/// `durable`).
+fn lapin_round_trips(queue: &str, durable: bool) -> f64 {
+    let durable = durable.then_some("--durable");
+    let echo: Vec<&str> = ["lapin-echo", queue].into_iter().chain(durable).collect();
+    let (echo, _) = spawn_role(&echo);
     let mut client = Command::new(std::env::current_exe().expect("the bench"));
-    client.args([
-        &format!("--role-lapin-client{kind}"),
-        queue,
-        &QUESTIONS.to_string(),
-    ]);
+    client.args(["lapin-client", queue, &QUESTIONS.to_string()]);
+    client.args(durable);
     timed(&mut client, "", vec![echo])
 }
 
@@ -358,17 +360,16 @@ fn desk_throughput(desk: &str, operators: usize) -> f64 {
 }
 
 /// The lapin roles: an RPC echo on `queue` (prints its queue when ready),
-/// or a client asking `count` questions in turn; with "-durable" at the
-/// end of the role, with the desk's guarantees (a durable quorum queue,
+/// or, with a `count`, a client asking that many questions in turn; if
+/// `durable`, with the desk's guarantees (a durable quorum queue,
 /// persistent messages published with confirms, the question
 /// acknowledged after its answer's confirm, the client's answers in a
 /// durable queue of its own and acknowledged).
-pub fn run_role(role: &str, queue: &str, count: &str) {
+pub fn run_role(queue: &str, count: Option<usize>, durable: bool) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
-    let durable = role.ends_with("-durable");
     runtime.block_on(async {
         let connection = Connection::connect(URL, ConnectionProperties::default())
             .await
@@ -381,10 +382,9 @@ pub fn run_role(role: &str, queue: &str, count: &str) {
                 .expect("confirms");
         }
         declare_questions(&channel, queue, durable).await;
-        if role.starts_with("--role-lapin-echo") {
-            lapin_echo(&channel, queue, durable).await;
-        } else {
-            lapin_client(&channel, queue, count.parse().expect("a count"), durable).await;
+        match count {
+            None => lapin_echo(&channel, queue, durable).await,
+            Some(count) => lapin_client(&channel, queue, count, durable).await,
         }
     });
 }
