@@ -43,6 +43,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use zmq_chat::address::{Endpoint, Role};
 use zmq_chat::cli;
@@ -50,7 +51,6 @@ use zmq_chat::display::escape_for_terminal;
 use zmq_chat::exit::Exit;
 use zmq_chat::shutdown::Shutdown;
 use zmq_chat::terminal::print_line;
-use zmq_chat::transport::{self, Received};
 
 const PROGRAM: &str = "pubsub";
 const READY_PREFIX: &str = "!ready ";
@@ -150,20 +150,22 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             count,
             subscribers,
         } => {
-            let socket = match connect {
+            // XPUB: a PUB socket that also receives the subscriptions.
+            let socket = context.socket(zmq::XPUB)?;
+            socket.set_rcvtimeo(100)?;
+            match connect {
                 Some(address) => {
                     let endpoint = cli::endpoint_from_flag(&address, Role::Connect)?;
                     eprintln!("{PROGRAM}: publisher connecting to proxy {endpoint}");
-                    transport::connect(&context, zmq::XPUB, &endpoint)?
+                    socket.connect(&endpoint.to_string())?;
                 }
                 None => {
                     let address = bind.as_deref().unwrap_or("127.0.0.1:5556");
                     let endpoint = cli::endpoint_from_flag(address, Role::Bind)?;
-                    let (socket, bound) = transport::bind(&context, zmq::XPUB, &endpoint)?;
+                    let bound = bind_socket(&socket, &endpoint)?;
                     eprintln!("{PROGRAM}: publisher listening on {bound}");
-                    socket
                 }
-            };
+            }
             let topics = split_topics(&topics);
             if !wait_for_ready_subscribers(&socket, subscribers, &shutdown)? {
                 return Ok(ExitCode::from(Exit::Interrupted));
@@ -203,8 +205,10 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         } => {
             let frontend = cli::endpoint_from_flag(&bind_publishers, Role::Bind)?;
             let backend = cli::endpoint_from_flag(&bind_subscribers, Role::Bind)?;
-            let (publishers, publishers_at) = transport::bind(&context, zmq::XSUB, &frontend)?;
-            let (subscribers, subscribers_at) = transport::bind(&context, zmq::XPUB, &backend)?;
+            let publishers = context.socket(zmq::XSUB)?;
+            let publishers_at = bind_socket(&publishers, &frontend)?;
+            let subscribers = context.socket(zmq::XPUB)?;
+            let subscribers_at = bind_socket(&subscribers, &backend)?;
             eprintln!("{PROGRAM}: proxy: publishers connect to {publishers_at}");
             eprintln!("{PROGRAM}: proxy: subscribers connect to {subscribers_at}");
             // zmq::proxy runs until the context ends or a signal interrupts it.
@@ -212,6 +216,35 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(()) | Err(zmq::Error::EINTR) | Err(zmq::Error::ETERM) => Ok(ExitCode::SUCCESS),
                 Err(error) => Err(error.into()),
             }
+        }
+    }
+}
+
+/// Binds `socket` to `endpoint`; the endpoint bound (with port 0, the
+/// port the system chose).
+fn bind_socket(socket: &zmq::Socket, endpoint: &Endpoint) -> anyhow::Result<String> {
+    let endpoint = endpoint.to_string();
+    socket
+        .bind(&endpoint)
+        .with_context(|| format!("cannot bind {endpoint}"))?;
+    Ok(socket.get_last_endpoint()?.unwrap_or(endpoint))
+}
+
+/// The next message on `socket`, waited for in steps of its receive
+/// timeout while `waiting()` holds and Ctrl-C has not come; `None` then.
+fn next_message(
+    socket: &zmq::Socket,
+    shutdown: &Shutdown,
+    waiting: impl Fn() -> bool,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    loop {
+        match socket.recv_bytes(0) {
+            Ok(message) => return Ok(Some(message)),
+            Err(zmq::Error::EAGAIN | zmq::Error::EINTR) => {}
+            Err(error) => return Err(error.into()),
+        }
+        if shutdown.requested() || !waiting() {
+            return Ok(None);
         }
     }
 }
@@ -234,11 +267,8 @@ fn wait_for_ready_subscribers(
 ) -> anyhow::Result<bool> {
     let mut ready = std::collections::BTreeSet::new();
     while ready.len() < wanted {
-        let Received::Message(frames) = transport::receive(socket, shutdown, || true)? else {
+        let Some(subscription) = next_message(socket, shutdown, || true)? else {
             return Ok(false);
-        };
-        let Some(subscription) = frames.first() else {
-            continue;
         };
         let Some((&1, topic)) = subscription.split_first() else {
             continue;
@@ -306,11 +336,11 @@ fn subscribe(
     options: SubscriberOptions,
     shutdown: &Shutdown,
 ) -> anyhow::Result<ExitCode> {
-    // The chat's socket options: among them a receive timeout, so the wait
-    // for a message wakes up to notice silence and Ctrl-C.
-    let socket = transport::socket_for(context, zmq::SUB, endpoint)?;
+    let socket = context.socket(zmq::SUB)?;
+    // Wake up every 100 ms to notice silence and Ctrl-C.
+    socket.set_rcvtimeo(100)?;
     socket.set_rcvhwm(options.hwm)?;
-    transport::connect_socket(&socket, endpoint)?;
+    socket.connect(&endpoint.to_string())?;
     for topic in topics {
         socket.set_subscribe(topic.as_bytes())?;
     }
@@ -333,7 +363,7 @@ fn subscribe(
             Some(at) => at.elapsed() < options.idle,
             None => started.elapsed() < options.wait,
         };
-        let Received::Message(frames) = transport::receive(&socket, shutdown, not_idle)? else {
+        let Some(message) = next_message(&socket, shutdown, not_idle)? else {
             ended_by = match (shutdown.requested(), last_message) {
                 (true, _) => "Ctrl-C",
                 (false, Some(_)) => "silence (--idle-ms) before every END mark came",
@@ -342,7 +372,7 @@ fn subscribe(
             break;
         };
         last_message = Some(Instant::now());
-        let text = String::from_utf8_lossy(&frames.concat()).into_owned();
+        let text = String::from_utf8_lossy(&message).into_owned();
         let mut words = text.splitn(3, ' ');
         let (topic, sequence) = (
             words.next().unwrap_or_default(),
