@@ -292,26 +292,7 @@ fn conclude(
         }
         ClientEnd::Finished(_) => Exit::Ok,
         ClientEnd::GaveUp { unanswered } => {
-            screen.tell(
-                Kind::GiveUp,
-                &format!(
-                    "no server answered at {} within {} s; unanswered message: {}",
-                    client.endpoint(),
-                    args.give_up,
-                    escape_for_terminal(&unanswered)
-                ),
-            );
-            if script {
-                return Some(Exit::GaveUp);
-            }
-            // Not lost: back at the prompt, and the chat goes on.
-            screen.status(
-                "the message is back at the prompt: press Enter to send it again, or edit it",
-            );
-            if let Some(person) = lines.person() {
-                person.offer(&unanswered);
-            }
-            return None;
+            return gave_up(&unanswered, client, args, script, screen, lines);
         }
         ClientEnd::ServerEnded { unanswered } => {
             let reason = "the server's operator ended the chat before replying; the chat has ended";
@@ -339,6 +320,36 @@ fn conclude(
             Exit::Ok
         }
     })
+}
+
+/// Says that no server answered within `--give-up`: a script ends with its
+/// exit code; at the prompt the message is offered again (`None`: the chat
+/// goes on), not lost.
+fn gave_up(
+    unanswered: &str,
+    client: &ChatClient,
+    args: &Args,
+    script: bool,
+    screen: &Screen,
+    lines: &mut dyn LineSource,
+) -> Option<Exit> {
+    screen.tell(
+        Kind::GiveUp,
+        &format!(
+            "no server answered at {} within {} s; unanswered message: {}",
+            client.endpoint(),
+            args.give_up,
+            escape_for_terminal(unanswered)
+        ),
+    );
+    if script {
+        return Some(Exit::GaveUp);
+    }
+    screen.status("the message is back at the prompt: press Enter to send it again, or edit it");
+    if let Some(person) = lines.person() {
+        person.offer(unanswered);
+    }
+    None
 }
 
 /// Says why the chat failed (an event of `kind`), and the message left
