@@ -28,7 +28,6 @@ use super::{
 use crate::address::Endpoint;
 use crate::clock::TICK;
 use crate::message::{MAX_FRAMES, WIRE_LIMIT_BYTES};
-use crate::shutdown::Shutdown;
 
 /// How long `close` may spend flushing unsent messages (the server's last reply).
 const LINGER: Duration = Duration::from_millis(1000);
@@ -59,18 +58,6 @@ fn configure(socket: &zmq::Socket, endpoint: &Endpoint) -> Result<(), zmq::Error
     // the connection monitor; a message wakes them at once.
     socket.set_rcvtimeo(TICK.as_millis() as i32)?;
     Ok(())
-}
-
-/// Creates a socket of `kind` and binds it; returns it with the endpoint
-/// actually bound (the real port when a wildcard port was asked for).
-pub fn bind(
-    context: &zmq::Context,
-    kind: zmq::SocketType,
-    endpoint: &Endpoint,
-) -> Result<(zmq::Socket, String), TransportError> {
-    let socket = socket_for(context, kind, endpoint)?;
-    let bound = bind_socket(&socket, endpoint)?;
-    Ok((socket, bound))
 }
 
 /// Creates a socket of `kind` with the chat's options, not yet bound or
@@ -123,18 +110,6 @@ fn check_ipc_path(path: &str) -> Result<(), TransportError> {
         }),
         Err(_) => Ok(()),
     }
-}
-
-/// Creates a socket of `kind` and connects it. The peer need not exist yet:
-/// ZeroMQ keeps retrying and delivers queued messages once it appears.
-pub fn connect(
-    context: &zmq::Context,
-    kind: zmq::SocketType,
-    endpoint: &Endpoint,
-) -> Result<zmq::Socket, TransportError> {
-    let socket = socket_for(context, kind, endpoint)?;
-    connect_socket(&socket, endpoint)?;
-    Ok(socket)
 }
 
 /// Connects an existing socket (see [`socket_for`]), for callers that set
@@ -224,17 +199,6 @@ fn event_value(frames: &[Vec<u8>]) -> i32 {
         Some(&[a, b, c, d]) => i32::from_le_bytes([a, b, c, d]),
         _ => -1,
     }
-}
-
-/// What ended a wait for an incoming message (by default, its frames).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Received<M = Vec<Vec<u8>>> {
-    /// A whole message.
-    Message(M),
-    /// Ctrl-C or a termination signal.
-    Interrupted,
-    /// The caller's `still_wanted` check said to stop waiting.
-    Abandoned,
 }
 
 /// Receives one message, blocking for at most the socket's receive timeout,
@@ -393,42 +357,6 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
         }
     }
     Ok(current)
-}
-
-/// Waits for the next message on `socket` (which must have a receive
-/// timeout, as every socket made here has), waking up every [`TICK`] to
-/// notice Ctrl-C or that `still_wanted` turned false.
-///
-/// A blocking receive with a timeout costs one wake-up per message, where
-/// polling the socket would cost several system calls.
-pub fn receive(
-    socket: &zmq::Socket,
-    shutdown: &Shutdown,
-    still_wanted: impl FnMut() -> bool,
-) -> Result<Received, zmq::Error> {
-    wait_for(shutdown, still_wanted, || socket.recv_multipart(0))
-}
-
-/// Repeats `receive_once` (one tick at most each) until it gives a message,
-/// a signal arrives or `still_wanted` turns false.
-fn wait_for<M>(
-    shutdown: &Shutdown,
-    mut still_wanted: impl FnMut() -> bool,
-    mut receive_once: impl FnMut() -> Result<M, zmq::Error>,
-) -> Result<Received<M>, zmq::Error> {
-    loop {
-        match receive_once() {
-            Ok(message) => return Ok(Received::Message(message)),
-            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
-            Err(other) => return Err(other),
-        }
-        if shutdown.requested() {
-            return Ok(Received::Interrupted);
-        }
-        if !still_wanted() {
-            return Ok(Received::Abandoned);
-        }
-    }
 }
 
 /// ZMTP heartbeats from a server to every client: a peer that answers none
