@@ -49,6 +49,25 @@ fn is_plain_ascii(bytes: &[u8]) -> bool {
     blocks_plain && blocks.remainder().iter().all(|&b| plain(b))
 }
 
+/// `json` with the characters a terminal could act on that JSON may hold
+/// raw (C1 controls, line separators, bidirectional controls: serde_json
+/// escapes only C0 and DEL is harmless there) written as `\uXXXX` escapes:
+/// the same JSON value, safe to print on a terminal.
+pub fn escape_json_for_terminal(json: &str) -> Cow<'_, str> {
+    let risky = |c: char| c != '\\' && !c.is_ascii_control() && needs_escape(c);
+    if !json.chars().any(risky) {
+        return Cow::Borrowed(json);
+    }
+    let mut escaped = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        match c {
+            c if risky(c) => escaped.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => escaped.push(c),
+        }
+    }
+    Cow::Owned(escaped)
+}
+
 fn needs_escape(c: char) -> bool {
     c == '\\' || c.is_control() || is_line_separator(c) || is_bidi_control(c)
 }
@@ -66,6 +85,28 @@ fn is_bidi_control(c: char) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn json_for_a_terminal_escapes_c1_and_bidi_controls_and_stays_the_same_value() {
+        let json =
+            serde_json::json!({"text": "csi \u{9b}31m rlo \u{202e} ok \u{1F44B} \\"}).to_string();
+        let escaped = escape_json_for_terminal(&json);
+        assert!(
+            !escaped.contains('\u{9b}') && !escaped.contains('\u{202e}'),
+            "{escaped}"
+        );
+        assert!(
+            escaped.contains("\\u009b") && escaped.contains("\\u202e"),
+            "{escaped}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&escaped).unwrap();
+        let original: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, original);
+        assert!(matches!(
+            escape_json_for_terminal("{\"a\":\"b\"}"),
+            Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn the_ascii_fast_path_agrees_with_the_full_test() {

@@ -15,7 +15,7 @@ use std::os::fd::AsFd;
 use std::time::SystemTime;
 
 use crate::MessageId;
-use crate::display::escape_for_terminal;
+use crate::display::{escape_for_terminal, escape_json_for_terminal};
 use crate::event::{Event, Kind, LocalTime};
 pub use crate::input::{End, Line, LineSource, ScriptLines, is_interactive, stdin_is_interactive};
 use crate::message::Incoming;
@@ -240,6 +240,11 @@ impl Screen {
 
     fn write_json(&self, event: &Event<'_>, at: SystemTime) -> io::Result<()> {
         let line = event.to_json(at);
+        // A peer's text, valid JSON, may still hold what a terminal acts on.
+        let line = match self.interactive || self.out_is_terminal {
+            true => escape_json_for_terminal(&line),
+            false => Cow::Borrowed(line.as_str()),
+        };
         if let Some(printer) = &self.printer {
             printer.print(&line);
             return Ok(());
@@ -419,6 +424,25 @@ mod tests {
         assert!(events[0]["notes"][0].as_str().unwrap().contains("2 frames"));
         assert_eq!(events[1]["event"], "give-up");
         assert_eq!(err.text(), "", "nothing on stderr");
+    }
+
+    #[test]
+    fn json_on_a_terminal_escapes_what_the_terminal_would_act_on() {
+        let (mut screen, out, _) = crate::fixture::screen("chat-client", "server", false);
+        screen.out_is_terminal = true;
+        screen.set_style(Style {
+            json: true,
+            ..Style::default()
+        });
+        let text = "csi \u{9b}2J rlo \u{202e}";
+        screen
+            .show(&Incoming::decode(&[text.as_bytes()], 100), None, None)
+            .unwrap();
+        screen.flush().unwrap();
+        let line = out.text();
+        assert!(line.contains(r"\u009b2J rlo \u202e"), "{line}");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["text"], text);
     }
 
     #[test]
