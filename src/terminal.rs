@@ -180,15 +180,17 @@ impl Screen {
     ) -> io::Result<()> {
         let at = SystemTime::now();
         let peer = peer.unwrap_or(self.peer);
-        let event = Event {
-            from: Some(peer),
-            id,
-            notes: incoming.anomalies.iter().map(ToString::to_string).collect(),
-            ..Event::new(Kind::Message, &incoming.text)
-        };
-        self.keep(&event, at);
-        if self.style.json {
-            return self.write_json(&event, at);
+        if self.style.json || self.keeps_transcript() {
+            let event = Event {
+                from: Some(peer),
+                id,
+                notes: incoming.anomalies.iter().map(ToString::to_string).collect(),
+                ..Event::new(Kind::Message, &incoming.text)
+            };
+            self.keep(&event, at);
+            if self.style.json {
+                return self.write_json(&event, at);
+            }
         }
         self.show_line(&incoming.text, peer, at)?;
         for anomaly in &incoming.anomalies {
@@ -311,12 +313,7 @@ impl Screen {
     /// going): for a person as [`Screen::status`], an event with `--json`,
     /// and kept in the transcript.
     pub fn status_event(&self, kind: Kind, text: &str) {
-        let at = SystemTime::now();
-        let event = Event::new(kind, text);
-        self.keep(&event, at);
-        if self.style.json {
-            let _ = self.write_json(&event, at);
-        } else {
+        if !self.record(kind, text) {
             self.status(text);
         }
     }
@@ -331,12 +328,7 @@ impl Screen {
     /// A notice of a kind a script may act on (a peer connecting or
     /// leaving, a refusal, a give-up), kept in the transcript too.
     pub fn tell(&self, kind: Kind, text: &str) {
-        let at = SystemTime::now();
-        if kind != Kind::Notice {
-            self.keep(&Event::new(kind, text), at);
-        }
-        if self.style.json {
-            let _ = self.write_json(&Event::new(kind, text), at);
+        if self.record(kind, text) {
             return;
         }
         match &self.printer {
@@ -345,6 +337,21 @@ impl Screen {
                 let _ = writeln!(self.err.borrow_mut(), "{}: {text}", self.program);
             }
         }
+    }
+
+    /// Keeps an event of `kind` saying `text` in the transcript (all but
+    /// plain notices) and, with `--json`, writes it; whether it was
+    /// written, and so needs no words of its own.
+    fn record(&self, kind: Kind, text: &str) -> bool {
+        let at = SystemTime::now();
+        let event = Event::new(kind, text);
+        if kind != Kind::Notice {
+            self.keep(&event, at);
+        }
+        if self.style.json {
+            let _ = self.write_json(&event, at);
+        }
+        self.style.json
     }
 }
 
