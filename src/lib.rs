@@ -28,6 +28,9 @@
 //! - [`transport`]: the seam the loops are written against (`ToServer`,
 //!   `ToClients`); [`transport::zeromq`], its ZeroMQ side: sockets with the
 //!   chat's options, bind errors, the connection monitor.
+//! - [`amqp`]: connecting to RabbitMQ brokers (URLs in turn, TLS,
+//!   heartbeats, errors that say what to do), for the desk and the AMQP
+//!   example; [`bounded`]: a table that forgets its oldest entries.
 //! - [`desk`]: the help desk: the same transport seam over a RabbitMQ
 //!   broker (`--desk`), questions in a queue that any operator answers;
 //!   on a cluster, over TLS, and sealed end to end.
@@ -59,6 +62,8 @@
 #![warn(missing_docs)]
 
 pub mod address;
+pub mod amqp;
+pub mod bounded;
 mod channel;
 pub mod cli;
 pub mod client;

@@ -7,15 +7,14 @@ use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Confirmation, Consumer, PublisherConfirm};
 
 use super::record::{self, Asked, Identity, Questions};
 use super::seal::{self, SEALED_CONTENT_TYPE, SealError};
 use super::{Broker, Desk, NAME_HEADER, broker_failed, urgent_lane};
+use crate::amqp;
 use crate::clock::TICK;
 use crate::display::escape_for_terminal;
 use crate::envelope::{Mark, MessageId};
@@ -535,21 +534,7 @@ fn subscribe(
     let waiting = declare_answers(broker, answers, kind)?;
     // Whoever may publish on the broker can fill the client's queue: it is
     // handed over a few at a time, each acknowledged before more come.
-    broker
-        .block_on(
-            broker
-                .channel
-                .basic_qos(ANSWERS_IN_FLIGHT, BasicQosOptions::default()),
-        )
-        .map_err(broker_failed("cannot set the prefetch"))?;
-    let consumer = broker
-        .block_on(broker.channel.basic_consume(
-            answers.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ))
-        .map_err(broker_failed("cannot listen for answers"))?;
+    let consumer = broker.block_on(amqp::consume(&broker.channel, answers, ANSWERS_IN_FLIGHT))?;
     Ok((consumer, waiting))
 }
 
@@ -565,30 +550,22 @@ fn declare_answers(
         "x-expires".into(),
         AMQPValue::LongLongInt(ANSWERS_KEPT.as_millis() as i64),
     );
-    let (options, arguments) = match kind {
+    let channel = &broker.channel;
+    let declared = match kind {
         Answers::Replicated => return broker.declare_quorum_queue(answers, kept_a_week),
-        Answers::Kept => (
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            kept_a_week,
-        ),
-        Answers::RunsOwn => (
-            QueueDeclareOptions {
+        Answers::Kept => {
+            broker.block_on(amqp::declare_durable(channel, answers, false, kept_a_week))
+        }
+        Answers::RunsOwn => {
+            let own = QueueDeclareOptions {
                 exclusive: true,
                 auto_delete: true,
                 ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        ),
+            };
+            broker.block_on(channel.queue_declare(answers.into(), own, FieldTable::default()))
+        }
     };
-    broker
-        .block_on(
-            broker
-                .channel
-                .queue_declare(answers.into(), options, arguments),
-        )
+    declared
         .map(|queue| queue.message_count())
         .map_err(broker_failed(
             "cannot declare the client's queue for answers",

@@ -8,8 +8,8 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, ShortString};
 
 use super::NAME_HEADER;
-use super::bounded::Bounded;
 use super::seal::{self, Opener, ReplyKey, SealError};
+use crate::bounded::Bounded;
 use crate::envelope::MessageId;
 use crate::secure::keys::{Identity, is_low_order};
 

@@ -23,7 +23,6 @@
 //! [`client::DeskClient`] and [`server::DeskOperator`] are the two ends of
 //! the transport seam ([`crate::transport`]) over the broker.
 
-mod bounded;
 pub mod brokers;
 pub mod client;
 mod incoming;
@@ -37,22 +36,15 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use lapin::options::QueueDeclareOptions;
-use lapin::tcp::OwnedTLSConfig;
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection};
 
+use crate::amqp::{self, Brokers, failed as broker_failed};
 use crate::secure::keys::PublicKey;
 use crate::transport::TransportError;
 
 /// The broker asked for when none is named: RabbitMQ on this machine.
 pub const DEFAULT_BROKER: &str = "amqp://localhost";
-
-/// A broker that has not answered by then is reported, not waited for.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The AMQP heartbeat asked for when the URL names none: a broker gone
-/// without closing the connection is noticed in 10 s, not two minutes.
-const HEARTBEAT_SECONDS: u16 = 5;
 
 /// Which desk, on which brokers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,19 +82,7 @@ impl Desk {
     }
 }
 
-/// The URL with its password hidden, for messages.
-pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.split_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_string(),
-    }
-}
+pub use crate::amqp::redacted;
 
 /// A connection to a broker with its one channel (publisher confirms
 /// on), and the runtime its I/O runs on: one thread of its own, so that
@@ -110,12 +90,7 @@ pub fn redacted(url: &str) -> String {
 struct Broker {
     runtime: tokio::runtime::Runtime,
     /// The brokers that may be connected to, and which one is.
-    urls: Vec<String>,
-    current: usize,
-    /// Certificate authorities trusted besides the system's, for TLS.
-    ca: Option<String>,
-    /// Who connects (shown in the broker's list of connections).
-    who: &'static str,
+    brokers: Brokers,
     connection: Connection,
     channel: Channel,
     /// Since when the broker is lost, while it is.
@@ -142,24 +117,11 @@ impl Broker {
                 doing: "cannot start the desk's I/O thread".into(),
                 cause: Box::new(cause),
             })?;
-        let mut opened = Err(TransportError::Refused {
-            what: "no broker named".into(),
-        });
-        let mut current = 0;
-        for (index, url) in desk.brokers.iter().enumerate() {
-            opened = runtime.block_on(open(url, desk.ca.as_deref(), who));
-            if opened.is_ok() {
-                current = index;
-                break;
-            }
-        }
-        let (connection, channel) = opened?;
+        let mut brokers = Brokers::new(desk.brokers.clone(), desk.ca.clone(), who);
+        let (connection, channel) = runtime.block_on(brokers.first())?;
         Ok(Broker {
             runtime,
-            urls: desk.brokers.clone(),
-            current,
-            ca: desk.ca.clone(),
-            who,
+            brokers,
             connection,
             channel,
             lost: None,
@@ -192,9 +154,7 @@ impl Broker {
     fn lose(&mut self) {
         if self.lost.is_none() {
             self.lost = Some(Instant::now());
-            let closing = self.connection.close(200, "lost".into());
-            let _ = self
-                .block_on(async { tokio::time::timeout(Duration::from_secs(1), closing).await });
+            self.block_on(amqp::close(&self.connection, "lost"));
         }
     }
 
@@ -214,9 +174,7 @@ impl Broker {
         let Some(since) = self.lost else {
             return Ok(true);
         };
-        self.current = (self.current + 1) % self.urls.len();
-        let url = &self.urls[self.current];
-        match self.block_on(open(url, self.ca.as_deref(), self.who)) {
+        match self.runtime.block_on(self.brokers.next()) {
             Ok((connection, channel)) => {
                 self.connection = connection;
                 self.channel = channel;
@@ -224,7 +182,7 @@ impl Broker {
                 Ok(true)
             }
             Err(error) if since.elapsed() >= RECONNECT_WAIT => Err(TransportError::Broker {
-                doing: match self.urls.len() {
+                doing: match self.brokers.count() {
                     1 => format!(
                         "lost the broker at {}, and it did not come back within {} s",
                         self.shown(),
@@ -243,7 +201,7 @@ impl Broker {
 
     /// The broker connected to (or last tried), its password hidden.
     fn shown(&self) -> String {
-        redacted(&self.urls[self.current])
+        self.brokers.shown()
     }
 
     /// What the broker says of queue `name` now, by a passive
@@ -280,17 +238,9 @@ impl Broker {
     fn declare_quorum_queue(
         &mut self,
         name: &str,
-        mut arguments: FieldTable,
+        arguments: FieldTable,
     ) -> Result<u32, TransportError> {
-        arguments.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        let declared = self.block_on(self.channel.queue_declare(name.into(), durable, arguments));
+        let declared = self.block_on(amqp::declare_durable(&self.channel, name, true, arguments));
         if let Ok(queue) = declared {
             return Ok(queue.message_count());
         }
@@ -321,79 +271,9 @@ struct Peeked {
     consumers: u32,
 }
 
-/// Connects to `url` as `who` and opens the one channel, with publisher
-/// confirms. An `amqps://` broker's certificate must be signed by the
-/// system's authorities or those of `ca` (PEM), for the URL's host.
-async fn open(
-    url: &str,
-    ca: Option<&str>,
-    who: &str,
-) -> Result<(Connection, Channel), TransportError> {
-    let shown = redacted(url);
-    let mut uri = url
-        .parse::<lapin::uri::AMQPUri>()
-        .map_err(|_| TransportError::BrokerUrl { url: shown.clone() })?;
-    uri.query.heartbeat.get_or_insert(HEARTBEAT_SECONDS);
-    let properties = ConnectionProperties::default().with_connection_name(who.into());
-    let tls = OwnedTLSConfig {
-        identity: None,
-        cert_chain: ca.map(str::to_string),
-    };
-    let runtime =
-        lapin::runtime::default_runtime().map_err(broker_failed("cannot start the desk's I/O"))?;
-    let connecting = Connection::connect_uri_with_config(uri, properties, tls, runtime);
-    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-        .await
-        .map_err(|_| TransportError::BrokerSilent {
-            broker: shown.clone(),
-            seconds: CONNECT_TIMEOUT.as_secs(),
-        })?
-        .map_err(|cause| TransportError::Broker {
-            doing: format!(
-                "cannot connect to the broker at {shown}{}",
-                certificate_hint(&cause)
-            ),
-            cause: Box::new(cause),
-        })?;
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(broker_failed("cannot open a channel"))?;
-    channel
-        .confirm_select(Default::default())
-        .await
-        .map_err(broker_failed("cannot turn on publisher confirms"))?;
-    Ok((connection, channel))
-}
-
 impl Drop for Broker {
     fn drop(&mut self) {
-        // A second at most: a broker gone would never answer the close.
-        let closing = self.connection.close(200, "bye".into());
-        let _ = self
-            .runtime
-            .block_on(async { tokio::time::timeout(Duration::from_secs(1), closing).await });
-    }
-}
-
-/// What to do about a certificate the connection refused: the hint that
-/// `--ca` names the authority that signed it, or the URL its name.
-fn certificate_hint(error: &lapin::Error) -> &'static str {
-    let text = error.to_string();
-    if text.contains("UnknownIssuer") || text.contains("unknown issuer") {
-        " (its TLS certificate is signed by an authority you do not trust: --ca FILE names one)"
-    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
-        " (its TLS certificate is not for that host name: use the name the certificate is for)"
-    } else {
-        ""
-    }
-}
-
-/// Turns a broker error into a transport error naming what was done.
-fn broker_failed(doing: &str) -> impl Fn(lapin::Error) -> TransportError + '_ {
-    move |cause| TransportError::Broker {
-        doing: doing.to_string(),
-        cause: Box::new(cause),
+        self.runtime.block_on(amqp::close(&self.connection, "bye"));
     }
 }
 
@@ -409,16 +289,9 @@ impl Broker {
     /// of one desk share its key).
     fn publish_desk_key(&mut self, name: &str, key: &PublicKey) -> Result<(), TransportError> {
         let queue = key_queue(name);
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        self.block_on(self.channel.queue_declare(
-            queue.as_str().into(),
-            durable,
-            FieldTable::default(),
-        ))
-        .map_err(broker_failed("cannot declare the desk's key queue"))?;
+        let classic = amqp::declare_durable(&self.channel, &queue, false, FieldTable::default());
+        self.block_on(classic)
+            .map_err(broker_failed("cannot declare the desk's key queue"))?;
         self.block_on(
             self.channel
                 .queue_purge(queue.as_str().into(), Default::default()),
@@ -478,17 +351,3 @@ pub fn urgent_lane(name: &str) -> String {
 
 /// A header carrying the name a client gave itself (`--name`).
 const NAME_HEADER: &str = "x-zmq-chat-name";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            redacted("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(redacted("amqp://host"), "amqp://host");
-    }
-}

@@ -16,7 +16,7 @@ use snow::params::{CipherChoice, DHChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
 
-use super::bounded::Bounded;
+use crate::bounded::Bounded;
 use crate::secure::keys::{Identity, KEY_LEN, PublicKey};
 
 /// Peers' keys whose static-static result is kept, at most (an operator

@@ -7,15 +7,14 @@ use std::time::{Duration, Instant};
 use futures_lite::StreamExt;
 use lapin::Acker;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-};
-use lapin::types::{FieldTable, ShortString};
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
+use lapin::types::ShortString;
 use lapin::{BasicProperties, Confirmation, Consumer};
 
 use super::incoming::{Incoming, Question, Unsealer};
 use super::seal::{self, SEALED_CONTENT_TYPE};
-use super::{Broker, Desk, broker_failed, urgent_lane};
+use super::{Broker, Desk, urgent_lane};
+use crate::amqp;
 use crate::clock::TICK;
 use crate::envelope::{Enveloped, Mark, MessageId};
 use crate::message::WIRE_LIMIT_BYTES;
@@ -393,19 +392,7 @@ fn subscribe(broker: &mut Broker, name: &str) -> Result<(Consumer, Consumer), Tr
     broker.declare_desk_queue(name)?;
     broker.declare_desk_queue(&urgent)?;
     // Per consumer: one question of each lane at most.
-    broker
-        .block_on(broker.channel.basic_qos(1, BasicQosOptions::default()))
-        .map_err(broker_failed("cannot set the prefetch"))?;
-    let consume = |queue: &str| {
-        broker
-            .block_on(broker.channel.basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ))
-            .map_err(broker_failed("cannot take the desk's questions"))
-    };
+    let consume = |queue: &str| broker.block_on(amqp::consume(&broker.channel, queue, 1));
     let urgent = consume(&urgent)?;
     Ok((consume(name)?, urgent))
 }

@@ -1,5 +1,6 @@
-//! A table that forgets its oldest entries beyond a bound, for what the
-//! desk remembers of the peers it hears from.
+//! A table that forgets its oldest entries beyond a bound: what the desk
+//! remembers of the peers it hears from, what the AMQP example remembers
+//! of the messages it saw.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
