@@ -205,7 +205,7 @@ fn errors_say_what_went_wrong() {
     let (status, _, stderr) = run_to_end(&example, &["publish", "--url", &nobody, "{}"], "");
     assert_eq!(status.code(), Some(1));
     assert!(
-        stderr.contains("connection refused") && stderr.contains("Is RabbitMQ running?"),
+        stderr.contains("connection refused; is RabbitMQ running there?"),
         "{stderr}"
     );
     assert!(

@@ -1,50 +1,43 @@
-//! The subscriber: one message at a time by default (prefetch 1), printed as
-//! compact JSON on one stdout line, acknowledged only once handled. Whatever
-//! it cannot handle goes back to the queue and the subscriber stops, saying
-//! why, so no message is lost and no problem goes unnoticed.
-//!
-//! When the connection is lost it connects to the next `--url` and goes on;
-//! the broker delivers again what was not acknowledged, so a message may be
-//! seen twice: each is printed, and those whose `message_id` was seen
-//! before are counted as duplicates.
+//! The subscriber: prints each message as compact JSON on one stdout line
+//! and acknowledges it once handled; what it cannot handle goes back to the
+//! queue, and it stops saying why. After a lost connection it goes on with
+//! the next `--url`, where the broker delivers again what was not
+//! acknowledged: the duplicates, by `message_id`, are counted.
 
 use std::io::Write;
 use std::process::Stdio;
-use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use futures_lite::StreamExt;
-use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
+use lapin::{Channel, Consumer};
 use tokio::io::AsyncWriteExt;
-use tokio::signal::unix::{SignalKind, signal};
-
-use crate::broker::{self, Brokers, Failure, Target};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use zmq_chat::amqp::{self, Brokers};
+use zmq_chat::bounded::Bounded;
 use zmq_chat::display::escape_for_terminal;
+
+use crate::{declare_fanout, declare_queue, lost};
 
 #[derive(Args, Debug)]
 pub struct SubscribeArgs {
     #[command(flatten)]
-    target: Target,
+    target: crate::Target,
 
     /// Stop after this many messages (duplicates by message_id not counted)
     #[arg(long, value_name = "N")]
     count: Option<u64>,
 
     /// Messages the broker may send ahead of their acknowledgements (1,
-    /// the message_queue convention: nothing is held that another
-    /// subscriber could take; more: faster)
+    /// message_queue's: none held that another subscriber could take)
     #[arg(long, value_name = "N", default_value_t = 1)]
     prefetch: u16,
 
     /// Handle each message with this shell command (its JSON line on
-    /// stdin); acknowledge only if it exits 0, else return the message to
-    /// the queue and stop
+    /// stdin); if it fails, return the message to the queue and stop
     #[arg(long, value_name = "COMMAND")]
     exec: Option<String>,
 
@@ -54,265 +47,157 @@ pub struct SubscribeArgs {
     skip_invalid: bool,
 }
 
-/// What became of one delivery.
-enum Handled {
-    Acknowledged,
-    /// Returned to the queue; the subscriber must stop with this failure.
-    Returned(Failure),
+/// A message the subscriber cannot handle: it stops for good.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Stop(String);
+
+/// The messages received; their ids, the last million, to tell duplicates.
+struct Seen {
+    ids: Bounded<String>,
+    distinct: u64,
+    duplicates: u64,
 }
 
-pub async fn run(args: SubscribeArgs) -> Result<u8, Failure> {
-    let mut brokers = Brokers::new(&args.target);
-    let mut opened = brokers.first().await?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(|e| Failure::runtime(e.to_string()))?;
-    let mut terminate =
-        signal(SignalKind::terminate()).map_err(|e| Failure::runtime(e.to_string()))?;
-    let mut seen = Seen::default();
-    let outcome = loop {
-        let (connection, channel) = opened;
-        let ended = consume(&channel, &args, &mut seen, &mut interrupt, &mut terminate).await;
-        // Closing returns any unacknowledged message to the queue.
-        broker::close(&connection, "done").await;
-        match ended {
-            Consumed::Done(outcome) => break outcome,
-            Consumed::Lost(failure) => {
-                eprintln!("amqp: {}; trying the next broker", failure.message);
-                opened = brokers.next().await?;
-                eprintln!("amqp: connected to {}; resuming", brokers.shown());
-            }
-        }
+pub async fn run(args: SubscribeArgs) -> anyhow::Result<u8> {
+    let mut brokers = Brokers::new(args.target.urls.clone(), None, "zmq-chat amqp");
+    let (mut connection, mut channel) = brokers.first().await?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot catch Ctrl-C")?;
+    let ids = Bounded::new(1_000_000);
+    let mut seen = Seen {
+        ids,
+        distinct: 0,
+        duplicates: 0,
     };
-    if seen.duplicates > 0 || seen.distinct > 0 {
+    let outcome = loop {
+        let consumed = consume(&channel, &args, &mut seen, &mut interrupt).await;
+        // Closing gives back to the queue whatever was not acknowledged.
+        amqp::close(&connection, "done").await;
+        match consumed {
+            Err(error) if !error.is::<Stop>() => {
+                eprintln!("amqp: {error:#}; trying the next broker")
+            }
+            outcome => break outcome,
+        }
+        (connection, channel) = args.target.reconnect(&mut brokers).await?;
+    };
+    if seen.distinct > 0 {
+        let (all, again) = (seen.distinct + seen.duplicates, seen.duplicates);
         eprintln!(
-            "amqp: received {} message(s), {} of them again (duplicates by message_id, after a lost connection)",
-            seen.distinct + seen.duplicates,
-            seen.duplicates
+            "amqp: received {all} message(s), {again} of them again (duplicates by message_id, after a lost connection)"
         );
     }
     outcome
 }
 
-/// How consuming on one connection ended.
-enum Consumed {
-    /// For good: done, interrupted, or a failure that another broker would
-    /// not mend.
-    Done(Result<u8, Failure>),
-    /// The connection was lost: go on with the next broker.
-    Lost(Failure),
-}
-
-/// The message ids seen, to count duplicates: the last [`REMEMBERED_IDS`].
-#[derive(Default)]
-struct Seen {
-    ids: std::collections::HashSet<String>,
-    order: std::collections::VecDeque<String>,
-    distinct: u64,
-    duplicates: u64,
-}
-
-/// Message ids remembered for telling duplicates, at most.
-const REMEMBERED_IDS: usize = 1_000_000;
-
-impl Seen {
-    /// Counts a delivery; false if its id was seen before.
-    fn first_time(&mut self, id: Option<&str>) -> bool {
-        let Some(id) = id else {
-            self.distinct += 1;
-            return true;
-        };
-        if self.ids.contains(id) {
-            self.duplicates += 1;
-            return false;
-        }
-        if self.order.len() >= REMEMBERED_IDS
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.ids.remove(&oldest);
-        }
-        self.ids.insert(id.to_string());
-        self.order.push_back(id.to_string());
-        self.distinct += 1;
-        true
-    }
-}
-
+/// Consumes on `channel` until done or interrupted (Ctrl-C); an error
+/// other than [`Stop`] is a lost connection.
 async fn consume(
     channel: &Channel,
     args: &SubscribeArgs,
     seen: &mut Seen,
-    interrupt: &mut tokio::signal::unix::Signal,
-    terminate: &mut tokio::signal::unix::Signal,
-) -> Consumed {
-    let started = async {
-        channel
-            .basic_qos(args.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(broker::failed("cannot set the prefetch"))?;
-        let queue = subscribe_queue(channel, &args.target).await?;
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker::failed("cannot consume"))?;
-        Ok::<_, Failure>((queue, consumer))
-    };
-    let (queue, mut consumer) = match started.await {
-        Ok(started) => started,
-        Err(failure) => return Consumed::Lost(failure),
-    };
-    eprintln!("amqp: subscribed to queue '{queue}'; waiting for messages (Ctrl-C to stop)");
-    loop {
-        if args.count.is_some_and(|count| seen.distinct >= count) {
-            return Consumed::Done(Ok(broker::EXIT_OK));
-        }
+    interrupt: &mut Signal,
+) -> anyhow::Result<u8> {
+    let mut consumer = subscribe(channel, args).await?;
+    let mut lost = std::pin::pin!(lost(channel));
+    while args.count.is_none_or(|count| seen.distinct < count) {
         let delivery = tokio::select! {
             delivery = consumer.next() => delivery,
-            () = lost(channel) => return Consumed::Lost(connection_closed()),
-            _ = interrupt.recv() => return Consumed::Done(Ok(broker::EXIT_OK)),
-            _ = terminate.recv() => return Consumed::Done(Ok(broker::EXIT_OK)),
+            error = &mut lost => return Err(error),
+            _ = interrupt.recv() => break,
         };
-        let delivery = match delivery {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => {
-                return Consumed::Lost(Failure::runtime(format!("lost the broker: {error}")));
+        let delivery = delivery.context("the broker cancelled the subscription")?;
+        let delivery = delivery.context("lost the broker")?;
+        let id = delivery.properties.message_id().as_ref();
+        match id.map(ToString::to_string) {
+            Some(id) if seen.ids.contains(&id) => seen.duplicates += 1,
+            Some(id) => {
+                seen.ids.insert(id, ());
+                seen.distinct += 1;
             }
-            None => {
-                return Consumed::Lost(Failure::runtime("the broker cancelled the subscription"));
-            }
-        };
-        let id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|id| id.as_str().to_string());
-        seen.first_time(id.as_deref());
-        let handled = tokio::select! {
-            handled = handle(&delivery, args) => handled,
-            () = lost(channel) => return Consumed::Lost(connection_closed()),
-        };
-        match handled {
-            Ok(Handled::Acknowledged) => {}
-            Ok(Handled::Returned(failure)) => return Consumed::Done(Err(failure)),
-            Err(failure) => return Consumed::Lost(failure),
+            None => seen.distinct += 1,
+        }
+        tokio::select! {
+            handled = handle(&delivery, args) => handled?,
+            error = &mut lost => return Err(error),
         }
     }
+    Ok(0)
 }
 
-/// How often a subscriber checks that its channel is still connected.
-const LIVENESS_CHECK: Duration = Duration::from_secs(1);
-
-/// Resolves once `channel` is no longer connected. Raced against every wait
-/// on the broker, so that a connection that died ends the wait (and the
-/// subscriber fails over) whether or not the wait's own future is woken:
-/// in the cluster test a subscriber whose node was killed was seen, about
-/// two runs in seventeen, to wait on for good without a word.
-async fn lost(channel: &Channel) {
-    let mut check = tokio::time::interval(LIVENESS_CHECK);
-    loop {
-        check.tick().await;
-        if !channel.status().connected() {
-            return;
+/// Declares what this subscriber reads from, and starts consuming it.
+async fn subscribe(channel: &Channel, args: &SubscribeArgs) -> anyhow::Result<Consumer> {
+    let target = &args.target;
+    let queue = match (&target.exchange, &target.queue) {
+        // A queue of its own, deleted with its connection.
+        (Some(_), None) => {
+            let own = QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            };
+            let declared = channel
+                .queue_declare("".into(), own, FieldTable::default())
+                .await;
+            let declared = declared.context("cannot declare this subscriber's queue")?;
+            declared.name().to_string()
         }
+        _ => {
+            declare_queue(channel, target.queue(), target.quorum).await?;
+            target.queue().to_string()
+        }
+    };
+    if let Some(exchange) = &target.exchange {
+        declare_fanout(channel, exchange).await?;
+        let (queue, exchange) = (queue.as_str().into(), exchange.as_str().into());
+        let bind = channel.queue_bind(queue, exchange, "".into(), <_>::default(), <_>::default());
+        bind.await
+            .context("cannot bind the queue to the exchange")?;
     }
+    let consumer = amqp::consume(channel, &queue, args.prefetch).await?;
+    eprintln!("amqp: subscribed to queue '{queue}'; waiting for messages (Ctrl-C to stop)");
+    Ok(consumer)
 }
 
-/// What a subscriber reports when [`lost`] ended its wait.
-fn connection_closed() -> Failure {
-    Failure::runtime("lost the broker: the connection is closed")
-}
-
-/// Declares what this subscriber reads from; returns the queue's name.
-async fn subscribe_queue(channel: &Channel, target: &Target) -> Result<String, Failure> {
-    let Some(exchange) = &target.exchange else {
-        let queue = target.queue_or_default();
-        broker::declare_queue(channel, queue, target.quorum).await?;
-        return Ok(queue.to_string());
-    };
-    broker::declare_fanout(channel, exchange).await?;
-    let queue = match &target.queue {
-        Some(queue) => {
-            broker::declare_queue(channel, queue, target.quorum).await?;
-            queue.clone()
-        }
-        // A queue of its own that lives as long as this subscriber.
-        None => channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker::failed("cannot declare this subscriber's queue"))?
-            .name()
-            .to_string(),
-    };
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(broker::failed("cannot bind the queue to the exchange"))?;
-    Ok(queue)
-}
-
-/// Prints, handles and acknowledges one message, or returns it to the queue.
-async fn handle(delivery: &Delivery, args: &SubscribeArgs) -> Result<Handled, Failure> {
+/// Prints, handles and acknowledges one message; or stops ([`Stop`]),
+/// leaving it unacknowledged: closing the connection returns it to the
+/// queue, for the next subscriber.
+async fn handle(delivery: &Delivery, args: &SubscribeArgs) -> anyhow::Result<()> {
     let line = match serde_json::from_slice::<serde_json::Value>(&delivery.data) {
         Ok(value) => value.to_string(),
         Err(error) => {
-            let body = String::from_utf8_lossy(&delivery.data);
-            let body = escape_for_terminal(&body);
-            if args.skip_invalid {
-                eprintln!("amqp: skipped a body that is not JSON ({error}): {body}");
-                ack(delivery).await?;
-                return Ok(Handled::Acknowledged);
+            let body = escape_for_terminal(&String::from_utf8_lossy(&delivery.data)).into_owned();
+            if !args.skip_invalid {
+                return Err(Stop(format!("received a body that is not JSON ({error}): {body}; it was returned to the queue, not acknowledged (remove it, or run with --skip-invalid to log and drop such messages)")).into());
             }
-            return give_back(
-                delivery,
-                format!(
-                    "received a body that is not JSON ({error}): {body}; it was returned to the queue, not acknowledged (remove it, or run with --skip-invalid to log and drop such messages)"
-                ),
-            )
-            .await;
+            eprintln!("amqp: skipped a body that is not JSON ({error}): {body}");
+            return ack(delivery).await;
         }
     };
-    {
+    let printed = {
         let mut stdout = std::io::stdout().lock();
-        let printed = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
-        if printed.is_err() {
-            return give_back(delivery, "stdout is closed".to_string()).await;
-        }
+        writeln!(stdout, "{line}").and_then(|()| stdout.flush())
+    };
+    if printed.is_err() {
+        return Err(Stop("stdout is closed".into()).into());
     }
     if let Some(command) = &args.exec
         && let Err(problem) = run_handler(command, &line).await
     {
-        return give_back(
-            delivery,
-            format!("the --exec handler {problem}; the message was returned to the queue"),
-        )
-        .await;
+        let why = format!("the --exec handler {problem}; the message was returned to the queue");
+        return Err(Stop(why).into());
     }
-    ack(delivery).await?;
-    Ok(Handled::Acknowledged)
+    ack(delivery).await
 }
 
+async fn ack(delivery: &Delivery) -> anyhow::Result<()> {
+    let acked = delivery.ack(Default::default()).await;
+    acked.map(drop).context("cannot acknowledge")
+}
+
+/// Runs the `--exec` command with `line` on its stdin.
 async fn run_handler(command: &str, line: &str) -> Result<(), String> {
     let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
+        .args(["-c", command])
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|error| format!("could not start: {error}"))?;
@@ -320,31 +205,9 @@ async fn run_handler(command: &str, line: &str) -> Result<(), String> {
         // A handler that does not read its input is its own business.
         let _ = stdin.write_all(format!("{line}\n").as_bytes()).await;
     }
-    let status = child.wait().await.map_err(|error| error.to_string())?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("failed ({status})"))
+    match child.wait().await {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("failed ({status})")),
+        Err(error) => Err(error.to_string()),
     }
-}
-
-async fn ack(delivery: &Delivery) -> Result<(), Failure> {
-    delivery
-        .ack(BasicAckOptions::default())
-        .await
-        .map(|_| ())
-        .map_err(broker::failed("cannot acknowledge"))
-}
-
-/// Returns the message to the queue (a negative acknowledgement with
-/// requeue) and reports why the subscriber stops.
-async fn give_back(delivery: &Delivery, why: String) -> Result<Handled, Failure> {
-    delivery
-        .nack(BasicNackOptions {
-            requeue: true,
-            ..BasicNackOptions::default()
-        })
-        .await
-        .map_err(broker::failed("cannot return the message to the queue"))?;
-    Ok(Handled::Returned(Failure::runtime(why)))
 }
