@@ -1,14 +1,12 @@
 //! The ventilator: waits for the workers and the sink, then sends one batch.
 
 use std::process::ExitCode;
-use std::thread;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use zmq_chat::address::Endpoint;
-use zmq_chat::clock::TICK;
 use zmq_chat::exit::Exit;
 use zmq_chat::shutdown::Shutdown;
-use zmq_chat::transport::{self, ConnectionEvent, ConnectionWatch};
 
 use crate::PROGRAM;
 
@@ -46,25 +44,25 @@ pub fn ventilate(
     wait: Duration,
     shutdown: &Shutdown,
 ) -> anyhow::Result<ExitCode> {
+    let normal = context.socket(zmq::PUSH)?;
+    let urgent = context.socket(zmq::PUSH)?;
+    let sink = context.socket(zmq::PUSH)?;
+    // Queued tasks go when the workers take them; closing waits that long.
+    let linger = wait.as_millis().try_into().unwrap_or(i32::MAX);
     // Monitors go on before binding or connecting, so no connection is missed.
-    let normal = transport::socket_for(context, zmq::PUSH, normal_at)?;
-    let urgent = transport::socket_for(context, zmq::PUSH, urgent_at)?;
-    let sink = transport::socket_for(context, zmq::PUSH, sink_at)?;
-    let watches = [&normal, &urgent, &sink].map(|socket| ConnectionWatch::attach(context, socket));
-    let [normal_watch, urgent_watch, sink_watch] = watches;
-    let normal_bound = transport::bind_socket(&normal, normal_at)?;
-    let urgent_bound = transport::bind_socket(&urgent, urgent_at)?;
-    transport::connect_socket(&sink, sink_at)?;
+    let mut monitors = Vec::new();
+    for (socket, name) in [(&normal, "normal"), (&urgent, "urgent"), (&sink, "sink")] {
+        socket.set_linger(linger)?;
+        monitors.push(monitor(context, socket, name)?);
+    }
+    let normal_bound = bind(&normal, normal_at)?;
+    let urgent_bound = bind(&urgent, urgent_at)?;
+    sink.connect(&sink_at.to_string())?;
     eprintln!(
         "{PROGRAM}: ventilator: waiting for {workers} worker(s) on {normal_bound} and {urgent_bound}, and for the sink at {sink_at}"
     );
-    // Queued tasks go when the workers take them; closing waits that long.
-    for socket in [&normal, &urgent, &sink] {
-        socket.set_linger(wait.as_millis().try_into().unwrap_or(i32::MAX))?;
-    }
     let mut connected = [0usize; 3];
     let wanted = [workers, workers, 1];
-    let watches = [normal_watch?, urgent_watch?, sink_watch?];
     let deadline = Instant::now() + wait;
     while connected
         .iter()
@@ -85,16 +83,32 @@ pub fn ventilate(
             );
             return Ok(ExitCode::from(Exit::Failure));
         }
-        for (watch, count) in watches.iter().zip(connected.iter_mut()) {
-            while let Some(event) = watch.try_next()? {
-                match event {
-                    ConnectionEvent::Connected => *count += 1,
-                    ConnectionEvent::Disconnected => *count = count.saturating_sub(1),
-                    _ => {}
+        // Wait up to 100 ms for a connection to come or go on any socket.
+        let mut items: Vec<_> = monitors
+            .iter()
+            .map(|m| m.as_poll_item(zmq::POLLIN))
+            .collect();
+        match zmq::poll(&mut items, 100) {
+            Ok(_) | Err(zmq::Error::EINTR) => {}
+            Err(error) => return Err(error.into()),
+        }
+        for (index, item) in items.iter().enumerate() {
+            if !item.is_readable() {
+                continue;
+            }
+            // An event is two frames: its number and value, then the address.
+            let event = monitors[index].recv_multipart(0)?;
+            let number = event[0]
+                .first_chunk::<2>()
+                .map(|raw| u16::from_le_bytes(*raw));
+            match number.map(zmq::SocketEvent::from_raw) {
+                Some(zmq::SocketEvent::HANDSHAKE_SUCCEEDED) => connected[index] += 1,
+                Some(zmq::SocketEvent::DISCONNECTED) => {
+                    connected[index] = connected[index].saturating_sub(1)
                 }
+                _ => {}
             }
         }
-        thread::sleep(TICK / 10);
     }
     eprintln!(
         "{PROGRAM}: ventilator: {workers} worker(s) and the sink connected; sending batch {:04x}",
@@ -124,4 +138,30 @@ pub fn ventilate(
         wait.as_secs()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The socket `socket`'s monitor reports its connections on: a peer's
+/// handshake done, a peer gone, as messages.
+fn monitor(
+    context: &zmq::Context,
+    socket: &zmq::Socket,
+    name: &str,
+) -> anyhow::Result<zmq::Socket> {
+    let events =
+        zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+    let address = format!("inproc://ventilator-{name}");
+    socket.monitor(&address, events)?;
+    let monitor = context.socket(zmq::PAIR)?;
+    monitor.connect(&address)?;
+    Ok(monitor)
+}
+
+/// Binds `socket` to `endpoint`; the address bound (the port chosen, for
+/// port 0).
+fn bind(socket: &zmq::Socket, endpoint: &Endpoint) -> anyhow::Result<String> {
+    let endpoint = endpoint.to_string();
+    socket
+        .bind(&endpoint)
+        .with_context(|| format!("cannot bind {endpoint}"))?;
+    Ok(socket.get_last_endpoint()?.unwrap_or(endpoint))
 }
