@@ -35,8 +35,9 @@ mod worker;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use zmq_chat::address::Role;
+use zmq_chat::address::{Endpoint, Role};
 use zmq_chat::cli;
 use zmq_chat::shutdown::Shutdown;
 
@@ -113,6 +114,16 @@ enum PipelineRole {
         #[arg(long)]
         quiet: bool,
     },
+}
+
+/// Binds `socket` to `endpoint`; the address bound (the port chosen, for
+/// port 0).
+fn bind(socket: &zmq::Socket, endpoint: &Endpoint) -> anyhow::Result<String> {
+    let endpoint = endpoint.to_string();
+    socket
+        .bind(&endpoint)
+        .with_context(|| format!("cannot bind {endpoint}"))?;
+    Ok(socket.get_last_endpoint()?.unwrap_or(endpoint))
 }
 
 fn main() -> ExitCode {

@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use zmq_chat::address::Endpoint;
 use zmq_chat::display::escape_for_terminal;
 use zmq_chat::exit::Exit;
@@ -120,14 +119,10 @@ pub fn collect(
     quiet: bool,
     shutdown: &Shutdown,
 ) -> anyhow::Result<ExitCode> {
-    let endpoint = endpoint.to_string();
     let socket = context.socket(zmq::PULL)?;
     // Wake up every 100 ms to notice Ctrl-C.
     socket.set_rcvtimeo(100)?;
-    socket
-        .bind(&endpoint)
-        .with_context(|| format!("cannot bind {endpoint}"))?;
-    let bound = socket.get_last_endpoint()?.unwrap_or(endpoint);
+    let bound = crate::bind(&socket, endpoint)?;
     eprintln!("{PROGRAM}: sink listening on {bound}");
     eprintln!("{PROGRAM}: sink: waiting for a ventilator's batch");
     let mut tally = Tally::default();

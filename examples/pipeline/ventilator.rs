@@ -3,12 +3,11 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use zmq_chat::address::Endpoint;
 use zmq_chat::exit::Exit;
 use zmq_chat::shutdown::Shutdown;
 
-use crate::PROGRAM;
+use crate::{PROGRAM, bind};
 
 /// A batch id unlikely to repeat, so the sink can tell this batch's
 /// results from those of an earlier run.
@@ -154,14 +153,4 @@ fn monitor(
     let monitor = context.socket(zmq::PAIR)?;
     monitor.connect(&address)?;
     Ok(monitor)
-}
-
-/// Binds `socket` to `endpoint`; the address bound (the port chosen, for
-/// port 0).
-fn bind(socket: &zmq::Socket, endpoint: &Endpoint) -> anyhow::Result<String> {
-    let endpoint = endpoint.to_string();
-    socket
-        .bind(&endpoint)
-        .with_context(|| format!("cannot bind {endpoint}"))?;
-    Ok(socket.get_last_endpoint()?.unwrap_or(endpoint))
 }
