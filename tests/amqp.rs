@@ -247,6 +247,34 @@ fn errors_say_what_went_wrong() {
     assert!(!stderr.contains("panicked"));
 }
 
+/// `--quorum` on a classic queue (or none on a quorum queue) is a mistake
+/// no other broker mends: publisher and subscriber say so once and end
+/// (they went on reconnecting for good before).
+#[test]
+fn a_queue_of_another_type_is_said_so_once_and_ends() {
+    let Some(example) = amqp_example() else {
+        return;
+    };
+    let queue = unique("classic");
+    publish(&example, &["--queue", &queue], "{\"classic\": true}\n");
+    for role in ["publish", "subscribe"] {
+        let args = with_broker(role, &["--queue", &queue, "--quorum", "{}"]);
+        let args = if role == "subscribe" {
+            &args[..args.len() - 1]
+        } else {
+            &args[..]
+        };
+        let (status, _, stderr) = run_to_end(&example, args, "");
+        assert_eq!(status.code(), Some(1), "{role}: {stderr}");
+        let said = format!("queue '{queue}' exists as another type");
+        assert_eq!(stderr.matches(&said).count(), 1, "{role}: {stderr}");
+        assert!(
+            !stderr.contains("trying the next broker"),
+            "{role}: {stderr}"
+        );
+    }
+}
+
 /// A body that is not JSON (from some other publisher) is reported, returned
 /// to the queue and stops the subscriber; with --skip-invalid it is printed
 /// in full on stderr and acknowledged, and the next message is handled.

@@ -96,9 +96,13 @@ impl Target {
 /// Declares the durable queue `name`, as pika's `queue_declare(name, durable=True)`.
 async fn declare_queue(channel: &Channel, name: &str, quorum: bool) -> anyhow::Result<()> {
     let declared = amqp::declare_durable(channel, name, quorum, FieldTable::default()).await;
-    declared.map(drop).with_context(|| {
-        format!("cannot declare queue '{name}' (its type is fixed when first declared: every program on it must agree on --quorum)")
-    })
+    match declared {
+        Ok(_) => Ok(()),
+        Err(error) if error.to_string().contains("PRECONDITION_FAILED") => Err(Stop(format!(
+            "queue '{name}' exists as another type (fixed when first declared): use --quorum with every program on it, or none"
+        )).into()),
+        Err(error) => Err(error).context(format!("cannot declare queue '{name}'")),
+    }
 }
 
 /// Declares the durable fanout exchange `name`.
@@ -113,9 +117,8 @@ async fn declare_fanout(channel: &Channel, name: &str) -> anyhow::Result<()> {
     declared.await.with_context(doing)
 }
 
-/// Resolves once `channel` is no longer connected. Raced against every
-/// wait on the broker: in the cluster test a wait whose node was killed was
-/// seen, two runs in seventeen, never to be woken.
+/// Resolves once `channel` is no longer connected, raced against waits on
+/// the broker: some were seen never to end when a node was killed.
 async fn lost(channel: &Channel) -> anyhow::Error {
     let mut check = tokio::time::interval(Duration::from_millis(250));
     while channel.status().connected() {
@@ -134,6 +137,11 @@ async fn watching<T>(
         error = lost(channel) => Err(error),
     }
 }
+
+/// What another broker would not mend: the program stops, saying why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Stop(String);
 
 /// A mistake in what the user asked (exit code 2), not the broker's.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use tokio::time::Instant;
 use zmq_chat::amqp::{self, Brokers};
 
-use crate::{FAILOVER_WAIT, Target, Usage, declare_fanout, declare_queue, watching};
+use crate::{FAILOVER_WAIT, Stop, Target, Usage, declare_fanout, declare_queue, watching};
 
 #[derive(Args, Debug)]
 pub struct PublishArgs {
@@ -46,12 +46,15 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<u8> {
         if batch.confirmed > before {
             progress_at = Instant::now();
         }
-        let left = batch.unconfirmed();
+        let left = batch.done.len() - batch.confirmed;
         let why = match passed {
             // Refusals are published again until this long without progress.
             Ok(()) if left == 0 || progress_at.elapsed() >= FAILOVER_WAIT => break,
             Ok(()) => {
                 format!("the broker refused {left} message(s) (a quorum queue electing a leader?)")
+            }
+            Err(error) if error.is::<Stop>() || progress_at.elapsed() >= FAILOVER_WAIT => {
+                return Err(error);
             }
             Err(error) => format!("{error:#}"),
         };
@@ -85,10 +88,6 @@ impl Batch {
             confirmed,
             unrouted,
         }
-    }
-
-    fn unconfirmed(&self) -> usize {
-        self.done.len() - self.confirmed
     }
 
     /// Publishes on `channel` every message not yet confirmed,
@@ -151,7 +150,8 @@ impl Batch {
             Some(exchange) => format!("fanout exchange '{exchange}'"),
             None => format!("queue '{}'", target.queue()),
         };
-        let (all, unrouted, refused) = (self.done.len(), self.unrouted, self.unconfirmed());
+        let (all, unrouted) = (self.done.len(), self.unrouted);
+        let refused = all - self.confirmed;
         let mut said = format!("amqp: published {all} message(s) to {destination}");
         if unrouted + refused == 0 {
             said += ", each confirmed by the broker";

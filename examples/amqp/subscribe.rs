@@ -1,8 +1,6 @@
-//! The subscriber: prints each message as compact JSON on one stdout line
-//! and acknowledges it once handled; what it cannot handle goes back to the
-//! queue, and it stops saying why. After a lost connection it goes on with
-//! the next `--url`, where the broker delivers again what was not
-//! acknowledged: the duplicates, by `message_id`, are counted.
+//! The subscriber: prints each message as one line of JSON and acknowledges
+//! it once handled. After a lost connection it goes on with the next `--url`,
+//! which delivers again what was not acknowledged: duplicates are counted.
 
 use std::io::Write;
 use std::process::Stdio;
@@ -16,11 +14,12 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::time::Instant;
 use zmq_chat::amqp::{self, Brokers};
 use zmq_chat::bounded::Bounded;
 use zmq_chat::display::escape_for_terminal;
 
-use crate::{declare_fanout, declare_queue, lost};
+use crate::{FAILOVER_WAIT, Stop, declare_fanout, declare_queue, lost};
 
 #[derive(Args, Debug)]
 pub struct SubscribeArgs {
@@ -31,8 +30,7 @@ pub struct SubscribeArgs {
     #[arg(long, value_name = "N")]
     count: Option<u64>,
 
-    /// Messages the broker may send ahead of their acknowledgements (1,
-    /// message_queue's: none held that another subscriber could take)
+    /// Messages the broker may send ahead of their acknowledgements
     #[arg(long, value_name = "N", default_value_t = 1)]
     prefetch: u16,
 
@@ -41,22 +39,19 @@ pub struct SubscribeArgs {
     #[arg(long, value_name = "COMMAND")]
     exec: Option<String>,
 
-    /// Acknowledge bodies that are not JSON after printing them in full on
-    /// stderr (default: return them to the queue and stop)
+    /// Acknowledge bodies that are not JSON, printed on stderr (default: stop)
     #[arg(long)]
     skip_invalid: bool,
 }
-
-/// A message the subscriber cannot handle: it stops for good.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Stop(String);
 
 /// The messages received; their ids, the last million, to tell duplicates.
 struct Seen {
     ids: Bounded<String>,
     distinct: u64,
     duplicates: u64,
+    /// Since when no subscription held (a broker that takes connections but
+    /// not subscriptions is given up on after [`FAILOVER_WAIT`]).
+    unsubscribed: Option<Instant>,
 }
 
 pub async fn run(args: SubscribeArgs) -> anyhow::Result<u8> {
@@ -64,17 +59,20 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<u8> {
     let (mut connection, mut channel) = brokers.first().await?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot catch Ctrl-C")?;
     let ids = Bounded::new(1_000_000);
+    let (distinct, duplicates, unsubscribed) = (0, 0, None);
     let mut seen = Seen {
         ids,
-        distinct: 0,
-        duplicates: 0,
+        distinct,
+        duplicates,
+        unsubscribed,
     };
     let outcome = loop {
         let consumed = consume(&channel, &args, &mut seen, &mut interrupt).await;
         // Closing gives back to the queue whatever was not acknowledged.
         amqp::close(&connection, "done").await;
+        let unsubscribed = seen.unsubscribed.get_or_insert_with(Instant::now).elapsed();
         match consumed {
-            Err(error) if !error.is::<Stop>() => {
+            Err(error) if !error.is::<Stop>() && unsubscribed < FAILOVER_WAIT => {
                 eprintln!("amqp: {error:#}; trying the next broker")
             }
             outcome => break outcome,
@@ -99,6 +97,7 @@ async fn consume(
     interrupt: &mut Signal,
 ) -> anyhow::Result<u8> {
     let mut consumer = subscribe(channel, args).await?;
+    seen.unsubscribed = None;
     let mut lost = std::pin::pin!(lost(channel));
     while args.count.is_none_or(|count| seen.distinct < count) {
         let delivery = tokio::select! {
@@ -128,23 +127,20 @@ async fn consume(
 /// Declares what this subscriber reads from, and starts consuming it.
 async fn subscribe(channel: &Channel, args: &SubscribeArgs) -> anyhow::Result<Consumer> {
     let target = &args.target;
-    let queue = match (&target.exchange, &target.queue) {
+    let queue = if target.exchange.is_some() && target.queue.is_none() {
         // A queue of its own, deleted with its connection.
-        (Some(_), None) => {
-            let own = QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            };
-            let declared = channel
-                .queue_declare("".into(), own, FieldTable::default())
-                .await;
-            let declared = declared.context("cannot declare this subscriber's queue")?;
-            declared.name().to_string()
-        }
-        _ => {
-            declare_queue(channel, target.queue(), target.quorum).await?;
-            target.queue().to_string()
-        }
+        let own = QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare("".into(), own, FieldTable::default())
+            .await;
+        let declared = declared.context("cannot declare this subscriber's queue")?;
+        declared.name().to_string()
+    } else {
+        declare_queue(channel, target.queue(), target.quorum).await?;
+        target.queue().to_string()
     };
     if let Some(exchange) = &target.exchange {
         declare_fanout(channel, exchange).await?;
@@ -173,11 +169,8 @@ async fn handle(delivery: &Delivery, args: &SubscribeArgs) -> anyhow::Result<()>
             return ack(delivery).await;
         }
     };
-    let printed = {
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{line}").and_then(|()| stdout.flush())
-    };
-    if printed.is_err() {
+    // Line-buffered: the line is out before the message is acknowledged.
+    if writeln!(std::io::stdout(), "{line}").is_err() {
         return Err(Stop("stdout is closed".into()).into());
     }
     if let Some(command) = &args.exec
@@ -205,9 +198,8 @@ async fn run_handler(command: &str, line: &str) -> Result<(), String> {
         // A handler that does not read its input is its own business.
         let _ = stdin.write_all(format!("{line}\n").as_bytes()).await;
     }
-    match child.wait().await {
-        Ok(status) if status.success() => Ok(()),
-        Ok(status) => Err(format!("failed ({status})")),
-        Err(error) => Err(error.to_string()),
+    match child.wait().await.map_err(|error| error.to_string())? {
+        status if status.success() => Ok(()),
+        status => Err(format!("failed ({status})")),
     }
 }
