@@ -6,7 +6,7 @@
 //! bounded linger so a final reply is flushed but exit never hangs, and
 //! `ZMQ_MAXMSGSIZE` so a hostile peer cannot make us buffer one frame without
 //! limit. Every socket also refuses the pre-3.0 ZMTP protocols (see
-//! `configure`), and [`receive_one`] bounds what the chat takes of one
+//! `configure`), and `receive_one` bounds what the chat takes of one
 //! message.
 //!
 //! What libzmq itself may hold for one connection: up to the receive
@@ -64,7 +64,7 @@ fn configure(socket: &zmq::Socket, endpoint: &Endpoint) -> Result<(), zmq::Error
 /// connected, for callers that must do something first (attach a monitor
 /// before any peer can connect, say); then use [`bind_socket`] or
 /// [`connect_socket`].
-pub fn socket_for(
+pub(crate) fn socket_for(
     context: &zmq::Context,
     kind: zmq::SocketType,
     endpoint: &Endpoint,
@@ -78,7 +78,10 @@ pub fn socket_for(
 ///
 /// # Errors
 /// When the address is taken, not this machine's, or needs privileges.
-pub fn bind_socket(socket: &zmq::Socket, endpoint: &Endpoint) -> Result<String, TransportError> {
+pub(crate) fn bind_socket(
+    socket: &zmq::Socket,
+    endpoint: &Endpoint,
+) -> Result<String, TransportError> {
     if let Endpoint::Ipc(path) = endpoint {
         check_ipc_path(path)?;
     }
@@ -115,7 +118,10 @@ fn check_ipc_path(path: &str) -> Result<(), TransportError> {
 /// Connects an existing socket (see [`socket_for`]), for callers that set
 /// options or attach a monitor first: options such as heartbeats only affect
 /// connections made after them.
-pub fn connect_socket(socket: &zmq::Socket, endpoint: &Endpoint) -> Result<(), TransportError> {
+pub(crate) fn connect_socket(
+    socket: &zmq::Socket,
+    endpoint: &Endpoint,
+) -> Result<(), TransportError> {
     // Retry quickly at first so a server that appears is found at once, but
     // back off so a long absence does not mean a connection attempt every 100 ms.
     socket.set_reconnect_ivl(100)?;
@@ -130,13 +136,13 @@ pub fn connect_socket(socket: &zmq::Socket, endpoint: &Endpoint) -> Result<(), T
 }
 
 /// A socket monitor: tells when the peer behind a socket comes and goes.
-pub struct ConnectionWatch {
+pub(crate) struct ConnectionWatch {
     events: zmq::Socket,
 }
 
 impl ConnectionWatch {
     /// Starts monitoring `socket`. Events are queued until read.
-    pub fn attach(context: &zmq::Context, socket: &zmq::Socket) -> Result<Self, zmq::Error> {
+    pub(crate) fn attach(context: &zmq::Context, socket: &zmq::Socket) -> Result<Self, zmq::Error> {
         static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let endpoint = format!("inproc://zmq-chat-monitor-{id}");
@@ -153,13 +159,13 @@ impl ConnectionWatch {
     }
 
     /// The next queued event, without waiting.
-    pub fn try_next(&self) -> Result<Option<ConnectionEvent>, zmq::Error> {
+    pub(crate) fn try_next(&self) -> Result<Option<ConnectionEvent>, zmq::Error> {
         Ok(self.try_next_on()?.map(|(event, _)| event))
     }
 
     /// The next queued event and the descriptor of the connection it is
     /// about (for the connection events; see [`receive_one_with_source`]).
-    pub fn try_next_on(&self) -> Result<Option<(ConnectionEvent, RawFd)>, zmq::Error> {
+    pub(crate) fn try_next_on(&self) -> Result<Option<(ConnectionEvent, RawFd)>, zmq::Error> {
         match self.events.recv_multipart(zmq::DONTWAIT) {
             Ok(frames) => Ok(Some((parse_event(&frames), event_value(&frames)))),
             Err(zmq::Error::EAGAIN) => Ok(None),
@@ -208,7 +214,7 @@ fn event_value(frames: &[Vec<u8>]) -> i32 {
 ///
 /// # Errors
 /// `EAGAIN` when no message came within the timeout; other ZeroMQ errors.
-pub fn receive_one(socket: &zmq::Socket) -> Result<Bounded, zmq::Error> {
+pub(crate) fn receive_one(socket: &zmq::Socket) -> Result<Bounded, zmq::Error> {
     let mut first = zmq::Message::new();
     socket.recv(&mut first, 0)?;
     receive_rest(socket, vec![first.to_vec()], first.get_more())
@@ -222,7 +228,7 @@ pub fn receive_one(socket: &zmq::Socket) -> Result<Bounded, zmq::Error> {
 ///
 /// # Errors
 /// As [`receive_one`].
-pub fn receive_one_with_source(
+pub(crate) fn receive_one_with_source(
     socket: &mut zmq::Socket,
 ) -> Result<(Bounded, Option<RawFd>), zmq::Error> {
     // A ROUTER makes the routing id frame itself, and when it has read the
@@ -324,7 +330,7 @@ fn receive_rest(
 /// # Errors
 /// `EAGAIN` for a full queue, `EHOSTUNREACH` for a peer that has gone, and
 /// other ZeroMQ errors.
-pub fn send_now(socket: &zmq::Socket, frames: &[Vec<u8>]) -> Result<(), zmq::Error> {
+pub(crate) fn send_now(socket: &zmq::Socket, frames: &[Vec<u8>]) -> Result<(), zmq::Error> {
     let send = || socket.send_multipart(frames.iter().map(|frame| &frame[..]), zmq::DONTWAIT);
     match send() {
         Err(zmq::Error::EAGAIN) => {
