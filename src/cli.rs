@@ -343,11 +343,6 @@ impl OutputFlags {
         }
         Ok(())
     }
-
-    /// The separator of script input: NUL with `-0`, else a newline.
-    pub fn separator(&self) -> u8 {
-        if self.null { b'\0' } else { b'\n' }
-    }
 }
 
 /// The flags both programs have that run a task instead of the chat, and

@@ -235,8 +235,9 @@ impl Screen {
         out.write_all(&[self.separator()])
     }
 
-    /// What ends a message.
-    fn separator(&self) -> u8 {
+    /// What ends a message, written and read: NUL with `-0`, else a
+    /// newline.
+    pub fn separator(&self) -> u8 {
         if self.style.nul { b'\0' } else { b'\n' }
     }
 

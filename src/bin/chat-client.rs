@@ -261,7 +261,7 @@ fn line_source(
     screen: &mut Screen,
 ) -> anyhow::Result<Box<dyn LineSource>> {
     if !interactive {
-        let lines = ScriptLines::from_stdin(PROGRAM).separated_by(args.output.separator());
+        let lines = ScriptLines::from_stdin(PROGRAM).separated_by(screen.separator());
         return Ok(Box::new(lines));
     }
     let history = (!args.no_history)

@@ -147,7 +147,7 @@ fn run(args: &Args) -> anyhow::Result<Exit> {
     } else if let Some(prompt) = &mut prompt {
         ReplySource::Operator(prompt)
     } else {
-        script = ScriptLines::from_stdin(PROGRAM).separated_by(args.output.separator());
+        script = ScriptLines::from_stdin(PROGRAM).separated_by(screen.separator());
         ReplySource::Operator(&mut script)
     };
     let end = server.run(replies, &screen, &shutdown, &SystemClock)?;
