@@ -187,9 +187,10 @@ impl Screen {
                 notes: incoming.anomalies.iter().map(ToString::to_string).collect(),
                 ..Event::new(Kind::Message, &incoming.text)
             };
-            self.keep(&event, at);
+            let json = event.to_json(at);
+            self.keep(&json);
             if self.style.json {
-                return self.write_json(&event, at);
+                return self.write_json(&json);
             }
         }
         self.show_line(&incoming.text, peer, at)?;
@@ -241,12 +242,12 @@ impl Screen {
         if self.style.nul { b'\0' } else { b'\n' }
     }
 
-    fn write_json(&self, event: &Event<'_>, at: SystemTime) -> io::Result<()> {
-        let line = event.to_json(at);
+    /// Writes `json`, an event as a line of JSON, on stdout.
+    fn write_json(&self, json: &str) -> io::Result<()> {
         // A peer's text, valid JSON, may still hold what a terminal acts on.
         let line = match self.interactive || self.out_is_terminal {
-            true => escape_json_for_terminal(&line),
-            false => Cow::Borrowed(line.as_str()),
+            true => escape_json_for_terminal(json),
+            false => Cow::Borrowed(json),
         };
         if let Some(printer) = &self.printer {
             printer.print(&line);
@@ -258,14 +259,14 @@ impl Screen {
         out.write_all(b"\n")
     }
 
-    /// Keeps `event` in the transcript, if there is one; tells the user
-    /// once if it cannot be written.
-    fn keep(&self, event: &Event<'_>, at: SystemTime) {
+    /// Keeps `json`, an event as a line of JSON, in the transcript, if
+    /// there is one; tells the user once if it cannot be written.
+    fn keep(&self, json: &str) {
         let Some(transcript) = &self.transcript else {
             return;
         };
         let mut transcript = transcript.borrow_mut();
-        if let Err(error) = transcript.write(event, at)
+        if let Err(error) = transcript.write(json)
             && !self.transcript_failed.replace(true)
         {
             let path = transcript.path().display().to_string();
@@ -285,7 +286,7 @@ impl Screen {
             id,
             ..Event::new(Kind::Sent, &text)
         };
-        self.keep(&event, SystemTime::now());
+        self.keep(&event.to_json(SystemTime::now()));
     }
 
     /// Writes out buffered messages. Script-mode loops call it whenever they
@@ -344,13 +345,17 @@ impl Screen {
     /// plain notices) and, with `--json`, writes it; whether it was
     /// written, and so needs no words of its own.
     fn record(&self, kind: Kind, text: &str) -> bool {
-        let at = SystemTime::now();
-        let event = Event::new(kind, text);
-        if kind != Kind::Notice {
-            self.keep(&event, at);
+        let kept = kind != Kind::Notice && self.keeps_transcript();
+        if !kept && !self.style.json {
+            return false;
+        }
+        // Made once, for the transcript and stdout alike.
+        let json = Event::new(kind, text).to_json(SystemTime::now());
+        if kept {
+            self.keep(&json);
         }
         if self.style.json {
-            let _ = self.write_json(&event, at);
+            let _ = self.write_json(&json);
         }
         self.style.json
     }

@@ -6,9 +6,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
-
-use crate::event::Event;
 
 /// Why a transcript cannot be kept.
 #[derive(Debug, thiserror::Error)]
@@ -70,15 +67,13 @@ impl Transcript {
         })
     }
 
-    /// Appends `event`, as it happened `at`, in one write (so a line is
-    /// whole even if the program dies next).
+    /// Appends `json`, an event as one line of JSON ([`crate::event::Event::to_json`]),
+    /// in one write (so a line is whole even if the program dies next).
     ///
     /// # Errors
     /// When the file cannot be written.
-    pub fn write(&mut self, event: &Event<'_>, at: SystemTime) -> io::Result<()> {
-        let mut line = event.to_json(at);
-        line.push('\n');
-        self.file.write_all(line.as_bytes())
+    pub fn write(&mut self, json: &str) -> io::Result<()> {
+        self.file.write_all(format!("{json}\n").as_bytes())
     }
 
     /// The file, as named.
@@ -91,8 +86,10 @@ impl Transcript {
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
+    use std::time::SystemTime;
+
     use super::*;
-    use crate::event::Kind;
+    use crate::event::{Event, Kind};
 
     #[test]
     fn a_transcript_is_owner_only_appended_and_one_line_per_event() {
@@ -100,12 +97,12 @@ mod tests {
         let path = folder.path().join("chat.log");
         let mut transcript = Transcript::open(&path).unwrap();
         transcript
-            .write(&Event::new(Kind::Sent, "one\ntwo"), SystemTime::now())
+            .write(&Event::new(Kind::Sent, "one\ntwo").to_json(SystemTime::now()))
             .unwrap();
         drop(transcript);
         let mut again = Transcript::open(&path).unwrap();
         again
-            .write(&Event::new(Kind::Message, "three"), SystemTime::now())
+            .write(&Event::new(Kind::Message, "three").to_json(SystemTime::now()))
             .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
